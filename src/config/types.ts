@@ -1,0 +1,175 @@
+/**
+ * Typed view of the gateway configuration (YAML, validated by `schema.ts` before it becomes
+ * one of these). Field names follow the YAML file (snake_case) so errors point at what users wrote.
+ */
+
+/** Where a secret comes from: a mounted file (watched for rotation) or an environment variable. */
+export type SecretRef = { readonly file: string } | { readonly env: string };
+
+/** JWT issuer trusted for agent/user identity. */
+export interface JwtIssuerConfig {
+  readonly issuer: string;
+  readonly audiences: readonly string[];
+  /** Local JWKS file (watched) or remote JWKS URL (cached, refreshed on unknown `kid`). */
+  readonly jwks_file?: string;
+  readonly jwks_url?: string;
+  /** Asymmetric algorithms accepted for this issuer; `none` and HS* are rejected by the schema. */
+  readonly algorithms: readonly string[];
+  readonly clock_skew_s: number;
+  /** Claim names mapping the token to the principal. */
+  readonly claims: {
+    readonly user: string;
+    readonly tenant: string;
+    readonly roles: string;
+    readonly agent: string;
+    readonly agent_version: string;
+  };
+}
+
+/** mTLS peer (Envoy's `source.principal`, usually a SPIFFE URI SAN) mapped to an agent. */
+export interface MtlsAgentConfig {
+  readonly principal: string;
+  readonly agent: string;
+  readonly agent_version?: string;
+  readonly roles?: readonly string[];
+  readonly tenant?: string;
+}
+
+/** API key, stored as the hex SHA-256 of the key; never the key itself. */
+export interface ApiKeyConfig {
+  readonly id: string;
+  readonly sha256: string;
+  readonly agent: string;
+  readonly agent_version?: string;
+  readonly roles?: readonly string[];
+  readonly tenant?: string;
+}
+
+/** Slack-style HMAC request signature (`v0=hex(hmac(secret, "v0:" + ts + ":" + body))`). */
+export interface SignatureConfig {
+  readonly id: string;
+  readonly secret: SecretRef;
+  readonly signature_header: string;
+  readonly timestamp_header: string;
+  readonly max_skew_s: number;
+  readonly agent: string;
+  readonly roles?: readonly string[];
+  readonly tenant?: string;
+  /** Limit this signer to these tools (empty: any tool). */
+  readonly tools?: readonly string[];
+}
+
+/** How callers prove who they are. */
+export interface IdentityConfig {
+  /** When false, unauthenticated requests reach policy with `input.identity = null`. */
+  readonly required: boolean;
+  readonly jwt: readonly JwtIssuerConfig[];
+  readonly mtls: readonly MtlsAgentConfig[];
+  readonly api_keys: readonly ApiKeyConfig[];
+  readonly api_key_header: string;
+  readonly signatures: readonly SignatureConfig[];
+}
+
+/** One header the gateway sets on the upstream request from a secret. */
+export interface CredentialConfig {
+  /** Header name (lower case), e.g. `authorization` or `x-api-key`. */
+  readonly header: string;
+  /** Template with `{secret}`, e.g. `Bearer {secret}`. */
+  readonly format: string;
+  readonly secret: SecretRef;
+  /** Per-user secrets; the user id of the verified principal selects one. */
+  readonly per_user?: Readonly<Record<string, SecretRef>>;
+  /** When true, a call without a per-user secret for its user is denied instead of using `secret`. */
+  readonly require_per_user?: boolean;
+}
+
+/** Token-bucket limit applied per principal for a tool. */
+export interface RateLimitConfig {
+  /** Sustained requests per second. */
+  readonly rps: number;
+  /** Bucket size (burst). */
+  readonly burst: number;
+  /** What the bucket is keyed by. */
+  readonly key: 'agent' | 'user' | 'tenant';
+}
+
+/** An MCP tool exposed behind a logical tool (for `tools/call`). */
+export interface McpToolConfig {
+  readonly mutating: boolean;
+  /** JSON Schema file for the tool's `arguments`. */
+  readonly input_schema?: string;
+}
+
+/** A logical tool agents call as `/tools/<name>/...`. */
+export interface ToolConfig {
+  readonly name: string;
+  readonly description?: string;
+  /** Envoy cluster that serves it (documentation and cross-checks; Envoy routes). */
+  readonly upstream: string;
+  /** Whether calls change state; default inferred from the HTTP method. */
+  readonly mutating?: boolean;
+  /** Data sent to this tool leaves the organisation (enables exfiltration DLP). */
+  readonly external: boolean;
+  /** Log would-deny decisions for this tool and allow them. */
+  readonly dry_run: boolean;
+  /** Overrides `identity.required` for this tool. */
+  readonly identity_required?: boolean;
+  readonly credentials: readonly CredentialConfig[];
+  readonly rate_limit?: RateLimitConfig;
+  readonly request: {
+    readonly max_body_bytes: number;
+    /** JSON Schema file for plain JSON request bodies. */
+    readonly schema?: string;
+  };
+  readonly mcp?: {
+    readonly tools: Readonly<Record<string, McpToolConfig>>;
+  };
+  readonly response: {
+    /** JSON field paths (dot-separated, `*` for any key/index) dropped before DLP. */
+    readonly drop_fields: readonly string[];
+  };
+}
+
+/** OPA policy bundle. */
+export interface PolicyConfig {
+  /** Bundle built with `opa build -t wasm` (tar.gz with policy.wasm and data.json). */
+  readonly bundle: string;
+  /** Optional data document (JSON or YAML) merged over the bundle's data; watched. */
+  readonly data?: string;
+  /** Decision path, OPA-Envoy default `envoy/authz/allow`. */
+  readonly decision: string;
+  /** Global dry run: log would-deny and allow. */
+  readonly dry_run: boolean;
+}
+
+/** Ports and process settings. */
+export interface ServerConfig {
+  readonly grpc_address: string;
+  readonly grpc_port: number;
+  readonly admin_address: string;
+  readonly admin_port: number;
+  readonly shutdown_grace_ms: number;
+  readonly log_level: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace';
+}
+
+/** Audit sinks. */
+export interface AuditConfig {
+  readonly stdout: boolean;
+  /** Append-only hash-chained file; omitted: no file sink. */
+  readonly file?: string;
+  /** Payload capture: off, or truncated (after redaction) to `max_bytes`. */
+  readonly payload: { readonly mode: 'off' | 'truncated'; readonly max_bytes: number };
+}
+
+/** The whole gateway configuration. */
+export interface GatewayConfig {
+  readonly server: ServerConfig;
+  readonly identity: IdentityConfig;
+  readonly policy: PolicyConfig;
+  readonly tools: readonly ToolConfig[];
+  readonly audit: AuditConfig;
+  /** Header names always removed from the upstream request (caller-supplied identity). */
+  readonly strip_headers: readonly string[];
+  /** Directory relative paths in the file are resolved against (the config file's folder). */
+  readonly base_dir: string;
+}
