@@ -1,0 +1,353 @@
+import { GatewayError, toGatewayError } from '../errors.js';
+import { log } from '../log.js';
+import type { GatewayConfig, ToolConfig } from '../config/types.js';
+import type { Principal } from '../identity/types.js';
+import type { IdentityVerifier } from '../identity/index.js';
+import type { PolicyEngine } from '../policy/engine.js';
+import type { Decision } from '../policy/result.js';
+import { buildPolicyInput } from '../policy/input.js';
+import { parseJsonRpc, type McpCall } from '../inspect/mcp.js';
+import { isMutating, toolView, type ToolRegistry } from '../tools/registry.js';
+import type { CredentialInjector, HeaderValue } from '../credentials/inject.js';
+import type { RateLimiter } from '../limits/tokenBucket.js';
+import type { ProtoCheckRequest } from './request.js';
+import { ALWAYS_STRIPPED } from '../config/load.js';
+import { stageTimer, recordDecision } from './metrics.js';
+
+/** Prefix of headers the gateway itself sets upstream; a caller can never supply them. */
+export const GATEWAY_HEADER_PREFIX = 'x-portcullis-';
+
+/** What ext_authz learned, handed to ext_proc and the audit log through dynamic metadata. */
+export interface AuthzMetadata {
+  request_id: string | null;
+  tool: string | null;
+  agent: string | null;
+  agent_version: string | null;
+  user: string | null;
+  tenant: string | null;
+  auth_methods: string[];
+  allowed: boolean;
+  dry_run: boolean;
+  rule: string | null;
+  reason: string | null;
+  policy_version: string | null;
+  mcp_method: string | null;
+  mcp_tool: string | null;
+  authz_ms: number;
+}
+
+/** Allowed: what Envoy must change on the upstream request. */
+export interface CheckAllowed {
+  readonly allowed: true;
+  readonly setHeaders: readonly HeaderValue[];
+  readonly removeHeaders: readonly string[];
+  readonly responseHeadersToAdd: readonly HeaderValue[];
+  readonly metadata: AuthzMetadata;
+  readonly policyMetadata: Readonly<Record<string, unknown>> | null;
+}
+
+/** Denied: the error and how to render it. */
+export interface CheckDenied {
+  readonly allowed: false;
+  readonly error: GatewayError;
+  /** JSON-RPC id when the request was JSON-RPC, so the denial is a JSON-RPC error. */
+  readonly rpcId: string | number | null;
+  readonly isJsonRpc: boolean;
+  /** Policy-supplied body and headers (OPA-Envoy compatible) take precedence when present. */
+  readonly policyBody: string | null;
+  readonly policyHeaders: readonly HeaderValue[];
+  readonly metadata: AuthzMetadata;
+}
+
+/** Result of one Check. */
+export type CheckOutcome = CheckAllowed | CheckDenied;
+
+/** Everything Check needs; swapped as a whole on config reload. */
+export interface AuthzDeps {
+  readonly config: GatewayConfig;
+  readonly tools: ToolRegistry;
+  readonly identity: IdentityVerifier;
+  readonly policy: PolicyEngine;
+  readonly credentials: CredentialInjector;
+  readonly limiter: RateLimiter;
+}
+
+interface Ctx {
+  readonly req: ProtoCheckRequest;
+  readonly headers: Readonly<Record<string, string>>;
+  readonly method: string;
+  readonly path: string;
+  readonly requestId: string | null;
+  readonly rawBody: Buffer | undefined;
+  readonly bodyText: string | null;
+  readonly truncated: boolean;
+  readonly started: bigint;
+  tool: ToolConfig | null;
+  principal: Principal | null;
+  mcp: McpCall[];
+  isJsonRpc: boolean;
+  rpcId: string | number | null;
+  decision: Decision | null;
+  dryRun: boolean;
+}
+
+function headerList(obj: Readonly<Record<string, string | readonly string[]>> | null | undefined): HeaderValue[] {
+  if (!obj) return [];
+  const out: HeaderValue[] = [];
+  for (const [key, v] of Object.entries(obj)) {
+    for (const value of typeof v === 'string' ? [v] : v) out.push({ key: key.toLowerCase(), value });
+  }
+  return out;
+}
+
+function isJsonContentType(ct: string | undefined): boolean {
+  return ct !== undefined && /^application\/(?:[\w.+-]*\+)?json\b/i.test(ct.trim());
+}
+
+const utf8 = new TextDecoder('utf-8', { fatal: true });
+
+/**
+ * ext_authz Check: request -> tool -> body shape -> identity -> policy -> limits -> credentials.
+ * Each stage either enriches the context or throws a GatewayError; any other exception denies.
+ */
+export class Authorizer {
+  constructor(private deps: AuthzDeps) {}
+
+  /** Replaces configuration and collaborators atomically (reload). */
+  swap(deps: AuthzDeps): void {
+    this.deps = deps;
+  }
+
+  /** Current dependencies (for status and shutdown). */
+  get current(): AuthzDeps {
+    return this.deps;
+  }
+
+  /** Decides one request. Never throws: failures become denials (fail closed). */
+  async check(req: ProtoCheckRequest): Promise<CheckOutcome> {
+    const deps = this.deps;
+    const ctx = this.context(req);
+    try {
+      this.resolveTool(deps, ctx);
+      this.inspectBody(ctx);
+      await this.authenticate(deps, ctx);
+      this.authorize(deps, ctx);
+      this.limit(deps, ctx);
+      const outcome = this.allow(deps, ctx);
+      recordDecision(outcome.metadata.dry_run ? 'dry_run_allow' : 'allow', 'none', ctx.tool?.name ?? null, outcome.metadata.rule);
+      return outcome;
+    } catch (err) {
+      const error = toGatewayError(err, 'the gateway could not decide');
+      if (error.code === 'internal') log.error({ err: (err as Error)?.message, request_id: ctx.requestId }, 'check failed; denying');
+      recordDecision('deny', error.code, ctx.tool?.name ?? null, error.rule ?? null);
+      return {
+        allowed: false,
+        error,
+        rpcId: ctx.rpcId,
+        isJsonRpc: ctx.isJsonRpc,
+        policyBody: ctx.decision && !ctx.decision.allowed ? ctx.decision.body : null,
+        policyHeaders: ctx.decision && !ctx.decision.allowed ? headerList(ctx.decision.headers) : [],
+        metadata: this.metadata(deps, ctx, false, error.rule ?? null, error.message),
+      };
+    }
+  }
+
+  private context(req: ProtoCheckRequest): Ctx {
+    const http = req.attributes?.request?.http ?? {};
+    const headers = http.headers ?? {};
+    const rawBody = http.rawBody && http.rawBody.length > 0 ? http.rawBody : http.body ? Buffer.from(http.body, 'utf8') : undefined;
+    return {
+      req,
+      headers,
+      method: http.method ?? headers[':method'] ?? 'GET',
+      path: http.path ?? headers[':path'] ?? '/',
+      requestId: http.id ?? headers['x-request-id'] ?? null,
+      rawBody,
+      bodyText: null,
+      truncated: headers['x-envoy-auth-partial-body'] === 'true',
+      started: process.hrtime.bigint(),
+      tool: null,
+      principal: null,
+      mcp: [],
+      isJsonRpc: false,
+      rpcId: null,
+      decision: null,
+      dryRun: false,
+    };
+  }
+
+  private resolveTool(deps: AuthzDeps, ctx: Ctx): void {
+    const t = stageTimer('tool');
+    try {
+      for (const name of Object.keys(ctx.headers)) {
+        // Envoy's original-destination headers could steer a request to an arbitrary host.
+        if (name.startsWith('x-envoy-original-dst')) {
+          throw new GatewayError('invalid_request', 'requests cannot choose their upstream host', { rule: 'tool.direct_upstream' });
+        }
+      }
+      ctx.tool = deps.tools.resolve(ctx.path);
+    } finally {
+      t();
+    }
+  }
+
+  private inspectBody(ctx: Ctx): void {
+    const tool = ctx.tool as ToolConfig;
+    const declared = Number(ctx.headers['content-length'] ?? NaN);
+    const seen = ctx.rawBody?.length ?? 0;
+    const size = Number.isFinite(declared) ? Math.max(declared, seen) : seen;
+    if (size > tool.request.max_body_bytes) {
+      throw new GatewayError('payload_too_large', `request body of ${size} bytes exceeds the ${tool.request.max_body_bytes}-byte limit of tool "${tool.name}"`, {
+        rule: 'inspect.body_size',
+        details: { limit_bytes: tool.request.max_body_bytes },
+      });
+    }
+    if (!ctx.rawBody) return;
+    let text: string;
+    try {
+      text = utf8.decode(ctx.rawBody);
+    } catch {
+      // A truncated body may end inside a multi-byte character; only complete bodies must be valid.
+      if (!ctx.truncated) throw new GatewayError('invalid_request', 'request body is not valid UTF-8', { rule: 'inspect.encoding' });
+      text = ctx.rawBody.toString('utf8');
+    }
+    (ctx as { bodyText: string | null }).bodyText = text;
+    const rpc = parseJsonRpc(text);
+    if (rpc) {
+      ctx.isJsonRpc = true;
+      ctx.mcp = rpc.calls;
+      ctx.rpcId = rpc.calls[0]?.id ?? null;
+    }
+    if (isJsonContentType(ctx.headers['content-type']) && !ctx.truncated && !rpc) {
+      try {
+        JSON.parse(text);
+      } catch (err) {
+        throw new GatewayError('invalid_request', `request body is not valid JSON: ${(err as Error).message}`, { rule: 'inspect.json' });
+      }
+    }
+    if (tool.mcp && !ctx.truncated && !rpc && text.trim().length > 0) {
+      throw new GatewayError('invalid_request', `tool "${tool.name}" is an MCP server and expects a JSON-RPC 2.0 body`, { rule: 'inspect.jsonrpc' });
+    }
+  }
+
+  private async authenticate(deps: AuthzDeps, ctx: Ctx): Promise<void> {
+    const t = stageTimer('identity');
+    const tool = ctx.tool as ToolConfig;
+    try {
+      ctx.principal = await deps.identity.verify({
+        headers: ctx.headers,
+        sourcePrincipal: ctx.req.attributes?.source?.principal || undefined,
+        rawBody: ctx.rawBody,
+        bodyTruncated: ctx.truncated,
+        toolName: tool.name,
+        nowMs: Date.now(),
+      });
+    } finally {
+      t();
+    }
+    const required = tool.identity_required ?? deps.config.identity.required;
+    if (!ctx.principal && required) {
+      throw new GatewayError('unauthenticated', 'this tool requires a verified identity: send a bearer token, API key, client certificate or signed request', {
+        rule: 'identity.required',
+      });
+    }
+  }
+
+  private authorize(deps: AuthzDeps, ctx: Ctx): void {
+    const t = stageTimer('policy');
+    const tool = ctx.tool as ToolConfig;
+    try {
+      const calls: (McpCall | null)[] = ctx.mcp.length > 0 ? ctx.mcp : [null];
+      ctx.dryRun = deps.config.policy.dry_run || tool.dry_run;
+      // A batch is allowed only if every call in it is; the first denial is reported.
+      for (const call of calls) {
+        const mcpTools = call?.tool ? [call.tool] : [];
+        const view = toolView(tool, isMutating(tool, ctx.method, mcpTools));
+        const input = buildPolicyInput(ctx.req, { identity: ctx.principal, tool: view, mcp: call, body: ctx.bodyText });
+        const decision = deps.policy.evaluate(input);
+        ctx.decision = decision;
+        if (call?.id !== undefined && call.id !== null) ctx.rpcId = call.id;
+        if (!decision.allowed) {
+          const err = new GatewayError(
+            ctx.principal ? 'forbidden' : 'unauthenticated',
+            decision.reason ?? `policy denied the call to tool "${tool.name}"`,
+            { rule: decision.rule ?? 'policy.deny', httpStatus: decision.httpStatus ?? undefined },
+          );
+          if (!ctx.dryRun) throw err;
+          log.warn({ request_id: ctx.requestId, tool: tool.name, rule: err.rule, reason: err.message }, 'dry run: policy would deny; allowing');
+          ctx.decision = { ...decision, allowed: true };
+          return;
+        }
+      }
+    } finally {
+      t();
+    }
+  }
+
+  private limit(deps: AuthzDeps, ctx: Ctx): void {
+    const tool = ctx.tool as ToolConfig;
+    const rl = tool.rate_limit;
+    if (!rl) return;
+    const p = ctx.principal;
+    const key = (rl.key === 'user' ? p?.user : rl.key === 'tenant' ? p?.tenant : p?.agent) ?? p?.agent ?? 'anonymous';
+    deps.limiter.take(tool.name, rl, key, Date.now());
+  }
+
+  private allow(deps: AuthzDeps, ctx: Ctx): CheckAllowed {
+    const t = stageTimer('credentials');
+    const tool = ctx.tool as ToolConfig;
+    try {
+      const decision = ctx.decision;
+      const set: HeaderValue[] = [...deps.credentials.headersFor(tool.name, ctx.principal)];
+      const p = ctx.principal;
+      const identityHeaders: [string, string | null][] = [
+        ['x-portcullis-agent', p?.agent ?? null],
+        ['x-portcullis-user', p?.user ?? null],
+        ['x-portcullis-tenant', p?.tenant ?? null],
+      ];
+      for (const [key, value] of identityHeaders) if (value) set.push({ key, value });
+      // Policy headers never override credentials the gateway injects.
+      const setNames = new Set(set.map((h) => h.key));
+      for (const h of headerList(decision?.headers)) if (!setNames.has(h.key)) set.push(h);
+      for (const h of set) setNames.add(h.key);
+
+      const remove = new Set<string>([...ALWAYS_STRIPPED, ...deps.config.strip_headers, ...deps.identity.credentialHeaders, ...(decision?.requestHeadersToRemove ?? [])]);
+      for (const name of Object.keys(ctx.headers)) if (name.startsWith(GATEWAY_HEADER_PREFIX)) remove.add(name);
+      // Envoy applies removals after sets: never remove what we just set.
+      for (const name of setNames) remove.delete(name);
+
+      return {
+        allowed: true,
+        setHeaders: set,
+        removeHeaders: [...remove],
+        responseHeadersToAdd: headerList(decision?.responseHeadersToAdd),
+        metadata: this.metadata(deps, ctx, true, decision?.rule ?? null, decision?.reason ?? null),
+        policyMetadata: decision?.dynamicMetadata ?? null,
+      };
+    } finally {
+      t();
+    }
+  }
+
+  private metadata(deps: AuthzDeps, ctx: Ctx, allowed: boolean, rule: string | null, reason: string | null): AuthzMetadata {
+    const p = ctx.principal;
+    const firstCall = ctx.mcp[0];
+    return {
+      request_id: ctx.requestId,
+      tool: ctx.tool?.name ?? null,
+      agent: p?.agent ?? null,
+      agent_version: p?.agent_version ?? null,
+      user: p?.user ?? null,
+      tenant: p?.tenant ?? null,
+      auth_methods: p ? [...p.methods] : [],
+      allowed,
+      dry_run: ctx.dryRun,
+      rule,
+      reason,
+      policy_version: deps.policy.status().version,
+      mcp_method: firstCall?.method ?? null,
+      mcp_tool: firstCall?.tool ?? null,
+      authz_ms: Number(process.hrtime.bigint() - ctx.started) / 1e6,
+    };
+  }
+}

@@ -1,0 +1,64 @@
+import { errorBody, jsonRpcErrorBody } from '../errors.js';
+import type { HeaderValue } from '../credentials/inject.js';
+import { toStruct, type ProtoStruct } from '../server/struct.js';
+import type { CheckOutcome } from './check.js';
+
+/** Envoy dynamic metadata namespace ext_authz writes CheckResponse.dynamic_metadata under. */
+export const AUTHZ_METADATA_NAMESPACE = 'envoy.filters.http.ext_authz';
+/** Key under which portcullis' own hand-off lives inside that namespace. */
+export const METADATA_KEY = 'portcullis';
+
+/** `envoy.config.core.v3.HeaderValueOption` in proto-loader object form. */
+interface HeaderOption {
+  header: { key: string; value: string };
+  appendAction: 'APPEND_IF_EXISTS_OR_ADD' | 'OVERWRITE_IF_EXISTS_OR_ADD';
+}
+
+/** `envoy.service.auth.v3.CheckResponse` in proto-loader object form. */
+export interface CheckResponseObject {
+  status: { code: number; message?: string };
+  okResponse?: { headers: HeaderOption[]; headersToRemove: string[]; responseHeadersToAdd: HeaderOption[] };
+  deniedResponse?: { status: { code: number }; headers: HeaderOption[]; body: string };
+  dynamicMetadata: ProtoStruct;
+}
+
+const GRPC_OK = 0;
+const GRPC_PERMISSION_DENIED = 7;
+const GRPC_UNAUTHENTICATED = 16;
+
+function opts(list: readonly HeaderValue[], appendAction: HeaderOption['appendAction']): HeaderOption[] {
+  return list.map((h) => ({ header: { key: h.key, value: h.value }, appendAction }));
+}
+
+/**
+ * Renders a Check outcome as Envoy's CheckResponse: allow with header mutations, or a denial
+ * with the JSON error body (a JSON-RPC error when the request was JSON-RPC).
+ */
+export function toCheckResponse(outcome: CheckOutcome): CheckResponseObject {
+  const metadata: Record<string, unknown> = { [METADATA_KEY]: outcome.metadata };
+  if (outcome.allowed) {
+    if (outcome.policyMetadata) Object.assign(metadata, { policy: outcome.policyMetadata });
+    return {
+      status: { code: GRPC_OK },
+      okResponse: {
+        headers: opts(outcome.setHeaders, 'OVERWRITE_IF_EXISTS_OR_ADD'),
+        headersToRemove: [...outcome.removeHeaders],
+        responseHeadersToAdd: opts(outcome.responseHeadersToAdd, 'APPEND_IF_EXISTS_OR_ADD'),
+      },
+      dynamicMetadata: toStruct(metadata),
+    };
+  }
+  const { error, metadata: meta } = outcome;
+  const headers: HeaderValue[] = [{ key: 'content-type', value: 'application/json' }];
+  if (error.code === 'unauthenticated') headers.push({ key: 'www-authenticate', value: 'Bearer realm="portcullis"' });
+  if (error.retryAfterS !== undefined) headers.push({ key: 'retry-after', value: String(error.retryAfterS) });
+  headers.push(...outcome.policyHeaders.filter((h) => h.key !== 'content-type' || outcome.policyBody !== null));
+  const body =
+    outcome.policyBody ??
+    JSON.stringify(outcome.isJsonRpc ? jsonRpcErrorBody(error, meta.request_id, outcome.rpcId) : errorBody(error, meta.request_id));
+  return {
+    status: { code: error.code === 'unauthenticated' ? GRPC_UNAUTHENTICATED : GRPC_PERMISSION_DENIED, message: error.code },
+    deniedResponse: { status: { code: error.httpStatus }, headers: opts(headers, 'OVERWRITE_IF_EXISTS_OR_ADD'), body },
+    dynamicMetadata: toStruct(metadata),
+  };
+}

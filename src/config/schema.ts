@@ -1,0 +1,247 @@
+/**
+ * JSON Schema of the gateway configuration file. Every object is closed (`additionalProperties:
+ * false`) so a misspelt key is an error with its path instead of a silently ignored setting.
+ * Defaults live here, in one place, and are applied by ajv while validating.
+ */
+
+const secretRef = {
+  type: 'object',
+  oneOf: [
+    { required: ['file'], properties: { file: { type: 'string', minLength: 1 } }, additionalProperties: false },
+    { required: ['env'], properties: { env: { type: 'string', pattern: '^[A-Za-z_][A-Za-z0-9_]*$' } }, additionalProperties: false },
+  ],
+} as const;
+
+const headerName = { type: 'string', pattern: '^[a-z0-9!#$%&\'*+.^_`|~-]+$' } as const;
+const roles = { type: 'array', items: { type: 'string', minLength: 1 }, uniqueItems: true } as const;
+const name = { type: 'string', pattern: '^[a-z0-9][a-z0-9_-]{0,62}$' } as const;
+
+/** Asymmetric JWS algorithms; `none` and HMAC are not accepted for JWKS-verified issuers. */
+export const ASYMMETRIC_ALGS = ['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA'] as const;
+
+/** The configuration schema (draft 2020-12 subset understood by ajv). */
+export const configSchema = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['policy', 'tools'],
+  properties: {
+    server: {
+      type: 'object',
+      additionalProperties: false,
+      default: {},
+      properties: {
+        grpc_address: { type: 'string', default: '0.0.0.0' },
+        grpc_port: { type: 'integer', minimum: 0, maximum: 65535, default: 9191 },
+        admin_address: { type: 'string', default: '0.0.0.0' },
+        admin_port: { type: 'integer', minimum: 0, maximum: 65535, default: 9464 },
+        shutdown_grace_ms: { type: 'integer', minimum: 0, maximum: 600000, default: 10000 },
+        log_level: { enum: ['fatal', 'error', 'warn', 'info', 'debug', 'trace'], default: 'info' },
+      },
+    },
+    identity: {
+      type: 'object',
+      additionalProperties: false,
+      default: {},
+      properties: {
+        required: { type: 'boolean', default: true },
+        api_key_header: { ...headerName, default: 'x-api-key' },
+        jwt: {
+          type: 'array',
+          default: [],
+          items: {
+            type: 'object',
+            additionalProperties: false,
+            required: ['issuer', 'audiences', 'algorithms'],
+            oneOf: [{ required: ['jwks_file'] }, { required: ['jwks_url'] }],
+            properties: {
+              issuer: { type: 'string', minLength: 1 },
+              audiences: { type: 'array', minItems: 1, items: { type: 'string', minLength: 1 } },
+              jwks_file: { type: 'string', minLength: 1 },
+              jwks_url: { type: 'string', pattern: '^https?://' },
+              algorithms: { type: 'array', minItems: 1, uniqueItems: true, items: { enum: [...ASYMMETRIC_ALGS] } },
+              clock_skew_s: { type: 'integer', minimum: 0, maximum: 300, default: 30 },
+              claims: {
+                type: 'object',
+                additionalProperties: false,
+                default: {},
+                properties: {
+                  user: { type: 'string', default: 'sub' },
+                  tenant: { type: 'string', default: 'tenant' },
+                  roles: { type: 'string', default: 'roles' },
+                  agent: { type: 'string', default: 'azp' },
+                  agent_version: { type: 'string', default: 'agent_version' },
+                },
+              },
+            },
+          },
+        },
+        mtls: {
+          type: 'array',
+          default: [],
+          items: {
+            type: 'object',
+            additionalProperties: false,
+            required: ['principal', 'agent'],
+            properties: {
+              principal: { type: 'string', minLength: 1 },
+              agent: name,
+              agent_version: { type: 'string' },
+              roles,
+              tenant: { type: 'string' },
+            },
+          },
+        },
+        api_keys: {
+          type: 'array',
+          default: [],
+          items: {
+            type: 'object',
+            additionalProperties: false,
+            required: ['id', 'sha256', 'agent'],
+            properties: {
+              id: { type: 'string', minLength: 1 },
+              sha256: { type: 'string', pattern: '^[0-9a-f]{64}$' },
+              agent: name,
+              agent_version: { type: 'string' },
+              roles,
+              tenant: { type: 'string' },
+            },
+          },
+        },
+        signatures: {
+          type: 'array',
+          default: [],
+          items: {
+            type: 'object',
+            additionalProperties: false,
+            required: ['id', 'secret', 'agent'],
+            properties: {
+              id: { type: 'string', minLength: 1 },
+              secret: secretRef,
+              signature_header: { ...headerName, default: 'x-slack-signature' },
+              timestamp_header: { ...headerName, default: 'x-slack-request-timestamp' },
+              max_skew_s: { type: 'integer', minimum: 1, maximum: 3600, default: 300 },
+              agent: name,
+              roles,
+              tenant: { type: 'string' },
+              tools: { type: 'array', items: name },
+            },
+          },
+        },
+      },
+    },
+    policy: {
+      type: 'object',
+      additionalProperties: false,
+      required: ['bundle'],
+      properties: {
+        bundle: { type: 'string', minLength: 1 },
+        data: { type: 'string', minLength: 1 },
+        decision: { type: 'string', pattern: '^[A-Za-z_][A-Za-z0-9_]*(/[A-Za-z_][A-Za-z0-9_]*)*$', default: 'envoy/authz/allow' },
+        dry_run: { type: 'boolean', default: false },
+      },
+    },
+    tools: {
+      type: 'array',
+      minItems: 1,
+      items: {
+        type: 'object',
+        additionalProperties: false,
+        required: ['name', 'upstream'],
+        properties: {
+          name,
+          description: { type: 'string' },
+          upstream: { type: 'string', minLength: 1 },
+          mutating: { type: 'boolean' },
+          external: { type: 'boolean', default: false },
+          dry_run: { type: 'boolean', default: false },
+          identity_required: { type: 'boolean' },
+          credentials: {
+            type: 'array',
+            default: [],
+            items: {
+              type: 'object',
+              additionalProperties: false,
+              required: ['header', 'secret'],
+              properties: {
+                header: headerName,
+                format: { type: 'string', pattern: '\\{secret\\}', default: '{secret}' },
+                secret: secretRef,
+                per_user: { type: 'object', additionalProperties: secretRef },
+                require_per_user: { type: 'boolean', default: false },
+              },
+            },
+          },
+          rate_limit: {
+            type: 'object',
+            additionalProperties: false,
+            required: ['rps'],
+            properties: {
+              rps: { type: 'number', exclusiveMinimum: 0 },
+              burst: { type: 'integer', minimum: 1, default: 10 },
+              key: { enum: ['agent', 'user', 'tenant'], default: 'agent' },
+            },
+          },
+          request: {
+            type: 'object',
+            additionalProperties: false,
+            default: {},
+            properties: {
+              max_body_bytes: { type: 'integer', minimum: 0, maximum: 104857600, default: 1048576 },
+              schema: { type: 'string', minLength: 1 },
+            },
+          },
+          mcp: {
+            type: 'object',
+            additionalProperties: false,
+            required: ['tools'],
+            properties: {
+              tools: {
+                type: 'object',
+                additionalProperties: {
+                  type: 'object',
+                  additionalProperties: false,
+                  properties: {
+                    mutating: { type: 'boolean', default: false },
+                    input_schema: { type: 'string', minLength: 1 },
+                  },
+                },
+              },
+            },
+          },
+          response: {
+            type: 'object',
+            additionalProperties: false,
+            default: {},
+            properties: {
+              drop_fields: { type: 'array', items: { type: 'string', minLength: 1 }, default: [] },
+            },
+          },
+        },
+      },
+    },
+    audit: {
+      type: 'object',
+      additionalProperties: false,
+      default: {},
+      properties: {
+        stdout: { type: 'boolean', default: true },
+        file: { type: 'string', minLength: 1 },
+        payload: {
+          type: 'object',
+          additionalProperties: false,
+          default: {},
+          properties: {
+            mode: { enum: ['off', 'truncated'], default: 'off' },
+            max_bytes: { type: 'integer', minimum: 0, maximum: 65536, default: 1024 },
+          },
+        },
+      },
+    },
+    strip_headers: {
+      type: 'array',
+      items: headerName,
+      default: [],
+    },
+  },
+} as const;

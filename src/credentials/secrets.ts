@@ -1,0 +1,90 @@
+import { readFileSync, watchFile, unwatchFile, type Stats } from 'node:fs';
+import { resolve } from 'node:path';
+import { GatewayError } from '../errors.js';
+import { log } from '../log.js';
+import type { SecretRef } from '../config/types.js';
+
+/** Interval at which mounted secret files are polled for rotation (kubelet swaps symlinks). */
+const POLL_MS = 500;
+
+interface Entry {
+  value: string | null;
+  error: string | null;
+}
+
+/**
+ * Secret provider for mounted files and environment variables. File secrets are read once
+ * and re-read when the file changes, so a rotated secret applies to the next request without a
+ * restart. Values are never logged; errors name the reference, not the content.
+ */
+export class SecretStore {
+  private readonly files = new Map<string, Entry>();
+
+  constructor(private readonly baseDir: string) {}
+
+  /** Human-readable name of a reference, safe for logs and errors. */
+  static describe(ref: SecretRef): string {
+    return 'file' in ref ? `file ${ref.file}` : `env ${ref.env}`;
+  }
+
+  /**
+   * Registers a reference so file secrets are loaded and watched now (at config load), not on
+   * the request path. Returns an error message if the secret is not currently available.
+   */
+  prepare(ref: SecretRef): string | null {
+    if ('env' in ref) return process.env[ref.env] ? null : `environment variable ${ref.env} is not set`;
+    const path = resolve(this.baseDir, ref.file);
+    let entry = this.files.get(path);
+    if (!entry) {
+      entry = this.read(path);
+      this.files.set(path, entry);
+      watchFile(path, { interval: POLL_MS, persistent: false }, (cur: Stats, prev: Stats) => {
+        if (cur.mtimeMs === prev.mtimeMs && cur.size === prev.size && cur.ino === prev.ino) return;
+        const next = this.read(path);
+        this.files.set(path, next);
+        if (next.error) log.warn({ secret: `file ${ref.file}`, reason: next.error }, 'secret file unreadable after change');
+        else log.info({ secret: `file ${ref.file}` }, 'secret file reloaded');
+      });
+    }
+    return entry.error;
+  }
+
+  /**
+   * Current value of a secret. Throws `unavailable` if it cannot be read: a call must not go
+   * upstream without the credential it needs.
+   */
+  get(ref: SecretRef): string {
+    if ('env' in ref) {
+      const v = process.env[ref.env];
+      if (!v) throw new GatewayError('unavailable', 'an upstream credential is not available', { rule: 'credentials.missing' });
+      return v;
+    }
+    const path = resolve(this.baseDir, ref.file);
+    let entry = this.files.get(path);
+    if (!entry) {
+      this.prepare(ref);
+      entry = this.files.get(path);
+    }
+    if (!entry || entry.value === null) {
+      throw new GatewayError('unavailable', 'an upstream credential is not available', { rule: 'credentials.missing' });
+    }
+    return entry.value;
+  }
+
+  /** Stops watching every file (shutdown, or replacing the store on reload). */
+  close(): void {
+    for (const path of this.files.keys()) unwatchFile(path);
+    this.files.clear();
+  }
+
+  private read(path: string): Entry {
+    try {
+      // Mounted secrets conventionally end with a newline that is not part of the secret.
+      const value = readFileSync(path, 'utf8').replace(/\r?\n$/, '');
+      if (value.length === 0) return { value: null, error: 'file is empty' };
+      return { value, error: null };
+    } catch (err) {
+      return { value: null, error: (err as NodeJS.ErrnoException).code ?? 'unreadable' };
+    }
+  }
+}

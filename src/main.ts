@@ -1,0 +1,177 @@
+#!/usr/bin/env node
+import { parseArgs } from 'node:util';
+import { resolve } from 'node:path';
+import { ConfigError, loadConfig } from './config/load.js';
+import { log } from './log.js';
+
+const USAGE = `usage: portcullis <command> [options]
+
+commands:
+  serve --config FILE            run the ext_authz/ext_proc gRPC service and the admin HTTP port
+  check --config FILE            validate configuration, policy bundle, keys and secrets; print every problem
+  token --config FILE [--agent A] [--user U] [--tenant T] [--roles r1,r2] [--ttl SECONDS] [--key FILE]
+                                 mint a JWT for the configured (demo) issuer
+  dlp scan [--json] [--config FILE]
+                                 read stdin, print it redacted (or the findings as JSON lines)
+  audit verify FILE              check an audit file's hash chain; report the first broken record
+`;
+
+function fail(message: string, code = 2): never {
+  process.stderr.write(`portcullis: ${message}\n`);
+  process.exit(code);
+}
+
+async function cmdServe(argv: string[]): Promise<void> {
+  const { values } = parseArgs({ args: argv, options: { config: { type: 'string', short: 'c' } }, strict: true });
+  if (!values.config) fail('serve needs --config FILE');
+  const { serve } = await import('./server/app.js');
+  const app = await serve(resolve(values.config));
+  let stopping = false;
+  const stop = (signal: string): void => {
+    if (stopping) return;
+    stopping = true;
+    log.info({ signal }, 'shutting down: draining in-flight calls');
+    app.close().then(
+      () => process.exit(0),
+      () => process.exit(1),
+    );
+  };
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
+}
+
+async function cmdCheck(argv: string[]): Promise<void> {
+  const { values } = parseArgs({ args: argv, options: { config: { type: 'string', short: 'c' } }, strict: true });
+  if (!values.config) fail('check needs --config FILE');
+  const problems: string[] = [];
+  let config;
+  try {
+    config = loadConfig(resolve(values.config));
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`${err.message}\n`);
+      process.exit(1);
+    }
+    throw err;
+  }
+  const { openPolicy, buildDeps } = await import('./server/app.js');
+  const { compileToolSchemas } = await import('./inspect/schema.js');
+  try {
+    compileToolSchemas(config.tools, config.base_dir);
+  } catch (err) {
+    problems.push(`$.tools: ${(err as Error).message}`);
+  }
+  let policy = null;
+  try {
+    policy = await openPolicy(config, false);
+  } catch (err) {
+    problems.push(`$.policy: ${(err as Error).message}`);
+  }
+  if (policy) {
+    try {
+      const built = await buildDeps(config, policy);
+      for (const p of built.deps.credentials.problems()) problems.push(`$.tools[${p.tool}].credentials: ${p.secret}: ${p.problem}`);
+      built.deps.identity.close();
+      built.secrets.close();
+    } catch (err) {
+      problems.push(`$.identity: ${(err as Error).message}`);
+    }
+    policy.close();
+  }
+  if (problems.length > 0) {
+    process.stderr.write(`${values.config}: ${problems.length} problem(s)\n${problems.map((p) => `  ${p}`).join('\n')}\n`);
+    process.exit(1);
+  }
+  process.stdout.write(`${values.config}: ok (${config.tools.length} tools, policy ${policy?.status().version ?? '?'})\n`);
+}
+
+async function cmdToken(argv: string[]): Promise<void> {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      config: { type: 'string', short: 'c' },
+      agent: { type: 'string', default: 'helpdesk' },
+      'agent-version': { type: 'string' },
+      user: { type: 'string' },
+      tenant: { type: 'string' },
+      roles: { type: 'string' },
+      ttl: { type: 'string', default: '3600' },
+      key: { type: 'string' },
+      issuer: { type: 'string' },
+      audience: { type: 'string' },
+    },
+    strict: true,
+  });
+  if (!values.config) fail('token needs --config FILE (the issuer and audience come from it)');
+  const config = loadConfig(resolve(values.config));
+  const jwt = config.identity.jwt.find((j) => !values.issuer || j.issuer === values.issuer);
+  if (!jwt) fail('no JWT issuer is configured');
+  const ttlS = Number(values.ttl);
+  if (!Number.isInteger(ttlS) || ttlS <= 0) fail('--ttl must be a positive number of seconds');
+  const { mintToken, DEFAULT_PRIVATE_KEY_FILE } = await import('./identity/mint.js');
+  const token = await mintToken({
+    issuer: jwt.issuer,
+    audience: values.audience ?? jwt.audiences[0] ?? '',
+    agent: values.agent ?? 'helpdesk',
+    agentVersion: values['agent-version'],
+    user: values.user,
+    tenant: values.tenant,
+    roles: values.roles ? values.roles.split(',').map((r) => r.trim()).filter(Boolean) : undefined,
+    ttlS,
+    privateJwkPath: resolve(values.key ?? resolve(config.base_dir, DEFAULT_PRIVATE_KEY_FILE)),
+    claims: jwt.claims,
+  });
+  process.stdout.write(`${token}\n`);
+}
+
+async function cmdDlp(argv: string[]): Promise<void> {
+  const [sub, ...rest] = argv;
+  if (sub !== 'scan') fail('usage: portcullis dlp scan [--json] [--config FILE]');
+  const { values } = parseArgs({ args: rest, options: { json: { type: 'boolean', default: false }, config: { type: 'string' } }, strict: true });
+  const { runDlpScan } = await import('./dlp/index.js');
+  const dlp = values.config ? loadConfig(resolve(values.config)).dlp : undefined;
+  process.exitCode = await runDlpScan(process.stdin, process.stdout, { json: values.json ?? false, config: dlp });
+}
+
+async function cmdAudit(argv: string[]): Promise<void> {
+  const [sub, file] = argv;
+  if (sub !== 'verify' || !file) fail('usage: portcullis audit verify FILE');
+  const { verifyAuditFile } = await import('./audit/verify.js');
+  const r = await verifyAuditFile(resolve(file));
+  if (r.ok) {
+    process.stdout.write(`${file}: ok, ${r.records} records, chain intact\n`);
+    return;
+  }
+  const bad = r.firstBad;
+  process.stdout.write(`${file}: BROKEN at line ${bad?.line ?? '?'}${bad?.seq !== undefined ? ` (seq ${bad.seq})` : ''}: ${bad?.reason ?? 'unknown'}\n`);
+  process.exitCode = 1;
+}
+
+async function main(): Promise<void> {
+  const [cmd, ...rest] = process.argv.slice(2);
+  switch (cmd) {
+    case 'serve':
+      return cmdServe(rest);
+    case 'check':
+      return cmdCheck(rest);
+    case 'token':
+      return cmdToken(rest);
+    case 'dlp':
+      return cmdDlp(rest);
+    case 'audit':
+      return cmdAudit(rest);
+    case undefined:
+    case '-h':
+    case '--help':
+    case 'help':
+      process.stdout.write(USAGE);
+      return;
+    default:
+      fail(`unknown command "${cmd}"\n${USAGE}`);
+  }
+}
+
+main().catch((err: unknown) => {
+  if (err instanceof ConfigError) fail(err.message, 1);
+  fail((err as Error)?.message ?? String(err), 1);
+});

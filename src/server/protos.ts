@@ -1,0 +1,55 @@
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+import { loadSync, type Options } from '@grpc/proto-loader';
+import { loadPackageDefinition, type GrpcObject, type ServiceDefinition } from '@grpc/grpc-js';
+
+/**
+ * Envoy's API protos come from the pinned `@grpc/grpc-js-xds` package, which vendors
+ * envoyproxy/data-plane-api and its dependencies (see protos/README.md).
+ */
+const require = createRequire(import.meta.url);
+const depsDir = join(dirname(require.resolve('@grpc/grpc-js-xds/package.json')), 'deps');
+
+/** Include paths for Envoy API protos. */
+export const PROTO_INCLUDE_DIRS: readonly string[] = ['envoy-api', 'xds', 'googleapis', 'protoc-gen-validate'].map((d) => join(depsDir, d));
+
+/**
+ * Decoding options: protojson (lowerCamelCase) field names, so `attributes` handed to policy
+ * has the names OPA-Envoy uses; 64-bit integers as strings, as protojson prints them.
+ */
+export const PROTO_OPTIONS: Options = {
+  keepCase: false,
+  longs: String,
+  enums: String,
+  bytes: Buffer,
+  defaults: false,
+  oneofs: true,
+  includeDirs: [...PROTO_INCLUDE_DIRS],
+};
+
+let cached: GrpcObject | null = null;
+
+function loadAll(): GrpcObject {
+  cached ??= loadPackageDefinition(
+    loadSync(['envoy/service/auth/v3/external_auth.proto', 'envoy/service/ext_proc/v3/external_processor.proto'], PROTO_OPTIONS),
+  );
+  return cached;
+}
+
+function service(path: string[]): ServiceDefinition {
+  let node: unknown = loadAll();
+  for (const p of path) node = (node as Record<string, unknown>)[p];
+  const svc = (node as { service?: ServiceDefinition } | undefined)?.service;
+  if (!svc) throw new Error(`proto service ${path.join('.')} not found`);
+  return svc;
+}
+
+/** `envoy.service.auth.v3.Authorization`. */
+export function authorizationService(): ServiceDefinition {
+  return service(['envoy', 'service', 'auth', 'v3', 'Authorization']);
+}
+
+/** `envoy.service.ext_proc.v3.ExternalProcessor`. */
+export function externalProcessorService(): ServiceDefinition {
+  return service(['envoy', 'service', 'ext_proc', 'v3', 'ExternalProcessor']);
+}
