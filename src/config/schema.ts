@@ -189,6 +189,8 @@ export const configSchema = {
             properties: {
               max_body_bytes: { type: 'integer', minimum: 0, maximum: 104857600, default: 1048576 },
               schema: { type: 'string', minLength: 1 },
+              injection: { enum: ['off', 'flag', 'block'], default: 'flag' },
+              dlp: { type: 'boolean', default: true },
             },
           },
           mcp: {
@@ -215,6 +217,7 @@ export const configSchema = {
             default: {},
             properties: {
               drop_fields: { type: 'array', items: { type: 'string', minLength: 1 }, default: [] },
+              dlp: { type: 'boolean', default: true },
             },
           },
         },
@@ -236,6 +239,16 @@ export const configSchema = {
             max_bytes: { type: 'integer', minimum: 0, maximum: 65536, default: 1024 },
           },
         },
+      },
+    },
+    dlp: { type: 'object' },
+    alerting: {
+      type: 'object',
+      additionalProperties: false,
+      default: {},
+      properties: {
+        dlp_threshold: { type: 'integer', minimum: 0, default: 20 },
+        window_s: { type: 'integer', minimum: 1, maximum: 86400, default: 300 },
       },
     },
     strip_headers: {

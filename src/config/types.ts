@@ -1,3 +1,5 @@
+import type { DlpConfig } from '../dlp/index.js';
+
 /**
  * Typed view of the gateway configuration (YAML, validated by `schema.ts` before it becomes
  * one of these). Field names follow the YAML file (snake_case) so errors point at what users wrote.
@@ -120,6 +122,10 @@ export interface ToolConfig {
     readonly max_body_bytes: number;
     /** JSON Schema file for plain JSON request bodies. */
     readonly schema?: string;
+    /** Prompt-injection patterns in arguments: record only, deny, or skip. */
+    readonly injection: 'off' | 'flag' | 'block';
+    /** Exfiltration DLP on bodies sent to external tools (rule actions apply). */
+    readonly dlp: boolean;
   };
   readonly mcp?: {
     readonly tools: Readonly<Record<string, McpToolConfig>>;
@@ -127,6 +133,8 @@ export interface ToolConfig {
   readonly response: {
     /** JSON field paths (dot-separated, `*` for any key/index) dropped before DLP. */
     readonly drop_fields: readonly string[];
+    /** DLP on response bodies (buffered and streamed). */
+    readonly dlp: boolean;
   };
 }
 
@@ -161,8 +169,16 @@ export interface AuditConfig {
   readonly payload: { readonly mode: 'off' | 'truncated'; readonly max_bytes: number };
 }
 
+/** Alert when one principal triggers many DLP blocks/redactions. */
+export interface AlertingConfig {
+  readonly dlp_threshold: number;
+  readonly window_s: number;
+}
+
 /** The whole gateway configuration. */
 export interface GatewayConfig {
+  readonly dlp: DlpConfig | undefined;
+  readonly alerting: AlertingConfig;
   readonly server: ServerConfig;
   readonly identity: IdentityConfig;
   readonly policy: PolicyConfig;

@@ -1,0 +1,71 @@
+import { describe, expect, it } from 'vitest';
+import { readFileSync } from 'node:fs';
+import { ConfigError, parseConfig } from '../../../src/config/load.js';
+
+const minimal = `
+policy: { bundle: b.tar.gz }
+tools:
+  - name: weather
+    upstream: tool_weather
+`;
+
+function problems(text: string): string[] {
+  try {
+    parseConfig(text, 'test.yaml');
+  } catch (err) {
+    expect(err).toBeInstanceOf(ConfigError);
+    return (err as ConfigError).problems.map((p) => `${p.path}: ${p.message}`);
+  }
+  throw new Error('expected a ConfigError');
+}
+
+describe('config loading', () => {
+  it('applies defaults to a minimal config', () => {
+    const cfg = parseConfig(minimal, '/etc/portcullis/config.yaml');
+    expect(cfg.server.grpc_port).toBe(9191);
+    expect(cfg.server.admin_port).toBe(9464);
+    expect(cfg.identity.required).toBe(true);
+    expect(cfg.policy.decision).toBe('envoy/authz/allow');
+    expect(cfg.tools[0]?.request.max_body_bytes).toBe(1048576);
+    expect(cfg.tools[0]?.external).toBe(false);
+    expect(cfg.base_dir).toBe('/etc/portcullis');
+  });
+
+  it('reports every problem at once, each with its path', () => {
+    const list = problems(`
+server: { grpc_port: 99999, colour: blue }
+identity:
+  jwt:
+    - issuer: x
+      audiences: []
+      jwks_file: k.json
+      algorithms: [HS256]
+policy: { bundle: b.tar.gz, dry_run: "yes" }
+tools:
+  - name: Weather!
+    upstream: u
+`);
+    expect(list).toContain('$.server: unknown key "colour"');
+    expect(list.some((p) => p.startsWith('$.server.grpc_port:'))).toBe(true);
+    expect(list.some((p) => p.startsWith('$.identity.jwt[0].audiences:'))).toBe(true);
+    expect(list.some((p) => p.startsWith('$.identity.jwt[0].algorithms[0]:'))).toBe(true);
+    expect(list.some((p) => p.startsWith('$.policy.dry_run:'))).toBe(true);
+    expect(list.some((p) => p.startsWith('$.tools[0].name:'))).toBe(true);
+  });
+
+  it('rejects alg none and duplicate tools', () => {
+    expect(problems(minimal.replace('tools:', 'identity: { jwt: [{ issuer: i, audiences: [a], jwks_file: k, algorithms: [none] }] }\ntools:')).join('\n')).toMatch(
+      /algorithms\[0\]/,
+    );
+    expect(problems(`${minimal}  - name: weather\n    upstream: other\n`)).toContain('$.tools[1].name: duplicate tool name "weather" (also $.tools[0])');
+  });
+
+  it('reports YAML syntax errors with a line', () => {
+    expect(problems('policy: {bundle: [\n')[0]).toMatch(/^line \d+/);
+  });
+
+  it('accepts the shipped demo configuration', () => {
+    const cfg = parseConfig(readFileSync('scripts/demo/portcullis.yaml', 'utf8'), 'scripts/demo/portcullis.yaml');
+    expect(cfg.tools.map((t) => t.name)).toEqual(['weather', 'tickets', 'docs']);
+  });
+});
