@@ -1,0 +1,175 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createHash, createHmac } from 'node:crypto';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { GatewayError } from '../../../src/errors.js';
+import { SecretStore } from '../../../src/credentials/secrets.js';
+import type { IdentityConfig } from '../../../src/config/types.js';
+import { IdentityVerifier, type IdentityRequest } from '../../../src/identity/index.js';
+import { generateSigningKey, mintToken } from '../../../src/identity/mint.js';
+
+const ISS = 'https://issuer.test';
+const base = mkdtempSync(join(tmpdir(), 'pc-ident-'));
+const API_KEY = 'reporter-secret-key';
+const SIGNING_SECRET = 'webhook-signing-secret';
+const SPIFFE = 'spiffe://demo/agent/reporter';
+writeFileSync(join(base, 'sig'), `${SIGNING_SECRET}\n`);
+
+const cfg: IdentityConfig = {
+  required: true,
+  jwt: [{ issuer: ISS, audiences: ['portcullis'], jwks_file: 'keys/jwks.json', algorithms: ['ES256'], clock_skew_s: 30, claims: { user: 'sub', tenant: 'tenant', roles: 'roles', agent: 'azp', agent_version: 'agent_version' } }],
+  mtls: [{ principal: SPIFFE, agent: 'reporter', agent_version: '2.0', roles: ['viewer'], tenant: 'acme' }],
+  api_keys: [
+    { id: 'other-key', sha256: createHash('sha256').update('some-other-key').digest('hex'), agent: 'other' },
+    { id: 'reporter-key', sha256: createHash('sha256').update(API_KEY).digest('hex'), agent: 'reporter', roles: ['viewer'], tenant: 'acme' },
+  ],
+  api_key_header: 'x-api-key',
+  signatures: [{ id: 'alerts', secret: { file: 'sig' }, signature_header: 'x-slack-signature', timestamp_header: 'x-slack-request-timestamp', max_skew_s: 300, agent: 'alerts', roles: ['support'], tools: ['tickets'] }],
+};
+
+let secrets: SecretStore;
+let v: IdentityVerifier;
+let privateJwkPath: string;
+
+beforeAll(async () => {
+  privateJwkPath = (await generateSigningKey(join(base, 'keys'))).privateJwkPath;
+  secrets = new SecretStore(base);
+  v = await IdentityVerifier.create(cfg, base, secrets);
+});
+afterAll(() => {
+  v.close();
+  secrets.close();
+});
+
+const NOW = Date.now();
+
+function req(over: Partial<IdentityRequest> = {}): IdentityRequest {
+  return { headers: {}, sourcePrincipal: undefined, rawBody: undefined, bodyTruncated: false, toolName: 'tickets', nowMs: NOW, ...over };
+}
+
+function signed(body: string, tsS: number, secret = SIGNING_SECRET): Record<string, string> {
+  const sig = createHmac('sha256', secret).update(`v0:${tsS}:${body}`).digest('hex');
+  return { 'x-slack-signature': `v0=${sig}`, 'x-slack-request-timestamp': String(tsS) };
+}
+
+function token(o: { agent?: string; user?: string; tenant?: string; roles?: string[] } = {}): Promise<string> {
+  return mintToken({ issuer: ISS, audience: 'portcullis', agent: o.agent ?? 'reporter', user: o.user ?? 'alice', tenant: o.tenant, roles: o.roles, ttlS: 300, privateJwkPath });
+}
+
+async function denial(p: Promise<unknown>, rule: string, code = 'unauthenticated'): Promise<GatewayError> {
+  const err = await p.then(() => null, (e: unknown) => e);
+  expect(err).toBeInstanceOf(GatewayError);
+  expect((err as GatewayError).code).toBe(code);
+  expect((err as GatewayError).rule).toBe(rule);
+  return err as GatewayError;
+}
+
+describe('IdentityVerifier', () => {
+  it('returns null when no credential is presented', async () => {
+    expect(await v.verify(req())).toBeNull();
+  });
+
+  it('never reads caller-supplied identity headers', async () => {
+    expect(await v.verify(req({ headers: { 'x-user-id': 'admin', 'x-forwarded-user': 'admin', 'x-tenant-id': 'acme' } }))).toBeNull();
+    const p = await v.verify(req({ headers: { authorization: `Bearer ${await token({ user: 'alice' })}`, 'x-user-id': 'admin' } }));
+    expect(p?.user).toBe('alice');
+  });
+
+  it('lists the credential headers', () => {
+    expect([...v.credentialHeaders].sort()).toEqual(['authorization', 'x-api-key', 'x-slack-request-timestamp', 'x-slack-signature']);
+  });
+
+  it('maps a verified JWT to a principal', async () => {
+    const p = await v.verify(req({ headers: { authorization: `Bearer ${await token({ user: 'alice', tenant: 'acme', roles: ['support'] })}` } }));
+    expect(p).toEqual({ agent: 'reporter', agent_version: null, user: 'alice', tenant: 'acme', roles: ['support'], methods: ['jwt'], proven_by: [ISS] });
+  });
+
+  it('rejects a non-bearer authorization header', async () => {
+    const err = await denial(v.verify(req({ headers: { authorization: 'Basic YWxpY2U6cHc=' } })), 'identity.jwt');
+    expect(err.message).toMatch(/scheme "Basic"/);
+  });
+
+  it('maps a known mTLS peer and ignores an unknown one', async () => {
+    expect(await v.verify(req({ sourcePrincipal: SPIFFE }))).toEqual({
+      agent: 'reporter', agent_version: '2.0', user: null, tenant: 'acme', roles: ['viewer'], methods: ['mtls'], proven_by: [SPIFFE],
+    });
+    expect(await v.verify(req({ sourcePrincipal: 'spiffe://demo/agent/stranger' }))).toBeNull();
+  });
+
+  it('combines mTLS (agent) with a JWT (user)', async () => {
+    const p = await v.verify(req({ sourcePrincipal: SPIFFE, headers: { authorization: `Bearer ${await token({ user: 'bob', roles: ['support'] })}` } }));
+    expect(p).toMatchObject({ agent: 'reporter', user: 'bob', tenant: 'acme', roles: ['viewer', 'support'], methods: ['mtls', 'jwt'], proven_by: [SPIFFE, ISS] });
+  });
+
+  it('rejects two methods naming different agents', async () => {
+    const err = await denial(v.verify(req({ sourcePrincipal: SPIFFE, headers: { authorization: `Bearer ${await token({ agent: 'helpdesk' })}` } })), 'identity.jwt');
+    expect(err.message).toMatch(/disagree on the agent: mtls says "reporter", jwt says "helpdesk"/);
+    await denial(v.verify(req({ headers: { 'x-api-key': API_KEY, ...signed('', Math.floor(NOW / 1000)) } })), 'identity.signature');
+  });
+
+  it('rejects credentials naming different tenants', async () => {
+    const err = await denial(v.verify(req({ sourcePrincipal: SPIFFE, headers: { authorization: `Bearer ${await token({ tenant: 'globex' })}` } })), 'identity.jwt');
+    expect(err.message).toMatch(/disagree on the tenant/);
+  });
+
+  it('accepts a good API key and rejects a bad one without falling through', async () => {
+    expect(await v.verify(req({ headers: { 'x-api-key': API_KEY } }))).toMatchObject({ agent: 'reporter', methods: ['api_key'], proven_by: ['reporter-key'] });
+    const err = await denial(v.verify(req({ sourcePrincipal: SPIFFE, headers: { 'x-api-key': 'wrong' } })), 'identity.api_key');
+    expect(err.message).toBe('the API key is not recognized');
+    expect(err.message).not.toContain('wrong');
+  });
+
+  it('accepts a good signature', async () => {
+    const body = '{"text":"disk full"}';
+    const p = await v.verify(req({ headers: signed(body, Math.floor(NOW / 1000) - 10), rawBody: Buffer.from(body) }));
+    expect(p).toMatchObject({ agent: 'alerts', roles: ['support'], methods: ['signature'], proven_by: ['alerts'] });
+  });
+
+  it('rejects a bad signature', async () => {
+    const body = '{"text":"disk full"}';
+    const headers = signed(body, Math.floor(NOW / 1000), 'not-the-secret');
+    const err = await denial(v.verify(req({ headers, rawBody: Buffer.from(body) })), 'identity.signature');
+    expect(err.message).toMatch(/does not match/);
+    // Signature over a different body.
+    await denial(v.verify(req({ headers: signed(body, Math.floor(NOW / 1000)), rawBody: Buffer.from(`${body} `) })), 'identity.signature');
+    const malformed = await denial(v.verify(req({ headers: { ...headers, 'x-slack-signature': 'sha256=abc' }, rawBody: Buffer.from(body) })), 'identity.signature');
+    expect(malformed.message).toMatch(/must be "v0=" followed by 64 hex/);
+  });
+
+  it('rejects a stale or missing timestamp (replay window)', async () => {
+    const body = '{}';
+    const stale = await denial(v.verify(req({ headers: signed(body, Math.floor(NOW / 1000) - 301), rawBody: Buffer.from(body) })), 'identity.signature');
+    expect(stale.message).toMatch(/accepted within 300s \(replay window\)/);
+    const future = signed(body, Math.floor(NOW / 1000) + 400);
+    await denial(v.verify(req({ headers: future, rawBody: Buffer.from(body) })), 'identity.signature');
+    const { 'x-slack-request-timestamp': _ts, ...noTs } = signed(body, Math.floor(NOW / 1000));
+    expect((await denial(v.verify(req({ headers: noTs, rawBody: Buffer.from(body) })), 'identity.signature')).message).toMatch(/missing header x-slack-request-timestamp/);
+  });
+
+  it('cannot verify a signature over a truncated body', async () => {
+    const body = 'x'.repeat(100);
+    const err = await denial(v.verify(req({ headers: signed(body, Math.floor(NOW / 1000)), rawBody: Buffer.from(body.slice(0, 50)), bodyTruncated: true })), 'identity.signature');
+    expect(err.message).toMatch(/truncated/);
+  });
+
+  it('restricts a signer to its tools', async () => {
+    const err = await denial(v.verify(req({ headers: signed('', Math.floor(NOW / 1000)), toolName: 'weather' })), 'identity.signature', 'forbidden');
+    expect(err.message).toMatch(/signer "alerts" may not call tool "weather"/);
+  });
+
+  it('leaves the authorization header alone when no issuer is configured', async () => {
+    const plain = await IdentityVerifier.create({ ...cfg, jwt: [], api_keys: [], signatures: [] }, base, secrets);
+    try {
+      expect(plain.credentialHeaders).toEqual([]);
+      expect(await plain.verify(req({ headers: { authorization: 'Bearer opaque-token-for-the-policy' } }))).toBeNull();
+    } finally {
+      plain.close();
+    }
+  });
+
+  it('refuses an HS256 algorithm list at create', async () => {
+    const bad = { ...cfg, jwt: [{ ...(cfg.jwt[0] as IdentityConfig['jwt'][number]), algorithms: ['HS256'] }] };
+    await expect(IdentityVerifier.create(bad, base, secrets)).rejects.toThrow(/HS256" is not allowed/);
+  });
+});
