@@ -1,0 +1,230 @@
+package envoy.authz_test
+
+import data.envoy.authz
+
+# --- fixtures -------------------------------------------------------------------------------
+
+identity(agent, roles, tenant) := {
+	"agent": agent,
+	"agent_version": "1.0.0",
+	"user": "alice",
+	"tenant": tenant,
+	"roles": roles,
+	"methods": ["jwt"],
+	"proven_by": ["https://issuer.example"],
+}
+
+tool(name, mutating) := {"name": name, "mutating": mutating, "external": false, "upstream": concat("", ["tool_", name])}
+
+request(method, path) := {
+	"attributes": {"request": {"http": {"method": method, "path": path, "headers": {}}}},
+	"parsed_path": split(trim_left(path, "/"), "/"),
+	"parsed_query": {},
+	"parsed_body": null,
+	"truncated_body": false,
+	"version": {"encoding": "protojson", "ext_authz": "v3"},
+	"identity": null,
+	"tool": null,
+	"mcp": null,
+}
+
+call(ident, t, method, path) := object.union(request(method, path), {"identity": ident, "tool": t})
+
+mcp_call(ident, mcp_tool, args) := object.union(
+	call(ident, tool("docs", false), "POST", "/tools/docs/mcp"),
+	{"mcp": {"method": "tools/call", "tool": mcp_tool, "arguments": args, "id": 1}},
+)
+
+viewer := identity("reporter", ["viewer"], "acme")
+
+support := identity("helpdesk", ["support"], "acme")
+
+denied_by(decision, rule) if {
+	decision.allowed == false
+	decision.http_status == 403
+	decision.rule == rule
+	is_string(decision.reason)
+	decision.reason != ""
+}
+
+rules(inp) := {d[1] | some d in authz.denials with input as inp}
+
+# --- allow ------------------------------------------------------------------------------------
+
+test_allow_viewer_reads_weather if {
+	d := authz.allow with input as call(viewer, tool("weather", false), "GET", "/tools/weather/forecast")
+	d.allowed == true
+	d.rule == "allow.role"
+	d.headers == {"x-portcullis-tenant": "acme"}
+}
+
+test_allow_without_tenant_has_no_tenant_header if {
+	d := authz.allow with input as call(identity("helpdesk", ["admin"], null), tool("tickets", true), "POST", "/tools/tickets/items")
+	d.allowed == true
+	d.headers == {}
+}
+
+test_deny_without_any_input if {
+	d := authz.allow with input as {}
+	denied_by(d, "identity.required")
+}
+
+# --- identity.required ------------------------------------------------------------------------
+
+test_identity_required_when_identity_null if {
+	d := authz.allow with input as call(null, tool("weather", false), "GET", "/tools/weather/forecast")
+	denied_by(d, "identity.required")
+}
+
+test_identity_required_not_raised_for_identified_caller if {
+	not "identity.required" in rules(call(viewer, tool("weather", false), "GET", "/tools/weather/forecast"))
+}
+
+# --- tool.unknown -----------------------------------------------------------------------------
+
+test_tool_unknown_when_tool_null if {
+	d := authz.allow with input as call(viewer, null, "GET", "/elsewhere")
+	denied_by(d, "tool.unknown")
+}
+
+# --- agent.not_bound --------------------------------------------------------------------------
+
+test_agent_not_bound_reporter_tickets if {
+	d := authz.allow with input as call(identity("reporter", ["admin"], "acme"), tool("tickets", false), "GET", "/tools/tickets/tenants/acme/items")
+	denied_by(d, "agent.not_bound")
+	d.reason == "Agent \"reporter\" is not allowed to use tool \"tickets\"."
+}
+
+test_agent_not_bound_unknown_agent if {
+	d := authz.allow with input as call(identity("stranger", ["admin"], "acme"), tool("weather", false), "GET", "/tools/weather/x")
+	denied_by(d, "agent.not_bound")
+}
+
+test_agent_not_bound_null_agent if {
+	d := authz.allow with input as call(identity(null, ["admin"], "acme"), tool("weather", false), "GET", "/tools/weather/x")
+	denied_by(d, "agent.not_bound")
+	d.reason == "Agent (none) is not allowed to use tool \"weather\"."
+}
+
+test_agent_bound_helpdesk_tickets if {
+	not "agent.not_bound" in rules(call(support, tool("tickets", false), "GET", "/tools/tickets/tenants/acme/items"))
+}
+
+# --- role.not_allowed -------------------------------------------------------------------------
+
+test_role_not_allowed_without_roles if {
+	d := authz.allow with input as call(identity("reporter", [], "acme"), tool("weather", false), "GET", "/tools/weather/x")
+	denied_by(d, "role.not_allowed")
+}
+
+test_role_not_allowed_unknown_role if {
+	d := authz.allow with input as call(identity("reporter", ["guest"], "acme"), tool("weather", false), "GET", "/tools/weather/x")
+	denied_by(d, "role.not_allowed")
+}
+
+test_role_not_allowed_tool_outside_role if {
+	d := authz.allow with input as call(identity("helpdesk", ["support"], "acme"), tool("billing", false), "GET", "/tools/billing/x")
+		with data.portcullis.agents.helpdesk.tools as ["billing"]
+	denied_by(d, "role.not_allowed")
+}
+
+test_admin_wildcard_grants_any_tool if {
+	d := authz.allow with input as call(identity("helpdesk", ["admin"], "acme"), tool("billing", true), "POST", "/tools/billing/x")
+		with data.portcullis.agents.helpdesk.tools as ["billing"]
+	d.allowed == true
+}
+
+# --- tenant.mismatch --------------------------------------------------------------------------
+
+test_tenant_mismatch_in_path if {
+	d := authz.allow with input as call(support, tool("tickets", false), "GET", "/tools/tickets/tenants/globex/items")
+	denied_by(d, "tenant.mismatch")
+	d.reason == "The request names tenant \"globex\" but the caller belongs to tenant \"acme\"."
+}
+
+test_tenant_match_in_path_allowed if {
+	d := authz.allow with input as call(support, tool("tickets", false), "GET", "/tools/tickets/tenants/acme/items")
+	d.allowed == true
+}
+
+test_tenant_mismatch_in_body if {
+	inp := object.union(call(support, tool("tickets", true), "POST", "/tools/tickets/items"), {"parsed_body": {"tenant": "globex", "title": "x"}})
+	d := authz.allow with input as inp
+	denied_by(d, "tenant.mismatch")
+}
+
+test_tenant_mismatch_in_form_body if {
+	inp := object.union(call(support, tool("tickets", true), "POST", "/tools/tickets/items"), {"parsed_body": {"tenant": ["acme", "globex"]}})
+	d := authz.allow with input as inp
+	denied_by(d, "tenant.mismatch")
+}
+
+test_tenant_match_in_body_allowed if {
+	inp := object.union(call(support, tool("tickets", true), "POST", "/tools/tickets/items"), {"parsed_body": {"tenant": "acme"}})
+	d := authz.allow with input as inp
+	d.allowed == true
+}
+
+test_tenant_mismatch_in_mcp_arguments if {
+	d := authz.allow with input as mcp_call(support, "search_docs", {"query": "q", "tenant": "globex"})
+	denied_by(d, "tenant.mismatch")
+}
+
+test_tenant_mismatch_when_caller_has_no_tenant if {
+	d := authz.allow with input as call(identity("helpdesk", ["support"], null), tool("tickets", false), "GET", "/tools/tickets/tenants/acme/items")
+	denied_by(d, "tenant.mismatch")
+	d.reason == "The request names tenant \"acme\" but the caller belongs to tenant (none)."
+}
+
+test_tenant_not_named_no_mismatch if {
+	not "tenant.mismatch" in rules(mcp_call(support, "search_docs", {"query": "q"}))
+}
+
+# --- role.read_only ---------------------------------------------------------------------------
+
+test_read_only_viewer_mutating_http if {
+	d := authz.allow with input as call(identity("helpdesk", ["viewer"], "acme"), tool("tickets", true), "POST", "/tools/tickets/tenants/acme/items")
+	denied_by(d, "role.read_only")
+}
+
+test_read_only_viewer_reading_allowed if {
+	d := authz.allow with input as call(identity("helpdesk", ["viewer"], "acme"), tool("tickets", false), "GET", "/tools/tickets/tenants/acme/items")
+	d.allowed == true
+}
+
+test_read_only_viewer_mutating_mcp_tool if {
+	d := authz.allow with input as mcp_call(viewer, "delete_doc", {"id": "d1"})
+	denied_by(d, "role.read_only")
+}
+
+test_read_only_viewer_unknown_mcp_tool_counts_as_mutating if {
+	d := authz.allow with input as mcp_call(viewer, "drop_everything", {})
+	denied_by(d, "role.read_only")
+}
+
+test_read_only_viewer_search_docs_allowed if {
+	d := authz.allow with input as mcp_call(viewer, "search_docs", {"query": "q"})
+	d.allowed == true
+}
+
+test_read_only_not_raised_with_one_writer_role if {
+	d := authz.allow with input as mcp_call(identity("helpdesk", ["viewer", "support"], "acme"), "delete_doc", {"id": "d1"})
+	d.allowed == true
+}
+
+# --- several denials --------------------------------------------------------------------------
+
+test_first_denial_is_deterministic if {
+	# agent not bound (3), tenant mismatch (5) and read-only (6) all apply: 3 is reported.
+	inp := call(identity("reporter", ["viewer"], "acme"), tool("tickets", true), "POST", "/tools/tickets/tenants/globex/items")
+	rules(inp) == {"agent.not_bound", "tenant.mismatch", "role.read_only"}
+	d := authz.allow with input as inp
+	denied_by(d, "agent.not_bound")
+}
+
+test_several_tenant_mismatches_single_denial if {
+	inp := object.union(call(support, tool("tickets", true), "POST", "/tools/tickets/tenants/globex/items"), {"parsed_body": {"tenant": "initech"}})
+	d := authz.allow with input as inp
+	denied_by(d, "tenant.mismatch")
+	d.reason == "The request names tenant \"globex\" but the caller belongs to tenant \"acme\"."
+}

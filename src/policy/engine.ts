@@ -1,0 +1,345 @@
+import { readFile, stat } from 'node:fs/promises';
+import { extname } from 'node:path';
+import { loadPolicy, type LoadedPolicy } from '@open-policy-agent/opa-wasm';
+import { Counter, Gauge } from 'prom-client';
+import { parse as parseYaml } from 'yaml';
+import { GatewayError } from '../errors.js';
+import { log } from '../log.js';
+import { registry } from '../metrics.js';
+import { deepMerge, readBundle, type PolicyBundle } from './bundle.js';
+import { beginEvaluation, HOST_BUILTINS, missingBuiltins } from './builtins.js';
+import { buildPolicyInput, type PolicyInput } from './input.js';
+import { readDecision, type Decision } from './result.js';
+
+/** Polling interval for the bundle and data files (stat polling works across volume mounts and symlink swaps). */
+const POLL_MS = 300;
+/** Quiet period after the last change before reloading, so a file being written is read once. */
+const DEBOUNCE_MS = 200;
+
+const reloads = new Counter({
+  name: 'portcullis_policy_reloads_total',
+  help: 'Policy bundle/data loads by result (success, failure)',
+  labelNames: ['result'] as const,
+  registers: [registry],
+});
+const info = new Gauge({
+  name: 'portcullis_policy_info',
+  help: 'Version of the policy currently serving (value is always 1)',
+  labelNames: ['version'] as const,
+  registers: [registry],
+});
+const evalErrors = new Counter({
+  name: 'portcullis_policy_evaluation_errors_total',
+  help: 'Policy evaluations that failed closed, by kind (exception, malformed, undefined)',
+  labelNames: ['kind'] as const,
+  registers: [registry],
+});
+
+/** How to open a {@link PolicyEngine}. */
+export interface PolicyEngineOptions {
+  /** Wasm bundle built with `opa build -t wasm`. */
+  readonly bundlePath: string;
+  /** Optional JSON or YAML data document merged over the bundle's data. */
+  readonly dataPath?: string | undefined;
+  /** Decision path, e.g. `envoy/authz/allow`. */
+  readonly decision: string;
+  /** Poll the files and reload on change. */
+  readonly watch: boolean;
+}
+
+/** Health of the engine, for `/readyz`, logs and the CLI. */
+export interface PolicyStatus {
+  /** A policy is loaded and evaluating. */
+  readonly ready: boolean;
+  /** Manifest revision, else `sha256:<12 hex>` of the bundle; `null` before the first load. */
+  readonly version: string | null;
+  /** Why the latest load failed; `null` after a successful one. */
+  readonly lastError: string | null;
+  /** ISO time of the last successful load. */
+  readonly loadedAt: string | null;
+}
+
+/** A validated, ready-to-evaluate policy. */
+interface Loaded {
+  readonly policy: LoadedPolicy;
+  readonly entrypoint: number;
+  readonly version: string;
+}
+
+/** Version label of a bundle: manifest revision if set, else a short content hash. */
+export function bundleVersion(bundle: PolicyBundle): string {
+  const revision = bundle.manifest?.revision;
+  return revision ? revision : `sha256:${bundle.sha256.slice(0, 12)}`;
+}
+
+/** Reads the optional data document (YAML is a superset of JSON; `.json` uses the JSON parser). */
+async function readDataFile(path: string): Promise<Record<string, unknown>> {
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (err) {
+    throw new Error(`policy data ${path} cannot be read (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
+  }
+  let value: unknown;
+  try {
+    value = extname(path).toLowerCase() === '.json' ? JSON.parse(text) : parseYaml(text);
+  } catch (err) {
+    throw new Error(`policy data ${path} cannot be parsed (${(err as Error).message})`);
+  }
+  if (value === null || value === undefined) return {};
+  if (typeof value !== 'object' || Array.isArray(value)) throw new Error(`policy data ${path} must be an object (mapping) at the top level`);
+  return value as Record<string, unknown>;
+}
+
+function errorText(err: unknown): string {
+  if (err instanceof Error) return err.message;
+  if (typeof err === 'string') return err;
+  if (typeof err === 'object' && err !== null && typeof (err as { message?: unknown }).message === 'string') {
+    return (err as { message: string }).message;
+  }
+  return String(err);
+}
+
+/** Input used to prove a new policy evaluates before it replaces the serving one. */
+const SMOKE_INPUT: PolicyInput = buildPolicyInput({}, { identity: null, tool: null, mcp: null, body: null });
+
+/**
+ * OPA wasm policy engine. Loads the bundle (and optional data file), evaluates the decision
+ * synchronously, and reloads when the files change: a new version is loaded, given data and
+ * evaluated once before it replaces the serving one, so a broken bundle or data file keeps the
+ * last good policy (and `status().lastError` says why). Fails closed: without a loaded policy,
+ * or on any evaluation error, {@link evaluate} throws.
+ */
+export class PolicyEngine {
+  private current: Loaded | null = null;
+  private lastError: string | null = null;
+  private loadedAt: string | null = null;
+  private readonly listeners: ((s: PolicyStatus) => void)[] = [];
+  /** File signatures taken just before the last load attempt read the files. */
+  private seen: string[] = [];
+  private poller: NodeJS.Timeout | null = null;
+  private polling = false;
+  private debounce: NodeJS.Timeout | null = null;
+  private reloading: Promise<PolicyStatus> | null = null;
+  private reloadAgain = false;
+  private closed = false;
+
+  /** Creates an engine with nothing loaded (`ready: false`); see {@link PolicyEngine.open}. */
+  constructor(private readonly opts: PolicyEngineOptions) {}
+
+  /** Loads the policy (the first load must succeed) and starts watching when asked to. */
+  static async open(opts: PolicyEngineOptions): Promise<PolicyEngine> {
+    const engine = new PolicyEngine(opts);
+    const status = await engine.reload();
+    if (!status.ready) {
+      engine.close();
+      throw new GatewayError('internal', `cannot load policy: ${status.lastError ?? 'unknown error'}`, { rule: 'policy.load' });
+    }
+    if (opts.watch) engine.watch();
+    return engine;
+  }
+
+  /**
+   * Evaluates the decision for one input. Synchronous.
+   * @throws GatewayError `unavailable` when no policy is loaded, `internal` when evaluation
+   *   fails or the decision is malformed, `forbidden` when it is undefined.
+   */
+  evaluate(input: PolicyInput): Decision {
+    const loaded = this.current;
+    if (!loaded) throw new GatewayError('unavailable', 'no policy is loaded; denying by default', { rule: 'policy.not_loaded' });
+    let resultSet: unknown;
+    try {
+      beginEvaluation();
+      resultSet = loaded.policy.evaluate(input, loaded.entrypoint);
+    } catch (err) {
+      evalErrors.inc({ kind: 'exception' });
+      log.error({ err: errorText(err), policy_version: loaded.version }, 'policy evaluation failed; denying');
+      throw new GatewayError('internal', 'policy evaluation failed; the call was denied', { rule: 'policy.error', cause: err });
+    }
+    try {
+      return readDecision(firstResult(resultSet), this.opts.decision);
+    } catch (err) {
+      evalErrors.inc({ kind: (err as GatewayError).rule === 'policy.undefined' ? 'undefined' : 'malformed' });
+      throw err;
+    }
+  }
+
+  /** Current health. */
+  status(): PolicyStatus {
+    return {
+      ready: this.current !== null,
+      version: this.current?.version ?? null,
+      lastError: this.lastError,
+      loadedAt: this.loadedAt,
+    };
+  }
+
+  /** Registers a callback run after every load attempt (success or failure). */
+  onReload(cb: (s: PolicyStatus) => void): void {
+    this.listeners.push(cb);
+  }
+
+  /**
+   * Loads bundle and data now and swaps them in if they validate; otherwise keeps the serving
+   * policy and records the error. Never throws. A call made while a load is running joins it
+   * and makes it load once more, so the result reflects the files as they were at the call.
+   */
+  reload(): Promise<PolicyStatus> {
+    if (this.reloading) {
+      this.reloadAgain = true;
+      return this.reloading;
+    }
+    this.reloading = this.runReloads().finally(() => {
+      this.reloading = null;
+    });
+    return this.reloading;
+  }
+
+  /** Stops watching files and timers; the loaded policy stays usable for in-flight calls. */
+  close(): void {
+    this.closed = true;
+    if (this.debounce) clearTimeout(this.debounce);
+    this.debounce = null;
+    if (this.poller) clearInterval(this.poller);
+    this.poller = null;
+    this.listeners.length = 0;
+  }
+
+  /**
+   * Polls the files and reloads when one differs from what the last load read. Comparing with
+   * the signatures taken before that read (not with the previous poll) means a change made
+   * while loading, or between the load and the first poll, is never missed.
+   */
+  private watch(): void {
+    if (this.poller || this.closed) return;
+    this.poller = setInterval(() => void this.poll(), POLL_MS);
+    this.poller.unref();
+  }
+
+  private async poll(): Promise<void> {
+    if (this.polling || this.closed || this.debounce || this.reloading) return;
+    this.polling = true;
+    try {
+      const now = await this.signatures();
+      if (now.some((sig, i) => sig !== this.seen[i])) this.scheduleReload();
+    } finally {
+      this.polling = false;
+    }
+  }
+
+  /** Identity of each watched file's current content (inode, size, times), or `missing`. */
+  private signatures(): Promise<string[]> {
+    const paths = [this.opts.bundlePath, this.opts.dataPath].filter((p): p is string => Boolean(p));
+    return Promise.all(
+      paths.map((p) =>
+        stat(p).then(
+          (st) => `${st.dev}:${st.ino}:${st.size}:${st.mtimeMs}:${st.ctimeMs}`,
+          () => 'missing',
+        ),
+      ),
+    );
+  }
+
+  private scheduleReload(): void {
+    if (this.closed) return;
+    if (this.debounce) clearTimeout(this.debounce);
+    this.debounce = setTimeout(() => {
+      this.debounce = null;
+      void this.reload();
+    }, DEBOUNCE_MS);
+    this.debounce.unref();
+  }
+
+  private async runReloads(): Promise<PolicyStatus> {
+    let status: PolicyStatus;
+    do {
+      this.reloadAgain = false;
+      status = await this.loadOnce();
+    } while (this.reloadAgain && !this.closed);
+    return status;
+  }
+
+  private async loadOnce(): Promise<PolicyStatus> {
+    this.seen = await this.signatures();
+    try {
+      const next = await this.prepare();
+      if (this.closed) return this.status();
+      const previous = this.current?.version ?? null;
+      this.current = next;
+      this.lastError = null;
+      this.loadedAt = new Date().toISOString();
+      reloads.inc({ result: 'success' });
+      info.reset();
+      info.set({ version: next.version }, 1);
+      log.info({ policy_version: next.version, previous_version: previous, bundle: this.opts.bundlePath }, 'policy loaded');
+    } catch (err) {
+      if (this.closed) return this.status();
+      this.lastError = errorText(err);
+      reloads.inc({ result: 'failure' });
+      log.error(
+        { err: this.lastError, bundle: this.opts.bundlePath, data: this.opts.dataPath ?? null, serving: this.current?.version ?? null },
+        this.current ? 'policy reload failed; keeping the last good policy' : 'policy load failed',
+      );
+    }
+    const status = this.status();
+    for (const cb of this.listeners) {
+      try {
+        cb(status);
+      } catch (err) {
+        log.error({ err: errorText(err) }, 'policy reload listener failed');
+      }
+    }
+    return status;
+  }
+
+  /** Reads, instantiates, feeds and smoke-tests a policy without touching the serving one. */
+  private async prepare(): Promise<Loaded> {
+    const [bundle, extra] = await Promise.all([
+      readBundle(this.opts.bundlePath),
+      this.opts.dataPath ? readDataFile(this.opts.dataPath) : Promise.resolve(null),
+    ]);
+    let policy: LoadedPolicy;
+    try {
+      policy = await loadPolicy(bundle.wasm, undefined, HOST_BUILTINS);
+    } catch (err) {
+      throw new Error(`policy bundle ${this.opts.bundlePath}: /policy.wasm cannot be instantiated (${errorText(err)})`);
+    }
+    // Fail at load, not on every request, when the policy needs a built-in no one provides.
+    const missing = missingBuiltins(policy);
+    if (missing.length > 0) {
+      throw new Error(`policy bundle ${this.opts.bundlePath} uses built-in functions the wasm runtime does not provide: ${missing.join(', ')}`);
+    }
+    const entrypoints = policy.entrypoints as Record<string, number>;
+    const entrypoint = entrypoints[this.opts.decision];
+    if (typeof entrypoint !== 'number' || !Object.hasOwn(entrypoints, this.opts.decision)) {
+      const known = Object.keys(entrypoints).join(', ') || 'none';
+      throw new Error(`policy bundle ${this.opts.bundlePath} has no entrypoint ${this.opts.decision} (it has: ${known}); build it with -e ${this.opts.decision}`);
+    }
+    try {
+      policy.setData(extra ? deepMerge(bundle.data, extra) : bundle.data);
+    } catch (err) {
+      throw new Error(`policy data cannot be loaded into the policy (${errorText(err)})`);
+    }
+    let smoke: unknown;
+    try {
+      beginEvaluation();
+      smoke = policy.evaluate(SMOKE_INPUT, entrypoint);
+    } catch (err) {
+      throw new Error(`policy ${this.opts.decision} fails to evaluate (${errorText(err)})`);
+    }
+    const value = firstResult(smoke);
+    // An undefined decision is a legitimate default deny; a malformed one is a broken policy.
+    if (value !== undefined) readDecision(value, this.opts.decision);
+    return { policy, entrypoint, version: bundleVersion(bundle) };
+  }
+}
+
+/** The decision value from an opa-wasm result set (`[{result}]`, or `[]` when undefined). */
+function firstResult(resultSet: unknown): unknown {
+  if (!Array.isArray(resultSet)) {
+    throw new GatewayError('internal', 'policy evaluation returned no result set', { rule: 'policy.malformed' });
+  }
+  const first: unknown = resultSet[0];
+  if (first === undefined) return undefined;
+  return typeof first === 'object' && first !== null ? (first as { result?: unknown }).result : undefined;
+}
