@@ -1,0 +1,283 @@
+import type { AuditConfig } from '../config/types.js';
+
+/**
+ * The audit record: one JSON object per exchange (request + response), or per request denied at
+ * ext_authz. The builder copies named fields only, never whole objects handed to it, so headers,
+ * tokens or bodies cannot ride along by accident; payload text is accepted only already redacted.
+ */
+
+/** DLP outcome for one direction. */
+export interface AuditDlpDirection {
+  readonly action: 'none' | 'redacted' | 'blocked' | 'flagged';
+  /** DLP rule ids that matched, sorted. */
+  readonly rules: readonly string[];
+  /** Number of findings. */
+  readonly count: number;
+}
+
+/** Schema validation outcome of the request body. */
+export type AuditSchemaOutcome = 'valid' | 'invalid' | 'skipped';
+
+/** One audit record (field names are the log contract, snake_case). */
+export interface AuditRecord {
+  /** ISO 8601 time the exchange ended. */
+  readonly time: string;
+  readonly request_id: string | null;
+  /** Trace id of a valid W3C `traceparent`, else null. */
+  readonly trace_id: string | null;
+  readonly agent_id: string | null;
+  readonly agent_version: string | null;
+  readonly user_id: string | null;
+  readonly tenant_id: string | null;
+  readonly auth_methods: readonly string[];
+  readonly tool: string | null;
+  readonly method: string;
+  /** Request path with query values replaced by `[redacted]` (see {@link redactSecretsFromPath}). */
+  readonly path: string;
+  readonly decision: {
+    readonly allowed: boolean;
+    readonly rule: string | null;
+    readonly reason: string | null;
+    readonly policy_version: string | null;
+    readonly dry_run: boolean;
+  };
+  readonly inspection: {
+    readonly request: {
+      readonly size: number;
+      readonly schema: AuditSchemaOutcome;
+      readonly errors?: readonly string[];
+      readonly injection: readonly { readonly rule: string; readonly path: string }[];
+    };
+  };
+  readonly dlp: { readonly request: AuditDlpDirection; readonly response: AuditDlpDirection };
+  readonly upstream_status: number | null;
+  /** Status the agent received (a denial's status when the gateway answered itself). */
+  readonly response_status: number | null;
+  readonly latency_ms: {
+    readonly authz: number | null;
+    readonly request_inspect: number | null;
+    readonly response_inspect: number | null;
+    readonly total: number | null;
+  };
+  /** Why the exchange failed or was denied (error type and rule, never the message text). */
+  readonly error: { readonly type: string; readonly rule: string | null } | null;
+  /** Redacted, truncated payload excerpts; present only when capture is on. */
+  readonly payload?: {
+    readonly request?: string;
+    readonly response?: string;
+    /** Which excerpts were cut at `max_bytes`. */
+    readonly truncated?: readonly ('request' | 'response')[];
+  };
+}
+
+/** DLP outcome as tracked during an exchange (`rules` may be a Set). */
+export interface AuditDlpInput {
+  readonly action: AuditDlpDirection['action'];
+  readonly rules: Iterable<string>;
+  readonly count: number;
+}
+
+/**
+ * Everything the builder reads. Fields are picked one by one; extra properties are ignored.
+ * Names mirror the ext_authz metadata (snake_case identity) so callers can pass it through.
+ */
+export interface AuditExchange {
+  /** When the exchange ended; default now. */
+  readonly time?: Date;
+  readonly requestId: string | null;
+  /** Raw `traceparent` header value, if any; only its trace id is kept. */
+  readonly traceparent?: string | null;
+  /** The verified principal as carried in the ext_authz metadata; null when unauthenticated. */
+  readonly identity?: {
+    readonly agent: string | null;
+    readonly agent_version: string | null;
+    readonly user: string | null;
+    readonly tenant: string | null;
+    readonly auth_methods: readonly string[];
+  } | null;
+  readonly tool: string | null;
+  readonly method: string;
+  /** Raw request path including any query string; redacted here. */
+  readonly path: string;
+  /** Authorization decision; null when ext_authz's verdict is unknown (treated as not allowed). */
+  readonly decision: {
+    readonly allowed: boolean;
+    readonly rule: string | null;
+    readonly reason: string | null;
+    readonly policy_version: string | null;
+    readonly dry_run: boolean;
+  } | null;
+  readonly inspection?: {
+    readonly size: number;
+    readonly schema: AuditSchemaOutcome;
+    readonly errors?: readonly string[];
+    readonly injection?: readonly { readonly rule: string; readonly path: string }[];
+  };
+  readonly dlpRequest?: AuditDlpInput;
+  readonly dlpResponse?: AuditDlpInput;
+  readonly upstreamStatus?: number | null;
+  readonly responseStatus?: number | null;
+  readonly latencyMs?: {
+    readonly authz?: number | null;
+    readonly requestInspect?: number | null;
+    readonly responseInspect?: number | null;
+    readonly total?: number | null;
+  };
+  /** The error that ended or denied the exchange (a GatewayError fits); its message is not kept. */
+  readonly error?: { readonly code: string; readonly rule?: string | undefined } | null;
+  /**
+   * Payload capture. `request`/`response` must already be DLP-redacted; the builder only
+   * truncates them to `capture.max_bytes` and drops them when `capture.mode` is `off`.
+   */
+  readonly payload?: {
+    readonly capture: AuditConfig['payload'];
+    readonly request?: string | null;
+    readonly response?: string | null;
+  };
+}
+
+/** At most this many schema error strings are kept per record. */
+const MAX_SCHEMA_ERRORS = 20;
+/** At most this many injection findings are kept per record. */
+const MAX_INJECTION = 50;
+const REDACTED = '[redacted]';
+/** Query parameter names kept verbatim; anything else (including bare `?token` items) is a value. */
+const PARAM_NAME = /^[A-Za-z_][A-Za-z0-9_.\-[\]]{0,63}$/;
+const TRACEPARENT = /^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(?:-.*)?$/;
+const NO_DLP: AuditDlpDirection = { action: 'none', rules: [], count: 0 };
+
+/**
+ * Removes what may be secret from a request path: the path segments stay, the fragment is
+ * dropped, and every query value becomes `[redacted]` (`?q=x&key=y` → `?q=[redacted]&key=[redacted]`).
+ * A query item without `=`, or whose name does not look like a parameter name, is replaced whole,
+ * since a bare query item is often a key itself.
+ */
+export function redactSecretsFromPath(path: string): string {
+  const hashAt = path.indexOf('#');
+  const noFragment = hashAt >= 0 ? path.slice(0, hashAt) : path;
+  const q = noFragment.indexOf('?');
+  if (q < 0) return noFragment;
+  const query = noFragment.slice(q + 1);
+  if (query === '') return noFragment.slice(0, q);
+  const items = query.split('&').map((item) => {
+    if (item === '') return item;
+    const eq = item.indexOf('=');
+    if (eq < 0) return REDACTED;
+    const name = item.slice(0, eq);
+    return PARAM_NAME.test(name) ? `${name}=${REDACTED}` : REDACTED;
+  });
+  return `${noFragment.slice(0, q)}?${items.join('&')}`;
+}
+
+/** Trace id of a W3C `traceparent` (version 00 rules; all-zero ids are invalid), else null. */
+export function traceIdFrom(traceparent: string | null | undefined): string | null {
+  if (!traceparent) return null;
+  const m = TRACEPARENT.exec(traceparent.trim());
+  if (!m) return null;
+  const [, version, traceId, spanId] = m;
+  if (version === 'ff' || /^0+$/.test(traceId!) || /^0+$/.test(spanId!)) return null;
+  if (version === '00' && traceparent.trim().length !== 55) return null;
+  return traceId!;
+}
+
+/**
+ * Cuts text to at most `maxBytes` UTF-8 bytes without splitting a character.
+ * Returns the text and whether it was cut.
+ */
+export function truncateUtf8(text: string, maxBytes: number): { text: string; truncated: boolean } {
+  const limit = Math.max(0, Math.floor(maxBytes));
+  // Cheap exit without encoding: one UTF-16 unit never needs more than 3 UTF-8 bytes.
+  if (text.length * 3 <= limit) return { text, truncated: false };
+  const buf = Buffer.from(text, 'utf8');
+  if (buf.length <= limit) return { text, truncated: false };
+  let end = limit;
+  // Step back over continuation bytes (10xxxxxx) so the cut lands on a character boundary.
+  while (end > 0 && (buf[end]! & 0xc0) === 0x80) end -= 1;
+  return { text: buf.subarray(0, end).toString('utf8'), truncated: true };
+}
+
+function dlpOf(d: AuditDlpInput | undefined): AuditDlpDirection {
+  if (!d) return NO_DLP;
+  return { action: d.action, rules: [...new Set(d.rules)].sort(), count: d.count };
+}
+
+function ms(v: number | null | undefined): number | null {
+  return typeof v === 'number' && Number.isFinite(v) ? Math.round(v * 1000) / 1000 : null;
+}
+
+function payloadOf(p: AuditExchange['payload']): AuditRecord['payload'] | undefined {
+  if (!p || p.capture.mode === 'off') return undefined;
+  const out: { request?: string; response?: string; truncated?: ('request' | 'response')[] } = {};
+  const cut: ('request' | 'response')[] = [];
+  for (const dir of ['request', 'response'] as const) {
+    const text = p[dir];
+    if (typeof text !== 'string') continue;
+    const t = truncateUtf8(text, p.capture.max_bytes);
+    out[dir] = t.text;
+    if (t.truncated) cut.push(dir);
+  }
+  if (cut.length > 0) out.truncated = cut;
+  return out.request === undefined && out.response === undefined ? undefined : out;
+}
+
+/** Assembles the audit record of one exchange. Pure: no I/O, no clock other than the default time. */
+export function buildAuditRecord(x: AuditExchange): AuditRecord {
+  const id = x.identity ?? null;
+  const d = x.decision;
+  const insp = x.inspection;
+  const lat = x.latencyMs ?? {};
+  const errors = insp?.errors && insp.errors.length > 0 ? insp.errors.slice(0, MAX_SCHEMA_ERRORS).map(String) : undefined;
+  const record: AuditRecord = {
+    time: (x.time ?? new Date()).toISOString(),
+    request_id: x.requestId ?? null,
+    trace_id: traceIdFrom(x.traceparent),
+    agent_id: id?.agent ?? null,
+    agent_version: id?.agent_version ?? null,
+    user_id: id?.user ?? null,
+    tenant_id: id?.tenant ?? null,
+    auth_methods: id ? [...id.auth_methods] : [],
+    tool: x.tool ?? null,
+    method: x.method,
+    path: redactSecretsFromPath(x.path),
+    decision: {
+      allowed: d?.allowed ?? false,
+      rule: d?.rule ?? null,
+      reason: d?.reason ?? null,
+      policy_version: d?.policy_version ?? null,
+      dry_run: d?.dry_run ?? false,
+    },
+    inspection: {
+      request: {
+        size: insp?.size ?? 0,
+        schema: insp?.schema ?? 'skipped',
+        ...(errors ? { errors } : {}),
+        injection: (insp?.injection ?? []).slice(0, MAX_INJECTION).map((f) => ({ rule: f.rule, path: f.path })),
+      },
+    },
+    dlp: { request: dlpOf(x.dlpRequest), response: dlpOf(x.dlpResponse) },
+    upstream_status: x.upstreamStatus ?? null,
+    response_status: x.responseStatus ?? null,
+    latency_ms: {
+      authz: ms(lat.authz),
+      request_inspect: ms(lat.requestInspect),
+      response_inspect: ms(lat.responseInspect),
+      total: ms(lat.total),
+    },
+    error: x.error ? { type: x.error.code, rule: x.error.rule ?? null } : null,
+  };
+  const payload = payloadOf(x.payload);
+  return payload ? { ...record, payload } : record;
+}
+
+/** Coarse outcome of a record, used as a metric label. */
+export type AuditOutcome = 'allowed' | 'denied' | 'blocked' | 'failed';
+
+/**
+ * `denied` at ext_authz, `blocked` by inspection/DLP after it, `failed` when the gateway or the
+ * upstream path failed (fail closed), otherwise `allowed`.
+ */
+export function auditOutcome(r: AuditRecord): AuditOutcome {
+  if (!r.decision.allowed) return 'denied';
+  if (!r.error) return 'allowed';
+  return r.error.type === 'internal' || r.error.type === 'unavailable' ? 'failed' : 'blocked';
+}

@@ -1,0 +1,283 @@
+import { mkdtemp, readFile, rm, writeFile, appendFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Writable } from 'node:stream';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { GENESIS_HASH, canonicalJson, sha256Hex } from '../../../src/audit/chain.js';
+import { buildAuditRecord, type AuditRecord } from '../../../src/audit/record.js';
+import { AuditLogger, HashChainFileSink, StdoutSink, fromConfig } from '../../../src/audit/sinks.js';
+import { verifyAuditFile } from '../../../src/audit/verify.js';
+import { registry } from '../../../src/metrics.js';
+
+let dir: string;
+let file: string;
+
+beforeEach(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'portcullis-audit-'));
+  file = join(dir, 'audit.log');
+});
+afterEach(async () => {
+  await rm(dir, { recursive: true, force: true });
+});
+
+function record(i: number, over: Partial<Parameters<typeof buildAuditRecord>[0]> = {}): AuditRecord {
+  return buildAuditRecord({
+    time: new Date(Date.UTC(2024, 0, 1, 0, 0, i)),
+    requestId: `req-${i}`,
+    tool: 'weather',
+    method: 'GET',
+    path: `/tools/weather/${i}`,
+    decision: { allowed: true, rule: 'allow', reason: null, policy_version: 'v1', dry_run: false },
+    responseStatus: 200,
+    upstreamStatus: 200,
+    ...over,
+  });
+}
+
+async function writeRecords(path: string, from: number, to: number): Promise<void> {
+  const sink = await HashChainFileSink.open(path);
+  for (let i = from; i <= to; i++) sink.write(record(i));
+  await sink.close();
+}
+
+async function lines(path: string): Promise<string[]> {
+  const text = await readFile(path, 'utf8');
+  expect(text.endsWith('\n')).toBe(true);
+  return text.slice(0, -1).split('\n');
+}
+
+describe('canonicalJson', () => {
+  it('sorts keys at every depth and omits undefined members', () => {
+    expect(canonicalJson({ b: 1, a: { d: [1, undefined, 'x'], c: null }, u: undefined })).toBe('{"a":{"c":null,"d":[1,null,"x"]},"b":1}');
+  });
+});
+
+describe('HashChainFileSink', () => {
+  it('writes one chained line per record, in order', async () => {
+    await writeRecords(file, 1, 3);
+    const ls = await lines(file);
+    expect(ls).toHaveLength(3);
+    const parsed = ls.map((l) => JSON.parse(l) as Record<string, unknown>);
+    expect(parsed.map((p) => p.seq)).toEqual([1, 2, 3]);
+    expect(parsed.map((p) => p.request_id)).toEqual(['req-1', 'req-2', 'req-3']);
+    expect(parsed[0]!.prev_hash).toBe(GENESIS_HASH);
+    expect(parsed[1]!.prev_hash).toBe(sha256Hex(ls[0]!));
+    expect(parsed[2]!.prev_hash).toBe(sha256Hex(ls[1]!));
+    const { hash, ...body } = parsed[1]!;
+    expect(hash).toBe(sha256Hex(canonicalJson(body)));
+  });
+
+  it('continues the chain when the file is reopened by a second instance', async () => {
+    await writeRecords(file, 1, 2);
+    const second = await HashChainFileSink.open(file);
+    expect(second.lastSeq).toBe(2);
+    second.write(record(3));
+    second.write(record(4));
+    await second.close();
+    const ls = await lines(file);
+    expect(ls).toHaveLength(4);
+    expect(JSON.parse(ls[2]!).seq).toBe(3);
+    expect(JSON.parse(ls[2]!).prev_hash).toBe(sha256Hex(ls[1]!));
+    expect(await verifyAuditFile(file)).toEqual({ ok: true, records: 4 });
+  });
+
+  it('refuses to append after a corrupt or truncated tail, and says so', async () => {
+    await writeRecords(file, 1, 2);
+    const edited = await lines(file);
+    await appendFile(file, '{"seq":3,"prev_ha');
+    await expect(HashChainFileSink.open(file)).rejects.toThrow(/corrupt.*no trailing newline.*refusing to append/);
+
+    edited[1] = edited[1]!.replace('req-2', 'req-X');
+    await writeFile(file, `${edited.join('\n')}\n`);
+    await expect(HashChainFileSink.open(file)).rejects.toThrow(/record edited/);
+  });
+
+  it('finds the chain head when the last line is longer than the first read window', async () => {
+    const big = buildAuditRecord({
+      requestId: 'big',
+      tool: 't',
+      method: 'POST',
+      path: '/tools/t',
+      decision: null,
+      payload: { capture: { mode: 'truncated', max_bytes: 200_000 }, request: 'x'.repeat(150_000) },
+    });
+    const sink = await HashChainFileSink.open(file);
+    sink.write(record(1));
+    sink.write(big);
+    await sink.close();
+    const again = await HashChainFileSink.open(file);
+    expect(again.lastSeq).toBe(2);
+    again.write(record(3));
+    await again.close();
+    expect(await verifyAuditFile(file)).toEqual({ ok: true, records: 3 });
+  });
+
+  it('seals what is queued when closed and drops later writes', async () => {
+    const sink = await HashChainFileSink.open(file);
+    sink.write(record(1));
+    await sink.close();
+    sink.write(record(2));
+    await sink.flush();
+    expect(await lines(file)).toHaveLength(1);
+  });
+
+  it('cannot be talked into a forged position by record fields', async () => {
+    const sink = await HashChainFileSink.open(file);
+    sink.write({ ...record(1), seq: 99, prev_hash: 'f'.repeat(64) } as unknown as AuditRecord);
+    await sink.close();
+    const [line] = await lines(file);
+    expect(JSON.parse(line!)).toMatchObject({ seq: 1, prev_hash: GENESIS_HASH });
+    expect((await verifyAuditFile(file)).ok).toBe(true);
+  });
+});
+
+describe('verifyAuditFile', () => {
+  beforeEach(async () => {
+    await writeRecords(file, 1, 5);
+  });
+
+  it('accepts an intact file', async () => {
+    expect(await verifyAuditFile(file)).toEqual({ ok: true, records: 5 });
+  });
+
+  it('accepts an empty file', async () => {
+    await writeFile(file, '');
+    expect(await verifyAuditFile(file)).toEqual({ ok: true, records: 0 });
+  });
+
+  it('fails at the line whose field was edited', async () => {
+    const ls = await lines(file);
+    ls[2] = ls[2]!.replace('"response_status":200', '"response_status":500');
+    await writeFile(file, `${ls.join('\n')}\n`);
+    const r = await verifyAuditFile(file);
+    expect(r.ok).toBe(false);
+    expect(r.records).toBe(2);
+    expect(r.firstBad).toMatchObject({ line: 3, seq: 3 });
+    expect(r.firstBad?.reason).toMatch(/hash does not match/);
+  });
+
+  it('fails at the next line when an edited record also got a recomputed hash', async () => {
+    const ls = await lines(file);
+    const obj = JSON.parse(ls[1]!) as Record<string, unknown>;
+    obj.user_id = 'mallory';
+    obj.hash = sha256Hex(canonicalJson({ ...obj, hash: undefined }));
+    ls[1] = canonicalJson(obj);
+    await writeFile(file, `${ls.join('\n')}\n`);
+    const r = await verifyAuditFile(file);
+    expect(r.firstBad).toMatchObject({ line: 3, seq: 3 });
+    expect(r.firstBad?.reason).toMatch(/prev_hash/);
+  });
+
+  it('fails at the line after a deleted one', async () => {
+    const ls = await lines(file);
+    ls.splice(1, 1);
+    await writeFile(file, `${ls.join('\n')}\n`);
+    const r = await verifyAuditFile(file);
+    expect(r.ok).toBe(false);
+    expect(r.firstBad).toMatchObject({ line: 2, seq: 3 });
+    expect(r.firstBad?.reason).toMatch(/seq gap.*removed/);
+  });
+
+  it('fails when the first records were removed', async () => {
+    const ls = await lines(file);
+    await writeFile(file, `${ls.slice(1).join('\n')}\n`);
+    const r = await verifyAuditFile(file);
+    expect(r.firstBad).toMatchObject({ line: 1, seq: 2 });
+  });
+
+  it('fails on reordered lines', async () => {
+    const ls = await lines(file);
+    [ls[2], ls[3]] = [ls[3]!, ls[2]!];
+    await writeFile(file, `${ls.join('\n')}\n`);
+    const r = await verifyAuditFile(file);
+    expect(r.firstBad).toMatchObject({ line: 3, seq: 4 });
+  });
+
+  it('fails on a truncated last line', async () => {
+    const text = await readFile(file, 'utf8');
+    await writeFile(file, text.slice(0, text.length - 20));
+    const r = await verifyAuditFile(file);
+    expect(r.ok).toBe(false);
+    expect(r.records).toBe(4);
+    expect(r.firstBad?.line).toBe(5);
+    expect(r.firstBad?.reason).toMatch(/incomplete|not valid JSON/);
+  });
+
+  it('fails on a last line that lost only its newline', async () => {
+    const text = await readFile(file, 'utf8');
+    await writeFile(file, text.slice(0, -1));
+    const r = await verifyAuditFile(file);
+    expect(r.firstBad).toMatchObject({ line: 5, seq: 5 });
+    expect(r.firstBad?.reason).toMatch(/no trailing newline/);
+  });
+
+  it('fails on a garbled line in the middle', async () => {
+    const ls = await lines(file);
+    ls[1] = 'not json at all';
+    await writeFile(file, `${ls.join('\n')}\n`);
+    const r = await verifyAuditFile(file);
+    expect(r.firstBad).toMatchObject({ line: 2 });
+    expect(r.firstBad?.seq).toBeUndefined();
+  });
+});
+
+describe('StdoutSink', () => {
+  it('emits one JSON line per record with msg "audit" and the record under "audit"', async () => {
+    const out: string[] = [];
+    const dest = new Writable({
+      write(chunk: Buffer, _enc, done) {
+        out.push(chunk.toString('utf8'));
+        done();
+      },
+    });
+    const sink = new StdoutSink(dest);
+    sink.write(record(1));
+    sink.write(record(2));
+    await sink.close();
+    const ls = out.join('').trim().split('\n');
+    expect(ls).toHaveLength(2);
+    const first = JSON.parse(ls[0]!) as { msg: string; audit: AuditRecord };
+    expect(first.msg).toBe('audit');
+    expect(first.audit.request_id).toBe('req-1');
+  });
+});
+
+describe('AuditLogger', () => {
+  it('opens the configured file relative to baseDir, applies payload capture, counts by outcome', async () => {
+    const before = await registry.getSingleMetricAsString('portcullis_audit_records_total');
+    const logger = await fromConfig({ stdout: false, file: 'sub/audit.log', payload: { mode: 'truncated', max_bytes: 4 } }, dir);
+    const r = logger.record({
+      requestId: 'r1',
+      tool: 't',
+      method: 'POST',
+      path: '/tools/t',
+      decision: null,
+      payload: { request: 'abcdefgh' },
+    });
+    expect(r.payload).toEqual({ request: 'abcd', truncated: ['request'] });
+    await logger.close();
+    const ls = await lines(join(dir, 'sub', 'audit.log'));
+    expect(ls).toHaveLength(1);
+    expect(JSON.parse(ls[0]!).request_id).toBe('r1');
+    const after = await registry.getSingleMetricAsString('portcullis_audit_records_total');
+    const count = (s: string): number => Number(/outcome="denied"} (\d+)/.exec(s)?.[1] ?? 0);
+    expect(count(after)).toBe(count(before) + 1);
+  });
+
+  it('shares one writer per file across loggers, so a reload does not fork the chain', async () => {
+    const cfg = { stdout: false, file, payload: { mode: 'off' as const, max_bytes: 0 } };
+    const a = await AuditLogger.fromConfig(cfg, dir);
+    a.write(record(1));
+    const b = await AuditLogger.fromConfig(cfg, dir);
+    b.write(record(2));
+    await a.close();
+    b.write(record(3));
+    await b.close();
+    expect(await verifyAuditFile(file)).toEqual({ ok: true, records: 3 });
+  });
+
+  it('rejects a file whose tail is corrupt', async () => {
+    await writeFile(file, 'garbage\n');
+    await expect(fromConfig({ stdout: false, file, payload: { mode: 'off', max_bytes: 0 } }, dir)).rejects.toThrow(/corrupt/);
+  });
+});
