@@ -55,6 +55,7 @@ async function cmdCheck(argv: string[]): Promise<void> {
     throw err;
   }
   const { openPolicy, buildDeps } = await import('./server/app.js');
+  const { RateLimiter } = await import('./limits/tokenBucket.js');
   const { compileToolSchemas } = await import('./inspect/schema.js');
   try {
     compileToolSchemas(config.tools, config.base_dir);
@@ -69,12 +70,15 @@ async function cmdCheck(argv: string[]): Promise<void> {
   }
   if (policy) {
     try {
-      const built = await buildDeps(config, policy);
+      const built = await buildDeps(config, policy, new RateLimiter());
       for (const p of built.deps.credentials.problems()) problems.push(`$.tools[${p.tool}].credentials: ${p.secret}: ${p.problem}`);
       built.deps.identity.close();
       built.secrets.close();
+      await built.extproc.audit.close();
     } catch (err) {
-      problems.push(`$.identity: ${(err as Error).message}`);
+      // Schema problems were reported above; this is identity, DLP or audit sink set-up.
+      const msg = (err as Error).message;
+      if (!problems.some((p) => p.includes(msg))) problems.push(`$: ${msg}`);
     }
     policy.close();
   }

@@ -161,7 +161,7 @@ export class Authorizer {
       headers,
       method: http.method ?? headers[':method'] ?? 'GET',
       path: http.path ?? headers[':path'] ?? '/',
-      requestId: http.id ?? headers['x-request-id'] ?? null,
+      requestId: headers['x-request-id'] ?? http.id ?? null,
       rawBody,
       bodyText: null,
       truncated: headers['x-envoy-auth-partial-body'] === 'true',

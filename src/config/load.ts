@@ -1,3 +1,4 @@
+import { checkDlpConfig } from '../dlp/index.js';
 import { readFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { Ajv, type ErrorObject } from 'ajv';
@@ -80,6 +81,8 @@ function semanticProblems(cfg: GatewayConfig): ConfigProblem[] {
       if (!names.has(tool)) out.push({ path: `$.identity.signatures[${i}].tools`, message: `unknown tool "${tool}"` });
     }
   });
+  // The DLP section is checked by the DLP compiler itself (rule syntax, linear-time patterns).
+  for (const p of checkDlpConfig(cfg.dlp).problems) out.push({ path: p.path.replace(/^\$/, '$.dlp'), message: p.message });
   return out;
 }
 

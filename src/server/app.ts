@@ -16,7 +16,15 @@ import { ToolRegistry } from '../tools/registry.js';
 import { SecretStore } from '../credentials/secrets.js';
 import { CredentialInjector } from '../credentials/inject.js';
 import { RateLimiter } from '../limits/tokenBucket.js';
-import { authorizationService } from './protos.js';
+import { compileCatalog } from '../dlp/index.js';
+import { compileInjectionRules } from '../inspect/injection.js';
+import { compileToolSchemas } from '../inspect/schema.js';
+import { AuditLogger } from '../audit/sinks.js';
+import { ExtprocService } from '../extproc/service.js';
+import { compileFilters, type ExtprocDeps } from '../extproc/deps.js';
+import { DlpAlerter } from '../extproc/alerts.js';
+import type { CheckOutcome } from '../authz/check.js';
+import { authorizationService, externalProcessorService } from './protos.js';
 import { startGrpcServer, INTERNAL, type GrpcServer } from './grpc.js';
 import { startAdminServer } from './admin.js';
 
@@ -30,6 +38,7 @@ const reloads = new Counter({
 /** Collaborators built from one configuration, with what must be released when replaced. */
 interface Built {
   deps: AuthzDeps;
+  extproc: ExtprocDeps;
   secrets: SecretStore;
 }
 
@@ -58,17 +67,60 @@ export function openPolicy(config: GatewayConfig, watch: boolean): Promise<Polic
  * Builds every request-path collaborator from a configuration: compiled, opened and watched
  * here, so Check only evaluates. `policy` is reused when the policy settings did not change.
  */
-export async function buildDeps(config: GatewayConfig, policy: PolicyEngine): Promise<Built> {
+export async function buildDeps(config: GatewayConfig, policy: PolicyEngine, limiter: RateLimiter): Promise<Built> {
   const secrets = new SecretStore(config.base_dir);
+  let audit: AuditLogger | null = null;
   try {
+    // Compile everything the inspection path uses before opening anything that must be released.
+    const scanner = compileCatalog(config.dlp);
+    const schemas = compileToolSchemas(config.tools, config.base_dir);
+    const injection = compileInjectionRules();
+    const tools = new ToolRegistry(config.tools);
     const identity = await IdentityVerifier.create(config.identity, config.base_dir, secrets);
     const credentials = new CredentialInjector(config.tools, secrets);
     for (const p of credentials.problems()) log.warn(p, 'upstream credential not available; calls to this tool will be denied until it is');
-    return { deps: { config, tools: new ToolRegistry(config.tools), identity, policy, credentials, limiter: new RateLimiter() }, secrets };
+    audit = await AuditLogger.fromConfig(config.audit, config.base_dir);
+    return {
+      deps: { config, tools, identity, policy, credentials, limiter },
+      extproc: {
+        config,
+        tools,
+        scanner,
+        injection,
+        schemas,
+        filters: compileFilters(config),
+        audit,
+        alerter: new DlpAlerter(config.alerting.dlp_threshold, config.alerting.window_s),
+      },
+      secrets,
+    };
   } catch (err) {
     secrets.close();
+    await audit?.close();
     throw err;
   }
+}
+
+/** One audit record for a request ext_authz denied (ext_proc never sees it). */
+function auditDenial(audit: AuditLogger, req: ProtoCheckRequest, outcome: CheckOutcome): void {
+  if (outcome.allowed) return;
+  const m = outcome.metadata;
+  const http = req.attributes?.request?.http ?? {};
+  const headers = http.headers ?? {};
+  audit.record({
+    requestId: m.request_id,
+    traceparent: headers['traceparent'] ?? null,
+    identity: m.agent || m.user ? { agent: m.agent, agent_version: m.agent_version, user: m.user, tenant: m.tenant, auth_methods: m.auth_methods } : null,
+    tool: m.tool,
+    method: http.method ?? '',
+    path: http.path ?? '',
+    decision: { allowed: false, rule: m.rule, reason: m.reason, policy_version: m.policy_version, dry_run: m.dry_run },
+    inspection: { size: Number(headers['content-length'] ?? 0) || 0, schema: 'skipped' },
+    upstreamStatus: null,
+    responseStatus: outcome.error.httpStatus,
+    latencyMs: { authz: m.authz_ms, total: m.authz_ms },
+    error: { code: outcome.error.code, rule: outcome.error.rule },
+  });
 }
 
 /** A running gateway process. */
@@ -85,15 +137,22 @@ export async function serve(configPath: string): Promise<App> {
   const config = loadConfig(configPath);
   setLogLevel(config.server.log_level);
   let policy = await openPolicy(config, true);
-  let built = await buildDeps(config, policy);
+  // Buckets outlive reloads: a config change must not hand every caller a fresh burst.
+  const limiter = new RateLimiter();
+  let built = await buildDeps(config, policy, limiter);
   const authorizer = new Authorizer(built.deps);
+  const extproc = new ExtprocService(built.extproc);
   let draining = false;
   let lastReloadError: string | null = null;
 
   const check = (call: ServerUnaryCall<ProtoCheckRequest, CheckResponseObject>, cb: sendUnaryData<CheckResponseObject>): void => {
+    const audit = built.extproc.audit;
     authorizer
       .check(call.request)
-      .then((outcome) => cb(null, toCheckResponse(outcome)))
+      .then((outcome) => {
+        auditDenial(audit, call.request, outcome);
+        cb(null, toCheckResponse(outcome));
+      })
       .catch((err: unknown) => {
         // Check itself never throws; reaching here means rendering failed. Envoy denies on error.
         log.error({ err: (err as Error)?.message }, 'failed to render CheckResponse');
@@ -103,6 +162,7 @@ export async function serve(configPath: string): Promise<App> {
 
   const grpc: GrpcServer = await startGrpcServer(config.server.grpc_address, config.server.grpc_port, [
     { definition: authorizationService(), impl: { Check: check } },
+    { definition: externalProcessorService(), impl: { Process: extproc.process } },
   ]);
 
   const isReady = (): boolean => !draining && policy.status().ready;
@@ -122,13 +182,14 @@ export async function serve(configPath: string): Promise<App> {
       const nextPolicy = samePolicy(current, next) ? policy : await openPolicy(next, true);
       let nextBuilt: Built;
       try {
-        nextBuilt = await buildDeps(next, nextPolicy);
+        nextBuilt = await buildDeps(next, nextPolicy, limiter);
       } catch (err) {
         if (nextPolicy !== policy) nextPolicy.close();
         throw err;
       }
       const old = built;
       authorizer.swap(nextBuilt.deps);
+      extproc.swap(nextBuilt.extproc);
       built = nextBuilt;
       if (nextPolicy !== policy) {
         policy.close();
@@ -137,6 +198,8 @@ export async function serve(configPath: string): Promise<App> {
       }
       old.deps.identity.close();
       old.secrets.close();
+      // Streams in flight hold the old logger; the file sink is shared and reference counted.
+      void old.extproc.audit.close();
       setLogLevel(next.server.log_level);
       lastReloadError = null;
       syncHealth();
@@ -170,6 +233,7 @@ export async function serve(configPath: string): Promise<App> {
       policy.close();
       built.deps.identity.close();
       built.secrets.close();
+      await built.extproc.audit.close();
     },
   };
 }

@@ -1,0 +1,68 @@
+import type { ToolConfig } from '../config/types.js';
+import type { AuthzMetadata } from '../authz/check.js';
+import type { StreamRedactor, Finding } from '../dlp/index.js';
+import type { GatewayError } from '../errors.js';
+
+/** DLP outcome for one direction of an exchange. */
+export interface DirectionDlp {
+  action: 'none' | 'redacted' | 'blocked' | 'flagged';
+  rules: Set<string>;
+  count: number;
+}
+
+/** How the response body is being handled. */
+export type ResponseMode = 'none' | 'buffered' | 'streamed';
+
+/**
+ * All state of one HTTP exchange seen by ext_proc. One object per gRPC stream; nothing is shared
+ * between streams, so any replica can serve any exchange.
+ */
+export class Exchange {
+  readonly startedNs = process.hrtime.bigint();
+  meta: AuthzMetadata | null = null;
+  tool: ToolConfig | null = null;
+  requestId: string | null = null;
+  traceparent: string | null = null;
+  method = '';
+  path = '';
+  /** JSON-RPC id of the request (for errors), when the body was JSON-RPC. */
+  rpcId: string | number | null = null;
+  isJsonRpc = false;
+  requestSize = 0;
+  schema: 'valid' | 'invalid' | 'skipped' = 'skipped';
+  schemaErrors: string[] = [];
+  injection: { rule: string; path: string }[] = [];
+  readonly dlpRequest: DirectionDlp = { action: 'none', rules: new Set(), count: 0 };
+  readonly dlpResponse: DirectionDlp = { action: 'none', rules: new Set(), count: 0 };
+  upstreamStatus: number | null = null;
+  responseStatus: number | null = null;
+  responseMode: ResponseMode = 'none';
+  /** Content-encoding of a buffered response that must be decoded before inspection. */
+  responseEncoding: string | null = null;
+  responseIsSse = false;
+  /** Buffered-mode chunks (Envoy sends one buffered body, but be tolerant of several). */
+  responseChunks: Buffer[] = [];
+  redactor: StreamRedactor | null = null;
+  /** Streamed response already blocked: everything after is dropped. */
+  streamBlocked = false;
+  /** UTF-8 bytes of a streamed chunk that ended mid-character, carried to the next chunk. */
+  utf8Carry: Buffer = Buffer.alloc(0);
+  requestInspectMs = 0;
+  responseInspectMs = 0;
+  error: GatewayError | null = null;
+  /** Redacted payload excerpts, kept only when audit payload capture is on. */
+  requestPayload: string | null = null;
+  responsePayload: string | null = null;
+  audited = false;
+
+  /** Records DLP findings for a direction. */
+  noteFindings(dir: DirectionDlp, findings: readonly Finding[], blocked: boolean): void {
+    for (const f of findings) {
+      dir.rules.add(f.rule);
+      dir.count += 1;
+    }
+    if (blocked) dir.action = 'blocked';
+    else if (dir.action !== 'blocked' && findings.some((f) => f.action === 'redact' || f.action === 'block')) dir.action = 'redacted';
+    else if (dir.action === 'none' && findings.length > 0) dir.action = 'flagged';
+  }
+}

@@ -1,0 +1,178 @@
+import { GatewayError } from '../errors.js';
+import type { AuthzMetadata } from '../authz/check.js';
+import { AUTHZ_METADATA_NAMESPACE, METADATA_KEY } from '../authz/response.js';
+import { fromStruct } from '../server/struct.js';
+import { parseJsonRpc } from '../inspect/mcp.js';
+import { applyDlp } from '../dlp/index.js';
+import type { ExtprocDeps } from './deps.js';
+import type { Exchange } from './exchange.js';
+import { headerMap, setHeader, type ProcessingRequest, type ProcessingResponse, type ProtoHttpBody, type ProtoProcessingMode } from './proto.js';
+
+const utf8 = new TextDecoder('utf-8', { fatal: true });
+
+/** Bodies are inspected only through the modes the exchange asks for (each phase is a round trip). */
+export function baseMode(requestBody: 'NONE' | 'BUFFERED'): ProtoProcessingMode {
+  return {
+    requestHeaderMode: 'SEND',
+    responseHeaderMode: 'SEND',
+    requestBodyMode: requestBody,
+    responseBodyMode: 'NONE',
+    requestTrailerMode: 'SKIP',
+    responseTrailerMode: 'SKIP',
+  };
+}
+
+function readMetadata(msg: ProcessingRequest): AuthzMetadata | null {
+  const ns = msg.metadataContext?.filterMetadata?.[AUTHZ_METADATA_NAMESPACE];
+  if (!ns) return null;
+  const meta = fromStruct(ns)[METADATA_KEY];
+  return meta && typeof meta === 'object' ? (meta as AuthzMetadata) : null;
+}
+
+function needsRequestBody(deps: ExtprocDeps, ex: Exchange): boolean {
+  const t = ex.tool;
+  if (!t) return false;
+  return Boolean(t.request.schema) || Boolean(t.mcp) || t.request.injection !== 'off' || (t.external && t.request.dlp) || deps.config.audit.payload.mode !== 'off';
+}
+
+/**
+ * Request headers: join the ext_authz decision (forwarded metadata), remember what the audit
+ * record needs, ask the upstream for an uncompressed response, and enable the body phase only
+ * when this tool inspects request bodies.
+ */
+export function onRequestHeaders(deps: ExtprocDeps, ex: Exchange, msg: ProcessingRequest): ProcessingResponse {
+  const h = headerMap(msg.requestHeaders);
+  ex.method = h[':method'] ?? '';
+  ex.path = h[':path'] ?? '';
+  ex.requestId = h['x-request-id'] ?? null;
+  ex.traceparent = h['traceparent'] ?? null;
+  ex.meta = readMetadata(msg);
+  if (!ex.meta || !ex.meta.allowed || !ex.meta.tool) {
+    // ext_proc must only ever see requests ext_authz allowed; anything else is a misconfiguration.
+    throw new GatewayError('internal', 'authorization context is missing for this request', { rule: 'extproc.no_authz_context' });
+  }
+  ex.tool = deps.tools.get(ex.meta.tool) ?? null;
+  if (!ex.tool) throw new GatewayError('internal', `tool "${ex.meta.tool}" is not configured on this replica`, { rule: 'extproc.unknown_tool' });
+  const inspectBody = !msg.requestHeaders?.endOfStream && needsRequestBody(deps, ex);
+  return {
+    requestHeaders: {
+      response: {
+        status: 'CONTINUE',
+        // Identity encoding lets the response be inspected without decompressing it.
+        headerMutation: { setHeaders: [setHeader('accept-encoding', 'identity')] },
+      },
+    },
+    modeOverride: baseMode(inspectBody ? 'BUFFERED' : 'NONE'),
+  };
+}
+
+function jsonPath(pointer: string): string {
+  return pointer === '' ? '$' : `$${pointer.replace(/\/([^/]*)/g, (_m, seg: string) => (/^\d+$/.test(seg) ? `[${seg}]` : `.${seg.replace(/~1/g, '/').replace(/~0/g, '~')}`))}`;
+}
+
+function schemaError(ex: Exchange, errors: readonly { path: string; message: string }[], what: string): GatewayError {
+  ex.schema = 'invalid';
+  ex.schemaErrors = errors.map((e) => `${jsonPath(e.path)}: ${e.message}`);
+  return new GatewayError('invalid_request', `${what} does not match the tool's schema: ${ex.schemaErrors.slice(0, 5).join('; ')}`, {
+    rule: 'inspect.schema',
+    details: { errors: errors.map((e) => ({ path: jsonPath(e.path), message: e.message })) },
+  });
+}
+
+/**
+ * Validates the parsed body: MCP `tools/call` arguments against each MCP tool's input schema,
+ * or a plain JSON body against the tool's schema. Returns the values to scan for injection.
+ */
+function validate(deps: ExtprocDeps, ex: Exchange, text: string): unknown[] {
+  const tool = ex.tool!;
+  const rpc = parseJsonRpc(text);
+  if (rpc) {
+    ex.isJsonRpc = true;
+    ex.rpcId = rpc.calls[0]?.id ?? null;
+    const args: unknown[] = [];
+    for (const call of rpc.calls) {
+      if (call.method !== 'tools/call') continue;
+      ex.rpcId = call.id;
+      if (!tool.mcp) continue;
+      if (!call.tool) throw new GatewayError('invalid_request', 'tools/call needs params.name', { rule: 'inspect.jsonrpc' });
+      const r = deps.schemas.validateMcpArguments(tool.name, call.tool, call.arguments ?? {});
+      if (!r.ok) throw schemaError(ex, r.errors, `arguments of MCP tool "${call.tool}"`);
+      ex.schema = 'valid';
+      args.push(call.arguments);
+    }
+    return args;
+  }
+  if (tool.mcp) throw new GatewayError('invalid_request', `tool "${tool.name}" is an MCP server and expects a JSON-RPC 2.0 body`, { rule: 'inspect.jsonrpc' });
+  let body: unknown;
+  try {
+    body = JSON.parse(text);
+  } catch (err) {
+    if (tool.request.schema) throw new GatewayError('invalid_request', `request body is not valid JSON: ${(err as Error).message}`, { rule: 'inspect.json' });
+    return [text];
+  }
+  if (tool.request.schema) {
+    const r = deps.schemas.validateBody(tool.name, body);
+    if (!r.ok) throw schemaError(ex, r.errors, 'request body');
+    ex.schema = 'valid';
+  }
+  return [body];
+}
+
+/**
+ * Request body (buffered): size, encoding, schema (MCP-aware), prompt-injection patterns, and
+ * exfiltration DLP for external tools. Denials become immediate responses; redaction rewrites
+ * the body before it leaves.
+ */
+export function onRequestBody(deps: ExtprocDeps, ex: Exchange, body: ProtoHttpBody): ProcessingResponse {
+  const tool = ex.tool!;
+  const buf = body.body ?? Buffer.alloc(0);
+  ex.requestSize += buf.length;
+  if (ex.requestSize > tool.request.max_body_bytes) {
+    throw new GatewayError('payload_too_large', `request body exceeds the ${tool.request.max_body_bytes}-byte limit of tool "${tool.name}"`, {
+      rule: 'inspect.body_size',
+      details: { limit_bytes: tool.request.max_body_bytes },
+    });
+  }
+  let text: string;
+  try {
+    text = utf8.decode(buf);
+  } catch {
+    throw new GatewayError('invalid_request', 'request body is not valid UTF-8', { rule: 'inspect.encoding' });
+  }
+  if (text.trim().length === 0) return { requestBody: { response: { status: 'CONTINUE' } } };
+
+  const values = validate(deps, ex, text);
+  if (tool.request.injection !== 'off') {
+    for (const v of values) ex.injection.push(...deps.injection.detect(v));
+    if (ex.injection.length > 0 && tool.request.injection === 'block') {
+      throw new GatewayError('blocked_content', `tool arguments look like a prompt-injection attempt (${[...new Set(ex.injection.map((i) => i.rule))].join(', ')})`, {
+        rule: 'inspect.injection',
+        details: { findings: ex.injection },
+      });
+    }
+  }
+  let out = text;
+  if (tool.external && tool.request.dlp) {
+    const r = applyDlp(deps.scanner, text);
+    ex.noteFindings(ex.dlpRequest, r.findings, r.blocked);
+    if (r.blocked) {
+      throw new GatewayError('blocked_content', `the request carries data that must not be sent to external tool "${tool.name}"`, {
+        rule: 'dlp.request',
+        details: { rules: [...ex.dlpRequest.rules] },
+      });
+    }
+    out = r.text;
+  }
+  if (deps.config.audit.payload.mode !== 'off') ex.requestPayload = tool.external && tool.request.dlp ? out : applyDlp(deps.scanner, out).text;
+  if (out === text) return { requestBody: { response: { status: 'CONTINUE' } } };
+  const next = Buffer.from(out, 'utf8');
+  return {
+    requestBody: {
+      response: {
+        status: 'CONTINUE',
+        headerMutation: { setHeaders: [setHeader('content-length', String(next.length))] },
+        bodyMutation: { body: next },
+      },
+    },
+  };
+}
