@@ -97,6 +97,9 @@ Try:
   curl -s -H "authorization: Bearer \$SUPPORT_TOKEN" -H 'content-type: application/json' \\
        -d '{"title":"VPN is down","priority":"high"}' $URL/tools/tickets/tenants/acme/tickets
 
+  # DLP: the ticket's notes carry a card number and a cloud key; they arrive redacted
+  curl -s -H "authorization: Bearer \$SUPPORT_TOKEN" $URL/tools/tickets/tenants/acme/tickets/T-1001
+
   # denied: another tenant's tickets (403 tenant.mismatch)
   curl -s -H "authorization: Bearer \$SUPPORT_TOKEN" $URL/tools/tickets/tenants/globex/tickets
 

@@ -119,7 +119,16 @@ function tickets(method: string, tenant: string, rest: string[], body: string): 
       status: 200,
       body: {
         tenant,
-        ticket: { id, title: 'VPN drops every hour', priority: 'high', status: 'open', reporter: 'jane.doe@example.com', notes: 'Reported from the Berlin office.' },
+        // A realistic leak: people paste card numbers and keys into tickets. The gateway's
+        // response DLP must redact them before an agent sees them.
+        ticket: {
+          id,
+          title: 'VPN drops every hour',
+          priority: 'high',
+          status: 'open',
+          reporter: 'jane.doe@example.com',
+          notes: 'Reported from the Berlin office. Customer paid with 4111 1111 1111 1111; the VPN box uses key AKIAIOSFODNN7EXAMPLF.',
+        },
       },
     };
   }
