@@ -5,7 +5,7 @@ import type { Principal } from '../identity/types.js';
 import type { IdentityVerifier } from '../identity/index.js';
 import type { PolicyEngine } from '../policy/engine.js';
 import type { Decision } from '../policy/result.js';
-import { buildPolicyInput } from '../policy/input.js';
+import { bodyTruncated, buildPolicyInput } from '../policy/input.js';
 import { parseJsonRpc, type McpCall } from '../inspect/mcp.js';
 import { isMutating, toolView, type ToolRegistry } from '../tools/registry.js';
 import type { CredentialInjector, HeaderValue } from '../credentials/inject.js';
@@ -164,7 +164,7 @@ export class Authorizer {
       requestId: headers['x-request-id'] ?? http.id ?? null,
       rawBody,
       bodyText: null,
-      truncated: headers['x-envoy-auth-partial-body'] === 'true',
+      truncated: bodyTruncated(headers, rawBody?.length ?? 0),
       started: process.hrtime.bigint(),
       tool: null,
       principal: null,
@@ -195,9 +195,12 @@ export class Authorizer {
     const tool = ctx.tool as ToolConfig;
     const declared = Number(ctx.headers['content-length'] ?? NaN);
     const seen = ctx.rawBody?.length ?? 0;
-    const size = Number.isFinite(declared) ? Math.max(declared, seen) : seen;
+    // Envoy cut the body: the request holds at least one byte more than it forwarded.
+    const cut = ctx.headers['x-envoy-auth-partial-body'] === 'true';
+    const size = Math.max(Number.isFinite(declared) ? declared : 0, cut ? seen + 1 : seen);
     if (size > tool.request.max_body_bytes) {
-      throw new GatewayError('payload_too_large', `request body of ${size} bytes exceeds the ${tool.request.max_body_bytes}-byte limit of tool "${tool.name}"`, {
+      const shown = Number.isFinite(declared) || !cut ? `${size} bytes` : `more than ${seen} bytes`;
+      throw new GatewayError('payload_too_large', `request body of ${shown} exceeds the ${tool.request.max_body_bytes}-byte limit of tool "${tool.name}"`, {
         rule: 'inspect.body_size',
         details: { limit_bytes: tool.request.max_body_bytes },
       });

@@ -54,7 +54,7 @@ export function buildPolicyInput(req: ProtoCheckRequest, add: PolicyAdditions): 
   const headers = http.headers ?? {};
   const body = add.body ?? (http.body !== undefined && http.body !== '' ? http.body : null);
   const { path, query } = splitTarget(http.path ?? headers[':path'] ?? '', http.query);
-  const truncated = isTruncated(headers, body);
+  const truncated = bodyTruncated(headers, body === null ? 0 : Buffer.byteLength(body, 'utf8'));
   return {
     attributes: attributesJson(attrs, http, body),
     parsed_path: parsePath(path),
@@ -139,13 +139,26 @@ export function parseQuery(query: string, strict: boolean): ParsedQuery | null {
   return out;
 }
 
-/** True when Envoy says the body was cut at `max_request_bytes`, or it is shorter than declared. */
-function isTruncated(headers: Readonly<Record<string, string>>, body: string | null): boolean {
+/**
+ * Body bytes Envoy forwards with a check (`with_request_body.max_request_bytes` in
+ * envoy/envoy.yaml). Envoy marks a body partial only when it holds more than this; when its
+ * buffer fills to exactly this size it sends `x-envoy-auth-partial-body: false` even though more
+ * may follow, so a body of this size with no `content-length` (chunked, HTTP/2) may be cut.
+ */
+export const CHECK_BODY_WINDOW_BYTES = 65536;
+
+/**
+ * Whether the body forwarded with a check may be only the start of the request body: Envoy says
+ * so, it is shorter than its `content-length`, or it has no length and fills Envoy's window.
+ * Deciding "cut" when unsure is the safe side: checks that need the whole body then defer to
+ * ext_proc (which sees all of it) instead of judging a prefix.
+ */
+export function bodyTruncated(headers: Readonly<Record<string, string>>, bodyBytes: number): boolean {
   if (headers['x-envoy-auth-partial-body'] === 'true') return true;
   const declared = headers['content-length'];
-  if (declared === undefined || body === null) return false;
+  if (declared === undefined) return bodyBytes >= CHECK_BODY_WINDOW_BYTES;
   const n = Number(declared);
-  return Number.isInteger(n) && n > Buffer.byteLength(body, 'utf8');
+  return Number.isInteger(n) && n > bodyBytes;
 }
 
 const JSON_TYPE = /^application\/(?:[\w.+-]*\+)?json(?:\s*;|\s*$)/i;
