@@ -96,7 +96,7 @@ describe('envoy/envoy.yaml', () => {
     expect(proc.message_timeout).toMatch(/^\d+(\.\d+)?s$/);
     expect(proc.metadata_options).toEqual({ forwarding_namespaces: { untyped: ['envoy.filters.http.ext_authz'] } });
     // Only headers by default: bodies are switched on per request by mode_override.
-    expect(proc.processing_mode).toMatchObject({ request_body_mode: 'NONE', response_body_mode: 'NONE' });
+    expect(proc.processing_mode).toMatchObject({ request_header_mode: 'SEND', response_header_mode: 'SKIP', request_body_mode: 'NONE', response_body_mode: 'NONE' });
     expect(authz.failure_mode_allow).toBe(false);
     expect(authz.status_on_error).toEqual({ code: 'ServiceUnavailable' });
     expect(authz.with_request_body).toEqual({ max_request_bytes: 65536, allow_partial_message: true, pack_as_bytes: true });
