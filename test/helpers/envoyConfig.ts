@@ -10,6 +10,22 @@ export interface EnvoyPorts {
   upstream: number;
 }
 
+/** PEM files for a TLS listener that requires client certificates (mTLS agents). */
+export interface ListenerTls {
+  /** Server certificate chain Envoy presents. */
+  certChain: string;
+  /** Its private key. */
+  privateKey: string;
+  /** CA bundle client certificates must chain to. */
+  trustedCa: string;
+}
+
+/** Optional changes {@link renderEnvoyConfig} makes besides the ports. */
+export interface RenderOptions {
+  /** Terminate TLS on the `agents` listener and require a client certificate signed by `trustedCa`. */
+  tls?: ListenerTls;
+}
+
 type Json = Record<string, unknown>;
 
 const LOOPBACK = '127.0.0.1';
@@ -48,6 +64,26 @@ function setClusterPort(cluster: Json, port: number): void {
   }
 }
 
+/**
+ * The DownstreamTlsContext envoy/README.md describes for mTLS agents. Envoy then reports the client
+ * certificate's URI SAN as `source.principal` to ext_authz.
+ */
+function downstreamTls(tls: ListenerTls): Json {
+  return {
+    name: 'envoy.transport_sockets.tls',
+    typed_config: {
+      '@type': 'type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext',
+      require_client_certificate: true,
+      common_tls_context: {
+        tls_certificates: [{ certificate_chain: { filename: tls.certChain }, private_key: { filename: tls.privateKey } }],
+        validation_context: { trusted_ca: { filename: tls.trustedCa } },
+        // The HCM codec is AUTO: offer both so HTTP/2 agents negotiate h2 over TLS.
+        alpn_protocols: ['h2', 'http/1.1'],
+      },
+    },
+  };
+}
+
 /** envoy/envoy.yaml as a plain object. */
 export function loadEnvoyConfig(): Json {
   return obj(parse(readFileSync(repoPath('envoy', 'envoy.yaml'), 'utf8')), 'document');
@@ -56,9 +92,10 @@ export function loadEnvoyConfig(): Json {
 /**
  * envoy/envoy.yaml with its ports replaced for a test stack. Items are found by name (admin,
  * listener `agents`, cluster `portcullis`, clusters `tool_*`), not by text substitution, and a
- * missing item is an error so the harness cannot silently test a different topology.
+ * missing item is an error so the harness cannot silently test a different topology. With
+ * `opts.tls` the `agents` listener terminates TLS and requires a client certificate.
  */
-export function renderEnvoyConfig(ports: EnvoyPorts): string {
+export function renderEnvoyConfig(ports: EnvoyPorts, opts: RenderOptions = {}): string {
   const cfg = loadEnvoyConfig();
   setSocket(obj(cfg.admin, 'admin').address, ports.admin, 'admin.address');
 
@@ -67,6 +104,12 @@ export function renderEnvoyConfig(ports: EnvoyPorts): string {
   const listener = listeners.find((l) => l.name === LISTENER_NAME);
   if (!listener) throw new Error(`envoy.yaml: no listener named "${LISTENER_NAME}"`);
   setSocket(listener.address, ports.listener, `listener ${LISTENER_NAME}`);
+  if (opts.tls) {
+    const chains = list(listener.filter_chains, `listener ${LISTENER_NAME}.filter_chains`);
+    if (chains.length === 0) throw new Error(`envoy.yaml: listener "${LISTENER_NAME}" has no filter chain`);
+    // Replaces any transport_socket the file may carry: the test CA must be the one that decides.
+    for (const chain of chains) obj(chain, `listener ${LISTENER_NAME}.filter_chains[]`).transport_socket = downstreamTls(opts.tls);
+  }
 
   const clusters = list(resources.clusters, 'clusters').map((c) => obj(c, 'clusters[]'));
   const portcullis = clusters.find((c) => c.name === PORTCULLIS_CLUSTER);

@@ -6,11 +6,12 @@ import { startSampleTool, type SampleTool } from '../../src/demo/sampleTool.js';
 import { prepareDemo, type PreparedDemo } from '../../src/demo/prepare.js';
 import { renderEnvoyConfig } from './envoyConfig.js';
 import { freePort } from './ports.js';
+import { generateTlsMaterial, type TlsMaterial } from './tls.js';
 import { repoPath, toolPath } from './paths.js';
 
 /** A running Envoy + portcullis + sample tool, all on 127.0.0.1 free ports. */
 export interface Stack {
-  /** Base URL of the Envoy listener agents call, e.g. `http://127.0.0.1:PORT`. */
+  /** Base URL of the Envoy listener agents call, e.g. `http://127.0.0.1:PORT` (`https://` with `tls`). */
   envoyUrl: string;
   envoyAdminUrl: string;
   /** portcullis' admin HTTP port (metrics, healthz, readyz). */
@@ -22,7 +23,14 @@ export interface Stack {
   configPath: string;
   /** Generated key, JWKS and secret values (to mint tokens, sign webhooks, compare injections). */
   prepared: PreparedDemo;
+  /**
+   * With `tls: true`: the CA, server and client certificates the listener was set up with (the
+   * listener trusts `ca`; `clients.foreign` is signed by `foreignCa`, which it does not trust).
+   */
+  tls?: TlsMaterial;
   stopPortcullis(): Promise<void>;
+  /** SIGKILLs portcullis (no graceful drain, in-flight streams are cut); resolves once it is gone. */
+  killPortcullis(): Promise<void>;
   /** Starts portcullis again with the same config; resolves once Envoy sees it healthy. */
   startPortcullis(): Promise<void>;
   /** Everything the child processes printed so far (tail), labelled per process. */
@@ -36,6 +44,11 @@ export interface StackOptions {
   editConfig?: (cfg: Record<string, unknown>) => void;
   /** Extra environment for portcullis. */
   env?: Record<string, string>;
+  /**
+   * Terminate TLS on the agents listener and require client certificates (mTLS agents); the
+   * material is generated into the stack folder and exposed as {@link Stack.tls}.
+   */
+  tls?: boolean;
 }
 
 const READY_TIMEOUT_MS = 30_000;
@@ -85,6 +98,14 @@ async function terminate(child: ChildProcess | null): Promise<void> {
   }, KILL_GRACE_MS);
   await gone;
   clearTimeout(timer);
+}
+
+/** SIGKILL; resolves when the process is gone. */
+async function kill(child: ChildProcess | null): Promise<void> {
+  if (!child || exited(child)) return;
+  const gone = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  child.kill('SIGKILL');
+  await gone;
 }
 
 async function httpText(url: string): Promise<{ status: number; text: string } | null> {
@@ -150,7 +171,8 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
       edit: opts.editConfig,
     });
     const adminUrl = `http://127.0.0.1:${adminPort}`;
-    const envoyUrl = `http://127.0.0.1:${listenerPort}`;
+    const tls = opts.tls ? await generateTlsMaterial(dir) : undefined;
+    const envoyUrl = `${tls ? 'https' : 'http'}://127.0.0.1:${listenerPort}`;
     const envoyAdminUrl = `http://127.0.0.1:${envoyAdminPort}`;
 
     const env: NodeJS.ProcessEnv = { ...process.env, ...prepared.env, ...opts.env };
@@ -170,7 +192,10 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
     const envoyConfig = join(dir, 'envoy.yaml');
     writeFileSync(
       envoyConfig,
-      renderEnvoyConfig({ listener: listenerPort, admin: envoyAdminPort, portcullis: grpcPort, upstream: tool.port }),
+      renderEnvoyConfig(
+        { listener: listenerPort, admin: envoyAdminPort, portcullis: grpcPort, upstream: tool.port },
+        tls ? { tls: { certChain: tls.server.cert, privateKey: tls.server.key, trustedCa: tls.ca } } : {},
+      ),
     );
     const baseId = (process.pid % 10_000) * 100 + (baseIdCounter++ % 100);
     const envoyChild = launch(
@@ -196,8 +221,12 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
       tool,
       configPath: prepared.configPath,
       prepared,
+      ...(tls ? { tls } : {}),
       stopPortcullis: async () => {
         await terminate(portcullis);
+      },
+      killPortcullis: async () => {
+        await kill(portcullis);
       },
       startPortcullis: async () => {
         await startPortcullis();
