@@ -10,8 +10,12 @@ export interface DirectionDlp {
   count: number;
 }
 
-/** How the response body is being handled. */
-export type ResponseMode = 'none' | 'buffered' | 'streamed';
+/**
+ * How the response body is being handled: not at all, buffered by Envoy, streamed chunk by chunk
+ * (SSE: the agent already has earlier chunks), or streamed by Envoy but held by portcullis until
+ * complete (bodies too large for Envoy's buffer or of unknown length: nothing is released early).
+ */
+export type ResponseMode = 'none' | 'buffered' | 'streamed' | 'held';
 
 /**
  * All state of one HTTP exchange seen by ext_proc. One object per gRPC stream; nothing is shared
@@ -20,6 +24,10 @@ export type ResponseMode = 'none' | 'buffered' | 'streamed';
 export class Exchange {
   readonly startedNs = process.hrtime.bigint();
   meta: AuthzMetadata | null = null;
+  /** Request headers were processed (false for local replies of earlier filters). */
+  sawRequest = false;
+  /** The response is a local reply that never reached a tool: nothing to inspect or audit. */
+  localReply = false;
   tool: ToolConfig | null = null;
   requestId: string | null = null;
   traceparent: string | null = null;
@@ -28,6 +36,8 @@ export class Exchange {
   /** JSON-RPC id of the request (for errors), when the body was JSON-RPC. */
   rpcId: string | number | null = null;
   isJsonRpc = false;
+  /** Ids of the calls of a JSON-RPC batch (errors answer each of them); null for a single message. */
+  rpcBatchIds: (string | number)[] | null = null;
   requestSize = 0;
   schema: 'valid' | 'invalid' | 'skipped' = 'skipped';
   schemaErrors: string[] = [];
@@ -42,9 +52,13 @@ export class Exchange {
   responseIsSse = false;
   /** Buffered-mode chunks (Envoy sends one buffered body, but be tolerant of several). */
   responseChunks: Buffer[] = [];
+  /** Bytes held so far in `held` mode. */
+  responseHeld = 0;
   redactor: StreamRedactor | null = null;
   /** Streamed response already blocked: everything after is dropped. */
   streamBlocked = false;
+  /** Last characters fed to the current SSE event's redactor, to find an event end split across chunks. */
+  sseTail = '';
   /** UTF-8 bytes of a streamed chunk that ended mid-character, carried to the next chunk. */
   utf8Carry: Buffer = Buffer.alloc(0);
   requestInspectMs = 0;

@@ -41,6 +41,7 @@ function needsRequestBody(deps: ExtprocDeps, ex: Exchange): boolean {
  * when this tool inspects request bodies.
  */
 export function onRequestHeaders(deps: ExtprocDeps, ex: Exchange, msg: ProcessingRequest): ProcessingResponse {
+  ex.sawRequest = true;
   const h = headerMap(msg.requestHeaders);
   ex.method = h[':method'] ?? '';
   ex.path = h[':path'] ?? '';
@@ -79,17 +80,24 @@ function schemaError(ex: Exchange, errors: readonly { path: string; message: str
   });
 }
 
+/** A value to scan for prompt injection, with the JSON-RPC call it came from. */
+interface Scanned {
+  readonly id: string | number | null;
+  readonly value: unknown;
+}
+
 /**
  * Validates the parsed body: MCP `tools/call` arguments against each MCP tool's input schema,
  * or a plain JSON body against the tool's schema. Returns the values to scan for injection.
  */
-function validate(deps: ExtprocDeps, ex: Exchange, text: string): unknown[] {
+function validate(deps: ExtprocDeps, ex: Exchange, text: string): Scanned[] {
   const tool = ex.tool!;
   const rpc = parseJsonRpc(text);
   if (rpc) {
     ex.isJsonRpc = true;
     ex.rpcId = rpc.calls[0]?.id ?? null;
-    const args: unknown[] = [];
+    if (rpc.batch) ex.rpcBatchIds = rpc.calls.flatMap((c) => (c.id === null ? [] : [c.id]));
+    const args: Scanned[] = [];
     for (const call of rpc.calls) {
       if (call.method !== 'tools/call') continue;
       ex.rpcId = call.id;
@@ -98,7 +106,7 @@ function validate(deps: ExtprocDeps, ex: Exchange, text: string): unknown[] {
       const r = deps.schemas.validateMcpArguments(tool.name, call.tool, call.arguments ?? {});
       if (!r.ok) throw schemaError(ex, r.errors, `arguments of MCP tool "${call.tool}"`);
       ex.schema = 'valid';
-      args.push(call.arguments);
+      args.push({ id: call.id, value: call.arguments });
     }
     return args;
   }
@@ -108,14 +116,14 @@ function validate(deps: ExtprocDeps, ex: Exchange, text: string): unknown[] {
     body = JSON.parse(text);
   } catch (err) {
     if (tool.request.schema) throw new GatewayError('invalid_request', `request body is not valid JSON: ${(err as Error).message}`, { rule: 'inspect.json' });
-    return [text];
+    return [{ id: null, value: text }];
   }
   if (tool.request.schema) {
     const r = deps.schemas.validateBody(tool.name, body);
     if (!r.ok) throw schemaError(ex, r.errors, 'request body');
     ex.schema = 'valid';
   }
-  return [body];
+  return [{ id: null, value: body }];
 }
 
 /**
@@ -143,8 +151,15 @@ export function onRequestBody(deps: ExtprocDeps, ex: Exchange, body: ProtoHttpBo
 
   const values = validate(deps, ex, text);
   if (tool.request.injection !== 'off') {
-    for (const v of values) ex.injection.push(...deps.injection.detect(v));
-    if (ex.injection.length > 0 && tool.request.injection === 'block') {
+    let firstHit: Scanned | null = null;
+    for (const v of values) {
+      const found = deps.injection.detect(v.value);
+      if (found.length > 0) firstHit ??= v;
+      ex.injection.push(...found);
+    }
+    if (firstHit && tool.request.injection === 'block') {
+      // A JSON-RPC error names the call whose arguments were refused.
+      if (ex.isJsonRpc) ex.rpcId = firstHit.id;
       throw new GatewayError('blocked_content', `tool arguments look like a prompt-injection attempt (${[...new Set(ex.injection.map((i) => i.rule))].join(', ')})`, {
         rule: 'inspect.injection',
         details: { findings: ex.injection },

@@ -9,6 +9,14 @@ import { headerMap, setHeader, type ProcessingRequest, type ProcessingResponse, 
 /** Largest decompressed body the gateway will inspect; larger bodies are refused (zip bombs). */
 const MAX_DECOMPRESSED_BYTES = 32 * 1024 * 1024;
 
+/**
+ * Largest response Envoy is asked to buffer (BUFFERED mode): the listener's
+ * per_connection_buffer_limit_bytes. Past Envoy's buffer limit a buffered response stalls until
+ * the route times out, so larger bodies, and bodies of unknown length, are streamed to portcullis
+ * and held here instead (bounded by MAX_DECOMPRESSED_BYTES).
+ */
+const ENVOY_BUFFER_LIMIT = 1024 * 1024;
+
 const TEXTUAL = /^(?:text\/|application\/(?:[\w.+-]*\+)?(?:json|xml|x-ndjson|ndjson|javascript|x-www-form-urlencoded|graphql|yaml|x-yaml))/i;
 
 function decompress(buf: Buffer, encoding: string): Buffer {
@@ -25,9 +33,16 @@ function decompress(buf: Buffer, encoding: string): Buffer {
 
 /**
  * Response headers: choose how the body is inspected from its content type — buffered for
- * JSON/text, streamed for SSE (without buffering the stream), none when the tool does not inspect.
+ * JSON/text (held by portcullis instead of Envoy when too large for Envoy's buffer or of unknown
+ * length), streamed for SSE (without buffering the stream), none when the tool does not inspect.
  */
 export function onResponseHeaders(deps: ExtprocDeps, ex: Exchange, msg: ProcessingRequest): ProcessingResponse {
+  if (!ex.sawRequest) {
+    // A local reply from a filter before this one (an ext_authz denial, an Envoy error): no tool
+    // answered, ext_authz already audited it, and the body is the gateway's own error.
+    ex.localReply = true;
+    return { responseHeaders: { response: { status: 'CONTINUE' } } };
+  }
   const tool = ex.tool!;
   const h = headerMap(msg.responseHeaders);
   ex.upstreamStatus = Number(h[':status'] ?? 0) || null;
@@ -43,12 +58,15 @@ export function onResponseHeaders(deps: ExtprocDeps, ex: Exchange, msg: Processi
       if (ex.responseIsSse) throw new GatewayError('internal', 'compressed event streams cannot be inspected', { rule: 'dlp.encoding' });
       ex.responseEncoding = encoding;
     }
-    ex.responseMode = ex.responseIsSse ? 'streamed' : 'buffered';
-    mode.responseBodyMode = ex.responseIsSse ? 'STREAMED' : 'BUFFERED';
-    if (ex.responseIsSse) {
-      ex.redactor = createStreamRedactor(deps.scanner);
-      // Redaction changes lengths: a streamed body cannot keep a fixed content-length.
-      mutation.removeHeaders = ['content-length'];
+    const length = Number(h['content-length'] ?? NaN);
+    const fitsEnvoyBuffer = Number.isSafeInteger(length) && length <= ENVOY_BUFFER_LIMIT;
+    ex.responseMode = ex.responseIsSse ? 'streamed' : fitsEnvoyBuffer ? 'buffered' : 'held';
+    mode.responseBodyMode = ex.responseMode === 'buffered' ? 'BUFFERED' : 'STREAMED';
+    if (ex.responseIsSse) ex.redactor = createStreamRedactor(deps.scanner);
+    if (ex.responseMode !== 'buffered') {
+      // Headers leave before the body is known: redaction changes the length, and a held body
+      // is returned decoded.
+      mutation.removeHeaders = ex.responseEncoding ? ['content-length', 'content-encoding'] : ['content-length'];
     }
   }
   return { responseHeaders: { response: { status: 'CONTINUE', headerMutation: mutation } }, modeOverride: mode };
@@ -66,15 +84,11 @@ function filterFields(deps: ExtprocDeps, ex: Exchange, text: string): string {
   return filter.apply(doc) > 0 ? JSON.stringify(doc) : text;
 }
 
-/** Buffered response body: decompress, drop fields, redact or block, fix length and encoding. */
-function bufferedBody(deps: ExtprocDeps, ex: Exchange, body: ProtoHttpBody): ProcessingResponse {
-  ex.responseChunks.push(body.body ?? Buffer.alloc(0));
-  if (!body.endOfStream) {
-    // Buffered mode delivers one message; tolerate more by holding everything until the end.
-    return { responseBody: { response: { status: 'CONTINUE', bodyMutation: { body: Buffer.alloc(0) } } } };
-  }
+/** A whole response body: decode, drop fields, redact or block (throws). Returns the text to send. */
+function inspectWhole(deps: ExtprocDeps, ex: Exchange): Buffer {
   let raw: Buffer = Buffer.concat(ex.responseChunks);
   ex.responseChunks = [];
+  ex.responseHeld = 0;
   if (ex.responseEncoding) raw = decompress(raw, ex.responseEncoding);
   let text = filterFields(deps, ex, raw.toString('utf8'));
   if (ex.tool!.response.dlp) {
@@ -89,10 +103,38 @@ function bufferedBody(deps: ExtprocDeps, ex: Exchange, body: ProtoHttpBody): Pro
     text = r.text;
   }
   if (deps.config.audit.payload.mode !== 'off') ex.responsePayload = text;
-  const out = Buffer.from(text, 'utf8');
+  return Buffer.from(text, 'utf8');
+}
+
+const EMPTY_BODY: ProcessingResponse = { responseBody: { response: { status: 'CONTINUE', bodyMutation: { body: Buffer.alloc(0) } } } };
+
+/** Buffered response body (Envoy holds it): inspect the whole body, fix length and encoding. */
+function bufferedBody(deps: ExtprocDeps, ex: Exchange, body: ProtoHttpBody): ProcessingResponse {
+  ex.responseChunks.push(body.body ?? Buffer.alloc(0));
+  // Buffered mode delivers one message; tolerate more by holding everything until the end.
+  if (!body.endOfStream) return EMPTY_BODY;
+  const out = inspectWhole(deps, ex);
   const mutation: ProtoHeaderMutation = { setHeaders: [setHeader('content-length', String(out.length))] };
   if (ex.responseEncoding) mutation.removeHeaders = ['content-encoding'];
   return { responseBody: { response: { status: 'CONTINUE', headerMutation: mutation, bodyMutation: { body: out } } } };
+}
+
+/**
+ * Held response body (too large for Envoy's buffer, or of unknown length): Envoy streams the
+ * chunks, portcullis keeps them and answers each with nothing, and sends the inspected body with
+ * the last chunk. Nothing reaches the agent before the whole body was inspected.
+ */
+function heldBody(deps: ExtprocDeps, ex: Exchange, body: ProtoHttpBody): ProcessingResponse {
+  const chunk = body.body ?? Buffer.alloc(0);
+  ex.responseHeld += chunk.length;
+  if (ex.responseHeld > MAX_DECOMPRESSED_BYTES) {
+    throw new GatewayError('internal', `the response of tool "${ex.tool!.name}" is larger than ${MAX_DECOMPRESSED_BYTES} bytes and cannot be inspected`, {
+      rule: 'dlp.response_too_large',
+    });
+  }
+  ex.responseChunks.push(chunk);
+  if (!body.endOfStream) return EMPTY_BODY;
+  return { responseBody: { response: { status: 'CONTINUE', bodyMutation: { body: inspectWhole(deps, ex) } } } };
 }
 
 /** Splits off a trailing incomplete UTF-8 sequence so characters are never cut between chunks. */
@@ -110,9 +152,56 @@ function completeUtf8(buf: Buffer): [Buffer, Buffer] {
   return [buf, Buffer.alloc(0)];
 }
 
+/** A blank line, which ends an SSE event (LF, CRLF or CR line endings). */
+const SSE_EVENT_END = /\r\n\r\n|\n\n|\r\r/g;
+/** Longest event terminator minus one: what must be remembered to see one split across chunks. */
+const SSE_TAIL = 3;
+
+/** Offsets in `chunk` just after each event terminator, including one that began in the previous chunk. */
+function eventEnds(tail: string, chunk: string): number[] {
+  const text = tail + chunk;
+  const ends: number[] = [];
+  SSE_EVENT_END.lastIndex = 0;
+  for (let m = SSE_EVENT_END.exec(text); m; m = SSE_EVENT_END.exec(text)) {
+    const end = m.index + m[0].length - tail.length;
+    if (end > 0) ends.push(end);
+  }
+  return ends;
+}
+
+/**
+ * Feeds one piece of the current SSE event to its redactor. When the piece ends the event, the
+ * redactor is flushed and replaced, so the whole event is released now instead of waiting for
+ * the hold-back window to fill with later events.
+ */
+function feedEvent(deps: ExtprocDeps, ex: Exchange, piece: string, eventEnded: boolean): { text: string; blocked: boolean } {
+  const redactor = ex.redactor!;
+  const pushed = redactor.push(piece);
+  let text = pushed.text;
+  let findings = pushed.findings;
+  let blocked = pushed.blocked;
+  if (eventEnded && !blocked) {
+    const rest = redactor.end();
+    text += rest.text;
+    findings = [...findings, ...rest.findings];
+    blocked = rest.blocked;
+  }
+  ex.noteFindings(ex.dlpResponse, findings, blocked);
+  if (eventEnded) {
+    ex.redactor = createStreamRedactor(deps.scanner);
+    ex.sseTail = '';
+  } else {
+    ex.sseTail = (ex.sseTail + piece).slice(-SSE_TAIL);
+  }
+  return { text, blocked };
+}
+
 /**
  * Streamed response body (SSE): redact as chunks flow, holding back only a bounded tail so a
- * secret split across chunks is never partly delivered. A block ends the stream with an error event.
+ * secret split across chunks is never partly delivered. Each event is scanned on its own and
+ * released as soon as it ends (secrets do not span events; an agent reads events, not bytes).
+ * A block withholds the rest of the blocked event and everything after it, and ends the stream
+ * with an error event.
  */
 function streamedBody(deps: ExtprocDeps, ex: Exchange, body: ProtoHttpBody): ProcessingResponse {
   const reply = (s: string): ProcessingResponse => ({
@@ -122,17 +211,22 @@ function streamedBody(deps: ExtprocDeps, ex: Exchange, body: ProtoHttpBody): Pro
   const [complete, carry] = completeUtf8(Buffer.concat([ex.utf8Carry, body.body ?? Buffer.alloc(0)]));
   ex.utf8Carry = body.endOfStream ? Buffer.alloc(0) : carry;
   const chunk = complete.toString('utf8') + (body.endOfStream ? carry.toString('utf8') : '');
-  const pushed = ex.redactor!.push(chunk);
-  let out = pushed.text;
-  let findings = pushed.findings;
-  let blocked = pushed.blocked;
-  if (body.endOfStream && !blocked) {
-    const rest = ex.redactor!.end();
-    out += rest.text;
-    findings = [...findings, ...rest.findings];
-    blocked = rest.blocked;
+  const ends = eventEnds(ex.sseTail, chunk);
+  const cuts = ends.map((end) => ({ end, eventEnded: true }));
+  // The rest of the chunk opens the next event; at the end of the stream it is final as well.
+  if ((ends.at(-1) ?? 0) < chunk.length || body.endOfStream) cuts.push({ end: chunk.length, eventEnded: body.endOfStream === true });
+  let out = '';
+  let from = 0;
+  let blocked = false;
+  for (const { end, eventEnded } of cuts) {
+    const r = feedEvent(deps, ex, chunk.slice(from, end), eventEnded);
+    from = end;
+    if (r.blocked) {
+      blocked = true;
+      break;
+    }
+    out += r.text;
   }
-  ex.noteFindings(ex.dlpResponse, findings, blocked);
   if (blocked) {
     ex.streamBlocked = true;
     const err = new GatewayError('blocked_content', `the response stream of tool "${ex.tool!.name}" carried data that may not be returned; the stream was ended`, {
@@ -148,5 +242,6 @@ function streamedBody(deps: ExtprocDeps, ex: Exchange, body: ProtoHttpBody): Pro
 export function onResponseBody(deps: ExtprocDeps, ex: Exchange, body: ProtoHttpBody): ProcessingResponse {
   if (ex.responseMode === 'streamed') return streamedBody(deps, ex, body);
   if (ex.responseMode === 'buffered') return bufferedBody(deps, ex, body);
+  if (ex.responseMode === 'held') return heldBody(deps, ex, body);
   return { responseBody: { response: { status: 'CONTINUE' } } };
 }

@@ -34,6 +34,8 @@ function dispatch(deps: ExtprocDeps, ex: Exchange, msg: ProcessingRequest): Proc
 
 /** Whether the downstream response has started, so an immediate response is no longer possible. */
 function downstreamStarted(ex: Exchange, phase: ProcessingRequest['request']): boolean {
+  // A held body has released nothing yet, so its denial can still be a clean error response (were
+  // the headers already out, Envoy resets the downstream instead: fail closed either way).
   return phase === 'responseBody' && ex.responseMode === 'streamed';
 }
 
@@ -61,7 +63,7 @@ export class ExtprocService {
     const ex = new Exchange();
     let closed = false;
     const finish = (): void => {
-      if (ex.audited) return;
+      if (ex.audited || ex.localReply) return;
       ex.audited = true;
       finishExchange(deps, ex);
     };
@@ -86,7 +88,7 @@ export class ExtprocService {
           reply = null;
         } else {
           ex.responseStatus = error.httpStatus;
-          reply = immediateError(error, ex.requestId, { isJsonRpc: ex.isJsonRpc, id: ex.rpcId });
+          reply = immediateError(error, ex.requestId, { isJsonRpc: ex.isJsonRpc, id: ex.rpcId, batchIds: ex.rpcBatchIds });
           closed = true;
         }
         last = true;
@@ -99,8 +101,9 @@ export class ExtprocService {
       if (reply) call.write(reply);
       if (last) finish();
       // The response already started: failing the stream makes Envoy reset the downstream, so no
-      // uninspected byte is delivered.
-      if (abort) call.destroy(Object.assign(new Error(abort.message), { code: grpcStatus.INTERNAL }));
+      // uninspected byte is delivered. grpc-js sends an error status for an 'error' event on the
+      // call; destroy() would drop the call without one and leave Envoy waiting for its timeout.
+      if (abort) call.emit('error', Object.assign(new Error(abort.message), { code: grpcStatus.INTERNAL, details: abort.message }));
     });
     call.on('end', () => {
       finish();

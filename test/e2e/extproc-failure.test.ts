@@ -1,0 +1,127 @@
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { request as httpRequest } from 'node:http';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { startStack, type Stack } from '../helpers/index.js';
+import { mintToken } from '../../src/identity/mint.js';
+
+/**
+ * Fail closed when the inspector dies: portcullis is killed (SIGKILL, no graceful drain) while a
+ * response is flowing through Envoy; the secret the upstream writes afterwards must never reach
+ * the client, and the gateway serves again once portcullis is back.
+ */
+
+const AWS_KEY = 'AKIAIOSFODNN7EXAMPLF';
+
+let stack: Stack;
+let token: string;
+
+beforeAll(async () => {
+  stack = await startStack();
+  token = await mintToken({ issuer: 'https://issuer.demo.portcullis', audience: 'portcullis', agent: 'helpdesk', user: 'alice', tenant: 'acme', roles: ['support'], ttlS: 300, privateJwkPath: stack.prepared.privateJwkPath });
+}, 60_000);
+
+afterAll(async () => {
+  await stack?.stop();
+});
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+/** The pid of this stack's portcullis, found by its unique config path on the command line. */
+function portcullisPid(): number {
+  const pids = readdirSync('/proc').filter((d) => /^\d+$/.test(d)).map(Number);
+  const matches = pids.filter((pid) => {
+    try {
+      const argv = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+      return argv.includes('serve') && argv.includes(stack.configPath);
+    } catch {
+      return false;
+    }
+  });
+  expect(matches).toHaveLength(1);
+  return matches[0]!;
+}
+
+async function hardKill(pid: number): Promise<void> {
+  process.kill(pid, 'SIGKILL');
+  for (let i = 0; i < 100 && existsSync(`/proc/${pid}`); i++) await sleep(20);
+  expect(existsSync(`/proc/${pid}`)).toBe(false);
+}
+
+interface Streamed {
+  status: number;
+  received: Buffer[];
+  complete: boolean;
+  error: string | null;
+}
+
+/** Reads a response to its end or its reset, keeping every chunk as received. */
+function stream(path: string, onFirstChunk: () => void): Promise<Streamed> {
+  return new Promise((resolve, reject) => {
+    const req = httpRequest(new URL(path, stack.envoyUrl), { headers: { authorization: `Bearer ${token}` }, agent: false }, (res) => {
+      const received: Buffer[] = [];
+      let error: string | null = null;
+      res.on('data', (c: Buffer) => {
+        if (received.length === 0) onFirstChunk();
+        received.push(c);
+      });
+      res.on('error', (err) => (error = err.message));
+      res.on('aborted', () => (error ??= 'aborted'));
+      res.on('close', () => resolve({ status: res.statusCode ?? 0, received, complete: res.complete, error }));
+    });
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+it('resets a streamed response when ext_proc dies mid-stream; the secret written afterwards never arrives', async () => {
+  let secretWritten = false;
+  stack.tool.handle('/weather/sse-kill', (_req, res) => {
+    res.writeHead(200, { 'content-type': 'text/event-stream' });
+    res.write('data: event 1\n\n');
+    // Written well after the kill below; the connection may already be gone by then.
+    setTimeout(() => {
+      secretWritten = true;
+      if (!res.destroyed) res.write(`data: key ${AWS_KEY}\n\n`);
+    }, 700);
+    setTimeout(() => !res.destroyed && res.end('data: last\n\n'), 900);
+  });
+  const pid = portcullisPid();
+  let killed: Promise<void> | null = null;
+  const res = await stream('/tools/weather/sse-kill', () => {
+    killed = hardKill(pid);
+  });
+  await killed;
+  expect(res.status).toBe(200);
+  const all = Buffer.concat(res.received).toString('latin1');
+  // The first event was inspected and delivered before the kill.
+  expect(all).toContain('data: event 1\n\n');
+  expect(all).not.toContain('AKIA');
+  expect(all).not.toContain('data: last');
+  // The client is told the response is broken (reset / truncated chunked body), not a clean end.
+  expect(res.complete).toBe(false);
+  expect(res.error).not.toBeNull();
+  // Wait until the upstream wrote the secret (and would have finished), then check nothing more came.
+  await sleep(950);
+  expect(secretWritten).toBe(true);
+}, 20_000);
+
+it('fails a buffered response closed while portcullis is down, then serves again once it is back', async () => {
+  stack.tool.handle('/weather/json-kill', (_req, res) => {
+    res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ aws: AWS_KEY }));
+  });
+  const before = stack.tool.received.length;
+  const down = await stream('/tools/weather/json-kill', () => undefined);
+  const text = Buffer.concat(down.received).toString('utf8');
+  // ext_authz cannot answer: denied before any upstream call (fail closed). The status is a 5xx
+  // chosen by Envoy (its error reply also passes the unreachable ext_proc, whose default is 500).
+  expect(down.status).toBeGreaterThanOrEqual(500);
+  expect(text).not.toContain('AKIA');
+  expect(stack.tool.received.length).toBe(before);
+
+  await stack.startPortcullis();
+  const up = await stream('/tools/weather/json-kill', () => undefined);
+  expect(up.status).toBe(200);
+  expect(JSON.parse(Buffer.concat(up.received).toString('utf8'))).toEqual({ aws: '[REDACTED:aws.access_key_id]' });
+}, 60_000);

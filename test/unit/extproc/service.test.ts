@@ -1,0 +1,353 @@
+import { EventEmitter } from 'node:events';
+import { describe, expect, it } from 'vitest';
+import { status as grpcStatus } from '@grpc/grpc-js';
+import { loadConfig } from '../../../src/config/load.js';
+import type { GatewayConfig, ToolConfig } from '../../../src/config/types.js';
+import { ToolRegistry } from '../../../src/tools/registry.js';
+import { compileCatalog, type Scanner } from '../../../src/dlp/index.js';
+import { compileInjectionRules } from '../../../src/inspect/injection.js';
+import { compileToolSchemas } from '../../../src/inspect/schema.js';
+import { AuditLogger, type AuditSink } from '../../../src/audit/sinks.js';
+import type { AuditRecord } from '../../../src/audit/record.js';
+import { ExtprocService } from '../../../src/extproc/service.js';
+import { compileFilters, type ExtprocDeps } from '../../../src/extproc/deps.js';
+import { DlpAlerter } from '../../../src/extproc/alerts.js';
+import type { ProcessingRequest, ProcessingResponse } from '../../../src/extproc/proto.js';
+import { AUTHZ_METADATA_NAMESPACE, METADATA_KEY } from '../../../src/authz/response.js';
+import type { AuthzMetadata } from '../../../src/authz/check.js';
+import { toStruct } from '../../../src/server/struct.js';
+import { repoPath } from '../../helpers/paths.js';
+
+/**
+ * The ext_proc stream loop driven without Envoy: a fake duplex call receives the messages Envoy
+ * would send; the test reads what the service wrote back, whether it ended or failed the
+ * stream, and the audit records it emitted.
+ */
+
+const AWS_KEY = 'AKIAIOSFODNN7EXAMPLF';
+const demo = loadConfig(repoPath('scripts', 'demo', 'portcullis.yaml'));
+
+/** Audit sink that keeps records in memory. */
+class MemorySink implements AuditSink {
+  readonly records: AuditRecord[] = [];
+  write(r: AuditRecord): void {
+    this.records.push(r);
+  }
+  async close(): Promise<void> {}
+}
+
+/** Stand-in for a gRPC server duplex stream: Envoy's side is `send`/`finish`/`cancel`. */
+class FakeCall extends EventEmitter {
+  readonly written: ProcessingResponse[] = [];
+  ended = false;
+  destroyed: (Error & { code?: number }) | null = null;
+  /** Error the service failed the call with (grpc-js turns it into the call's status). */
+  failed: (Error & { code?: number }) | null = null;
+  constructor() {
+    super();
+    this.on('error', (err: Error) => (this.failed = err));
+  }
+  write(r: ProcessingResponse): boolean {
+    if (this.ended || this.destroyed || this.failed) throw new Error('write after the stream was closed');
+    this.written.push(r);
+    return true;
+  }
+  end(): void {
+    this.ended = true;
+  }
+  destroy(err?: Error): this {
+    this.destroyed = err ?? new Error('destroyed');
+    return this;
+  }
+  send(...msgs: ProcessingRequest[]): this {
+    for (const m of msgs) this.emit('data', m);
+    return this;
+  }
+  finish(): this {
+    this.emit('end');
+    return this;
+  }
+}
+
+function withTool(config: GatewayConfig, name: string, edit: (t: ToolConfig) => ToolConfig): GatewayConfig {
+  return { ...config, tools: config.tools.map((t) => (t.name === name ? edit(t) : t)) };
+}
+
+function setup(opts: { config?: GatewayConfig; scanner?: Scanner } = {}): { service: ExtprocService; sink: MemorySink } {
+  const config = opts.config ?? demo;
+  const sink = new MemorySink();
+  const deps: ExtprocDeps = {
+    config,
+    tools: new ToolRegistry(config.tools),
+    scanner: opts.scanner ?? compileCatalog(config.dlp),
+    injection: compileInjectionRules(),
+    schemas: compileToolSchemas(config.tools, config.base_dir),
+    filters: compileFilters(config),
+    audit: new AuditLogger([sink], config.audit.payload),
+    alerter: new DlpAlerter(config.alerting.dlp_threshold, config.alerting.window_s),
+  };
+  return { service: new ExtprocService(deps), sink };
+}
+
+function open(service: ExtprocService): FakeCall {
+  const call = new FakeCall();
+  service.process(call as unknown as Parameters<ExtprocService['process']>[0]);
+  return call;
+}
+
+function meta(tool: string, over: Partial<AuthzMetadata> = {}): AuthzMetadata {
+  return {
+    request_id: 'req-1',
+    tool,
+    agent: 'helpdesk',
+    agent_version: null,
+    user: 'alice',
+    tenant: 'acme',
+    auth_methods: ['jwt'],
+    allowed: true,
+    dry_run: false,
+    rule: 'allow.role',
+    reason: null,
+    policy_version: 'sha256:test',
+    mcp_method: null,
+    mcp_tool: null,
+    authz_ms: 1,
+    ...over,
+  };
+}
+
+function headers(map: Record<string, string>): { headers: { headers: { key: string; rawValue: Buffer }[] } } {
+  return { headers: { headers: Object.entries(map).map(([key, v]) => ({ key, rawValue: Buffer.from(v) })) } };
+}
+
+function reqHeaders(tool: string, h: Record<string, string>, endOfStream: boolean, m: AuthzMetadata | null = meta(tool)): ProcessingRequest {
+  return {
+    request: 'requestHeaders',
+    requestHeaders: { ...headers({ 'x-request-id': 'req-1', ...h }), endOfStream },
+    ...(m ? { metadataContext: { filterMetadata: { [AUTHZ_METADATA_NAMESPACE]: toStruct({ [METADATA_KEY]: m }) } } } : {}),
+  };
+}
+
+function reqBody(body: string): ProcessingRequest {
+  return { request: 'requestBody', requestBody: { body: Buffer.from(body), endOfStream: true } };
+}
+
+function respHeaders(h: Record<string, string>, endOfStream = false): ProcessingRequest {
+  return { request: 'responseHeaders', responseHeaders: { ...headers(h), endOfStream } };
+}
+
+function respBody(body: string, endOfStream: boolean): ProcessingRequest {
+  return { request: 'responseBody', responseBody: { body: Buffer.from(body), endOfStream } };
+}
+
+const GET_WEATHER = { ':method': 'GET', ':path': '/tools/weather/forecast?city=Paris' };
+
+/** Which phase each reply answers, in order. */
+function kinds(call: FakeCall): string[] {
+  return call.written.map((r) => Object.keys(r).filter((k) => k !== 'modeOverride').join('+'));
+}
+
+function bodyOf(r: ProcessingResponse | undefined): string {
+  const m = (r?.responseBody ?? r?.requestBody)?.response.bodyMutation;
+  return m && 'body' in m ? m.body.toString('utf8') : '';
+}
+
+describe('ExtprocService stream loop', () => {
+  it('answers every message in arrival order and writes one audit record when the response ends', () => {
+    const { service, sink } = setup();
+    const call = open(service).send(
+      reqHeaders('weather', GET_WEATHER, true),
+      respHeaders({ ':status': '200', 'content-type': 'application/json', 'content-length': '100' }),
+      respBody(JSON.stringify({ key: AWS_KEY }), true),
+    );
+    expect(kinds(call)).toEqual(['requestHeaders', 'responseHeaders', 'responseBody']);
+    expect(sink.records).toHaveLength(1);
+    call.finish();
+    expect(call.ended).toBe(true);
+    expect(call.failed).toBeNull();
+    expect(sink.records).toHaveLength(1);
+    const rec = sink.records[0]!;
+    expect(rec).toMatchObject({ request_id: 'req-1', tool: 'weather', user_id: 'alice', upstream_status: 200, response_status: 200, error: null });
+    expect(rec.dlp.response).toEqual({ action: 'redacted', rules: ['aws.access_key_id'], count: 1 });
+  });
+
+  it('asks for an identity-encoded upstream response and no request body on a bodiless GET', () => {
+    const { service } = setup();
+    const call = open(service).send(reqHeaders('weather', GET_WEATHER, true));
+    const r = call.written[0]!;
+    expect(r.requestHeaders?.response.headerMutation?.setHeaders?.map((h) => [h.header.key, h.header.rawValue.toString()])).toEqual([['accept-encoding', 'identity']]);
+    expect(r.modeOverride).toMatchObject({ requestBodyMode: 'NONE', responseBodyMode: 'NONE' });
+  });
+
+  it('asks for the request body (BUFFERED) when the tool validates it', () => {
+    const { service } = setup();
+    const call = open(service).send(reqHeaders('tickets', { ':method': 'POST', ':path': '/tools/tickets/tenants/acme/tickets' }, false));
+    expect(call.written[0]!.modeOverride?.requestBodyMode).toBe('BUFFERED');
+  });
+
+  it('chooses BUFFERED for JSON, STREAMED for SSE and NONE when the tool has no response DLP or the type is binary', () => {
+    const mode = (service: ExtprocService, ct: string): ProcessingResponse => {
+      const call = open(service).send(reqHeaders('weather', GET_WEATHER, true), respHeaders({ ':status': '200', 'content-type': ct, 'content-length': '10' }));
+      return call.written[1]!;
+    };
+    const { service } = setup();
+    expect(mode(service, 'application/json').modeOverride?.responseBodyMode).toBe('BUFFERED');
+    expect(mode(service, 'text/plain; charset=utf-8').modeOverride?.responseBodyMode).toBe('BUFFERED');
+    const sse = mode(service, 'text/event-stream');
+    expect(sse.modeOverride?.responseBodyMode).toBe('STREAMED');
+    expect(sse.responseHeaders?.response.headerMutation?.removeHeaders).toEqual(['content-length']);
+    expect(mode(service, 'image/png').modeOverride?.responseBodyMode).toBe('NONE');
+
+    const noDlp = setup({ config: withTool(demo, 'weather', (t) => ({ ...t, response: { ...t.response, dlp: false } })) });
+    expect(mode(noDlp.service, 'application/json').modeOverride?.responseBodyMode).toBe('NONE');
+    expect(mode(noDlp.service, 'text/event-stream').modeOverride?.responseBodyMode).toBe('NONE');
+  });
+
+  it('holds a JSON body of unknown or too large length in portcullis (STREAMED, answered empty until the end)', () => {
+    const { service, sink } = setup();
+    for (const h of [{}, { 'content-length': String(2 * 1024 * 1024) }] as Record<string, string>[]) {
+      const call = open(service).send(reqHeaders('weather', GET_WEATHER, true), respHeaders({ ':status': '200', 'content-type': 'application/json', ...h }));
+      expect(call.written[1]!.modeOverride?.responseBodyMode).toBe('STREAMED');
+      expect(call.written[1]!.responseHeaders?.response.headerMutation?.removeHeaders).toEqual(['content-length']);
+      call.send(respBody('{"a":"key ', false), respBody(`${AWS_KEY}"}`, true));
+      expect(call.written.slice(2).map(bodyOf)).toEqual(['', '{"a":"key [REDACTED:aws.access_key_id]"}']);
+    }
+    expect(sink.records).toHaveLength(2);
+  });
+
+  it('streams SSE chunk by chunk: releases each finished event at once and never half a secret', () => {
+    const { service, sink } = setup();
+    const call = open(service).send(
+      reqHeaders('weather', GET_WEATHER, true),
+      respHeaders({ ':status': '200', 'content-type': 'text/event-stream' }),
+      respBody('data: first\n\n', false),
+      respBody('data: key AKIAIOSFOD', false),
+      respBody('NN7EXAMPLF more\n', false),
+      respBody('\n', true),
+    );
+    expect(kinds(call)).toEqual(['requestHeaders', 'responseHeaders', 'responseBody', 'responseBody', 'responseBody', 'responseBody']);
+    const bodies = call.written.slice(2).map(bodyOf);
+    expect(bodies[0]).toBe('data: first\n\n');
+    for (const b of bodies) expect(b).not.toMatch(/AKIA|IOSFOD|NN7|EXAMPLF/);
+    expect(bodies.join('')).toBe('data: first\n\ndata: key [REDACTED:aws.access_key_id] more\n\n');
+    // The event ended with the terminator split across the last two chunks.
+    expect(bodies[3]).toContain('[REDACTED:aws.access_key_id]');
+    expect(sink.records).toHaveLength(1);
+    expect(sink.records[0]!.dlp.response).toEqual({ action: 'redacted', rules: ['aws.access_key_id'], count: 1 });
+  });
+
+  it('keeps a multi-byte character split across chunks intact', () => {
+    const { service } = setup();
+    const euro = Buffer.from('data: 5 €\n\n');
+    const cut = euro.indexOf(0xe2) + 1;
+    const call = open(service).send(reqHeaders('weather', GET_WEATHER, true), respHeaders({ ':status': '200', 'content-type': 'text/event-stream' }));
+    call.send({ request: 'responseBody', responseBody: { body: euro.subarray(0, cut), endOfStream: false } });
+    call.send({ request: 'responseBody', responseBody: { body: euro.subarray(cut), endOfStream: true } });
+    expect(call.written.slice(2).map(bodyOf).join('')).toBe('data: 5 €\n\n');
+  });
+
+  it('answers a schema-invalid body with an immediate 400 and ignores what follows', () => {
+    const { service, sink } = setup();
+    const call = open(service).send(
+      reqHeaders('tickets', { ':method': 'POST', ':path': '/tools/tickets/tenants/acme/tickets' }, false),
+      reqBody(JSON.stringify({ title: 'x', priority: 'urgent' })),
+      respHeaders({ ':status': '201', 'content-type': 'application/json' }),
+    );
+    expect(kinds(call)).toEqual(['requestHeaders', 'immediateResponse']);
+    const imm = call.written[1]!.immediateResponse!;
+    expect(imm.status.code).toBe(400);
+    expect(JSON.parse(imm.body!.toString())).toMatchObject({ error: { type: 'invalid_request', rule: 'inspect.schema', request_id: 'req-1' } });
+    call.finish();
+    expect(sink.records).toHaveLength(1);
+    expect(sink.records[0]).toMatchObject({ response_status: 400, upstream_status: null, error: { type: 'invalid_request', rule: 'inspect.schema' } });
+  });
+
+  it('answers an MCP batch error with one JSON-RPC error per call id', () => {
+    const { service } = setup();
+    const batch = [
+      { jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name: 'search_docs', arguments: { query: 'a', tenant: 'acme' } } },
+      { jsonrpc: '2.0', method: 'notifications/progress' },
+      { jsonrpc: '2.0', id: 'two', method: 'tools/call', params: { name: 'search_docs', arguments: { tenant: 'acme' } } },
+    ];
+    const call = open(service).send(reqHeaders('docs', { ':method': 'POST', ':path': '/tools/docs/' }, false), reqBody(JSON.stringify(batch)));
+    const body = JSON.parse(call.written[1]!.immediateResponse!.body!.toString()) as { id: unknown; error: { code: number; message: string } }[];
+    expect(body.map((b) => b.id)).toEqual([1, 'two']);
+    expect(body.every((b) => b.error.code === -32602)).toBe(true);
+    expect(body[0]!.error.message).toMatch(/^not executed: call "two" of the same batch was rejected/);
+    expect(body[1]!.error.message).toMatch(/^arguments of MCP tool "search_docs"/);
+  });
+
+  it('answers a blocked buffered response with an immediate 403 (the response has not started)', () => {
+    const { service, sink } = setup();
+    const call = open(service).send(
+      reqHeaders('weather', GET_WEATHER, true),
+      respHeaders({ ':status': '200', 'content-type': 'application/json', 'content-length': '100' }),
+      respBody(JSON.stringify({ k: '-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBg\n-----END PRIVATE KEY-----' }), true),
+    );
+    expect(kinds(call)).toEqual(['requestHeaders', 'responseHeaders', 'immediateResponse']);
+    expect(call.written[2]!.immediateResponse!.status.code).toBe(403);
+    expect(call.written[2]!.immediateResponse!.body!.toString()).not.toContain('MIIEvQ');
+    expect(call.failed).toBeNull();
+    expect(sink.records).toHaveLength(1);
+    expect(sink.records[0]).toMatchObject({ upstream_status: 200, response_status: 403, error: { type: 'blocked_content', rule: 'dlp.response' } });
+  });
+
+  it('answers a blocked held body with an immediate 403 too (nothing of it was released)', () => {
+    const { service, sink } = setup();
+    const call = open(service).send(reqHeaders('weather', GET_WEATHER, true), respHeaders({ ':status': '200', 'content-type': 'application/json' }));
+    call.send(respBody('{"k":"-----BEGIN PRIVATE KEY-----\\nMIIEvQ', false), respBody('IBADANBg\\n-----END PRIVATE KEY-----"}', true));
+    expect(kinds(call)).toEqual(['requestHeaders', 'responseHeaders', 'responseBody', 'immediateResponse']);
+    expect(bodyOf(call.written[2])).toBe('');
+    expect(call.written[3]!.immediateResponse!.status.code).toBe(403);
+    expect(call.failed).toBeNull();
+    expect(sink.records).toHaveLength(1);
+  });
+
+  it('fails the gRPC stream (so Envoy resets the downstream) on an error after a streamed response started', () => {
+    const failing: Scanner = {
+      ruleCount: 1,
+      scan: () => {
+        throw new Error('scanner exploded');
+      },
+    };
+    const { service, sink } = setup({ scanner: failing });
+    const call = open(service).send(reqHeaders('weather', GET_WEATHER, true), respHeaders({ ':status': '200', 'content-type': 'text/event-stream' }), respBody('data: x\n\n', false));
+    expect(kinds(call)).toEqual(['requestHeaders', 'responseHeaders']);
+    expect(call.failed).not.toBeNull();
+    expect(call.failed!.code).toBe(grpcStatus.INTERNAL);
+    expect(call.destroyed).toBeNull();
+    // Nothing more is answered on a failed stream.
+    call.send(respBody(`data: ${AWS_KEY}\n\n`, true));
+    expect(call.written).toHaveLength(2);
+    expect(sink.records).toHaveLength(1);
+    expect(sink.records[0]!.error).toEqual({ type: 'internal', rule: null });
+  });
+
+  it('denies with an immediate 503 when the ext_authz context is missing (fail closed)', () => {
+    const { service, sink } = setup();
+    const call = open(service).send(reqHeaders('weather', GET_WEATHER, false, null));
+    expect(kinds(call)).toEqual(['immediateResponse']);
+    const imm = call.written[0]!.immediateResponse!;
+    expect(imm.status.code).toBe(503);
+    expect(JSON.parse(imm.body!.toString())).toMatchObject({ error: { type: 'unavailable', rule: 'extproc.no_authz_context' } });
+    expect(sink.records).toHaveLength(1);
+  });
+
+  it('passes a local reply of an earlier filter through and leaves its audit record to ext_authz', () => {
+    const { service, sink } = setup();
+    const call = open(service).send(respHeaders({ ':status': '401', 'content-type': 'application/json' }));
+    expect(kinds(call)).toEqual(['responseHeaders']);
+    expect(call.written[0]!.responseHeaders!.response.status).toBe('CONTINUE');
+    call.finish();
+    expect(sink.records).toHaveLength(0);
+  });
+
+  it('writes one record when Envoy cancels the stream mid-exchange', () => {
+    const { service, sink } = setup();
+    const call = open(service).send(reqHeaders('weather', GET_WEATHER, true), respHeaders({ ':status': '200', 'content-type': 'text/event-stream' }), respBody('data: a', false));
+    call.emit('error', new Error('cancelled'));
+    call.finish();
+    expect(sink.records).toHaveLength(1);
+    expect(sink.records[0]).toMatchObject({ upstream_status: 200, error: { type: 'unavailable', rule: 'extproc.cancelled' } });
+  });
+});
