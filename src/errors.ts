@@ -128,3 +128,28 @@ export function jsonRpcErrorBody(
   const { message, ...data } = error;
   return { jsonrpc: '2.0', id: rpcId, error: { code: err.jsonRpcCode, message, data } };
 }
+
+/** How a JSON-RPC request is answered with an error. */
+export interface RpcErrorTarget {
+  readonly isJsonRpc: boolean;
+  /** Id of the call the error is about. */
+  readonly id: string | number | null;
+  /** Ids of every call of a batch request, in body order; null for a single message. */
+  readonly batchIds?: readonly (string | number)[] | null;
+}
+
+/**
+ * JSON-RPC error body. A batch is rejected as a whole, and JSON-RPC answers a batch with an
+ * array: the call the error is about gets it, every other call with an id gets the same error
+ * type saying it was not executed because of that call.
+ */
+export function rpcErrorBody(err: GatewayError, requestId: string | null, rpc: RpcErrorTarget): unknown {
+  const ids = rpc.batchIds;
+  if (!ids || ids.length === 0) return jsonRpcErrorBody(err, requestId, rpc.id);
+  const failed = rpc.id ?? ids[0]!;
+  const others = new GatewayError(err.code, `not executed: call ${JSON.stringify(failed)} of the same batch was rejected (${err.message})`, {
+    ...(err.rule !== undefined ? { rule: err.rule } : {}),
+    ...(err.retryAfterS !== undefined ? { retryAfterS: err.retryAfterS } : {}),
+  });
+  return ids.map((id) => jsonRpcErrorBody(id === failed ? err : others, requestId, id));
+}

@@ -53,6 +53,8 @@ export interface CheckDenied {
   /** JSON-RPC id when the request was JSON-RPC, so the denial is a JSON-RPC error. */
   readonly rpcId: string | number | null;
   readonly isJsonRpc: boolean;
+  /** Ids of every call of a JSON-RPC batch (each gets an error entry); null for one message. */
+  readonly batchIds: readonly (string | number)[] | null;
   /** Policy-supplied body and headers (OPA-Envoy compatible) take precedence when present. */
   readonly policyBody: string | null;
   readonly policyHeaders: readonly HeaderValue[];
@@ -87,6 +89,7 @@ interface Ctx {
   mcp: McpCall[];
   isJsonRpc: boolean;
   rpcId: string | number | null;
+  batchIds: (string | number)[] | null;
   decision: Decision | null;
   dryRun: boolean;
 }
@@ -145,6 +148,7 @@ export class Authorizer {
         error,
         rpcId: ctx.rpcId,
         isJsonRpc: ctx.isJsonRpc,
+        batchIds: ctx.batchIds,
         policyBody: ctx.decision && !ctx.decision.allowed ? ctx.decision.body : null,
         policyHeaders: ctx.decision && !ctx.decision.allowed ? headerList(ctx.decision.headers) : [],
         metadata: this.metadata(deps, ctx, false, error.rule ?? null, error.message),
@@ -171,6 +175,7 @@ export class Authorizer {
       mcp: [],
       isJsonRpc: false,
       rpcId: null,
+      batchIds: null,
       decision: null,
       dryRun: false,
     };
@@ -220,6 +225,7 @@ export class Authorizer {
       ctx.isJsonRpc = true;
       ctx.mcp = rpc.calls;
       ctx.rpcId = rpc.calls[0]?.id ?? null;
+      if (rpc.batch) ctx.batchIds = rpc.calls.flatMap((c) => (c.id === null || c.id === undefined ? [] : [c.id]));
     }
     if (isJsonContentType(ctx.headers['content-type']) && !ctx.truncated && !rpc) {
       try {

@@ -1,4 +1,4 @@
-import { errorBody, jsonRpcErrorBody } from '../errors.js';
+import { errorBody, rpcErrorBody } from '../errors.js';
 import type { HeaderValue } from '../credentials/inject.js';
 import { toStruct, type ProtoStruct } from '../server/struct.js';
 import type { CheckOutcome } from './check.js';
@@ -55,7 +55,11 @@ export function toCheckResponse(outcome: CheckOutcome): CheckResponseObject {
   headers.push(...outcome.policyHeaders.filter((h) => h.key !== 'content-type' || outcome.policyBody !== null));
   const body =
     outcome.policyBody ??
-    JSON.stringify(outcome.isJsonRpc ? jsonRpcErrorBody(error, meta.request_id, outcome.rpcId) : errorBody(error, meta.request_id));
+    JSON.stringify(
+      outcome.isJsonRpc
+        ? rpcErrorBody(error, meta.request_id, { isJsonRpc: true, id: outcome.rpcId, batchIds: outcome.batchIds })
+        : errorBody(error, meta.request_id),
+    );
   return {
     status: { code: error.code === 'unauthenticated' ? GRPC_UNAUTHENTICATED : GRPC_PERMISSION_DENIED, message: error.code },
     deniedResponse: { status: { code: error.httpStatus }, headers: opts(headers, 'OVERWRITE_IF_EXISTS_OR_ADD'), body },

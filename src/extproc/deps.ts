@@ -6,7 +6,7 @@ import type { SchemaSet } from '../inspect/schema.js';
 import type { AuditLogger } from '../audit/sinks.js';
 import { compileFieldFilter, type FieldFilter } from './fieldFilter.js';
 import type { DlpAlerter } from './alerts.js';
-import { GatewayError, errorBody, jsonRpcErrorBody } from '../errors.js';
+import { errorBody, rpcErrorBody, type GatewayError, type RpcErrorTarget } from '../errors.js';
 import { setHeader, type ProcessingResponse } from './proto.js';
 
 /** Everything ext_proc needs, compiled at config load; swapped as a whole on reload. */
@@ -24,31 +24,6 @@ export interface ExtprocDeps {
 /** Compiles the per-tool response field filters. */
 export function compileFilters(config: GatewayConfig): Map<string, FieldFilter> {
   return new Map(config.tools.map((t) => [t.name, compileFieldFilter(t.response.drop_fields)]));
-}
-
-/** How a JSON-RPC request is answered with an error. */
-export interface RpcErrorTarget {
-  readonly isJsonRpc: boolean;
-  /** Id of the call the error is about. */
-  readonly id: string | number | null;
-  /** Ids of every call of a batch request, in body order; null for a single message. */
-  readonly batchIds?: readonly (string | number)[] | null;
-}
-
-/**
- * JSON-RPC error body. A batch is rejected as a whole, and JSON-RPC answers a batch with an
- * array: the call the error is about gets it, every other call with an id gets the same error
- * type saying it was not executed because of that call.
- */
-export function rpcErrorBody(err: GatewayError, requestId: string | null, rpc: RpcErrorTarget): unknown {
-  const ids = rpc.batchIds;
-  if (!ids || ids.length === 0) return jsonRpcErrorBody(err, requestId, rpc.id);
-  const failed = rpc.id ?? ids[0]!;
-  const others = new GatewayError(err.code, `not executed: call ${JSON.stringify(failed)} of the same batch was rejected (${err.message})`, {
-    ...(err.rule !== undefined ? { rule: err.rule } : {}),
-    ...(err.retryAfterS !== undefined ? { retryAfterS: err.retryAfterS } : {}),
-  });
-  return ids.map((id) => jsonRpcErrorBody(id === failed ? err : others, requestId, id));
 }
 
 /**

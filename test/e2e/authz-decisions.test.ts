@@ -291,6 +291,24 @@ describe('403/404: authenticated but not allowed', () => {
     expect(body2.error.data.rule).toBe('tenant.mismatch');
   });
 
+  it('a denied JSON-RPC batch is answered with one error per call id, naming the call that was refused', async () => {
+    const viewer = await token(stack, { agent: 'reporter', user: 'bob', roles: ['viewer'] });
+    const before = stack.tool.received.length;
+    const batch = [
+      { jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name: 'search_docs', arguments: { query: 'vpn', tenant: 'acme' } } },
+      { jsonrpc: '2.0', id: 'two', method: 'tools/call', params: { name: 'delete_doc', arguments: { doc_id: 'd1', tenant: 'acme' } } },
+    ];
+    const r = await post(`${stack.envoyUrl}/tools/docs/`, JSON.stringify(batch), { authorization: `Bearer ${viewer}` });
+    expect(r.status, r.text).toBe(403);
+    const body = JSON.parse(r.text) as { jsonrpc: string; id: unknown; error: { message: string; data: Record<string, unknown> } }[];
+    expect(Array.isArray(body)).toBe(true);
+    expect(body.map((e) => e.id)).toEqual([1, 'two']);
+    const refused = body.find((e) => e.id === 'two')!;
+    expect(refused.error.data.rule).toBe('role.read_only');
+    expect(body.find((e) => e.id === 1)!.error.message).toMatch(/not executed: call "two"/);
+    expect(stack.tool.received.length).toBe(before);
+  });
+
   it('MCP JSON-RPC without credentials is a JSON-RPC error with WWW-Authenticate', async () => {
     const rpc = { jsonrpc: '2.0', id: 9, method: 'tools/list' };
     const r = await post(`${stack.envoyUrl}/tools/docs/`, JSON.stringify(rpc));

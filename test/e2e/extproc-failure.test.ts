@@ -1,6 +1,5 @@
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { request as httpRequest } from 'node:http';
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { startStack, type Stack } from '../helpers/index.js';
 import { mintToken } from '../../src/identity/mint.js';
 
@@ -16,7 +15,13 @@ let stack: Stack;
 let token: string;
 
 beforeAll(async () => {
-  stack = await startStack();
+  stack = await startStack({
+    // Room for a body larger than the 64 KiB ext_authz sees, so the last test reaches ext_proc.
+    editConfig: (cfg) => {
+      const docs = (cfg.tools as { name: string; request: { max_body_bytes: number } }[]).find((t) => t.name === 'docs')!;
+      docs.request.max_body_bytes = 1024 * 1024;
+    },
+  });
   token = await mintToken({ issuer: 'https://issuer.demo.portcullis', audience: 'portcullis', agent: 'helpdesk', user: 'alice', tenant: 'acme', roles: ['support'], ttlS: 300, privateJwkPath: stack.prepared.privateJwkPath });
 }, 60_000);
 
@@ -26,27 +31,6 @@ afterAll(async () => {
 
 function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
-}
-
-/** The pid of this stack's portcullis, found by its unique config path on the command line. */
-function portcullisPid(): number {
-  const pids = readdirSync('/proc').filter((d) => /^\d+$/.test(d)).map(Number);
-  const matches = pids.filter((pid) => {
-    try {
-      const argv = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
-      return argv.includes('serve') && argv.includes(stack.configPath);
-    } catch {
-      return false;
-    }
-  });
-  expect(matches).toHaveLength(1);
-  return matches[0]!;
-}
-
-async function hardKill(pid: number): Promise<void> {
-  process.kill(pid, 'SIGKILL');
-  for (let i = 0; i < 100 && existsSync(`/proc/${pid}`); i++) await sleep(20);
-  expect(existsSync(`/proc/${pid}`)).toBe(false);
 }
 
 interface Streamed {
@@ -87,10 +71,9 @@ it('resets a streamed response when ext_proc dies mid-stream; the secret written
     }, 700);
     setTimeout(() => !res.destroyed && res.end('data: last\n\n'), 900);
   });
-  const pid = portcullisPid();
   let killed: Promise<void> | null = null;
   const res = await stream('/tools/weather/sse-kill', () => {
-    killed = hardKill(pid);
+    killed = stack.killPortcullis();
   });
   await killed;
   expect(res.status).toBe(200);
@@ -114,9 +97,9 @@ it('fails a buffered response closed while portcullis is down, then serves again
   const before = stack.tool.received.length;
   const down = await stream('/tools/weather/json-kill', () => undefined);
   const text = Buffer.concat(down.received).toString('utf8');
-  // ext_authz cannot answer: denied before any upstream call (fail closed). The status is a 5xx
-  // chosen by Envoy (its error reply also passes the unreachable ext_proc, whose default is 500).
-  expect(down.status).toBeGreaterThanOrEqual(500);
+  // ext_authz cannot answer: denied before any upstream call (fail closed), in the gateway's shape.
+  expect(down.status).toBe(503);
+  expect(JSON.parse(text)).toMatchObject({ error: { type: 'unavailable', retryable: true } });
   expect(text).not.toContain('AKIA');
   expect(stack.tool.received.length).toBe(before);
 
@@ -124,4 +107,40 @@ it('fails a buffered response closed while portcullis is down, then serves again
   const up = await stream('/tools/weather/json-kill', () => undefined);
   expect(up.status).toBe(200);
   expect(JSON.parse(Buffer.concat(up.received).toString('utf8'))).toEqual({ aws: '[REDACTED:aws.access_key_id]' });
+}, 60_000);
+
+it('stops a call whose request body is still arriving when ext_proc dies: 503 in the error shape, nothing reaches the tool', async () => {
+  // The first 64 KiB go to ext_authz (allowed); ext_proc then waits for the whole body, and
+  // portcullis is killed before the rest is sent.
+  const before = stack.tool.received.length;
+  const head = Buffer.alloc(65536, ' ');
+  let crash: Promise<void> = Promise.resolve();
+  const res = await new Promise<{ status: number; body: string }>((resolve, reject) => {
+    const req = httpRequest(
+      new URL('/tools/docs/', stack.envoyUrl),
+      { method: 'POST', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json', 'transfer-encoding': 'chunked' }, agent: false },
+      (r) => {
+        const chunks: Buffer[] = [];
+        r.on('data', (c: Buffer) => chunks.push(c));
+        r.on('end', () => resolve({ status: r.statusCode ?? 0, body: Buffer.concat(chunks).toString('utf8') }));
+      },
+    );
+    req.on('error', reject);
+    req.write(head);
+    crash = (async () => {
+      // Give Envoy time to run the check and open the ext_proc stream, then crash the inspector.
+      await sleep(500);
+      await stack.killPortcullis();
+      await sleep(200);
+      if (!req.destroyed) req.end(JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name: 'search_docs', arguments: { query: 'q', tenant: 'acme' } } }));
+    })();
+    crash.catch(reject);
+  });
+  expect(res.status).toBe(503);
+  // The inspection step failed (not the check, which had already allowed the call).
+  expect(JSON.parse(res.body)).toMatchObject({ error: { type: 'unavailable', retryable: true, message: expect.stringMatching(/inspection/) } });
+  expect(stack.tool.received.length).toBe(before);
+  // Envoy answers as soon as the gRPC connection drops, possibly before the process is reaped.
+  await crash;
+  await stack.startPortcullis();
 }, 60_000);
