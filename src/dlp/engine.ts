@@ -11,6 +11,10 @@ import type { CheckResult } from './validators.js';
  * that much text is present its outcome is final; everything at or beyond the first
  * non-final start is left for the next call. That makes the candidates found on a stream,
  * chunk by chunk, exactly those found on the whole text.
+ *
+ * Where a rule searches: keyword and trigger rules only in windows around their hits (or in
+ * one pass when the windows would cost more); always-run rules together, through the
+ * alternation of their patterns, which stops only where one of them can match.
  */
 
 /** A rule ready to run. */
@@ -80,6 +84,10 @@ export interface CompiledRules {
   readonly rulesByKeyword: readonly Int32Array[];
   /** Rules without keywords. */
   readonly always: Int32Array;
+  /** Always-run rules searched together (each rule in at most one group). */
+  readonly groups: readonly CompiledGroup[];
+  /** Per rule: whether it belongs to a group. */
+  readonly grouped: Uint8Array;
   /** Largest context window. */
   readonly maxBefore: number;
   /** Largest `kwLead` of keyword rules, and of `kwLead + lb` (bounds for idle rules). */
@@ -88,6 +96,18 @@ export interface CompiledRules {
   /** Per trigger: largest `maxLen - 1` of its rules, and of `maxLen - 1 + lb`. */
   readonly triggerLag: readonly number[];
   readonly triggerNeed: readonly number[];
+}
+
+/**
+ * Always-run rules sharing one search: `re` is the alternation of their patterns, so it
+ * matches at a position exactly when one of them does. Its hits are the only starts at
+ * which the members' own (sticky) patterns are tried.
+ */
+export interface CompiledGroup {
+  readonly re: RegExp;
+  readonly members: Int32Array;
+  /** Smallest `maxLen + la` of the members: no member decides a start at or after `end - minReach + 1`. */
+  readonly minReach: number;
 }
 
 /** A rule match before overlap resolution. `end` is -1 while a block is still open. */
@@ -110,8 +130,11 @@ interface OpenSpan {
 /** Windows narrower than this try each start with the sticky regex. */
 const STICKY_WINDOW = 24;
 
-/** More hits than this for one rule in one call: scan the rest of the text in one go. */
-const MAX_WINDOWS = 48;
+/**
+ * Fixed cost of searching one window, in characters of a plain search: when the windows of a
+ * rule would cost more than searching the rest of the text in one go, it does that instead.
+ */
+const WINDOW_COST = 64;
 
 /** Growable list of keyword hit end offsets, oldest first. */
 class HitList {
@@ -170,6 +193,8 @@ export class ScanState {
   private acPos = 0;
   private prevEnd = 0;
   private readonly windows: number[] = [];
+  /** Scratch for {@link scanGroup}: first undecided start per member. */
+  private readonly undecided: Float64Array;
 
   constructor(private readonly c: CompiledRules) {
     const n = c.rules.length;
@@ -179,9 +204,31 @@ export class ScanState {
     this.tResume = new Float64Array(c.triggers.length);
     this.prevTResume = new Float64Array(c.triggers.length);
     this.lastHit = new Float64Array(n).fill(-1);
+    this.undecided = new Float64Array(c.groups.reduce((m, g) => Math.max(m, g.members.length), 0));
     this.active = Array.from(c.always);
     this.isActive = new Uint8Array(n);
     for (const r of c.always) this.isActive[r] = 1;
+  }
+
+  /** Returns to the state of a new scan (cheaper than a new instance for short texts). */
+  reset(): void {
+    const c = this.c;
+    this.resume.fill(0);
+    this.tResume.fill(0);
+    this.prevTResume.fill(0);
+    this.open.fill(null);
+    this.lastHit.fill(-1);
+    for (const id of this.hitIds) this.hits[id] = undefined;
+    this.hitIds.length = 0;
+    this.isActive.fill(0);
+    this.active.length = 0;
+    for (const r of c.always) {
+      this.active.push(r);
+      this.isActive[r] = 1;
+    }
+    this.acState = 0;
+    this.acPos = 0;
+    this.prevEnd = 0;
   }
 
   /**
@@ -200,10 +247,15 @@ export class ScanState {
     const kwBase = c.triggers.length;
     for (let i = 0; i < hits.count; i++) this.addHit(kwBase + hits.kw[i]!, hits.end[i]!);
     for (let t = 0; t < c.triggers.length; t++) this.scanTrigger(t, buf, base, final);
+    for (const g of c.groups) this.scanGroup(g, buf, base, final, out);
     const list = this.active;
     let keep = 0;
     for (let i = 0; i < list.length; i++) {
       const r = list[i]!;
+      if (c.grouped[r] === 1) {
+        list[keep++] = r;
+        continue;
+      }
       const rule = c.rules[r]!;
       let from = this.resume[r]!;
       const open = this.open[r];
@@ -249,6 +301,84 @@ export class ScanState {
         this.active.push(r);
       }
     }
+  }
+
+  /**
+   * Runs an always-run group: every hit of the alternation is a start where some member
+   * matches; each member whose search has reached it tries its own pattern there. That
+   * visits, per member, exactly the starts its own leftmost-first search would accept or
+   * reject, in one pass over the text instead of one per member.
+   */
+  private scanGroup(g: CompiledGroup, buf: string, base: number, final: boolean, out: Candidate[]): void {
+    const c = this.c;
+    const e = base + buf.length;
+    const members = g.members;
+    const resume = this.resume;
+    const undecided = this.undecided;
+    let from = Infinity;
+    for (let k = 0; k < members.length; k++) {
+      from = Math.min(from, resume[members[k]!]!);
+      undecided[k] = Infinity;
+    }
+    // No member decides a start at or after this before more text arrives.
+    const stop = final ? Infinity : e - g.minReach + 1;
+    const re = g.re;
+    re.lastIndex = from - base;
+    while (true) {
+      const m = re.exec(buf);
+      if (m === null) break;
+      const p = base + m.index;
+      if (p >= stop) break;
+      for (let k = 0; k < members.length; k++) {
+        const r = members[k]!;
+        if (resume[r]! > p || undecided[k]! !== Infinity) continue;
+        const rule = c.rules[r]!;
+        if (!final && p >= e - rule.maxLen - rule.la + 1) {
+          undecided[k] = p;
+          continue;
+        }
+        const end = this.tryAt(rule, buf, base, m.index, out);
+        if (end >= 0) resume[r] = end;
+      }
+      re.lastIndex = m.index + 1;
+    }
+    for (let k = 0; k < members.length; k++) {
+      const r = members[k]!;
+      const rule = c.rules[r]!;
+      resume[r] = final ? e : Math.min(undecided[k]!, Math.max(resume[r]!, e - rule.maxLen - rule.la + 1));
+    }
+  }
+
+  /**
+   * One attempt of `rule` at `buf[at]` with its sticky pattern: on an accepted match, appends
+   * the candidate and returns the match end (absolute); otherwise -1.
+   */
+  private tryAt(rule: CompiledRule, buf: string, base: number, at: number, out: Candidate[]): number {
+    const rx = rule.reSticky;
+    rx.lastIndex = at;
+    const m = rx.exec(buf);
+    if (m === null) return -1;
+    const s = base + at;
+    const mEnd = s + m[0].length;
+    let fs = s;
+    let fe = mEnd;
+    if (rule.hasCapture) {
+      const gi = m.indices?.[1];
+      if (gi) {
+        fs = base + gi[0];
+        fe = base + gi[1];
+      }
+    }
+    if (rule.check) {
+      const ok = rule.check(buf, at, fs - base, fe - base);
+      if (ok === false) return -1;
+      if (ok !== true) {
+        fs = base + ok[0];
+        fe = base + ok[1];
+      }
+    }
+    out.push({ rule: rule.index, start: fs, end: fe, minEnd: fe, redacts: rule.redacts, isSpan: false });
+    return mEnd;
   }
 
   /** Runs a trigger pattern over the new text; a match at p is recorded as a hit ending at p + maxLen. */
@@ -311,12 +441,16 @@ export class ScanState {
     return rule.trigger >= 0 ? this.tResume[rule.trigger]! - rule.maxLen + 1 : e + 1 - rule.kwLead;
   }
 
-  /** Builds the start windows of a keyword rule; returns false when it should scan everything. */
-  private buildWindows(rule: CompiledRule, from: number): boolean {
+  /**
+   * Builds the start windows of a keyword rule; returns false when searching all of
+   * `[from, e)` is cheaper.
+   */
+  private buildWindows(rule: CompiledRule, from: number, e: number): boolean {
     const w = this.windows;
     w.length = 0;
     const kws = rule.keywords!;
-    let total = 0;
+    const budget = e - from;
+    let cost = 0;
     for (const kw of kws) {
       const list = this.hits[kw];
       if (list === undefined) continue;
@@ -331,7 +465,8 @@ export class ScanState {
         const lo = rule.trigger >= 0 ? h0 - rule.maxLen + 1 : rule.kwInContext ? h1 : h0 - rule.kwOffset;
         const hi = rule.trigger >= 0 ? h1 - 1 : rule.kwInContext ? h0 + rule.before : h0;
         if (hi < from) continue;
-        if (++total > MAX_WINDOWS) return false;
+        cost += Math.min(hi, e) - Math.max(from, lo) + rule.maxLen + WINDOW_COST;
+        if (cost > budget) return false;
         w.push(Math.max(from, lo), hi);
       }
     }
@@ -361,7 +496,7 @@ export class ScanState {
     const frontier = final ? Infinity : e - rule.maxLen - rule.la + 1;
     const w = this.windows;
     let future = frontier;
-    if (rule.keywords === null || !this.buildWindows(rule, from)) {
+    if (rule.keywords === null || !this.buildWindows(rule, from, e)) {
       w.length = 0;
       w.push(from, Infinity);
     } else if (!final) {

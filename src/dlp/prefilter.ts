@@ -10,18 +10,17 @@ export interface Hits {
   end: Float64Array;
 }
 
-const encoder = new TextEncoder();
-let scratch = new Uint8Array(1 << 16);
+let scratch = Buffer.allocUnsafe(1 << 16);
 
 /**
- * Bytes whose index equals the UTF-16 index of `text` (ASCII via UTF-8 encoding, otherwise
- * latin1 truncation; a non-ASCII unit then maps to some byte, which can only add hits).
+ * Bytes of `text[from, text.length)`, one per UTF-16 unit (latin1 truncation: a non-ASCII
+ * unit maps to some byte, which can only add hits), in a buffer reused between calls.
  */
-function bytesOf(text: string): Uint8Array {
-  if (scratch.length < text.length * 3) scratch = new Uint8Array(Math.max(text.length * 3, scratch.length * 2));
-  const r = encoder.encodeInto(text, scratch);
-  if (r.written === text.length && r.read === text.length) return scratch;
-  return Buffer.from(text, 'latin1');
+function bytesOf(text: string, from: number): Buffer {
+  const len = text.length - from;
+  if (scratch.length < len) scratch = Buffer.allocUnsafe(Math.max(len, scratch.length * 2));
+  scratch.write(from === 0 ? text : text.slice(from), 0, 'latin1');
+  return scratch;
 }
 
 /** Compiled multi-keyword matcher. */
@@ -111,41 +110,44 @@ export class KeywordAutomaton {
   /**
    * Scans `text[from, text.length)` continuing from automaton `state` (0 at the start of a
    * stream). Offsets in the returned hits are `base + index`. Returns the hits (reused
-   * between calls) and the state to continue from.
+   * between calls, ordered by end) and the state to continue from.
    */
   run(text: string, from: number, base: number, state: number): { hits: Hits; state: number } {
     const hits = this.hits;
     hits.count = 0;
     const n = text.length;
     if (this.keywords.length === 0 || from >= n) return { hits, state };
-    const bytes = bytesOf(text);
+    const bytes = bytesOf(text, from);
     const delta = this.delta;
     const cls = this.cls;
+    const len = n - from;
+    const off = base + from + 1;
     let s = state;
-    for (let i = from; i < n; i++) {
+    for (let i = 0; i < len; i++) {
       s = delta[s + cls[bytes[i]!]!]!;
       if (s < 0) {
         s = -s;
-        this.record(s / this.width, base + i + 1);
+        this.record(hits, s / this.width, off + i);
       }
     }
     return { hits, state: s };
   }
 
-  private record(state: number, end: number): void {
-    const h = this.hits;
-    for (let j = this.outStart[state]!; j < this.outStart[state + 1]!; j++) {
-      if (h.count === h.kw.length) {
-        const kw = new Int32Array(h.count * 2);
-        kw.set(h.kw);
-        const en = new Float64Array(h.count * 2);
-        en.set(h.end);
-        h.kw = kw;
-        h.end = en;
-      }
-      h.kw[h.count] = this.outList[j]!;
-      h.end[h.count] = end;
-      h.count++;
+  private record(h: Hits, state: number, end: number): void {
+    for (let j = this.outStart[state]!; j < this.outStart[state + 1]!; j++) this.push(h, this.outList[j]!, end);
+  }
+
+  private push(h: Hits, kw: number, end: number): void {
+    if (h.count === h.kw.length) {
+      const k2 = new Int32Array(h.count * 2);
+      k2.set(h.kw);
+      const e2 = new Float64Array(h.count * 2);
+      e2.set(h.end);
+      h.kw = k2;
+      h.end = e2;
     }
+    h.kw[h.count] = kw;
+    h.end[h.count] = end;
+    h.count++;
   }
 }

@@ -2,7 +2,7 @@ import { Ajv, type ErrorObject } from 'ajv';
 import { GatewayError } from '../errors.js';
 import { BUILTIN_RULES } from './catalog/index.js';
 import { dlpConfigSchema, type DlpConfig, type DlpConfigProblem } from './config.js';
-import { ScanState, type Candidate, type CompiledRule, type CompiledRules, type CompiledSpan, type CompiledTrigger } from './engine.js';
+import { ScanState, type Candidate, type CompiledGroup, type CompiledRule, type CompiledRules, type CompiledSpan, type CompiledTrigger } from './engine.js';
 import { KeywordAutomaton } from './prefilter.js';
 import { compileSafePattern, PatternError } from './regex/index.js';
 import { compareCandidates, Resolver, type Resolved } from './resolve.js';
@@ -51,11 +51,17 @@ export class DlpScanner implements Scanner {
     this.minHoldback = minHoldback;
   }
 
+  /** Search state kept between scans; taken while a scan runs. */
+  private spare: ScanState | null = null;
+
   /** Non-overlapping findings in `text`, sorted by start. */
   scan(text: string): Finding[] {
-    const state = new ScanState(this.compiled);
+    const state = this.spare ?? new ScanState(this.compiled);
+    this.spare = null;
     const cands: Candidate[] = [];
     state.advance(text, 0, true, cands);
+    state.reset();
+    this.spare = state;
     if (cands.length === 0) return [];
     cands.sort(compareCandidates);
     const res = new Resolver();
@@ -142,6 +148,38 @@ function selectRules(cfg: DlpConfig, problems: DlpConfigProblem[]): Entry[] {
     out.push(o?.action ? { ...e, spec: { ...e.spec, action: o.action as DlpAction } } : e);
   }
   return out;
+}
+
+/**
+ * Groups the always-run rules (those without keywords or trigger, and without a block span)
+ * that share regex flags, so that one search of their alternation finds the starts where any
+ * of them matches. The alternation only locates starts; each member's own pattern decides.
+ * Its cost per start is the sum of the members' (each in the safe subset), so the search stays
+ * linear.
+ */
+function groupAlways(rules: readonly CompiledRule[], always: readonly number[]): { groups: CompiledGroup[]; grouped: Uint8Array } {
+  const grouped = new Uint8Array(rules.length);
+  const byFlags = new Map<string, number[]>();
+  for (const r of always) {
+    const rule = rules[r]!;
+    if (rule.span) continue;
+    const flags = rule.re.ignoreCase ? 'gmi' : 'gm';
+    const list = byFlags.get(flags);
+    if (list) list.push(r);
+    else byFlags.set(flags, [r]);
+  }
+  const groups: CompiledGroup[] = [];
+  for (const [flags, members] of byFlags) {
+    if (members.length < 2) continue;
+    const source = members.map((r) => `(?:${rules[r]!.re.source})`).join('|');
+    for (const r of members) grouped[r] = 1;
+    groups.push({
+      re: new RegExp(source, flags),
+      members: Int32Array.from(members),
+      minReach: Math.min(...members.map((r) => rules[r]!.maxLen + rules[r]!.la)),
+    });
+  }
+  return { groups, grouped };
 }
 
 /**
@@ -292,6 +330,7 @@ export function checkDlpConfig(cfg: DlpConfig | undefined): { problems: DlpConfi
       idleKwNeed = Math.max(idleKwNeed, r.kwLead + r.lb);
     }
   }
+  const { groups, grouped } = groupAlways(rules, always);
   const compiled: CompiledRules = {
     rules,
     automaton: new KeywordAutomaton(keywords),
@@ -299,6 +338,8 @@ export function checkDlpConfig(cfg: DlpConfig | undefined): { problems: DlpConfi
     keywordLength: Int32Array.from([...triggers.map((t) => t.maxLen), ...keywords.map((k) => k.length)]),
     rulesByKeyword: rulesByKeyword.map((l) => Int32Array.from(l)),
     always: Int32Array.from(always),
+    groups,
+    grouped,
     maxBefore,
     idleKwLead,
     idleKwNeed,

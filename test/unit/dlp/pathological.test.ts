@@ -115,3 +115,31 @@ describe('linear time: the real scanner on 1 MB adversarial inputs', () => {
     });
   }
 });
+
+describe('linear time: throughput does not fall with input size', () => {
+  const scanner = compileCatalog();
+  const fill = (unit: string, size: number): string => unit.repeat(Math.ceil(size / unit.length)).slice(0, size);
+  /** Best of three runs, in ms (the best run is the one least disturbed by the machine). */
+  const time = (text: string): number => {
+    let best = Infinity;
+    for (let i = 0; i < 3; i++) {
+      const t0 = performance.now();
+      scanner.scan(text);
+      best = Math.min(best, performance.now() - t0);
+    }
+    return best;
+  };
+  // Inputs that keep every part of the engine busy: a keyword at every position (twitter
+  // prefix), run starts of the grouped PII rules (digit groups), trigger hits at every step
+  // (dotted quads, hex colons), open blocks, e-mail local parts, base64 runs.
+  const units = ['a', '4111 ', '1.2.3.', 'ab:cd:', '-----BEGIN ', '-----BEGIN RSA PRIVATE KEY-----\n', 'abcdefghij.klmnop@', 'QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo0NTY3+/', 'password=a', 'AKIAABCDEFGHIJKLMNO ', 'ghp_abcdefghij '];
+  for (const unit of units) {
+    it(`4x the input costs under 12x the time: ${JSON.stringify(unit)}`, () => {
+      const small = time(fill(unit, 1 << 16));
+      const large = time(fill(unit, 1 << 18));
+      // Linear is 4x; the bound leaves room for a noisy machine, not for a quadratic engine.
+      expect(large / Math.max(small, 0.05)).toBeLessThan(12);
+    });
+  }
+});
+
