@@ -1,0 +1,282 @@
+import type { ChildProcess } from 'node:child_process';
+import { copyFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { startSampleTool, type SampleTool } from '../../src/demo/sampleTool.js';
+import { prepareDemo, type PreparedDemo } from '../../src/demo/prepare.js';
+import { mintToken } from '../../src/identity/mint.js';
+import { freePort } from '../../test/helpers/ports.js';
+import { repoPath } from '../../test/helpers/paths.js';
+import { renderVariant, type EnvoyVariant } from './envoy.js';
+import { checkOnce, weatherCheckRequest } from './checkRequest.js';
+import { exited, httpText, launch, sleep, tail, terminate, waitFor } from './procs.js';
+
+/**
+ * The benchmark's processes: the sample tool (in this process, with an SSE route added),
+ * portcullis (`node dist/main.js serve`), one Envoy per filter variant, and optionally the
+ * do-nothing Check server and OPA-Envoy for the direct gRPC scenarios. Everything binds
+ * 127.0.0.1 on ports the OS picked.
+ */
+
+/** JWT issuer and audience of the demo configuration. */
+export const ISSUER = 'https://issuer.demo.portcullis';
+export const AUDIENCE = 'portcullis';
+
+/** Path of the streamed (SSE) response the sample tool serves for the benchmark. */
+export const SSE_PATH = '/weather/sse';
+/** Events per SSE response and their combined size (about 4 KB, like the JSON scenario). */
+export const SSE_EVENTS = 8;
+
+const SSE_EVENT = `data: ${JSON.stringify({
+  type: 'delta',
+  text:
+    'Forecast update for Paris: light rain in the morning clearing by noon, highs of 17 C, ' +
+    'winds from the south-west at 15 km/h, humidity around 70 percent. Tomorrow brings sunny ' +
+    'spells with scattered clouds over the afternoon and a low chance of showers in the evening; ' +
+    'the weekend stays mild. Air quality is good and the pollen count is moderate for grasses. ',
+})}\n\n`;
+
+/** Streams {@link SSE_EVENTS} events, yielding to the event loop between them like a real stream. */
+function sseHandler(_req: IncomingMessage, res: ServerResponse): void {
+  res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' });
+  let sent = 0;
+  const next = (): void => {
+    if (res.destroyed) return;
+    res.write(SSE_EVENT);
+    if (++sent < SSE_EVENTS) setImmediate(next);
+    else res.end();
+  };
+  next();
+}
+
+/** One running Envoy. */
+export interface EnvoyInstance {
+  variant: EnvoyVariant;
+  url: string;
+  adminUrl: string;
+  child: ChildProcess;
+}
+
+/** What {@link startBenchStack} needs. */
+export interface BenchStackOptions {
+  /** Working folder (config, keys, logs); the caller removes it. */
+  dir: string;
+  /** Envoy variants to start, one process each. */
+  variants: readonly EnvoyVariant[];
+  /** portcullis entry point; default dist/main.js (another build can be compared this way). */
+  portcullisMain?: string;
+  /** Node flags for portcullis, e.g. `--cpu-prof`. */
+  portcullisNodeArgs?: readonly string[];
+  /** Envoy runtime values added to every variant (e.g. a feature flag under evaluation). */
+  envoyRuntime?: Readonly<Record<string, string | number | boolean>>;
+  /** Start the do-nothing Check server. */
+  nullServer?: boolean;
+  /** OPA-Envoy binary to start, or null to skip it. */
+  opaEnvoyBin?: string | null;
+}
+
+/** The running processes and how to reach them. */
+export interface BenchStack {
+  dir: string;
+  tool: SampleTool;
+  prepared: PreparedDemo;
+  /** A valid bearer token for agent helpdesk / user alice / tenant acme / role support. */
+  token: string;
+  portcullis: { child: ChildProcess; grpcPort: number; adminUrl: string; logFile: string };
+  envoys: Map<EnvoyVariant, EnvoyInstance>;
+  nullServer: { child: ChildProcess; port: number } | null;
+  opaEnvoy: { child: ChildProcess; port: number } | null;
+  /** Stops every process (portcullis last but one, the sample tool last). */
+  stop(): Promise<void>;
+}
+
+let baseIdCounter = 0;
+
+/** Polls a Check server until it answers OK for the benchmark's request. */
+async function waitForCheckOk(what: string, port: number, token: string, child: ChildProcess, logFile: string): Promise<void> {
+  let last = '';
+  await waitFor(
+    what,
+    async () => {
+      try {
+        const answer = await checkOnce(port, weatherCheckRequest(token), 2_000);
+        if (answer.code === 0) return true;
+        last = `answered code ${answer.code} (http ${answer.deniedStatus ?? '-'})`;
+        return false;
+      } catch (err) {
+        last = (err as Error).message;
+        return false;
+      }
+    },
+    child,
+    logFile,
+  ).catch((err: unknown) => {
+    throw new Error(`${(err as Error).message}\nlast Check attempt: ${last}`);
+  });
+}
+
+/**
+ * Starts the stack. Needs `npm run build` and the policy bundle; fails with the command to run
+ * when something is missing. On failure everything already started is stopped.
+ */
+export async function startBenchStack(opts: BenchStackOptions): Promise<BenchStack> {
+  const mainJs = opts.portcullisMain ?? repoPath('dist', 'main.js');
+  if (!existsSync(mainJs)) throw new Error(`${mainJs} is missing: run "npm run build"`);
+  const bundle = repoPath('policies', 'build', 'bundle.tar.gz');
+  if (!existsSync(bundle)) throw new Error(`${bundle} is missing: run "bash scripts/build-policy.sh"`);
+  const envoyBin = repoPath('.tools', 'bin', 'envoy');
+  if (!existsSync(envoyBin)) throw new Error(`${envoyBin} is missing: run "bash scripts/install-tools.sh"`);
+  const viteNode = repoPath('node_modules', '.bin', 'vite-node');
+  if (opts.nullServer && !existsSync(viteNode)) throw new Error(`${viteNode} is missing: run "npm ci"`);
+
+  const { dir } = opts;
+  mkdirSync(dir, { recursive: true });
+  let tool: SampleTool | null = null;
+  let portcullis: ChildProcess | null = null;
+  const envoys = new Map<EnvoyVariant, EnvoyInstance>();
+  let nullChild: ChildProcess | null = null;
+  let opaChild: ChildProcess | null = null;
+
+  const stop = async (): Promise<void> => {
+    await Promise.all([...[...envoys.values()].map((e) => terminate(e.child)), terminate(nullChild), terminate(opaChild)]);
+    await terminate(portcullis);
+    await tool?.close();
+  };
+
+  try {
+    tool = await startSampleTool({ port: 0 });
+    tool.handle(SSE_PATH, sseHandler);
+
+    const grpcPort = await freePort();
+    const adminPort = await freePort();
+    const prepared = await prepareDemo({
+      dir: join(dir, 'gateway'),
+      sourceConfig: repoPath('scripts', 'demo', 'portcullis.yaml'),
+      policyBundle: bundle,
+      server: { grpcPort, adminPort, address: '127.0.0.1' },
+      edit: (cfg) => {
+        // The demo limits the weather tool to 50 rps per agent; a load test from one agent would
+        // measure 429s. The limiter stays in the path with a limit the load never reaches.
+        const tools = cfg.tools as Array<Record<string, unknown>>;
+        const weather = tools.find((t) => t.name === 'weather');
+        if (!weather) throw new Error('demo config has no weather tool');
+        weather.rate_limit = { rps: 1_000_000_000, burst: 1_000_000_000, key: 'agent' };
+      },
+    });
+    const token = await mintToken({
+      issuer: ISSUER,
+      audience: AUDIENCE,
+      agent: 'helpdesk',
+      user: 'alice',
+      tenant: 'acme',
+      roles: ['support'],
+      ttlS: 3_600,
+      privateJwkPath: prepared.privateJwkPath,
+    });
+
+    const adminUrl = `http://127.0.0.1:${adminPort}`;
+    const portcullisLog = join(dir, 'portcullis.log');
+    portcullis = launch(process.execPath, [...(opts.portcullisNodeArgs ?? []), mainJs, 'serve', '--config', prepared.configPath], {
+      cwd: join(dir, 'gateway'),
+      env: { ...process.env, ...prepared.env },
+      logFile: portcullisLog,
+    });
+    const portcullisChild = portcullis;
+    await waitFor('portcullis /readyz', async () => (await httpText(`${adminUrl}/readyz`))?.status === 200, portcullisChild, portcullisLog);
+    await waitForCheckOk('portcullis allows the benchmark Check', grpcPort, token, portcullisChild, portcullisLog);
+
+    let nullServer: BenchStack['nullServer'] = null;
+    if (opts.nullServer) {
+      const port = await freePort();
+      const log = join(dir, 'null-check.log');
+      nullChild = launch(viteNode, [repoPath('bench', 'nullCheckServer.ts'), '--port', String(port)], { cwd: repoPath(), logFile: log });
+      await waitForCheckOk('null Check server', port, token, nullChild, log);
+      nullServer = { child: nullChild, port };
+    }
+
+    let opaEnvoy: BenchStack['opaEnvoy'] = null;
+    if (opts.opaEnvoyBin) {
+      const opaDir = join(dir, 'opa-envoy');
+      mkdirSync(opaDir, { recursive: true });
+      copyFileSync(repoPath('bench', 'opa-envoy', 'policy.rego'), join(opaDir, 'policy.rego'));
+      copyFileSync(repoPath('policies', 'data.json'), join(opaDir, 'data.json'));
+      const weatherKey = prepared.secrets['secrets/weather-api-key'];
+      if (weatherKey === undefined) throw new Error('prepared demo has no secrets/weather-api-key');
+      writeFileSync(
+        join(opaDir, 'bench.json'),
+        JSON.stringify({ bench: { jwks: readFileSync(prepared.jwksPath, 'utf8'), issuer: ISSUER, audience: AUDIENCE, weather_api_key: weatherKey } }),
+      );
+      const port = await freePort();
+      const httpPort = await freePort();
+      const log = join(dir, 'opa-envoy.log');
+      opaChild = launch(
+        opts.opaEnvoyBin,
+        [
+          'run', '--server',
+          '--addr', `127.0.0.1:${httpPort}`,
+          '--log-level', 'error',
+          '--set', `plugins.envoy_ext_authz_grpc.addr=127.0.0.1:${port}`,
+          '--set', 'plugins.envoy_ext_authz_grpc.path=envoy/authz/allow',
+          '--set', 'decision_logs.console=false',
+          'policy.rego', 'data.json', 'bench.json',
+        ],
+        { cwd: opaDir, logFile: log },
+      );
+      await waitForCheckOk('OPA-Envoy allows the benchmark Check', port, token, opaChild, log);
+      opaEnvoy = { child: opaChild, port };
+    }
+
+    for (const variant of opts.variants) {
+      const [listener, admin] = [await freePort(), await freePort()];
+      const cfgPath = join(dir, `envoy-${variant}.yaml`);
+      writeFileSync(cfgPath, renderVariant(variant, { listener, admin, portcullis: grpcPort, upstream: tool.port }, opts.envoyRuntime));
+      const log = join(dir, `envoy-${variant}.log`);
+      const baseId = (process.pid % 10_000) * 100 + (baseIdCounter++ % 100);
+      // Envoy's stdout is its per-request access log: discarded, so the disk is not part of the
+      // measurement; warnings and errors (stderr) are kept.
+      const child = launch(
+        envoyBin,
+        ['-c', cfgPath, '--base-id', String(baseId), '-l', 'warning', '--concurrency', '1', '--disable-hot-restart'],
+        { cwd: dir, logFile: log, discardStdout: true },
+      );
+      const adminUrl = `http://127.0.0.1:${admin}`;
+      envoys.set(variant, { variant, url: `http://127.0.0.1:${listener}`, adminUrl, child });
+      await waitFor(
+        `envoy (${variant}) ready`,
+        async () => {
+          if ((await httpText(`${adminUrl}/ready`))?.text.trim() !== 'LIVE') return false;
+          if (variant === 'floor') return true;
+          const clusters = await httpText(`${adminUrl}/clusters`);
+          return clusters?.text.includes(`portcullis::127.0.0.1:${grpcPort}::health_flags::healthy`) ?? false;
+        },
+        child,
+        log,
+      );
+    }
+
+    return {
+      dir,
+      tool,
+      prepared,
+      token,
+      portcullis: { child: portcullisChild, grpcPort, adminUrl, logFile: portcullisLog },
+      envoys,
+      nullServer,
+      opaEnvoy,
+      stop,
+    };
+  } catch (err) {
+    await stop().catch(() => undefined);
+    throw err;
+  }
+}
+
+/** Stops portcullis with SIGTERM and waits for it (lets `--cpu-prof` write its profile). */
+export async function stopPortcullisGracefully(stack: BenchStack, timeoutMs = 15_000): Promise<void> {
+  const child = stack.portcullis.child;
+  if (exited(child)) return;
+  child.kill('SIGTERM');
+  const deadline = Date.now() + timeoutMs;
+  while (!exited(child) && Date.now() < deadline) await sleep(100);
+  if (!exited(child)) throw new Error(`portcullis did not exit within ${timeoutMs} ms of SIGTERM\n${tail(stack.portcullis.logFile)}`);
+}
