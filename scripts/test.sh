@@ -50,6 +50,8 @@ if ! step tools bash scripts/install-tools.sh; then
   exit 1
 fi
 step build npm run build
+# Tests and benchmarks are strict TypeScript too (vitest itself does not type-check).
+step typecheck npm run --silent typecheck
 step policy-build bash scripts/build-policy.sh
 
 note "policy-test: bash scripts/test-policy.sh"
