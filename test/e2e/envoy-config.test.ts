@@ -91,6 +91,9 @@ describe('envoy/envoy.yaml', () => {
     expect(filters.map((f) => f.name)).toEqual(['envoy.filters.http.ext_authz', 'envoy.filters.http.ext_proc', 'envoy.filters.http.router']);
     const authz = filters[0]!.typed_config as Json;
     const proc = filters[1]!.typed_config as Json;
+    // ext_proc streams are half-closed, not reset (resets in bulk trip Node's HTTP/2 flood guard).
+    const layers = (cfg.layered_runtime as Json).layers as Json[];
+    expect(layers.some((l) => (l.static_layer as Json | undefined)?.['envoy.reloadable_features.ext_proc_graceful_grpc_close'] === true)).toBe(true);
     expect(proc.failure_mode_allow).toBe(false);
     expect(proc.allow_mode_override).toBe(true);
     expect(proc.message_timeout).toMatch(/^\d+(\.\d+)?s$/);
