@@ -20,6 +20,10 @@ export const GATEWAY_HEADER_PREFIX = 'x-portcullis-';
 /** What ext_authz learned, handed to ext_proc and the audit log through dynamic metadata. */
 export interface AuthzMetadata {
   request_id: string | null;
+  /** W3C trace context of the request, for the audit record when ext_proc skips request headers. */
+  traceparent: string | null;
+  method: string;
+  path: string;
   tool: string | null;
   agent: string | null;
   agent_version: string | null;
@@ -315,6 +319,8 @@ export class Authorizer {
         ['x-portcullis-tenant', p?.tenant ?? null],
       ];
       for (const [key, value] of identityHeaders) if (value) set.push({ key, value });
+      // An uncompressed response can be inspected without decoding it first.
+      if (tool.response.dlp || tool.response.drop_fields.length > 0) set.push({ key: 'accept-encoding', value: 'identity' });
       // Policy headers never override credentials the gateway injects.
       const setNames = new Set(set.map((h) => h.key));
       for (const h of headerList(decision?.headers)) if (!setNames.has(h.key)) set.push(h);
@@ -343,6 +349,9 @@ export class Authorizer {
     const firstCall = ctx.mcp[0];
     return {
       request_id: ctx.requestId,
+      traceparent: ctx.headers['traceparent'] ?? null,
+      method: ctx.method,
+      path: ctx.path,
       tool: ctx.tool?.name ?? null,
       agent: p?.agent ?? null,
       agent_version: p?.agent_version ?? null,

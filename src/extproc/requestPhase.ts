@@ -22,7 +22,8 @@ export function baseMode(requestBody: 'NONE' | 'BUFFERED'): ProtoProcessingMode 
   };
 }
 
-function readMetadata(msg: ProcessingRequest): AuthzMetadata | null {
+/** The ext_authz decision forwarded by Envoy with this message, if any. */
+export function readMetadata(msg: ProcessingRequest): AuthzMetadata | null {
   const ns = msg.metadataContext?.filterMetadata?.[AUTHZ_METADATA_NAMESPACE];
   if (!ns) return null;
   const meta = fromStruct(ns)[METADATA_KEY];
@@ -36,24 +37,37 @@ function needsRequestBody(deps: ExtprocDeps, ex: Exchange): boolean {
 }
 
 /**
+ * Starts an exchange from the ext_authz decision: which tool, and what the audit record needs.
+ * Routes that skip the request-header phase start here from the response headers.
+ */
+export function joinDecision(deps: ExtprocDeps, ex: Exchange, meta: AuthzMetadata): void {
+  ex.sawRequest = true;
+  ex.meta = meta;
+  ex.method = meta.method ?? '';
+  ex.path = meta.path ?? '';
+  ex.requestId = meta.request_id;
+  ex.traceparent = meta.traceparent ?? null;
+  ex.tool = meta.tool ? (deps.tools.get(meta.tool) ?? null) : null;
+  if (!ex.tool) throw new GatewayError('internal', `tool "${String(meta.tool)}" is not configured on this replica`, { rule: 'extproc.unknown_tool' });
+}
+
+/**
  * Request headers: join the ext_authz decision (forwarded metadata), remember what the audit
  * record needs, ask the upstream for an uncompressed response, and enable the body phase only
  * when this tool inspects request bodies.
  */
 export function onRequestHeaders(deps: ExtprocDeps, ex: Exchange, msg: ProcessingRequest): ProcessingResponse {
-  ex.sawRequest = true;
   const h = headerMap(msg.requestHeaders);
-  ex.method = h[':method'] ?? '';
-  ex.path = h[':path'] ?? '';
-  ex.requestId = h['x-request-id'] ?? null;
-  ex.traceparent = h['traceparent'] ?? null;
-  ex.meta = readMetadata(msg);
-  if (!ex.meta || !ex.meta.allowed || !ex.meta.tool) {
+  const meta = readMetadata(msg);
+  if (!meta || !meta.allowed || !meta.tool) {
     // ext_proc must only ever see requests ext_authz allowed; anything else is a misconfiguration.
     throw new GatewayError('internal', 'authorization context is missing for this request', { rule: 'extproc.no_authz_context' });
   }
-  ex.tool = deps.tools.get(ex.meta.tool) ?? null;
-  if (!ex.tool) throw new GatewayError('internal', `tool "${ex.meta.tool}" is not configured on this replica`, { rule: 'extproc.unknown_tool' });
+  joinDecision(deps, ex, meta);
+  ex.method = h[':method'] ?? ex.method;
+  ex.path = h[':path'] ?? ex.path;
+  ex.requestId = h['x-request-id'] ?? ex.requestId;
+  ex.traceparent = h['traceparent'] ?? ex.traceparent;
   const inspectBody = !msg.requestHeaders?.endOfStream && needsRequestBody(deps, ex);
   return {
     requestHeaders: {

@@ -3,7 +3,7 @@ import { GatewayError, errorBody } from '../errors.js';
 import { applyDlp, createStreamRedactor } from '../dlp/index.js';
 import type { ExtprocDeps } from './deps.js';
 import type { Exchange } from './exchange.js';
-import { baseMode } from './requestPhase.js';
+import { baseMode, joinDecision, readMetadata } from './requestPhase.js';
 import { headerMap, setHeader, type ProcessingRequest, type ProcessingResponse, type ProtoHeaderMutation, type ProtoHttpBody } from './proto.js';
 
 /** Largest decompressed body the gateway will inspect; larger bodies are refused (zip bombs). */
@@ -38,10 +38,15 @@ function decompress(buf: Buffer, encoding: string): Buffer {
  */
 export function onResponseHeaders(deps: ExtprocDeps, ex: Exchange, msg: ProcessingRequest): ProcessingResponse {
   if (!ex.sawRequest) {
-    // A local reply from a filter before this one (an ext_authz denial, an Envoy error): no tool
-    // answered, ext_authz already audited it, and the body is the gateway's own error.
-    ex.localReply = true;
-    return { responseHeaders: { response: { status: 'CONTINUE' } } };
+    const meta = readMetadata(msg);
+    if (!meta || !meta.allowed || !meta.tool) {
+      // A local reply from a filter before this one (an ext_authz denial, an Envoy error): no
+      // tool answered, ext_authz already audited it, and the body is the gateway's own error.
+      ex.localReply = true;
+      return { responseHeaders: { response: { status: 'CONTINUE' } } };
+    }
+    // A route that skips the request-header phase (nothing to inspect on the way in).
+    joinDecision(deps, ex, meta);
   }
   const tool = ex.tool!;
   const h = headerMap(msg.responseHeaders);

@@ -98,6 +98,9 @@ function open(service: ExtprocService): FakeCall {
 function meta(tool: string, over: Partial<AuthzMetadata> = {}): AuthzMetadata {
   return {
     request_id: 'req-1',
+    traceparent: null,
+    method: 'GET',
+    path: '/tools/weather/forecast?city=Paris',
     tool,
     agent: 'helpdesk',
     agent_version: null,
@@ -132,8 +135,12 @@ function reqBody(body: string): ProcessingRequest {
   return { request: 'requestBody', requestBody: { body: Buffer.from(body), endOfStream: true } };
 }
 
-function respHeaders(h: Record<string, string>, endOfStream = false): ProcessingRequest {
-  return { request: 'responseHeaders', responseHeaders: { ...headers(h), endOfStream } };
+function respHeaders(h: Record<string, string>, endOfStream = false, m: AuthzMetadata | null = null): ProcessingRequest {
+  return {
+    request: 'responseHeaders',
+    responseHeaders: { ...headers(h), endOfStream },
+    ...(m ? { metadataContext: { filterMetadata: { [AUTHZ_METADATA_NAMESPACE]: toStruct({ [METADATA_KEY]: m }) } } } : {}),
+  };
 }
 
 function respBody(body: string, endOfStream: boolean): ProcessingRequest {
@@ -338,6 +345,37 @@ describe('ExtprocService stream loop', () => {
     const call = open(service).send(respHeaders({ ':status': '401', 'content-type': 'application/json' }));
     expect(kinds(call)).toEqual(['responseHeaders']);
     expect(call.written[0]!.responseHeaders!.response.status).toBe('CONTINUE');
+    call.finish();
+    expect(sink.records).toHaveLength(0);
+  });
+
+  it('starts at the response on routes that skip request headers, joining the forwarded decision', () => {
+    const { service, sink } = setup();
+    const traceparent = '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01';
+    const m = meta('weather', { request_id: 'req-9', traceparent, method: 'GET', path: '/tools/weather/leak?city=Oslo' });
+    const call = open(service).send(
+      respHeaders({ ':status': '200', 'content-type': 'application/json', 'content-length': '40' }, false, m),
+      respBody(JSON.stringify({ key: AWS_KEY }), true),
+    );
+    expect(kinds(call)).toEqual(['responseHeaders', 'responseBody']);
+    expect(call.written[0]!.modeOverride?.responseBodyMode).toBe('BUFFERED');
+    expect(bodyOf(call.written[1])).toBe(JSON.stringify({ key: '[REDACTED:aws.access_key_id]' }));
+    expect(sink.records).toHaveLength(1);
+    expect(sink.records[0]).toMatchObject({
+      request_id: 'req-9',
+      trace_id: '4bf92f3577b34da6a3ce929d0e0e4736',
+      method: 'GET',
+      path: '/tools/weather/leak?city=[redacted]',
+      tool: 'weather',
+      upstream_status: 200,
+    });
+  });
+
+  it('passes a denial reply through untouched when the forwarded decision says denied', () => {
+    const { service, sink } = setup();
+    const call = open(service).send(respHeaders({ ':status': '403', 'content-type': 'application/json' }, false, meta('tickets', { allowed: false })));
+    expect(kinds(call)).toEqual(['responseHeaders']);
+    expect(call.written[0]!.modeOverride).toBeUndefined();
     call.finish();
     expect(sink.records).toHaveLength(0);
   });
