@@ -1,24 +1,132 @@
-import { pino, type Logger } from 'pino';
+import { pino, type DestinationStream, type Logger } from 'pino';
+
+/** Longest time a line waits in the stdout buffer before it is handed to the OS. */
+const STDOUT_FLUSH_MS = 20;
+/** Buffered text (UTF-16 units) that is written at once, without waiting for the timer. */
+const STDOUT_BATCH = 16 * 1024;
+/** Text waiting for a stalled stdout beyond which new lines are dropped (and counted). */
+const STDOUT_MAX_PENDING = 16 * 1024 * 1024;
+
+type SonicBoom = ReturnType<typeof pino.destination>;
+
+/**
+ * Buffered, asynchronous stdout shared by every logger of the process, so no line blocks the
+ * event loop and lines from different loggers never interleave mid-line. Lines are coalesced for
+ * up to {@link STDOUT_FLUSH_MS} (or {@link STDOUT_BATCH}) and handed to one asynchronous writer:
+ * a handful of `write(2)` calls per second of load instead of one per line, which is what a
+ * line per audit record cost. On process exit whatever is still buffered is written
+ * synchronously; {@link flushStdout} lets a graceful shutdown wait for it instead.
+ */
+export class BufferedStdout implements DestinationStream {
+  private chunks: string[] = [];
+  private size = 0;
+  private timer: NodeJS.Timeout | null = null;
+  private readonly spillLater = (): void => {
+    this.timer = null;
+    this.spill();
+  };
+  /** Bytes handed to the writer, and bytes it reported written: equal when nothing is in flight. */
+  private handed = 0;
+  private written = 0;
+  private waiters: (() => void)[] = [];
+  /** Lines refused because too much was already waiting for a stalled stdout. */
+  dropped = 0;
+
+  /** @param boom asynchronous writer for the file descriptor (pino's SonicBoom). */
+  constructor(private readonly boom: SonicBoom) {
+    boom.on('write', (n: number) => {
+      this.written += n;
+      if (this.written >= this.handed) this.wake();
+    });
+    // A failed or closed stdout must not hang a shutdown that waits for it.
+    boom.on('error', () => this.wake());
+    boom.on('close', () => this.wake());
+    process.on('exit', () => this.flushSync());
+  }
+
+  /** Queues one line (pino calls this with a complete, newline-terminated line). */
+  write(line: string): void {
+    if (this.size > STDOUT_MAX_PENDING) {
+      this.dropped += 1;
+      return;
+    }
+    this.chunks.push(line);
+    this.size += line.length;
+    if (this.size >= STDOUT_BATCH) this.spill();
+    else if (this.timer === null) {
+      this.timer = setTimeout(this.spillLater, STDOUT_FLUSH_MS);
+      // The buffer never keeps the process alive: exit flushes it synchronously.
+      this.timer.unref();
+    }
+  }
+
+  /** Resolves once every line queued so far has been handed to the OS. */
+  flush(): Promise<void> {
+    this.spill();
+    if (this.written >= this.handed) return Promise.resolve();
+    return new Promise((done) => this.waiters.push(done));
+  }
+
+  /** Writes everything still buffered synchronously (process exit: no event loop left). */
+  flushSync(): void {
+    this.spill();
+    try {
+      this.boom.flushSync();
+    } catch {
+      // stdout closed or not writable: nothing left to do at exit.
+    }
+  }
+
+  private spill(): void {
+    if (this.timer !== null) {
+      clearTimeout(this.timer);
+      this.timer = null;
+    }
+    if (this.chunks.length === 0) return;
+    const text = this.chunks.length === 1 ? this.chunks[0]! : this.chunks.join('');
+    this.chunks = [];
+    this.size = 0;
+    this.handed += Buffer.byteLength(text);
+    this.boom.write(text);
+  }
+
+  private wake(): void {
+    const waiters = this.waiters;
+    this.waiters = [];
+    for (const w of waiters) w();
+  }
+}
+
+/** The process' stdout, buffered (see {@link BufferedStdout}); pino loggers write here. */
+export const stdout: BufferedStdout = new BufferedStdout(pino.destination({ dest: 1, sync: false, minLength: 0 }));
+
+/** Resolves once every log and audit line written so far to stdout has reached the OS. */
+export function flushStdout(): Promise<void> {
+  return stdout.flush();
+}
 
 /**
  * Process-wide pino logger (JSON to stdout). Redaction paths are a second line of defence:
  * code must not pass secrets to the logger in the first place.
  */
-export const log: Logger = pino({
-  level: process.env.PORTCULLIS_LOG_LEVEL ?? 'info',
-  base: { service: 'portcullis' },
-  redact: {
-    paths: [
-      '*.authorization',
-      '*.headers.authorization',
-      '*.headers["x-api-key"]',
-      '*.headers.cookie',
-      '*.secret',
-      '*.token',
-    ],
-    censor: '[redacted]',
+export const log: Logger = pino(
+  {
+    level: process.env.PORTCULLIS_LOG_LEVEL ?? 'info',
+    base: { service: 'portcullis' },
+    redact: {
+      paths: [
+        '*.authorization',
+        '*.headers.authorization',
+        '*.headers["x-api-key"]',
+        '*.headers.cookie',
+        '*.secret',
+        '*.token',
+      ],
+      censor: '[redacted]',
+    },
   },
-});
+  stdout,
+);
 
 /** Sets the level after config load (config may be more or less verbose than the default). */
 export function setLogLevel(level: string): void {

@@ -2,7 +2,7 @@
 import { parseArgs } from 'node:util';
 import { resolve } from 'node:path';
 import { ConfigError, loadConfig } from './config/load.js';
-import { log } from './log.js';
+import { flushStdout, log } from './log.js';
 
 const USAGE = `usage: portcullis <command> [options]
 
@@ -31,9 +31,14 @@ async function cmdServe(argv: string[]): Promise<void> {
     if (stopping) return;
     stopping = true;
     log.info({ signal }, 'shutting down: draining in-flight calls');
+    // close() drains calls and closes the audit sinks (file appended, stdout handed over); the
+    // last log lines are flushed before exit rather than left to the synchronous exit hook.
     app.close().then(
-      () => process.exit(0),
-      () => process.exit(1),
+      () => flushStdout().then(() => process.exit(0)),
+      (err: unknown) => {
+        log.error({ err: (err as Error)?.message }, 'shutdown failed');
+        void flushStdout().then(() => process.exit(1));
+      },
     );
   };
   process.on('SIGTERM', () => stop('SIGTERM'));

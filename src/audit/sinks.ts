@@ -1,10 +1,11 @@
+import { writeSync } from 'node:fs';
 import { mkdir, open, type FileHandle } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
 import { pino, type DestinationStream, type Logger } from 'pino';
 import { Counter } from 'prom-client';
 import type { AuditConfig } from '../config/types.js';
 import { GatewayError } from '../errors.js';
-import { log } from '../log.js';
+import { flushStdout, log, stdout } from '../log.js';
 import { registry } from '../metrics.js';
 import { GENESIS_HEAD, checkLine, sealLine, type ChainHead } from './chain.js';
 import { auditOutcome, buildAuditRecord, type AuditExchange, type AuditRecord } from './record.js';
@@ -32,18 +33,15 @@ export interface AuditSink {
 /**
  * One JSON line per record on stdout (or the given destination) through a pino logger of its
  * own, so the process log level never hides audit records: `{"msg":"audit","audit":{...}}`.
- * The default destination writes asynchronously.
+ * By default it writes to the process' buffered asynchronous stdout (shared with the process
+ * log, see `log.ts`); closing waits until its lines have reached the OS.
  */
 export class StdoutSink implements AuditSink {
   private readonly logger: Logger;
-  private readonly dest: DestinationStream;
-  private readonly ownsDest: boolean;
   private closed = false;
 
-  constructor(destination?: DestinationStream) {
-    this.ownsDest = destination === undefined;
-    this.dest = destination ?? pino.destination({ dest: 1, sync: false });
-    this.logger = pino({ level: 'info', base: { service: 'portcullis' } }, this.dest);
+  constructor(private readonly destination?: DestinationStream) {
+    this.logger = pino({ level: 'info', base: { service: 'portcullis' } }, destination ?? stdout);
   }
 
   write(r: AuditRecord): void {
@@ -57,13 +55,8 @@ export class StdoutSink implements AuditSink {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    const dest = this.dest as DestinationStream & { end?: () => void; once?: (ev: string, fn: () => void) => void };
-    if (!this.ownsDest || typeof dest.end !== 'function' || typeof dest.once !== 'function') return;
-    // Ending our own SonicBoom waits for pending writes; it never closes fd 1 itself.
-    await new Promise<void>((done) => {
-      dest.once!('close', done);
-      dest.end!();
-    });
+    // The shared stdout stays open for the process log; only wait for what was written.
+    if (this.destination === undefined) await flushStdout();
   }
 }
 
@@ -94,42 +87,81 @@ async function readChainHead(path: string): Promise<ChainHead> {
       const line = buf.subarray(prevNl + 1, buf.length - 1);
       const c = checkLine(line);
       if (!c.ok) throw corrupt(c.reason);
-      return { seq: c.seq, lineHash: c.lineHash };
+      return { seq: c.seq, linkHash: c.linkHash };
     }
   } finally {
     await fh.close();
   }
 }
 
+/** Batching of {@link HashChainFileSink}. */
+export interface FileSinkOptions {
+  /** Longest time a sealed line waits before it is appended (ms). Default 20. */
+  readonly flushIntervalMs?: number;
+  /** Pending text (UTF-16 units) that is appended at once, without waiting. Default 64 Ki. */
+  readonly batchSize?: number;
+  /**
+   * Pending text beyond which new records are refused, counted in
+   * `portcullis_audit_sink_failures_total{sink="file"}` and logged: a disk that stalls must not
+   * grow the process without bound. Default 32 Mi (tens of thousands of records).
+   */
+  readonly maxPending?: number;
+}
+
 /**
  * Append-only, hash-chained audit file (format in `chain.ts`). Opening continues the chain of an
- * existing file after checking its last line. `write` only queues: lines are sealed and appended
- * in order by one asynchronous writer, so the request path never waits for the disk. After a
- * failed write the sink stops writing (later lines could not link) and counts what it drops.
+ * existing file after checking its last line.
  *
- * One writer per file: two sinks appending to the same file would fork the chain. Within the
- * process, {@link AuditLogger.fromConfig} shares one sink per file across reloads.
+ * `write` seals the record at once (serialise, hash) and queues the line; queued lines are
+ * appended in order by one asynchronous writer, in batches: every `flushIntervalMs`, or as soon
+ * as `batchSize` is pending, so the request path never waits for the disk and the disk sees a
+ * few appends per second instead of one per record. `flush`/`close` append everything pending
+ * (the graceful shutdown path closes every sink); on process exit whatever is still pending is
+ * appended synchronously. After a crash (SIGKILL, OOM, power loss) the lines not yet appended,
+ * at most `flushIntervalMs` or `batchSize` worth, are lost and the file ends at an intact
+ * record (a torn last line is refused on the next start and reported by `audit verify`).
+ *
+ * After a failed write the sink stops writing (later lines could not link) and counts what it
+ * drops. One writer per file: two sinks appending to the same file would fork the chain. Within
+ * the process, {@link AuditLogger.fromConfig} shares one sink per file across reloads.
  */
 export class HashChainFileSink implements AuditSink {
-  private queue: AuditRecord[] = [];
-  private draining: Promise<void> | null = null;
+  private pending: string[] = [];
+  private pendingSize = 0;
+  private writing: Promise<void> | null = null;
+  private timer: NodeJS.Timeout | null = null;
   private closed = false;
   private failed = false;
+  private overflowing = false;
+  private readonly flushIntervalMs: number;
+  private readonly batchSize: number;
+  private readonly maxPending: number;
+  private readonly onExit = (): void => this.appendSyncAtExit();
+  private readonly appendLater = (): void => {
+    this.timer = null;
+    this.startAppend();
+  };
 
   private constructor(
     /** Resolved file path. */
     readonly path: string,
     private readonly fh: FileHandle,
     private head: ChainHead,
-  ) {}
+    opts: FileSinkOptions,
+  ) {
+    this.flushIntervalMs = opts.flushIntervalMs ?? 20;
+    this.batchSize = opts.batchSize ?? 64 * 1024;
+    this.maxPending = opts.maxPending ?? 32 * 1024 * 1024;
+    process.on('exit', this.onExit);
+  }
 
   /** Opens (or creates) the file and positions the chain after its last record. */
-  static async open(path: string): Promise<HashChainFileSink> {
+  static async open(path: string, opts: FileSinkOptions = {}): Promise<HashChainFileSink> {
     const file = resolve(path);
     await mkdir(dirname(file), { recursive: true });
     const head = await readChainHead(file);
     const fh = await open(file, 'a', 0o640);
-    return new HashChainFileSink(file, fh, head);
+    return new HashChainFileSink(file, fh, head, opts);
   }
 
   /** Sequence number of the last record sealed so far. */
@@ -142,48 +174,94 @@ export class HashChainFileSink implements AuditSink {
       sinkFailures.inc({ sink: 'file' });
       return;
     }
-    this.queue.push(r);
-    this.draining ??= this.drain();
+    if (this.pendingSize > this.maxPending) {
+      // Refused before sealing, so the chain on disk stays intact; the metric shows the loss.
+      sinkFailures.inc({ sink: 'file' });
+      if (!this.overflowing) {
+        this.overflowing = true;
+        log.error({ file: this.path, pending: this.pendingSize }, 'audit file is not keeping up; records are dropped until it catches up');
+      }
+      return;
+    }
+    const sealed = sealLine(r, this.head);
+    this.head = sealed.head;
+    this.pending.push(`${sealed.line}\n`);
+    this.pendingSize += sealed.line.length + 1;
+    if (this.writing) return; // the writer picks it up when the current append completes
+    if (this.pendingSize >= this.batchSize) this.startAppend();
+    else if (this.timer === null) {
+      this.timer = setTimeout(this.appendLater, this.flushIntervalMs);
+      // Never keeps the process alive: exit appends what is left (see appendSyncAtExit).
+      this.timer.unref();
+    }
   }
 
-  /** Resolves once every record queued so far is on disk (or dropped after a failure). */
+  /** Resolves once every record written so far is on disk (or dropped after a failure). */
   async flush(): Promise<void> {
-    while (this.draining) await this.draining;
+    while (this.writing || (this.pending.length > 0 && !this.failed)) {
+      this.startAppend();
+      await this.writing;
+    }
   }
 
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
     await this.flush();
+    process.off('exit', this.onExit);
     await this.fh.close();
   }
 
-  private async drain(): Promise<void> {
-    // Let the current tick finish so records written together go out in one append.
-    await new Promise<void>((done) => setImmediate(done));
-    try {
-      while (this.queue.length > 0 && !this.failed) {
-        const batch = this.queue;
-        this.queue = [];
-        let head = this.head;
-        const lines: string[] = [];
-        for (const r of batch) {
-          const sealed = sealLine(r, head);
-          lines.push(sealed.line, '\n');
-          head = sealed.head;
-        }
-        try {
-          await this.fh.write(lines.join(''));
-          this.head = head;
-        } catch (err) {
-          this.failed = true;
-          sinkFailures.inc({ sink: 'file' }, batch.length + this.queue.length);
-          this.queue = [];
-          log.error({ file: this.path, err: (err as Error).message }, 'audit file write failed; the file sink stops writing');
-        }
+  /** Appends everything pending now, then keeps going while the batch threshold is reached. */
+  private startAppend(): void {
+    if (this.timer !== null) {
+      clearTimeout(this.timer);
+      this.timer = null;
+    }
+    if (this.writing || this.pending.length === 0 || this.failed) return;
+    const lines = this.pending;
+    this.pending = [];
+    this.pendingSize = 0;
+    this.writing = this.append(lines).finally(() => {
+      this.writing = null;
+      if (this.pending.length === 0) return;
+      // What arrived during the append: write it now if a batch is full, else within the interval.
+      if (this.pendingSize >= this.batchSize || this.closed) this.startAppend();
+      else if (this.timer === null) {
+        this.timer = setTimeout(this.appendLater, this.flushIntervalMs);
+        this.timer.unref();
       }
-    } finally {
-      this.draining = null;
+    });
+  }
+
+  private async append(lines: string[]): Promise<void> {
+    const data = Buffer.from(lines.join(''), 'utf8');
+    try {
+      // One write(2) in practice; a short write is continued, never left half a line.
+      for (let off = 0; off < data.length; ) off += (await this.fh.write(data, off)).bytesWritten;
+      this.overflowing = false;
+    } catch (err) {
+      this.failed = true;
+      sinkFailures.inc({ sink: 'file' }, lines.length + this.pending.length);
+      this.pending = [];
+      this.pendingSize = 0;
+      log.error({ file: this.path, err: (err as Error).message }, 'audit file write failed; the file sink stops writing');
+    }
+  }
+
+  /**
+   * Process exit without a graceful close (process.exit, uncaught exception): append what is
+   * pending synchronously. Skipped while an asynchronous append is in flight, since lines written
+   * now could land before it; the file then ends at the last complete append.
+   */
+  private appendSyncAtExit(): void {
+    if (this.writing || this.failed || this.pending.length === 0) return;
+    try {
+      writeSync(this.fh.fd, this.pending.join(''));
+      this.pending = [];
+      this.pendingSize = 0;
+    } catch {
+      // Exiting: nothing else can be done with the error.
     }
   }
 }

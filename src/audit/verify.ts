@@ -50,7 +50,7 @@ export async function verifyAuditFile(path: string): Promise<AuditVerifyResult> 
     const problem = linkProblem(c, head);
     if (problem) return bad(problem, c.seq);
     if (!terminated) return bad('last line is incomplete: no trailing newline', c.seq);
-    head = { seq: c.seq, lineHash: c.lineHash };
+    head = { seq: c.seq, linkHash: c.linkHash };
   }
   return { ok: true, records: head.seq };
 }

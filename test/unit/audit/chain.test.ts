@@ -61,10 +61,15 @@ describe('HashChainFileSink', () => {
     expect(parsed.map((p) => p.seq)).toEqual([1, 2, 3]);
     expect(parsed.map((p) => p.request_id)).toEqual(['req-1', 'req-2', 'req-3']);
     expect(parsed[0]!.prev_hash).toBe(GENESIS_HASH);
-    expect(parsed[1]!.prev_hash).toBe(sha256Hex(ls[0]!));
-    expect(parsed[2]!.prev_hash).toBe(sha256Hex(ls[1]!));
-    const { hash, ...body } = parsed[1]!;
-    expect(hash).toBe(sha256Hex(canonicalJson(body)));
+    expect(parsed[1]!.prev_hash).toBe(parsed[0]!.hash);
+    expect(parsed[2]!.prev_hash).toBe(parsed[1]!.hash);
+    // The hash covers the exact bytes of the line without its own (last) member.
+    const tail = `,"hash":"${String(parsed[1]!.hash)}"}`;
+    expect(ls[1]!.endsWith(tail)).toBe(true);
+    expect(parsed[1]!.hash).toBe(sha256Hex(`${ls[1]!.slice(0, -tail.length)}}`));
+    // Builder key order, chain fields last: serialised once, never re-sorted.
+    expect(Object.keys(parsed[1]!).slice(0, 2)).toEqual(['time', 'request_id']);
+    expect(Object.keys(parsed[1]!).slice(-3)).toEqual(['seq', 'prev_hash', 'hash']);
   });
 
   it('continues the chain when the file is reopened by a second instance', async () => {
@@ -77,7 +82,7 @@ describe('HashChainFileSink', () => {
     const ls = await lines(file);
     expect(ls).toHaveLength(4);
     expect(JSON.parse(ls[2]!).seq).toBe(3);
-    expect(JSON.parse(ls[2]!).prev_hash).toBe(sha256Hex(ls[1]!));
+    expect(JSON.parse(ls[2]!).prev_hash).toBe(JSON.parse(ls[1]!).hash);
     expect(await verifyAuditFile(file)).toEqual({ ok: true, records: 4 });
   });
 
@@ -160,8 +165,8 @@ describe('verifyAuditFile', () => {
     const ls = await lines(file);
     const obj = JSON.parse(ls[1]!) as Record<string, unknown>;
     obj.user_id = 'mallory';
-    obj.hash = sha256Hex(canonicalJson({ ...obj, hash: undefined }));
-    ls[1] = canonicalJson(obj);
+    const body = JSON.stringify({ ...obj, hash: undefined });
+    ls[1] = `${body.slice(0, -1)},"hash":"${sha256Hex(body)}"}`;
     await writeFile(file, `${ls.join('\n')}\n`);
     const r = await verifyAuditFile(file);
     expect(r.firstBad).toMatchObject({ line: 3, seq: 3 });
@@ -279,5 +284,103 @@ describe('AuditLogger', () => {
   it('rejects a file whose tail is corrupt', async () => {
     await writeFile(file, 'garbage\n');
     await expect(fromConfig({ stdout: false, file, payload: { mode: 'off', max_bytes: 0 } }, dir)).rejects.toThrow(/corrupt/);
+  });
+});
+
+describe('exact-bytes hashing', () => {
+  it('detects an edit that only changes formatting, at the edited line', async () => {
+    await writeRecords(file, 1, 3);
+    const ls = await lines(file);
+    ls[1] = ls[1]!.replace('"tool":"weather"', '"tool": "weather"');
+    await writeFile(file, `${ls.join('\n')}\n`);
+    const r = await verifyAuditFile(file);
+    expect(r.firstBad).toMatchObject({ line: 2, seq: 2 });
+    expect(r.firstBad?.reason).toMatch(/record edited/);
+  });
+
+  it('continues and verifies a chain begun in the older canonical format', async () => {
+    // Older format: keys sorted, hash over the canonical JSON, prev_hash = SHA-256 of the previous line.
+    const legacy: string[] = [];
+    let prev = GENESIS_HASH;
+    for (let i = 1; i <= 2; i++) {
+      const body = { ...record(i), seq: i, prev_hash: prev };
+      const line = canonicalJson({ ...body, hash: sha256Hex(canonicalJson(body)) });
+      legacy.push(line);
+      prev = sha256Hex(line);
+    }
+    await writeFile(file, `${legacy.join('\n')}\n`);
+    await writeRecords(file, 3, 4);
+    const ls = await lines(file);
+    expect(JSON.parse(ls[2]!).prev_hash).toBe(sha256Hex(ls[1]!));
+    expect(await verifyAuditFile(file)).toEqual({ ok: true, records: 4 });
+
+    ls[0] = ls[0]!.replace('req-1', 'req-X');
+    await writeFile(file, `${ls.join('\n')}\n`);
+    expect((await verifyAuditFile(file)).firstBad).toMatchObject({ line: 1, reason: expect.stringMatching(/record edited/) });
+  });
+});
+
+describe('HashChainFileSink batching', () => {
+  it('holds sealed lines until the interval or a flush, then appends them in order', async () => {
+    const sink = await HashChainFileSink.open(file, { flushIntervalMs: 60_000 });
+    for (let i = 1; i <= 3; i++) sink.write(record(i));
+    await new Promise((r) => setTimeout(r, 50));
+    expect(await readFile(file, 'utf8')).toBe('');
+    await sink.flush();
+    expect((await lines(file)).map((l) => JSON.parse(l).seq)).toEqual([1, 2, 3]);
+    await sink.close();
+  });
+
+  it('appends on its own once the interval passes', async () => {
+    const sink = await HashChainFileSink.open(file, { flushIntervalMs: 10 });
+    sink.write(record(1));
+    for (let i = 0; i < 100 && (await readFile(file, 'utf8')) === ''; i++) await new Promise((r) => setTimeout(r, 20));
+    expect(await lines(file)).toHaveLength(1);
+    await sink.close();
+  });
+
+  it('keeps the chain in order when records arrive while an append is in flight', async () => {
+    const sink = await HashChainFileSink.open(file, { batchSize: 1, flushIntervalMs: 1 });
+    for (let i = 1; i <= 200; i++) {
+      sink.write(record(i));
+      if (i % 7 === 0) await new Promise((r) => setImmediate(r));
+    }
+    await sink.close();
+    expect(await verifyAuditFile(file)).toEqual({ ok: true, records: 200 });
+  });
+
+  it('refuses records beyond its bound before sealing them, so the chain stays intact', async () => {
+    const failures = async (): Promise<number> => Number(/sink="file"} (\d+)/.exec(await registry.getSingleMetricAsString('portcullis_audit_sink_failures_total'))?.[1] ?? 0);
+    const before = await failures();
+    const sink = await HashChainFileSink.open(file, { maxPending: 0, flushIntervalMs: 60_000 });
+    sink.write(record(1));
+    sink.write(record(2)); // refused: record 1 is still pending
+    await sink.flush();
+    sink.write(record(3));
+    await sink.close();
+    expect(await failures()).toBe(before + 1);
+    const ls = await lines(file);
+    expect(ls.map((l) => JSON.parse(l).request_id)).toEqual(['req-1', 'req-3']);
+    expect(await verifyAuditFile(file)).toEqual({ ok: true, records: 2 });
+  });
+
+  it('appends what is pending when the process exits without closing the sink', async () => {
+    const script = join(dir, 'exit.ts');
+    const sinks = new URL('../../../src/audit/sinks.ts', import.meta.url).pathname;
+    await writeFile(
+      script,
+      `import { HashChainFileSink } from ${JSON.stringify(sinks)};
+const sink = await HashChainFileSink.open(${JSON.stringify(file)}, { flushIntervalMs: 60_000 });
+sink.write({ request_id: 'a' } as never);
+sink.write({ request_id: 'b' } as never);
+process.exit(0);
+`,
+    );
+    const { execFile } = await import('node:child_process');
+    await new Promise<void>((done, fail) =>
+      execFile(new URL('../../../node_modules/.bin/vite-node', import.meta.url).pathname, [script], (err) => (err ? fail(err) : done())),
+    );
+    expect((await lines(file)).map((l) => JSON.parse(l).request_id)).toEqual(['a', 'b']);
+    expect(await verifyAuditFile(file)).toEqual({ ok: true, records: 2 });
   });
 });
