@@ -2,10 +2,11 @@
  * Check-path micro-benchmarks, in-process (no gRPC, no Envoy): operations per second of
  *   - decoding the benchmark's CheckRequest (protobuf -> object, as grpc-js does per call),
  *   - evaluating the wasm policy on its input,
- *   - verifying the bearer JWT (ES256),
+ *   - verifying the bearer JWT (ES256, node:crypto): every time (cache off) and from the
+ *     verified-token cache (the same token again, as an agent sends it),
  *   - building the policy input,
- *   - a whole `Authorizer.check` (tool, identity with ES256 JWT verification, policy, limiter,
- *     credentials), awaited one at a time.
+ *   - a whole `Authorizer.check` (tool, identity, policy, limiter, credentials), awaited one at
+ *     a time, with the JWT verified every time and with it answered from the cache.
  * The share of Check each stage takes tells where the direct gRPC scenario's time goes.
  *
  *   npx vite-node bench/micro.ts [--ms 1000]
@@ -72,28 +73,38 @@ async function main(): Promise<void> {
     const policy = await openPolicy(config, false);
     const built = await buildDeps(config, policy, new RateLimiter());
     const authorizer = new Authorizer(built.deps);
+    // The same deployment with identity.token_cache_size 0: every Check verifies the signature.
+    const uncachedConfig = { ...config, identity: { ...config.identity, token_cache_size: 0 } };
+    const uncached = await buildDeps(uncachedConfig, policy, new RateLimiter());
+    const uncachedAuthorizer = new Authorizer(uncached.deps);
 
     const req = weatherCheckRequest(token);
     const wire = encodeCheckRequest(req);
     const decode = authorizationService().Check!.requestDeserialize;
     const decoded = decode(wire) as ProtoCheckRequest;
-    const first = await authorizer.check(decoded);
-    if (!first.allowed) throw new Error(`the benchmark request is denied: ${JSON.stringify(first.metadata)}`);
+    for (const a of [authorizer, uncachedAuthorizer]) {
+      const first = await a.check(decoded);
+      if (!first.allowed) throw new Error(`the benchmark request is denied: ${JSON.stringify(first.metadata)}`);
+    }
 
     const identity = { agent: 'helpdesk', agent_version: null, user: 'alice', tenant: 'acme', roles: ['support'], methods: ['jwt' as const], proven_by: [ISSUER] };
     const tool = { name: 'weather', mutating: false, external: true, upstream: 'tool_weather' };
     const input = buildPolicyInput(decoded, { identity, tool, mcp: null, body: null });
     if (policy.evaluate(input) === undefined) throw new Error('policy returned no decision');
 
-    const jwt = await JwtVerifier.create(config.identity.jwt, config.base_dir);
+    const jwt = await JwtVerifier.create(config.identity.jwt, config.base_dir, { tokenCacheSize: 0 });
+    const cachedJwt = await JwtVerifier.create(config.identity.jwt, config.base_dir);
     await jwt.verify(token, Date.now());
+    await cachedJwt.verify(token, Date.now());
 
     const cases: Array<[string, () => unknown, boolean]> = [
       ['CheckRequest decode (protobuf, proto-loader)', () => decode(wire), false],
       ['policy input build', () => buildPolicyInput(decoded, { identity, tool, mcp: null, body: null }), false],
       ['policy evaluate (wasm)', () => policy.evaluate(input), false],
-      ['JWT verify (ES256, jose)', () => jwt.verify(token, Date.now()), true],
-      ['Authorizer.check (JWT ES256 + policy + creds)', () => authorizer.check(decoded), true],
+      ['JWT verify (ES256, node:crypto, cache off)', () => jwt.verify(token, Date.now()), true],
+      ['JWT verify (ES256, cache hit)', () => cachedJwt.verify(token, Date.now()), true],
+      ['Authorizer.check (JWT verified, cache off)', () => uncachedAuthorizer.check(decoded), true],
+      ['Authorizer.check (JWT from cache)', () => authorizer.check(decoded), true],
     ];
     console.log(`Check path micro-benchmarks (node ${process.version}; best of 3 x ${ms} ms)`);
     const results: Record<string, number> = {};
@@ -102,8 +113,13 @@ async function main(): Promise<void> {
       results[label] = ops;
       console.log(`  ${label.padEnd(46)} ${ops.toFixed(0).padStart(9)} ops/s  ${(1e6 / ops).toFixed(1).padStart(7)} us/op`);
     }
-    built.secrets.close();
-    await built.extproc.audit.close();
+    jwt.close();
+    cachedJwt.close();
+    for (const b of [built, uncached]) {
+      b.deps.identity.close();
+      b.secrets.close();
+      await b.extproc.audit.close();
+    }
     policy.close();
   } finally {
     rmSync(dir, { recursive: true, force: true });

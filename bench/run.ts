@@ -212,10 +212,13 @@ async function main(): Promise<void> {
       only: { type: 'string' },
       keep: { type: 'boolean', default: false },
       'envoy-runtime': { type: 'string' },
+      'token-cache-size': { type: 'string' },
     },
     strict: false,
   });
   const envoyRuntime = parseRuntime(typeof values['envoy-runtime'] === 'string' ? values['envoy-runtime'] : '');
+  const tokenCacheSize = typeof values['token-cache-size'] === 'string' ? Number(values['token-cache-size']) : undefined;
+  if (tokenCacheSize !== undefined && !(Number.isInteger(tokenCacheSize) && tokenCacheSize >= 0)) throw new Error('--token-cache-size must be a whole number >= 0');
   const rounds = Number(values.rounds);
   const durationS = Number(values.duration);
   const warmupS = Number(values.warmup);
@@ -268,13 +271,13 @@ async function main(): Promise<void> {
   try {
     console.log(`bench: node ${meta.node}, envoy ${meta.envoy.split('/')[1] ?? meta.envoy}, ${meta.opaEnvoy}, ${meta.cores} cores, load ${loadavg().map((l) => l.toFixed(2)).join(' ')}`);
     console.log('bench: starting sample tool, portcullis, null Check server, OPA-Envoy and three Envoys ...');
-    stack = await startBenchStack({ dir, variants: ['floor', 'authz', 'full'], envoyRuntime, nullServer: true, opaEnvoyBin: opaSkip ? null : opaEnvoyBin }).catch(async (err: unknown) => {
+    stack = await startBenchStack({ dir, variants: ['floor', 'authz', 'full'], envoyRuntime, nullServer: true, opaEnvoyBin: opaSkip ? null : opaEnvoyBin, tokenCacheSize }).catch(async (err: unknown) => {
       // OPA-Envoy is a reference, not the product: if it alone fails, measure everything else.
       if (opaSkip || !/OPA-Envoy/.test((err as Error).message)) throw err;
       opaSkip = `failed to start: ${(err as Error).message.split('\n')[0]}`;
       console.log(`bench: OPA-Envoy ${opaSkip}; continuing without scenario F`);
       meta.opaEnvoy = `skipped: ${opaSkip}`;
-      return startBenchStack({ dir, variants: ['floor', 'authz', 'full'], envoyRuntime, nullServer: true, opaEnvoyBin: null });
+      return startBenchStack({ dir, variants: ['floor', 'authz', 'full'], envoyRuntime, nullServer: true, opaEnvoyBin: null, tokenCacheSize });
     });
     const s = stack;
     writeFileSync(grpcBody, grpcFrame(encodeCheckRequest(weatherCheckRequest(s.token))));

@@ -67,6 +67,8 @@ export interface BenchStackOptions {
   portcullisMain?: string;
   /** Node flags for portcullis, e.g. `--cpu-prof`. */
   portcullisNodeArgs?: readonly string[];
+  /** Sets identity.token_cache_size (verified-JWT cache; 0 verifies every request); unset: the config default. */
+  tokenCacheSize?: number;
   /** Envoy runtime values added to every variant (e.g. a feature flag under evaluation). */
   envoyRuntime?: Readonly<Record<string, string | number | boolean>>;
   /** Start the do-nothing Check server. */
@@ -161,6 +163,7 @@ export async function startBenchStack(opts: BenchStackOptions): Promise<BenchSta
         const weather = tools.find((t) => t.name === 'weather');
         if (!weather) throw new Error('demo config has no weather tool');
         weather.rate_limit = { rps: 1_000_000_000, burst: 1_000_000_000, key: 'agent' };
+        if (opts.tokenCacheSize !== undefined) (cfg.identity as Record<string, unknown>).token_cache_size = opts.tokenCacheSize;
       },
     });
     const token = await mintToken({

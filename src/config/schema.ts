@@ -45,6 +45,8 @@ export const configSchema = {
       properties: {
         required: { type: 'boolean', default: true },
         api_key_header: { ...headerName, default: 'x-api-key' },
+        // Bounded so a flood of distinct valid tokens cannot grow memory without limit.
+        token_cache_size: { type: 'integer', minimum: 0, maximum: 1000000, default: 10000 },
         jwt: {
           type: 'array',
           default: [],

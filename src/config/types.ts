@@ -66,6 +66,12 @@ export interface IdentityConfig {
   /** When false, unauthenticated requests reach policy with `input.identity = null`. */
   readonly required: boolean;
   readonly jwt: readonly JwtIssuerConfig[];
+  /**
+   * Verified JWTs remembered (by SHA-256, least recently used evicted) so a repeated token skips
+   * signature verification; `exp`/`nbf` are re-checked on every use and a JWKS change forgets them.
+   * 0 verifies every request. The schema defaults it to 10000.
+   */
+  readonly token_cache_size?: number;
   readonly mtls: readonly MtlsAgentConfig[];
   readonly api_keys: readonly ApiKeyConfig[];
   readonly api_key_header: string;

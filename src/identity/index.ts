@@ -55,7 +55,7 @@ export class IdentityVerifier {
     const mtls = new MtlsVerifier(cfg.mtls);
     const apiKeys = new ApiKeyVerifier(cfg.api_keys);
     const signatures = new SignatureVerifier(cfg.signatures, secrets);
-    const jwt = await JwtVerifier.create(cfg.jwt, baseDir);
+    const jwt = await JwtVerifier.create(cfg.jwt, baseDir, { tokenCacheSize: cfg.token_cache_size });
     return new IdentityVerifier(mtls, apiKeys, (cfg.api_key_header || 'x-api-key').toLowerCase(), signatures, jwt);
   }
 
