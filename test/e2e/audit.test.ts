@@ -3,7 +3,7 @@ import { execFile } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { promisify } from 'node:util';
-import { startStack, type Stack } from '../helpers/index.js';
+import { readAuditFile, startStack, type Stack } from '../helpers/index.js';
 import { repoPath } from '../helpers/paths.js';
 import { mintToken } from '../../src/identity/mint.js';
 
@@ -49,10 +49,7 @@ function sleep(ms: number): Promise<void> {
 }
 
 function readRecords(): Record<string, unknown>[] {
-  return readFileSync(auditFile, 'utf8')
-    .split('\n')
-    .filter(Boolean)
-    .map((l) => JSON.parse(l) as Record<string, unknown>);
+  return readAuditFile(auditFile);
 }
 
 /** Waits for the file sink (asynchronous) to hold `n` records in total. */

@@ -41,7 +41,8 @@ describe('policy dry run', () => {
     expect(r.status, r.text).toBe(200);
     expect(stack.tool.received.length).toBe(before + 1);
     expect(await metric()).toBe(m0 + 1);
-    expect(stack.logs()).toMatch(/dry run: policy would deny; allowing/);
+    // Logs are written asynchronously in small batches: wait (bounded) for the line.
+    expect(await eventually(async () => /dry run: policy would deny; allowing/.test(stack.logs()), 5_000), stack.logs()).toBe(true);
 
     const id = r.headers.get('x-request-id');
     expect(id).toBeTruthy();

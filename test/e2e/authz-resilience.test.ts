@@ -223,7 +223,8 @@ describe('policy changes apply to the next request', () => {
     expect(ready.body.ready).toBe(true);
     expect(ready.body.policy.version).toBe('e2e-unbind-weather');
     expect(ready.body.policy.lastError).toContain(bundlePath());
-    expect(stack.logs()).toMatch(/policy reload failed; keeping the last good policy/);
+    // Logs are written asynchronously in small batches: wait (bounded) for the line.
+    expect(await eventually(async () => /policy reload failed; keeping the last good policy/.test(stack.logs()), 5_000), stack.logs()).toBe(true);
     // Decisions are the last good policy's: weather still denied for helpdesk, tickets allowed.
     expectDenial(await call(weather(), { headers: { authorization: `Bearer ${alice}` } }), 403, 'forbidden', 'agent.not_bound');
     const ok = await call(tickets(), { headers: { authorization: `Bearer ${alice}` } });

@@ -3,7 +3,7 @@ import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { expect } from 'vitest';
 import { mintToken } from '../../src/identity/mint.js';
-import type { Stack } from '../helpers/index.js';
+import { readAuditFile, type Stack } from '../helpers/index.js';
 
 /**
  * Shared helpers for the ext_authz end-to-end suites: token minting, Slack-style signing, and the
@@ -105,17 +105,7 @@ export function expectDenial(r: Reply, status: number, type: string, rule?: stri
 
 /** Audit records written so far (the config's `audit.file`, relative to the prepared folder). */
 export function auditRecords(stack: Stack): Record<string, unknown>[] {
-  const cfgDir = resolve(stack.configPath, '..');
-  let text: string;
-  try {
-    text = readFileSync(resolve(cfgDir, 'audit.log'), 'utf8');
-  } catch {
-    return [];
-  }
-  return text
-    .split('\n')
-    .filter((l) => l.trim() !== '')
-    .map((l) => JSON.parse(l) as Record<string, unknown>);
+  return readAuditFile(resolve(stack.configPath, '..', 'audit.log'));
 }
 
 /** Raw audit file text (for secret grepping). */

@@ -1,8 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { request as httpRequest, type IncomingHttpHeaders } from 'node:http';
-import { readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { startStack, type Stack } from '../helpers/index.js';
+import { readAuditFile, startStack, type Stack } from '../helpers/index.js';
 import { mintToken } from '../../src/identity/mint.js';
 
 /**
@@ -65,11 +64,7 @@ function sleep(ms: number): Promise<void> {
 async function auditRecord(stack: Stack, requestId: string): Promise<Record<string, unknown>> {
   const file = join(dirname(stack.configPath), 'audit.log');
   for (let i = 0; i < 50; i++) {
-    const found = readFileSync(file, 'utf8')
-      .split('\n')
-      .filter(Boolean)
-      .map((l) => JSON.parse(l) as Record<string, unknown>)
-      .filter((r) => r.request_id === requestId);
+    const found = readAuditFile(file).filter((r) => r.request_id === requestId);
     if (found.length > 0) {
       expect(found).toHaveLength(1);
       return found[0]!;

@@ -1,9 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { request as httpRequest, type IncomingHttpHeaders, type ServerResponse } from 'node:http';
-import { readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { brotliCompressSync, gzipSync } from 'node:zlib';
-import { startStack, type Stack } from '../helpers/index.js';
+import { readAuditFile, startStack, type Stack } from '../helpers/index.js';
 import { mintToken } from '../../src/identity/mint.js';
 
 /**
@@ -74,7 +73,7 @@ function sendJson(res: ServerResponse, value: unknown): void {
 async function auditRecord(requestId: string): Promise<Record<string, unknown>> {
   const file = join(dirname(stack.configPath), 'audit.log');
   for (let i = 0; i < 50; i++) {
-    const lines = readFileSync(file, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>);
+    const lines = readAuditFile(file);
     const found = lines.filter((r) => r.request_id === requestId);
     if (found.length > 0) {
       expect(found).toHaveLength(1);
@@ -350,6 +349,8 @@ describe('DLP alerting', () => {
     await raw('/tools/weather/card', { headers: { authorization: `Bearer ${bob}` } });
     await sleep(50);
     expect(await metric('portcullis_dlp_alerts_total', labels)).toBe(before + 1);
+    // Logs are written asynchronously in small batches: wait (bounded) for the line.
+    for (let i = 0; i < 50 && !/"principal":"bob".*DLP alert/.test(stack.logs()); i++) await sleep(100);
     expect(stack.logs()).toMatch(/"principal":"bob".*DLP alert/);
   });
 });

@@ -4,3 +4,4 @@ export { freePort } from './ports.js';
 export { loadEnvoyConfig, renderEnvoyConfig, type EnvoyPorts, type ListenerTls, type RenderOptions } from './envoyConfig.js';
 export { startStack, type Stack, type StackOptions } from './stack.js';
 export { generateTlsMaterial, REPORTER_SPIFFE_ID, STRANGER_SPIFFE_ID, type CertFiles, type TlsMaterial } from './tls.js';
+export { readAuditFile } from './audit.js';
