@@ -1,4 +1,4 @@
-import { readFileSync, watchFile, unwatchFile, type Stats } from 'node:fs';
+import { readFileSync, statSync, watchFile, unwatchFile, type Stats } from 'node:fs';
 import { resolve } from 'node:path';
 import { GatewayError } from '../errors.js';
 import { log } from '../log.js';
@@ -10,6 +10,12 @@ const POLL_MS = 500;
 interface Entry {
   value: string | null;
   error: string | null;
+  /** Identity of the file version that was read (inode, mtime, size); null if it was missing. */
+  stamp: string | null;
+}
+
+function stampOf(st: Pick<Stats, 'ino' | 'mtimeMs' | 'size'> | null): string | null {
+  return st && st.ino !== 0 ? `${st.ino}:${st.mtimeMs}:${st.size}` : null;
 }
 
 /**
@@ -38,13 +44,18 @@ export class SecretStore {
     if (!entry) {
       entry = this.read(path);
       this.files.set(path, entry);
-      watchFile(path, { interval: POLL_MS, persistent: false }, (cur: Stats, prev: Stats) => {
-        if (cur.mtimeMs === prev.mtimeMs && cur.size === prev.size && cur.ino === prev.ino) return;
+      const refresh = (cur: Pick<Stats, 'ino' | 'mtimeMs' | 'size'> | null): void => {
+        const known = this.files.get(path);
+        if (!known || stampOf(cur) === known.stamp) return;
         const next = this.read(path);
         this.files.set(path, next);
         if (next.error) log.warn({ secret: `file ${ref.file}`, reason: next.error }, 'secret file unreadable after change');
         else log.info({ secret: `file ${ref.file}` }, 'secret file reloaded');
-      });
+      };
+      // Compared with the version that was read, not the previous poll: the watcher's first poll
+      // may already see a file rotated right after the read, and would then never report it.
+      watchFile(path, { interval: POLL_MS, persistent: false }, (cur: Stats) => refresh(cur));
+      setTimeout(() => refresh(this.statOrNull(path)), POLL_MS * 2).unref();
     }
     return entry.error;
   }
@@ -77,14 +88,24 @@ export class SecretStore {
     this.files.clear();
   }
 
+  private statOrNull(path: string): Stats | null {
+    try {
+      return statSync(path);
+    } catch {
+      return null;
+    }
+  }
+
   private read(path: string): Entry {
+    // Stat first: if the file changes between the stat and the read, the next poll re-reads it.
+    const stamp = stampOf(this.statOrNull(path));
     try {
       // Mounted secrets conventionally end with a newline that is not part of the secret.
       const value = readFileSync(path, 'utf8').replace(/\r?\n$/, '');
-      if (value.length === 0) return { value: null, error: 'file is empty' };
-      return { value, error: null };
+      if (value.length === 0) return { value: null, error: 'file is empty', stamp };
+      return { value, error: null, stamp };
     } catch (err) {
-      return { value: null, error: (err as NodeJS.ErrnoException).code ?? 'unreadable' };
+      return { value: null, error: (err as NodeJS.ErrnoException).code ?? 'unreadable', stamp };
     }
   }
 }
