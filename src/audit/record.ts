@@ -18,6 +18,15 @@ export interface AuditDlpDirection {
 /** Schema validation outcome of the request body. */
 export type AuditSchemaOutcome = 'valid' | 'invalid' | 'skipped';
 
+/** The authorization decision as the audit record carries it. */
+export interface AuditDecision {
+  readonly allowed: boolean;
+  readonly rule: string | null;
+  readonly reason: string | null;
+  readonly policy_version: string | null;
+  readonly dry_run: boolean;
+}
+
 /** One audit record (field names are the log contract, snake_case). */
 export interface AuditRecord {
   /** ISO 8601 time the exchange ended. */
@@ -34,13 +43,7 @@ export interface AuditRecord {
   readonly method: string;
   /** Request path with query values replaced by `[redacted]` (see {@link redactSecretsFromPath}). */
   readonly path: string;
-  readonly decision: {
-    readonly allowed: boolean;
-    readonly rule: string | null;
-    readonly reason: string | null;
-    readonly policy_version: string | null;
-    readonly dry_run: boolean;
-  };
+  readonly decision: AuditDecision;
   readonly inspection: {
     readonly request: {
       readonly size: number;
@@ -100,13 +103,7 @@ export interface AuditExchange {
   /** Raw request path including any query string; redacted here. */
   readonly path: string;
   /** Authorization decision; null when ext_authz's verdict is unknown (treated as not allowed). */
-  readonly decision: {
-    readonly allowed: boolean;
-    readonly rule: string | null;
-    readonly reason: string | null;
-    readonly policy_version: string | null;
-    readonly dry_run: boolean;
-  } | null;
+  readonly decision: AuditDecision | null;
   readonly inspection?: {
     readonly size: number;
     readonly schema: AuditSchemaOutcome;

@@ -113,15 +113,26 @@ function isJsonContentType(ct: string | undefined): boolean {
 
 const utf8 = new TextDecoder('utf-8', { fatal: true });
 
+/** Caller identity headers, configured strips and the credentials identity consumed. */
+function strippedHeaders(deps: AuthzDeps): readonly string[] {
+  return [...new Set<string>([...ALWAYS_STRIPPED, ...deps.config.strip_headers, ...deps.identity.credentialHeaders])];
+}
+
 /**
  * ext_authz Check: request -> tool -> body shape -> identity -> policy -> limits -> credentials.
  * Each stage either enriches the context or throws a GatewayError; any other exception denies.
  */
 export class Authorizer {
-  constructor(private deps: AuthzDeps) {}
+  /** Headers always removed upstream for the current deps; built once per (re)load, not per call. */
+  private stripped: readonly string[];
+
+  constructor(private deps: AuthzDeps) {
+    this.stripped = strippedHeaders(deps);
+  }
 
   /** Replaces configuration and collaborators atomically (reload). */
   swap(deps: AuthzDeps): void {
+    this.stripped = strippedHeaders(deps);
     this.deps = deps;
   }
 
@@ -326,7 +337,8 @@ export class Authorizer {
       for (const h of headerList(decision?.headers)) if (!setNames.has(h.key)) set.push(h);
       for (const h of set) setNames.add(h.key);
 
-      const remove = new Set<string>([...ALWAYS_STRIPPED, ...deps.config.strip_headers, ...deps.identity.credentialHeaders, ...(decision?.requestHeadersToRemove ?? [])]);
+      const remove = new Set<string>(this.stripped);
+      for (const name of decision?.requestHeadersToRemove ?? []) remove.add(name);
       for (const name of Object.keys(ctx.headers)) if (name.startsWith(GATEWAY_HEADER_PREFIX)) remove.add(name);
       // Envoy applies removals after sets: never remove what we just set.
       for (const name of setNames) remove.delete(name);

@@ -1,3 +1,4 @@
+import { auditDecision, auditIdentity } from '../authz/audit.js';
 import type { ExtprocDeps } from './deps.js';
 import type { Exchange } from './exchange.js';
 import { countFindings, countInjections } from './metrics.js';
@@ -26,13 +27,11 @@ export function finishExchange(deps: ExtprocDeps, ex: Exchange): void {
   deps.audit.record({
     requestId: ex.requestId ?? meta?.request_id ?? null,
     traceparent: ex.traceparent,
-    identity: meta
-      ? { agent: meta.agent, agent_version: meta.agent_version, user: meta.user, tenant: meta.tenant, auth_methods: meta.auth_methods }
-      : null,
+    identity: meta ? auditIdentity(meta) : null,
     tool,
     method: ex.method,
     path: ex.path,
-    decision: meta ? { allowed: meta.allowed, rule: meta.rule, reason: meta.reason, policy_version: meta.policy_version, dry_run: meta.dry_run } : null,
+    decision: meta ? auditDecision(meta) : null,
     inspection: { size: ex.requestSize, schema: ex.schema, errors: ex.schemaErrors, injection: ex.injection },
     dlpRequest: ex.dlpRequest,
     dlpResponse: ex.dlpResponse,

@@ -24,6 +24,7 @@ import { ExtprocService } from '../extproc/service.js';
 import { compileFilters, type ExtprocDeps } from '../extproc/deps.js';
 import { DlpAlerter } from '../extproc/alerts.js';
 import type { CheckOutcome } from '../authz/check.js';
+import { auditDecision, auditIdentity } from '../authz/audit.js';
 import { authorizationService, externalProcessorService } from './protos.js';
 import { startGrpcServer, INTERNAL, type GrpcServer } from './grpc.js';
 import { startAdminServer } from './admin.js';
@@ -105,16 +106,15 @@ export async function buildDeps(config: GatewayConfig, policy: PolicyEngine, lim
 function auditDenial(audit: AuditLogger, req: ProtoCheckRequest, outcome: CheckOutcome): void {
   if (outcome.allowed) return;
   const m = outcome.metadata;
-  const http = req.attributes?.request?.http ?? {};
-  const headers = http.headers ?? {};
+  const headers = req.attributes?.request?.http?.headers ?? {};
   audit.record({
     requestId: m.request_id,
-    traceparent: headers['traceparent'] ?? null,
-    identity: m.agent || m.user ? { agent: m.agent, agent_version: m.agent_version, user: m.user, tenant: m.tenant, auth_methods: m.auth_methods } : null,
+    traceparent: m.traceparent,
+    identity: m.agent || m.user ? auditIdentity(m) : null,
     tool: m.tool,
-    method: http.method ?? '',
-    path: http.path ?? '',
-    decision: { allowed: false, rule: m.rule, reason: m.reason, policy_version: m.policy_version, dry_run: m.dry_run },
+    method: m.method,
+    path: m.path,
+    decision: auditDecision(m),
     inspection: { size: Number(headers['content-length'] ?? 0) || 0, schema: 'skipped' },
     upstreamStatus: null,
     responseStatus: outcome.error.httpStatus,
