@@ -91,9 +91,18 @@ describe('envoy/envoy.yaml', () => {
     expect(filters.map((f) => f.name)).toEqual(['envoy.filters.http.ext_authz', 'envoy.filters.http.ext_proc', 'envoy.filters.http.router']);
     const authz = filters[0]!.typed_config as Json;
     const proc = filters[1]!.typed_config as Json;
-    // ext_proc streams are half-closed, not reset (resets in bulk trip Node's HTTP/2 flood guard).
+    // ext_proc streams are reset, not half-closed: Envoy crashes at the end of long exchanges with
+    // graceful close (test/e2e/long-exchange.test.ts). Resets stay under Node's rapid-reset budget
+    // because each connection to portcullis is retired after a bounded number of streams.
     const layers = (cfg.layered_runtime as Json).layers as Json[];
-    expect(layers.some((l) => (l.static_layer as Json | undefined)?.['envoy.reloadable_features.ext_proc_graceful_grpc_close'] === true)).toBe(true);
+    const graceful = layers.map((l) => (l.static_layer as Json | undefined)?.['envoy.reloadable_features.ext_proc_graceful_grpc_close']);
+    expect(graceful).toContain(false);
+    expect(graceful).not.toContain(true);
+    const portcullisHttp = (at(cfg, 'static_resources', 'clusters', 'portcullis').typed_extension_protocol_options as Json)['envoy.extensions.upstreams.http.v3.HttpProtocolOptions'] as Json;
+    const perConnection = (portcullisHttp.common_http_protocol_options as Json | undefined)?.max_requests_per_connection;
+    expect(typeof perConnection).toBe('number');
+    // nghttp2's default burst is 1000 resets per connection: keep at least a 2x margin.
+    expect(perConnection as number).toBeLessThanOrEqual(500);
     expect(proc.failure_mode_allow).toBe(false);
     expect(proc.allow_mode_override).toBe(true);
     expect(proc.message_timeout).toMatch(/^\d+(\.\d+)?s$/);
@@ -110,5 +119,27 @@ describe('envoy/envoy.yaml', () => {
     const body = JSON.parse(((last.direct_response as Json).body as Json).inline_string as string) as { error: Json };
     expect(body.error.type).toBe('unknown_tool');
     for (const r of routes.slice(0, -1)) expect(String((r.match as Json).prefix)).toMatch(/^\/tools\/[a-z]+\/$/);
+  });
+
+  it('keeps long MCP streams open on idle timeouts, not a fixed route timeout', () => {
+    const cfg = loadEnvoyConfig();
+    const hcm = ((at(cfg, 'static_resources', 'listeners', 'agents', 'filter_chains') as unknown as Json[])[0]!.filters as Json[])[0]!
+      .typed_config as Json;
+    const docs = at(hcm, 'route_config', 'virtual_hosts', 'tools', 'routes', 'docs').route as Json;
+    expect(docs.timeout).toBe('0s');
+    expect(String(docs.idle_timeout)).toMatch(/^\d+s$/);
+    expect(Number.parseInt(String(docs.idle_timeout), 10)).toBeGreaterThanOrEqual(120);
+    expect((docs.retry_policy as Json).per_try_timeout).toBeUndefined();
+  });
+
+  it('sheds load through the overload manager before memory runs out', () => {
+    const om = loadEnvoyConfig().overload_manager as Json;
+    const monitors = (om.resource_monitors as Json[]).map((m) => m.name);
+    expect(monitors).toEqual(expect.arrayContaining(['envoy.resource_monitors.fixed_heap', 'envoy.resource_monitors.global_downstream_max_connections']));
+    const actions = new Map((om.actions as Json[]).map((a) => [a.name, a]));
+    for (const name of ['envoy.overload_actions.shrink_heap', 'envoy.overload_actions.stop_accepting_requests']) {
+      const triggers = (actions.get(name)?.triggers as Json[] | undefined) ?? [];
+      expect(triggers.map((t) => t.name), name).toContain('envoy.resource_monitors.fixed_heap');
+    }
   });
 });
