@@ -2,7 +2,7 @@ import { afterAll, beforeAll, expect, it } from 'vitest';
 import { request as httpRequest, type IncomingMessage } from 'node:http';
 import { resolve } from 'node:path';
 import { readAuditFile, startStack, type Stack } from '../helpers/index.js';
-import { mintToken } from '../../src/identity/mint.js';
+import { token as demoToken } from './authz-support.js';
 
 /**
  * Exchanges that last about a minute, through the real Envoy and the shipped envoy.yaml. Agents
@@ -21,16 +21,7 @@ let token: string;
 
 beforeAll(async () => {
   stack = await startStack();
-  token = await mintToken({
-    issuer: 'https://issuer.demo.portcullis',
-    audience: 'portcullis',
-    agent: 'helpdesk',
-    user: 'alice',
-    tenant: 'acme',
-    roles: ['support'],
-    ttlS: 600,
-    privateJwkPath: stack.prepared.privateJwkPath,
-  });
+  token = await demoToken(stack);
 }, 60_000);
 
 afterAll(async () => {

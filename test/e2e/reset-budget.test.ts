@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { Agent, request } from 'node:http';
 import { startStack, type Stack } from '../helpers/index.js';
-import { mintToken } from '../../src/identity/mint.js';
+import { token as demoToken } from './authz-support.js';
 
 /**
  * Envoy ends every ext_proc stream with a RST_STREAM (graceful close is off, see
@@ -20,16 +20,7 @@ let token: string;
 
 beforeAll(async () => {
   stack = await startStack();
-  token = await mintToken({
-    issuer: 'https://issuer.demo.portcullis',
-    audience: 'portcullis',
-    agent: 'helpdesk',
-    user: 'alice',
-    tenant: 'acme',
-    roles: ['support'],
-    ttlS: 600,
-    privateJwkPath: stack.prepared.privateJwkPath,
-  });
+  token = await demoToken(stack);
 }, 60_000);
 
 afterAll(async () => {
