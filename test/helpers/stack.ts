@@ -36,6 +36,8 @@ export interface Stack {
   killPortcullis(): Promise<void>;
   /** Starts portcullis again with the same config; resolves once Envoy sees it healthy. */
   startPortcullis(): Promise<void>;
+  /** Process id of the running portcullis, or null when it is not running. */
+  portcullisPid(): number | null;
   /** Everything the child processes printed so far (tail), labelled per process. */
   logs(): string;
   stop(): Promise<void>;
@@ -250,6 +252,10 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
       startPortcullis: async () => {
         await startPortcullis();
         await waitFor('envoy marks portcullis healthy', envoySeesPortcullis, envoyChild, logs);
+      },
+      portcullisPid: () => {
+        const p = portcullis as ChildProcess | null;
+        return p && !exited(p) ? (p.pid ?? null) : null;
       },
       logs,
       stop,
