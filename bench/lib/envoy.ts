@@ -1,5 +1,5 @@
 import { parse, stringify } from 'yaml';
-import { renderEnvoyConfig, type EnvoyPorts } from '../../test/helpers/envoyConfig.js';
+import { renderEnvoyConfig, type EnvoyPorts, type PortcullisChannel } from '../../test/helpers/envoyConfig.js';
 
 /**
  * Envoy configurations for the benchmark, all derived from envoy/envoy.yaml so every variant has
@@ -49,8 +49,13 @@ function dropFilters(node: unknown, names: ReadonlySet<string>, found: Set<strin
  * ext_authz only, `full` is the file as shipped. Fails if a filter to remove is not there, so a
  * renamed filter cannot silently turn a variant into another.
  */
-export function renderVariant(variant: EnvoyVariant, ports: EnvoyPorts, runtime: Readonly<Record<string, string | number | boolean>> = {}): string {
-  const text = renderEnvoyConfig(ports);
+export function renderVariant(
+  variant: EnvoyVariant,
+  ports: EnvoyPorts,
+  runtime: Readonly<Record<string, string | number | boolean>> = {},
+  channel: PortcullisChannel = { kind: 'plaintext' },
+): string {
+  const text = renderEnvoyConfig(ports, { channel });
   if (variant === 'full' && Object.keys(runtime).length === 0) return text;
   const cfg = parse(text) as Json;
   if (variant !== 'full') {

@@ -155,7 +155,8 @@ export async function startBenchStack(opts: BenchStackOptions): Promise<BenchSta
       dir: join(dir, 'gateway'),
       sourceConfig: repoPath('scripts', 'demo', 'portcullis.yaml'),
       policyBundle: bundle,
-      server: { grpcPort, adminPort, address: '127.0.0.1' },
+      // Loopback plaintext: the direct gRPC scenarios (h2load) cannot present a client certificate.
+      server: { grpcPort, adminPort, address: '127.0.0.1', channel: 'plaintext' },
       edit: (cfg) => {
         // The demo limits the weather tool to 50 rps per agent; a load test from one agent would
         // measure 429s. The limiter stays in the path with a limit the load never reaches.

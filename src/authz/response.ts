@@ -2,11 +2,9 @@ import { errorBody, rpcErrorBody } from '../errors.js';
 import type { HeaderValue } from '../credentials/inject.js';
 import { toStruct, type ProtoStruct } from '../server/struct.js';
 import type { CheckOutcome } from './check.js';
+import { METADATA_KEY, sealHandoff, type HandoffKey } from './handoff.js';
 
-/** Envoy dynamic metadata namespace ext_authz writes CheckResponse.dynamic_metadata under. */
-export const AUTHZ_METADATA_NAMESPACE = 'envoy.filters.http.ext_authz';
-/** Key under which portcullis' own hand-off lives inside that namespace. */
-export const METADATA_KEY = 'portcullis';
+export { AUTHZ_METADATA_NAMESPACE, METADATA_KEY } from './handoff.js';
 
 /** `envoy.config.core.v3.HeaderValueOption` in proto-loader object form. */
 interface HeaderOption {
@@ -32,10 +30,11 @@ function opts(list: readonly HeaderValue[], appendAction: HeaderOption['appendAc
 
 /**
  * Renders a Check outcome as Envoy's CheckResponse: allow with header mutations, or a denial
- * with the JSON error body (a JSON-RPC error when the request was JSON-RPC).
+ * with the JSON error body (a JSON-RPC error when the request was JSON-RPC). The decision handed
+ * to ext_proc is signed with `key` (see handoff.ts).
  */
-export function toCheckResponse(outcome: CheckOutcome): CheckResponseObject {
-  const metadata: Record<string, unknown> = { [METADATA_KEY]: outcome.metadata };
+export function toCheckResponse(outcome: CheckOutcome, key: HandoffKey): CheckResponseObject {
+  const metadata: Record<string, unknown> = { [METADATA_KEY]: sealHandoff(outcome.metadata, key) };
   if (outcome.allowed) {
     if (outcome.policyMetadata) Object.assign(metadata, { policy: outcome.policyMetadata });
     return {

@@ -4,6 +4,7 @@ import { dirname, resolve } from 'node:path';
 import { Ajv, type ErrorObject } from 'ajv';
 import { parseDocument } from 'yaml';
 import { configSchema } from './schema.js';
+import { serverProblems } from './server.js';
 import type { GatewayConfig } from './types.js';
 
 /** One problem in a configuration file, located by its JSON path. */
@@ -86,11 +87,20 @@ function semanticProblems(cfg: GatewayConfig): ConfigProblem[] {
   return out;
 }
 
+/** Options of {@link parseConfig}. */
+export interface ParseOptions {
+  /**
+   * Also require an authenticated gRPC channel to be configured (see config/server.ts). On for
+   * files loaded to serve or check; fragments parsed in isolation may leave it out.
+   */
+  readonly requireChannel?: boolean;
+}
+
 /**
  * Parses and validates configuration text. Returns the typed config with defaults applied,
  * or throws a {@link ConfigError} listing every problem with its path.
  */
-export function parseConfig(text: string, file: string): GatewayConfig {
+export function parseConfig(text: string, file: string, opts: ParseOptions = {}): GatewayConfig {
   const doc = parseDocument(text, { prettyErrors: true, uniqueKeys: true });
   if (doc.errors.length > 0) {
     throw new ConfigError(
@@ -103,12 +113,12 @@ export function parseConfig(text: string, file: string): GatewayConfig {
     throw new ConfigError(file, dedupe((validate.errors ?? []).map(describe)));
   }
   const cfg = { ...(raw as object), base_dir: dirname(resolve(file)) } as GatewayConfig;
-  const problems = semanticProblems(cfg);
+  const problems = [...semanticProblems(cfg), ...serverProblems(cfg.server, opts.requireChannel ?? false)];
   if (problems.length > 0) throw new ConfigError(file, problems);
   return cfg;
 }
 
-/** Reads, parses and validates a configuration file (see {@link parseConfig}). */
+/** Reads, parses and validates a configuration file to serve (see {@link parseConfig}; the gRPC channel is required). */
 export function loadConfig(file: string): GatewayConfig {
   let text: string;
   try {
@@ -116,5 +126,5 @@ export function loadConfig(file: string): GatewayConfig {
   } catch (err) {
     throw new ConfigError(file, [{ path: '$', message: `cannot read file (${(err as NodeJS.ErrnoException).code ?? 'error'})` }]);
   }
-  return parseConfig(text, file);
+  return parseConfig(text, file, { requireChannel: true });
 }

@@ -30,10 +30,26 @@ export const configSchema = {
       additionalProperties: false,
       default: {},
       properties: {
-        grpc_address: { type: 'string', default: '0.0.0.0' },
+        // The channel from Envoy (see config/server.ts): mTLS, a unix socket, or explicit loopback plaintext.
+        grpc_address: { type: 'string', minLength: 1, default: '127.0.0.1' },
         grpc_port: { type: 'integer', minimum: 0, maximum: 65535, default: 9191 },
-        admin_address: { type: 'string', default: '0.0.0.0' },
+        grpc_tls: {
+          type: 'object',
+          additionalProperties: false,
+          required: ['ca', 'cert', 'key', 'client_sans'],
+          properties: {
+            ca: { type: 'string', minLength: 1 },
+            cert: { type: 'string', minLength: 1 },
+            key: { type: 'string', minLength: 1 },
+            client_sans: { type: 'array', minItems: 1, uniqueItems: true, items: { type: 'string', minLength: 1 } },
+          },
+        },
+        grpc_socket_mode: { type: 'string', pattern: '^0?[0-7]{3}$', default: '0600' },
+        grpc_plaintext: { type: 'boolean', default: false },
+        handoff_key: secretRef,
+        admin_address: { type: 'string', minLength: 1, default: '127.0.0.1' },
         admin_port: { type: 'integer', minimum: 0, maximum: 65535, default: 9464 },
+        admin_token: secretRef,
         shutdown_grace_ms: { type: 'integer', minimum: 0, maximum: 600000, default: 10000 },
         log_level: { enum: ['fatal', 'error', 'warn', 'info', 'debug', 'trace'], default: 'info' },
       },

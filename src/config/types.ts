@@ -156,12 +156,35 @@ export interface PolicyConfig {
   readonly dry_run: boolean;
 }
 
+/** mTLS on the gRPC port: Envoy's client certificate must chain to `ca` and carry an allowed SAN. */
+export interface GrpcTlsConfig {
+  /** CA bundle (PEM file) the client (Envoy) certificate must chain to. */
+  readonly ca: string;
+  /** portcullis' certificate chain (PEM file). */
+  readonly cert: string;
+  /** Its private key (PEM file). */
+  readonly key: string;
+  /** Subject alternative names (URI, DNS, IP or email value, exact) of which the client certificate must carry one. */
+  readonly client_sans: readonly string[];
+}
+
 /** Ports and process settings. */
 export interface ServerConfig {
+  /** Address of the gRPC port (a host), or `unix:///path/to.sock` for a unix socket. */
   readonly grpc_address: string;
   readonly grpc_port: number;
+  /** mTLS for the gRPC port (TCP addresses). */
+  readonly grpc_tls?: GrpcTlsConfig;
+  /** File mode of the unix socket (octal string), default `0600`. */
+  readonly grpc_socket_mode: string;
+  /** Plaintext gRPC over TCP: only when set, and only on a loopback address. */
+  readonly grpc_plaintext: boolean;
+  /** HMAC key signing the ext_authz → ext_proc hand-off; shared by every replica. */
+  readonly handoff_key?: SecretRef;
   readonly admin_address: string;
   readonly admin_port: number;
+  /** Bearer token the admin port requires (for everything but `/healthz` and `/readyz`); required off loopback. */
+  readonly admin_token?: SecretRef;
   readonly shutdown_grace_ms: number;
   readonly log_level: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace';
 }

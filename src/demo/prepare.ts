@@ -5,6 +5,7 @@ import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { Document, parseDocument } from 'yaml';
 import { generateSigningKey } from '../identity/mint.js';
+import { makeCa, makeLeaf } from './pki.js';
 
 /**
  * Prepares a self-contained gateway folder from a config file (the demo's, usually): a copy of
@@ -19,7 +20,31 @@ export interface ServerOverrides {
   readonly adminPort?: number;
   /** Bind address for both the gRPC and the admin port. */
   readonly address?: string;
+  /**
+   * How Envoy reaches portcullis: `mtls` keeps the config's `grpc_tls` (a demo PKI is generated
+   * for it), `unix` replaces it with a unix socket in the folder (`grpc.sock`), `plaintext`
+   * with loopback plaintext. Default: the config as written.
+   */
+  readonly channel?: 'mtls' | 'unix' | 'plaintext';
 }
+
+/** SAN of the demo portcullis server certificate (Envoy's `portcullis` cluster checks it). */
+export const DEMO_PORTCULLIS_SAN = 'spiffe://demo.portcullis/portcullis';
+
+/** How the prepared gateway is reached, with what Envoy needs for it (absolute paths). */
+export type PreparedChannel =
+  | {
+      readonly kind: 'mtls';
+      /** CA that signed both certificates (Envoy's trusted CA for portcullis, and portcullis' for Envoy). */
+      readonly ca: string;
+      /** Envoy's client certificate and key (SAN: the config's first `client_sans`). */
+      readonly clientCert: string;
+      readonly clientKey: string;
+      /** The URI SAN of portcullis' server certificate. */
+      readonly serverSan: string;
+    }
+  | { readonly kind: 'unix'; readonly socketPath: string }
+  | { readonly kind: 'plaintext' };
 
 /** What {@link prepareDemo} needs. */
 export interface PrepareOptions {
@@ -48,10 +73,14 @@ export interface PreparedDemo {
   readonly secrets: Readonly<Record<string, string>>;
   /** Environment variables the config's `{env: NAME}` secrets need. */
   readonly env: Readonly<Record<string, string>>;
+  /** The gRPC channel of the prepared config; null when the config sets none. */
+  readonly channel: PreparedChannel | null;
 }
 
 /** Config keys whose value is a JSON Schema file the gateway reads (copied along when relative). */
 const SCHEMA_KEYS = new Set(['schema', 'input_schema']);
+/** Config keys whose value is a secret reference (`per_user` maps hold them too). */
+const SECRET_KEYS = new Set(['secret', 'handoff_key', 'admin_token']);
 
 type Json = Record<string, unknown>;
 
@@ -110,6 +139,16 @@ export async function prepareDemo(opts: PrepareOptions): Promise<PreparedDemo> {
     doc.setIn(['server', 'grpc_address'], server.address);
     doc.setIn(['server', 'admin_address'], server.address);
   }
+  if (server.channel === 'unix') {
+    doc.setIn(['server', 'grpc_address'], `unix://${join(dir, 'grpc.sock')}`);
+    doc.deleteIn(['server', 'grpc_tls']);
+    doc.deleteIn(['server', 'grpc_port']);
+  } else if (server.channel === 'plaintext') {
+    doc.deleteIn(['server', 'grpc_tls']);
+    doc.setIn(['server', 'grpc_plaintext'], true);
+  } else if (server.channel === 'mtls' && !isObject((cfg.server as Json | undefined)?.grpc_tls)) {
+    throw new Error(`${sourceConfig}: channel "mtls" needs server.grpc_tls in the config`);
+  }
 
   // Policy bundle: copied in so a test may rewrite it without touching the build output.
   const policy = isObject(cfg.policy) ? cfg.policy : {};
@@ -155,7 +194,7 @@ export async function prepareDemo(opts: PrepareOptions): Promise<PreparedDemo> {
   walk(cfg, (key, value) => {
     if (SCHEMA_KEYS.has(key) && typeof value === 'string') copyRelative(key, value);
     // Secret references sit under `secret:` keys and in `per_user:` maps (user -> reference).
-    if (key === 'secret') provide(value);
+    if (SECRET_KEYS.has(key)) provide(value);
     if (key === 'per_user' && isObject(value)) Object.values(value).forEach(provide);
   });
 
@@ -167,6 +206,8 @@ export async function prepareDemo(opts: PrepareOptions): Promise<PreparedDemo> {
   const localIssuer = issuers.findIndex((j) => isObject(j) && typeof j.jwks_file === 'string');
   if (localIssuer >= 0) doc.setIn(['identity', 'jwt', localIssuer, 'jwks_file'], relative(dir, keys.jwksPath));
 
+  const channel = await prepareChannel(doc.toJS() as Json, dir);
+
   let text: string;
   if (opts.edit) {
     const edited = doc.toJS() as Json;
@@ -177,7 +218,40 @@ export async function prepareDemo(opts: PrepareOptions): Promise<PreparedDemo> {
   }
   const configPath = join(dir, 'portcullis.yaml');
   writeFileSync(configPath, text);
-  return { configPath, privateJwkPath: keys.privateJwkPath, jwksPath: keys.jwksPath, secrets, env };
+  return { configPath, privateJwkPath: keys.privateJwkPath, jwksPath: keys.jwksPath, secrets, env, channel };
+}
+
+/**
+ * The channel of a prepared config. For mTLS with relative file paths, generates the demo PKI
+ * there: one CA (`grpc_tls.ca`), portcullis' server certificate (`grpc_tls.cert`/`key`, SANs
+ * {@link DEMO_PORTCULLIS_SAN}, localhost, 127.0.0.1) and Envoy's client certificate
+ * (`envoy.crt`/`envoy.key` beside the CA, SAN: the first `client_sans`).
+ */
+async function prepareChannel(cfg: Json, dir: string): Promise<PreparedChannel | null> {
+  const server = isObject(cfg.server) ? cfg.server : {};
+  const address = typeof server.grpc_address === 'string' ? server.grpc_address : '';
+  if (address.startsWith('unix:')) {
+    const rest = address.slice('unix:'.length).replace(/^\/\//, '');
+    return { kind: 'unix', socketPath: isAbsolute(rest) ? rest : resolve(dir, rest) };
+  }
+  if (server.grpc_plaintext === true) return { kind: 'plaintext' };
+  const tls = isObject(server.grpc_tls) ? server.grpc_tls : null;
+  if (!tls) return null;
+  const [ca, cert, key] = [tls.ca, tls.cert, tls.key].map((f) => (typeof f === 'string' ? f : ''));
+  const sans = Array.isArray(tls.client_sans) ? tls.client_sans.filter((v): v is string => typeof v === 'string') : [];
+  if (!ca || !cert || !key || sans.length === 0) throw new Error('server.grpc_tls needs ca, cert, key and client_sans');
+  if ([ca, cert, key].some((f) => isAbsolute(f))) throw new Error('server.grpc_tls: the demo PKI is generated only for relative paths');
+  const pkiDir = dirname(resolve(dir, ca));
+  const made = await makeCa(pkiDir, 'ca');
+  const serverCert = await makeLeaf(pkiDir, 'portcullis', made, 'serverAuth', `URI:${DEMO_PORTCULLIS_SAN}, DNS:localhost, IP:127.0.0.1`);
+  const client = await makeLeaf(pkiDir, 'envoy', made, 'clientAuth', `URI:${sans[0]}`);
+  const place = (from: string, to: string): void => {
+    if (resolve(from) !== resolve(dir, to)) copyInto(from, resolve(dir, to));
+  };
+  place(made.cert, ca);
+  place(serverCert.cert, cert);
+  place(serverCert.key, key);
+  return { kind: 'mtls', ca: resolve(dir, ca), clientCert: client.cert, clientKey: client.key, serverSan: DEMO_PORTCULLIS_SAN };
 }
 
 /** Single-quotes a value for POSIX shells. */

@@ -6,6 +6,7 @@ import type { SchemaSet } from '../inspect/schema.js';
 import type { AuditLogger } from '../audit/sinks.js';
 import { compileFieldFilter, type FieldFilter } from './fieldFilter.js';
 import type { DlpAlerter } from './alerts.js';
+import type { HandoffKey } from '../authz/handoff.js';
 import { errorBody, rpcErrorBody, type GatewayError, type RpcErrorTarget } from '../errors.js';
 import { setHeader, type ProcessingResponse } from './proto.js';
 
@@ -19,6 +20,8 @@ export interface ExtprocDeps {
   readonly filters: ReadonlyMap<string, FieldFilter>;
   readonly audit: AuditLogger;
   readonly alerter: DlpAlerter;
+  /** Verifies the ext_authz decision forwarded in the dynamic metadata. */
+  readonly handoff: HandoffKey;
 }
 
 /** Compiles the per-tool response field filters. */

@@ -24,6 +24,10 @@ export type ResponseMode = 'none' | 'buffered' | 'streamed' | 'held';
 export class Exchange {
   readonly startedNs = process.hrtime.bigint();
   meta: AuthzMetadata | null = null;
+  /** At least one message arrived on the stream. */
+  sawMessage = false;
+  /** Rank of the last phase seen (see the order check in service.ts); -1 before any. */
+  lastPhase = -1;
   /** Request headers were processed (false for local replies of earlier filters). */
   sawRequest = false;
   /** The response is a local reply that never reached a tool: nothing to inspect or audit. */

@@ -1,10 +1,22 @@
 import { auditDecision, auditIdentity } from '../authz/audit.js';
+import type { AuditDecision } from '../audit/record.js';
 import type { ExtprocDeps } from './deps.js';
 import type { Exchange } from './exchange.js';
 import { countFindings, countInjections } from './metrics.js';
 
 function ms(fromNs: bigint): number {
   return Math.round(Number(process.hrtime.bigint() - fromNs) / 1e3) / 1e3;
+}
+
+/** The decision of an exchange that never joined a verified ext_authz decision: none, denied. */
+function noDecision(ex: Exchange): AuditDecision {
+  return {
+    allowed: false,
+    rule: ex.error?.rule ?? 'handoff.absent',
+    reason: 'no verified authorization decision reached ext_proc; the exchange was denied',
+    policy_version: null,
+    dry_run: false,
+  };
 }
 
 /**
@@ -31,7 +43,7 @@ export function finishExchange(deps: ExtprocDeps, ex: Exchange): void {
     tool,
     method: ex.method,
     path: ex.path,
-    decision: meta ? auditDecision(meta) : null,
+    decision: meta ? auditDecision(meta) : noDecision(ex),
     inspection: { size: ex.requestSize, schema: ex.schema, errors: ex.schemaErrors, injection: ex.injection },
     dlpRequest: ex.dlpRequest,
     dlpResponse: ex.dlpResponse,

@@ -1,7 +1,6 @@
 import { GatewayError } from '../errors.js';
 import type { AuthzMetadata } from '../authz/check.js';
-import { AUTHZ_METADATA_NAMESPACE, METADATA_KEY } from '../authz/response.js';
-import { fromStruct } from '../server/struct.js';
+import { readHandoff, type HandoffResult } from '../authz/handoff.js';
 import { parseJsonRpc } from '../inspect/mcp.js';
 import { applyDlp } from '../dlp/index.js';
 import type { ExtprocDeps } from './deps.js';
@@ -22,12 +21,14 @@ export function baseMode(requestBody: 'NONE' | 'BUFFERED'): ProtoProcessingMode 
   };
 }
 
-/** The ext_authz decision forwarded by Envoy with this message, if any. */
-export function readMetadata(msg: ProcessingRequest): AuthzMetadata | null {
-  const ns = msg.metadataContext?.filterMetadata?.[AUTHZ_METADATA_NAMESPACE];
-  if (!ns) return null;
-  const meta = fromStruct(ns)[METADATA_KEY];
-  return meta && typeof meta === 'object' ? (meta as AuthzMetadata) : null;
+/** The ext_authz decision forwarded by Envoy with this message, verified (see handoff.ts). */
+export function readMetadata(deps: ExtprocDeps, msg: ProcessingRequest): HandoffResult {
+  return readHandoff(msg.metadataContext?.filterMetadata, deps.handoff);
+}
+
+/** The denial for a message that carries no verified decision: fail closed, say why. */
+export function noDecision(problem: string): GatewayError {
+  return new GatewayError('internal', `no verified authorization decision for this request (hand-off ${problem})`, { rule: `handoff.${problem}` });
 }
 
 function needsRequestBody(deps: ExtprocDeps, ex: Exchange): boolean {
@@ -58,11 +59,18 @@ export function joinDecision(deps: ExtprocDeps, ex: Exchange, meta: AuthzMetadat
  */
 export function onRequestHeaders(deps: ExtprocDeps, ex: Exchange, msg: ProcessingRequest): ProcessingResponse {
   const h = headerMap(msg.requestHeaders);
-  const meta = readMetadata(msg);
-  if (!meta || !meta.allowed || !meta.tool) {
-    // ext_proc must only ever see requests ext_authz allowed; anything else is a misconfiguration.
-    throw new GatewayError('internal', 'authorization context is missing for this request', { rule: 'extproc.no_authz_context' });
-  }
+  // Envoy's own view of the request, for the audit record even when there is no decision.
+  ex.requestId = h['x-request-id'] ?? null;
+  ex.method = h[':method'] ?? '';
+  ex.path = h[':path'] ?? '';
+  const handoff = readMetadata(deps, msg);
+  if (!handoff.ok) throw noDecision(handoff.problem);
+  const meta = handoff.meta;
+  // ext_proc must only ever see requests ext_authz allowed; anything else is a misconfiguration.
+  if (!meta.allowed || !meta.tool) throw noDecision('not_allowed');
+  // The decision belongs to this request: Envoy chose the request id before ext_authz ran.
+  const rid = h['x-request-id'];
+  if (rid !== undefined && meta.request_id !== null && rid !== meta.request_id) throw noDecision('other_request');
   joinDecision(deps, ex, meta);
   ex.method = h[':method'] ?? ex.method;
   ex.path = h[':path'] ?? ex.path;

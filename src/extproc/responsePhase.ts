@@ -3,7 +3,7 @@ import { GatewayError, errorBody } from '../errors.js';
 import { applyDlp, createStreamRedactor } from '../dlp/index.js';
 import type { ExtprocDeps } from './deps.js';
 import type { Exchange } from './exchange.js';
-import { baseMode, joinDecision, readMetadata } from './requestPhase.js';
+import { baseMode, joinDecision, noDecision, readMetadata } from './requestPhase.js';
 import { headerMap, setHeader, type ProcessingRequest, type ProcessingResponse, type ProtoHeaderMutation, type ProtoHttpBody } from './proto.js';
 
 /** Largest decompressed body the gateway will inspect; larger bodies are refused (zip bombs). */
@@ -38,15 +38,18 @@ function decompress(buf: Buffer, encoding: string): Buffer {
  */
 export function onResponseHeaders(deps: ExtprocDeps, ex: Exchange, msg: ProcessingRequest): ProcessingResponse {
   if (!ex.sawRequest) {
-    const meta = readMetadata(msg);
-    if (!meta || !meta.allowed || !meta.tool) {
-      // A local reply from a filter before this one (an ext_authz denial, an Envoy error): no
-      // tool answered, ext_authz already audited it, and the body is the gateway's own error.
+    const handoff = readMetadata(deps, msg);
+    // A local reply from a filter before this one: an Envoy error (no hand-off at all) or an
+    // ext_authz denial (a verified hand-off that did not allow). No tool answered, ext_authz
+    // already audited a denial, and the body is the gateway's or Envoy's own error.
+    if ((!handoff.ok && handoff.problem === 'absent') || (handoff.ok && !handoff.meta.allowed)) {
       ex.localReply = true;
       return { responseHeaders: { response: { status: 'CONTINUE' } } };
     }
+    if (!handoff.ok) throw noDecision(handoff.problem);
+    if (!handoff.meta.tool) throw noDecision('not_allowed');
     // A route that skips the request-header phase (nothing to inspect on the way in).
-    joinDecision(deps, ex, meta);
+    joinDecision(deps, ex, handoff.meta);
   }
   const tool = ex.tool!;
   const h = headerMap(msg.responseHeaders);

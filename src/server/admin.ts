@@ -1,5 +1,7 @@
-import { createServer, type Server } from 'node:http';
+import { createHash, timingSafeEqual } from 'node:crypto';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { registry } from '../metrics.js';
+import { log } from '../log.js';
 
 /** Readiness as reported on `/readyz`. */
 export interface Readiness {
@@ -7,18 +9,87 @@ export interface Readiness {
   detail: Record<string, unknown>;
 }
 
+/** Result of a reload asked for on `POST /reload`. */
+export interface ReloadResult {
+  /** Whether the new configuration, policy and data are serving now. */
+  readonly ok: boolean;
+  /** Why not (the last good configuration keeps serving). */
+  readonly reason: string | null;
+  /** Policy version serving after the attempt. */
+  readonly policyVersion: string | null;
+}
+
+/** What the admin port serves. */
+export interface AdminOptions {
+  readonly host: string;
+  readonly port: number;
+  readonly readiness: () => Readiness;
+  /** Reloads configuration, policy and data now (`POST /reload`). */
+  readonly reload: () => Promise<ReloadResult>;
+  /**
+   * The bearer token required for `/metrics`, `POST /reload` and the details of `/readyz`;
+   * null when none is configured (then the port must be on loopback, which config load enforces).
+   * Read per request, so a rotated secret applies at once.
+   */
+  readonly token: () => string | null;
+}
+
+const JSON_TYPE = { 'content-type': 'application/json' };
+
+function digest(v: string): Buffer {
+  return createHash('sha256').update(v, 'utf8').digest();
+}
+
+/** Whether the request carries the configured bearer token (compared in constant time). */
+function authorized(req: IncomingMessage, token: string | null): boolean {
+  if (token === null) return true;
+  const h = req.headers.authorization;
+  if (typeof h !== 'string' || !/^bearer /i.test(h)) return false;
+  return timingSafeEqual(digest(h.slice(7).trim()), digest(token));
+}
+
+function json(res: ServerResponse, status: number, body: unknown, extra: Record<string, string> = {}): void {
+  res.writeHead(status, { ...JSON_TYPE, ...extra }).end(JSON.stringify(body));
+}
+
+function unauthorized(res: ServerResponse): void {
+  json(res, 401, { error: 'a bearer token is required' }, { 'www-authenticate': 'Bearer realm="portcullis-admin"' });
+}
+
 /**
- * Admin HTTP endpoints: `/metrics` (Prometheus), `/healthz` (the process serves),
- * `/readyz` (a policy is loaded and the process is not draining).
+ * Admin HTTP endpoints: `/metrics` (Prometheus), `/healthz` (the process serves), `/readyz` (a
+ * policy is loaded and the process is not draining), `POST /reload` (configuration, policy and
+ * data now; a bad one keeps the last good one and the answer says why). With a token
+ * configured, everything but `/healthz` and the bare readiness verdict of `/readyz` (which
+ * probes need and which reveal nothing) requires it.
  */
-export function startAdminServer(host: string, port: number, readiness: () => Readiness): Promise<Server> {
+export function startAdminServer(opts: AdminOptions): Promise<Server> {
   const server = createServer((req, res) => {
     const url = (req.url ?? '/').split('?')[0];
+    const token = opts.token();
+    if (url === '/reload') {
+      if (req.method !== 'POST') {
+        res.writeHead(405, { allow: 'POST' }).end();
+        return;
+      }
+      if (!authorized(req, token)) return unauthorized(res);
+      // The body is not used; drain it so the connection can be reused.
+      req.resume();
+      opts.reload().then(
+        (r) => json(res, r.ok ? 200 : 422, { reloaded: r.ok, reason: r.reason, policy_version: r.policyVersion }),
+        (err: unknown) => {
+          log.error({ err: (err as Error)?.message }, 'reload failed');
+          json(res, 500, { reloaded: false, reason: 'reload failed' });
+        },
+      );
+      return;
+    }
     if (req.method !== 'GET' && req.method !== 'HEAD') {
       res.writeHead(405, { allow: 'GET, HEAD' }).end();
       return;
     }
     if (url === '/metrics') {
+      if (!authorized(req, token)) return unauthorized(res);
       registry
         .metrics()
         .then((text) => res.writeHead(200, { 'content-type': registry.contentType }).end(text))
@@ -26,18 +97,18 @@ export function startAdminServer(host: string, port: number, readiness: () => Re
       return;
     }
     if (url === '/healthz') {
-      res.writeHead(200, { 'content-type': 'application/json' }).end('{"status":"ok"}');
+      res.writeHead(200, JSON_TYPE).end('{"status":"ok"}');
       return;
     }
     if (url === '/readyz') {
-      const r = readiness();
-      res.writeHead(r.ready ? 200 : 503, { 'content-type': 'application/json' }).end(JSON.stringify({ ready: r.ready, ...r.detail }));
+      const r = opts.readiness();
+      json(res, r.ready ? 200 : 503, authorized(req, token) ? { ready: r.ready, ...r.detail } : { ready: r.ready });
       return;
     }
-    res.writeHead(404, { 'content-type': 'application/json' }).end('{"error":"not found"}');
+    json(res, 404, { error: 'not found' });
   });
   return new Promise((resolve, reject) => {
     server.once('error', reject);
-    server.listen(port, host, () => resolve(server));
+    server.listen(opts.port, opts.host, () => resolve(server));
   });
 }

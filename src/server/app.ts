@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { unwatchFile, watchFile } from 'node:fs';
 import { resolve } from 'node:path';
 import type { Server as HttpServer } from 'node:http';
@@ -27,7 +28,9 @@ import type { CheckOutcome } from '../authz/check.js';
 import { auditDecision, auditIdentity } from '../authz/audit.js';
 import { authorizationService, externalProcessorService } from './protos.js';
 import { startGrpcServer, INTERNAL, type GrpcServer } from './grpc.js';
-import { startAdminServer } from './admin.js';
+import { startAdminServer, type ReloadResult } from './admin.js';
+import { grpcChannel, isLoopback } from '../config/server.js';
+import { HANDOFF_MIN_KEY_BYTES, HandoffKey } from '../authz/handoff.js';
 
 const reloads = new Counter({
   name: 'portcullis_config_reloads_total',
@@ -41,6 +44,35 @@ interface Built {
   deps: AuthzDeps;
   extproc: ExtprocDeps;
   secrets: SecretStore;
+  /** Signs the decision Check hands to ext_proc (and verifies it there). */
+  handoff: HandoffKey;
+}
+
+/** A token no client can present (a configured admin token that cannot be read denies everything). */
+const UNMATCHABLE_TOKEN = randomBytes(32).toString('hex');
+
+/** Process-wide key used when none is configured: hand-offs then verify only on this replica. */
+let ephemeralHandoff: HandoffKey | null = null;
+
+/**
+ * The hand-off key of a configuration: the configured secret (read on every use, so a rotation
+ * applies at once), or a per-process random key with a warning when none is configured.
+ */
+function handoffKey(config: GatewayConfig, secrets: SecretStore): HandoffKey {
+  const ref = config.server.handoff_key;
+  if (!ref) {
+    if (!ephemeralHandoff) {
+      log.warn('server.handoff_key is not set: using a per-process key; ext_proc streams served by another replica than their Check will be denied');
+      ephemeralHandoff = HandoffKey.ephemeral();
+    }
+    return ephemeralHandoff;
+  }
+  const problem = secrets.prepare(ref);
+  if (problem) throw new Error(`server.handoff_key (${SecretStore.describe(ref)}): ${problem}`);
+  if (Buffer.byteLength(secrets.get(ref), 'utf8') < HANDOFF_MIN_KEY_BYTES) {
+    throw new Error(`server.handoff_key (${SecretStore.describe(ref)}) is shorter than ${HANDOFF_MIN_KEY_BYTES} bytes`);
+  }
+  return new HandoffKey(() => secrets.get(ref));
 }
 
 function samePolicy(a: GatewayConfig, b: GatewayConfig): boolean {
@@ -80,6 +112,10 @@ export async function buildDeps(config: GatewayConfig, policy: PolicyEngine, lim
     const identity = await IdentityVerifier.create(config.identity, config.base_dir, secrets);
     const credentials = new CredentialInjector(config.tools, secrets);
     for (const p of credentials.problems()) log.warn(p, 'upstream credential not available; calls to this tool will be denied until it is');
+    const handoff = handoffKey(config, secrets);
+    const adminToken = config.server.admin_token;
+    const tokenProblem = adminToken ? secrets.prepare(adminToken) : null;
+    if (adminToken && tokenProblem) throw new Error(`server.admin_token (${SecretStore.describe(adminToken)}): ${tokenProblem}`);
     audit = await AuditLogger.fromConfig(config.audit, config.base_dir);
     return {
       deps: { config, tools, identity, policy, credentials, limiter },
@@ -92,8 +128,10 @@ export async function buildDeps(config: GatewayConfig, policy: PolicyEngine, lim
         filters: compileFilters(config),
         audit,
         alerter: new DlpAlerter(config.alerting.dlp_threshold, config.alerting.window_s),
+        handoff,
       },
       secrets,
+      handoff,
     };
   } catch (err) {
     secrets.close();
@@ -146,12 +184,13 @@ export async function serve(configPath: string): Promise<App> {
   let lastReloadError: string | null = null;
 
   const check = (call: ServerUnaryCall<ProtoCheckRequest, CheckResponseObject>, cb: sendUnaryData<CheckResponseObject>): void => {
-    const audit = built.extproc.audit;
+    const { audit } = built.extproc;
+    const { handoff } = built;
     authorizer
       .check(call.request)
       .then((outcome) => {
         auditDenial(audit, call.request, outcome);
-        cb(null, toCheckResponse(outcome));
+        cb(null, toCheckResponse(outcome, handoff));
       })
       .catch((err: unknown) => {
         // Check itself never throws; reaching here means rendering failed. Envoy denies on error.
@@ -160,7 +199,7 @@ export async function serve(configPath: string): Promise<App> {
       });
   };
 
-  const grpc: GrpcServer = await startGrpcServer(config.server.grpc_address, config.server.grpc_port, [
+  const grpc: GrpcServer = await startGrpcServer(grpcChannel(config.server, config.base_dir), [
     { definition: authorizationService(), impl: { Check: check } },
     { definition: externalProcessorService(), impl: { Process: extproc.process } },
   ]);
@@ -170,12 +209,8 @@ export async function serve(configPath: string): Promise<App> {
   policy.onReload(syncHealth);
   syncHealth();
 
-  const admin: HttpServer = await startAdminServer(config.server.admin_address, config.server.admin_port, () => ({
-    ready: isReady(),
-    detail: { draining, policy: policy.status(), config_reload_error: lastReloadError },
-  }));
-
-  const reload = async (): Promise<void> => {
+  /** Applies the configuration file now; resolves with why it was refused, or null. */
+  const reload = async (): Promise<string | null> => {
     try {
       const next = loadConfig(configPath);
       const current = authorizer.current.config;
@@ -205,20 +240,57 @@ export async function serve(configPath: string): Promise<App> {
       syncHealth();
       reloads.inc({ result: 'ok' });
       log.info({ config: configPath }, 'configuration reloaded');
+      return null;
     } catch (err) {
       lastReloadError = (err as Error).message;
       reloads.inc({ result: 'error' });
       log.error({ config: configPath, reason: lastReloadError }, 'configuration reload failed; keeping the last good configuration');
+      return lastReloadError;
     }
   };
-  let reloading = Promise.resolve();
+  // Reloads run one at a time, in the order they were asked for.
+  let reloading: Promise<unknown> = Promise.resolve();
+  const queueReload = (): Promise<string | null> => {
+    const run = reloading.then(reload);
+    reloading = run;
+    return run;
+  };
   watchFile(configPath, { interval: 300, persistent: false }, (cur, prev) => {
-    if (cur.mtimeMs !== prev.mtimeMs || cur.size !== prev.size) reloading = reloading.then(reload);
+    if (cur.mtimeMs !== prev.mtimeMs || cur.size !== prev.size) void queueReload();
+  });
+
+  /** `POST /reload`: configuration now, then policy bundle and data now (a pipeline pushed them). */
+  const reloadNow = async (): Promise<ReloadResult> => {
+    const configError = await queueReload();
+    if (configError !== null) return { ok: false, reason: `configuration: ${configError}`, policyVersion: policy.status().version };
+    const status = await policy.reload();
+    if (status.lastError !== null) return { ok: false, reason: `policy: ${status.lastError}`, policyVersion: status.version };
+    return { ok: true, reason: null, policyVersion: status.version };
+  };
+
+  // The admin port's address is fixed at start: off loopback it stays token-protected even if a
+  // reload drops the token (an unreadable token matches nothing).
+  const adminOnLoopback = isLoopback(config.server.admin_address);
+  const adminToken = (): string | null => {
+    const ref = authorizer.current.config.server.admin_token;
+    if (!ref) return adminOnLoopback ? null : UNMATCHABLE_TOKEN;
+    try {
+      return built.secrets.get(ref);
+    } catch {
+      return UNMATCHABLE_TOKEN;
+    }
+  };
+  const admin: HttpServer = await startAdminServer({
+    host: config.server.admin_address,
+    port: config.server.admin_port,
+    readiness: () => ({ ready: isReady(), detail: { draining, policy: policy.status(), config_reload_error: lastReloadError } }),
+    reload: reloadNow,
+    token: adminToken,
   });
 
   const adminAddr = admin.address();
   const adminPort = typeof adminAddr === 'object' && adminAddr ? adminAddr.port : config.server.admin_port;
-  log.info({ grpc_port: grpc.port, admin_port: adminPort, policy: policy.status().version, tools: config.tools.map((t) => t.name) }, 'portcullis serving');
+  log.info({ grpc: grpc.address, admin_port: adminPort, policy: policy.status().version, tools: config.tools.map((t) => t.name) }, 'portcullis serving');
 
   return {
     grpcPort: grpc.port,

@@ -94,7 +94,7 @@ describe('TLS-rendered envoy.yaml', () => {
   it('passes envoy --mode validate, and fails it when the trusted CA file is missing', async () => {
     const t = tlsOf(stack);
     const ports = { listener: await freePort(), admin: await freePort(), portcullis: await freePort(), upstream: await freePort() };
-    const text = renderEnvoyConfig(ports, { tls: { certChain: t.server.cert, privateKey: t.server.key, trustedCa: t.ca } });
+    const text = renderEnvoyConfig(ports, { channel: stack.channel, tls: { certChain: t.server.cert, privateKey: t.server.key, trustedCa: t.ca } });
     type Chain = { transport_socket?: { name: string; typed_config: Record<string, unknown> } };
     const listeners = (parse(text) as { static_resources: { listeners: { name: string; filter_chains: Chain[] }[] } }).static_resources.listeners;
     const chains = listeners.find((l) => l.name === 'agents')?.filter_chains ?? [];
@@ -124,7 +124,7 @@ describe('TLS-rendered envoy.yaml', () => {
     const missing = join(stack.dir, 'tls', 'no-such-ca.crt');
     const bad = await validate(
       'envoy-tls-broken.yaml',
-      renderEnvoyConfig(ports, { tls: { certChain: t.server.cert, privateKey: t.server.key, trustedCa: missing } }),
+      renderEnvoyConfig(ports, { channel: stack.channel, tls: { certChain: t.server.cert, privateKey: t.server.key, trustedCa: missing } }),
     );
     expect(bad.ok).toBe(false);
     expect(bad.output).toContain('no-such-ca.crt');

@@ -3,13 +3,20 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { afterAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { makeCa, makeLeaf } from '../../src/demo/pki.js';
 import { parse, stringify } from 'yaml';
 import { freePort, loadEnvoyConfig, renderEnvoyConfig, repoPath, toolPath } from '../helpers/index.js';
 
 const run = promisify(execFile);
 const dir = mkdtempSync(join(tmpdir(), 'portcullis-envoy-config-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
+// The shipped file reads the demo's channel certificates relative to where Envoy runs (.demo/tls/).
+beforeAll(async () => {
+  const tls = join(dir, '.demo', 'tls');
+  const ca = await makeCa(tls, 'ca');
+  await makeLeaf(tls, 'envoy', ca, 'clientAuth', 'URI:spiffe://demo.portcullis/envoy');
+});
 
 type Json = Record<string, unknown>;
 

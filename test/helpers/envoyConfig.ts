@@ -20,10 +20,25 @@ export interface ListenerTls {
   trustedCa: string;
 }
 
+/**
+ * How Envoy reaches portcullis: mTLS with the given files (absolute paths) and portcullis' SAN,
+ * or a unix socket (Envoy `pipe` address, no transport socket).
+ */
+export type PortcullisChannel =
+  | { kind: 'mtls'; ca: string; cert: string; key: string; serverSan: string }
+  | { kind: 'unix'; path: string }
+  /** Loopback plaintext: only to measure the unauthenticated baseline (benchmarks), never shipped. */
+  | { kind: 'plaintext' };
+
 /** Optional changes {@link renderEnvoyConfig} makes besides the ports. */
 export interface RenderOptions {
   /** Terminate TLS on the `agents` listener and require a client certificate signed by `trustedCa`. */
   tls?: ListenerTls;
+  /**
+   * The channel to portcullis. Without it the file's own settings stay (mTLS with files relative
+   * to the directory Envoy runs in).
+   */
+  channel?: PortcullisChannel;
 }
 
 type Json = Record<string, unknown>;
@@ -84,6 +99,33 @@ function downstreamTls(tls: ListenerTls): Json {
   };
 }
 
+/**
+ * Rewrites the `portcullis` cluster for a channel: the UpstreamTlsContext's certificate, key, CA
+ * and pinned SAN for mTLS; for a unix socket a `pipe` endpoint and no transport socket.
+ */
+function setChannel(cluster: Json, channel: PortcullisChannel): void {
+  if (channel.kind === 'plaintext') {
+    delete cluster.transport_socket;
+    return;
+  }
+  if (channel.kind === 'unix') {
+    delete cluster.transport_socket;
+    const endpoints = list(obj(cluster.load_assignment, 'portcullis.load_assignment').endpoints, 'portcullis.endpoints');
+    for (const group of endpoints) {
+      for (const lb of list(obj(group, 'portcullis.endpoints[]').lb_endpoints, 'portcullis.lb_endpoints')) {
+        obj(obj(lb, 'portcullis.lb_endpoints[]').endpoint, 'portcullis.endpoint').address = { pipe: { path: channel.path } };
+      }
+    }
+    return;
+  }
+  const socket = obj(cluster.transport_socket, 'portcullis.transport_socket');
+  const ctx = obj(obj(socket.typed_config, 'portcullis.transport_socket.typed_config').common_tls_context, 'portcullis common_tls_context');
+  ctx.tls_certificates = [{ certificate_chain: { filename: channel.cert }, private_key: { filename: channel.key } }];
+  const validation = obj(ctx.validation_context, 'portcullis validation_context');
+  validation.trusted_ca = { filename: channel.ca };
+  validation.match_typed_subject_alt_names = [{ san_type: 'URI', matcher: { exact: channel.serverSan } }];
+}
+
 /** envoy/envoy.yaml as a plain object. */
 export function loadEnvoyConfig(): Json {
   return obj(parse(readFileSync(repoPath('envoy', 'envoy.yaml'), 'utf8')), 'document');
@@ -93,7 +135,8 @@ export function loadEnvoyConfig(): Json {
  * envoy/envoy.yaml with its ports replaced for a test stack. Items are found by name (admin,
  * listener `agents`, cluster `portcullis`, clusters `tool_*`), not by text substitution, and a
  * missing item is an error so the harness cannot silently test a different topology. With
- * `opts.tls` the `agents` listener terminates TLS and requires a client certificate.
+ * `opts.tls` the `agents` listener terminates TLS and requires a client certificate; with
+ * `opts.channel` the `portcullis` cluster uses the given mTLS files or unix socket.
  */
 export function renderEnvoyConfig(ports: EnvoyPorts, opts: RenderOptions = {}): string {
   const cfg = loadEnvoyConfig();
@@ -114,7 +157,8 @@ export function renderEnvoyConfig(ports: EnvoyPorts, opts: RenderOptions = {}): 
   const clusters = list(resources.clusters, 'clusters').map((c) => obj(c, 'clusters[]'));
   const portcullis = clusters.find((c) => c.name === PORTCULLIS_CLUSTER);
   if (!portcullis) throw new Error(`envoy.yaml: no cluster named "${PORTCULLIS_CLUSTER}"`);
-  setClusterPort(portcullis, ports.portcullis);
+  if (opts.channel?.kind !== 'unix') setClusterPort(portcullis, ports.portcullis);
+  if (opts.channel) setChannel(portcullis, opts.channel);
   const tools = clusters.filter((c) => typeof c.name === 'string' && c.name.startsWith(TOOL_CLUSTER_PREFIX));
   if (tools.length === 0) throw new Error(`envoy.yaml: no "${TOOL_CLUSTER_PREFIX}*" clusters`);
   for (const c of tools) setClusterPort(c, ports.upstream);

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startSampleTool, type SampleTool } from '../../src/demo/sampleTool.js';
 import { prepareDemo, type PreparedDemo } from '../../src/demo/prepare.js';
-import { renderEnvoyConfig } from './envoyConfig.js';
+import { renderEnvoyConfig, type PortcullisChannel } from './envoyConfig.js';
 import { freePort } from './ports.js';
 import { generateTlsMaterial, type TlsMaterial } from './tls.js';
 import { repoPath, toolPath } from './paths.js';
@@ -16,7 +16,10 @@ export interface Stack {
   envoyAdminUrl: string;
   /** portcullis' admin HTTP port (metrics, healthz, readyz). */
   adminUrl: string;
+  /** portcullis' gRPC TCP port (0 on a unix socket). */
   grpcPort: number;
+  /** How Envoy reaches portcullis: mTLS files and SAN, or the unix socket path. */
+  channel: PortcullisChannel;
   /** Temporary folder with the config, keys, secrets, policy bundle and audit log. */
   dir: string;
   tool: SampleTool;
@@ -33,6 +36,8 @@ export interface Stack {
   killPortcullis(): Promise<void>;
   /** Starts portcullis again with the same config; resolves once Envoy sees it healthy. */
   startPortcullis(): Promise<void>;
+  /** Process id of the running portcullis, or null when it is not running. */
+  portcullisPid(): number | null;
   /** Everything the child processes printed so far (tail), labelled per process. */
   logs(): string;
   stop(): Promise<void>;
@@ -49,6 +54,11 @@ export interface StackOptions {
    * material is generated into the stack folder and exposed as {@link Stack.tls}.
    */
   tls?: boolean;
+  /**
+   * How Envoy reaches portcullis: `mtls` (default; the demo PKI is generated into the folder)
+   * or `unix` (a socket in the folder, Envoy's `pipe` address).
+   */
+  channel?: 'mtls' | 'unix';
 }
 
 const READY_TIMEOUT_MS = 30_000;
@@ -131,6 +141,14 @@ async function waitFor(what: string, probe: () => Promise<boolean>, child: Child
   throw new Error(`${what}: not ready after ${READY_TIMEOUT_MS} ms\n${logs()}`);
 }
 
+/** The Envoy side of the channel a prepared config asks for. */
+function stackChannel(prepared: PreparedDemo): PortcullisChannel {
+  const c = prepared.channel;
+  if (c?.kind === 'mtls') return { kind: 'mtls', ca: c.ca, cert: c.clientCert, key: c.clientKey, serverSan: c.serverSan };
+  if (c?.kind === 'unix') return { kind: 'unix', path: c.socketPath };
+  throw new Error(`the prepared config has no authenticated gRPC channel (${c?.kind ?? 'none'})`);
+}
+
 /**
  * Starts the full chain used by end-to-end tests: the sample tool (in-process), portcullis
  * (`node dist/main.js serve`) on a prepared copy of the demo config, and Envoy on a rendered copy
@@ -167,9 +185,10 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
       dir,
       sourceConfig: repoPath('scripts', 'demo', 'portcullis.yaml'),
       policyBundle: bundle,
-      server: { grpcPort, adminPort, address: '127.0.0.1' },
+      server: { grpcPort, adminPort, address: '127.0.0.1', channel: opts.channel ?? 'mtls' },
       edit: opts.editConfig,
     });
+    const channel = stackChannel(prepared);
     const adminUrl = `http://127.0.0.1:${adminPort}`;
     const tls = opts.tls ? await generateTlsMaterial(dir) : undefined;
     const envoyUrl = `${tls ? 'https' : 'http'}://127.0.0.1:${listenerPort}`;
@@ -182,9 +201,10 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
       portcullis = child;
       await waitFor('portcullis /readyz', async () => (await httpText(`${adminUrl}/readyz`))?.status === 200, child, logs);
     };
+    const host = channel.kind === 'unix' ? channel.path : `127.0.0.1:${grpcPort}`;
     const envoySeesPortcullis = async (): Promise<boolean> => {
       const clusters = await httpText(`${envoyAdminUrl}/clusters`);
-      return clusters?.text.includes(`portcullis::127.0.0.1:${grpcPort}::health_flags::healthy`) ?? false;
+      return clusters?.text.includes(`portcullis::${host}::health_flags::healthy`) ?? false;
     };
 
     await startPortcullis();
@@ -194,7 +214,7 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
       envoyConfig,
       renderEnvoyConfig(
         { listener: listenerPort, admin: envoyAdminPort, portcullis: grpcPort, upstream: tool.port },
-        tls ? { tls: { certChain: tls.server.cert, privateKey: tls.server.key, trustedCa: tls.ca } } : {},
+        { channel, ...(tls ? { tls: { certChain: tls.server.cert, privateKey: tls.server.key, trustedCa: tls.ca } } : {}) },
       ),
     );
     const baseId = (process.pid % 10_000) * 100 + (baseIdCounter++ % 100);
@@ -216,7 +236,8 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
       envoyUrl,
       envoyAdminUrl,
       adminUrl,
-      grpcPort,
+      grpcPort: channel.kind === 'unix' ? 0 : grpcPort,
+      channel,
       dir,
       tool,
       configPath: prepared.configPath,
@@ -231,6 +252,10 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
       startPortcullis: async () => {
         await startPortcullis();
         await waitFor('envoy marks portcullis healthy', envoySeesPortcullis, envoyChild, logs);
+      },
+      portcullisPid: () => {
+        const p = portcullis as ChildProcess | null;
+        return p && !exited(p) ? (p.pid ?? null) : null;
       },
       logs,
       stop,

@@ -33,7 +33,7 @@ it('a record written just before SIGTERM is in the audit file and on stdout afte
     dir,
     sourceConfig: repoPath('scripts', 'demo', 'portcullis.yaml'),
     policyBundle: bundle,
-    server: { grpcPort, adminPort, address: '127.0.0.1' },
+    server: { grpcPort, adminPort, address: '127.0.0.1', channel: 'plaintext' },
   });
   let out = '';
   const proc = spawn(process.execPath, [mainJs, 'serve', '--config', prepared.configPath], { cwd: dir, env: { ...process.env, ...prepared.env }, stdio: ['ignore', 'pipe', 'pipe'] });

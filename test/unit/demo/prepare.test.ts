@@ -130,7 +130,16 @@ describe('prepareDemo', () => {
     const jwks = JSON.parse(readFileSync(join(dir, cfg.identity.jwt[0].jwks_file), 'utf8')) as { keys: Record<string, string>[] };
     expect(jwks.keys[0]?.kid).toBe(jwk.kid);
     expect(jwks.keys[0]?.d).toBeUndefined();
-    expect(Object.keys(p.secrets).sort()).toEqual(['secrets/tickets-token', 'secrets/tickets-token-alice', 'secrets/weather-api-key', 'secrets/webhook-signing-secret']);
+    expect(Object.keys(p.secrets).sort()).toEqual([
+      'secrets/handoff-key',
+      'secrets/tickets-token',
+      'secrets/tickets-token-alice',
+      'secrets/weather-api-key',
+      'secrets/webhook-signing-secret',
+    ]);
+    // The channel from Envoy is mTLS, with a demo PKI generated where the config reads it.
+    expect(p.channel).toMatchObject({ kind: 'mtls', serverSan: 'spiffe://demo.portcullis/portcullis' });
+    for (const f of ['ca.crt', 'portcullis.crt', 'portcullis.key', 'envoy.crt', 'envoy.key']) expect(existsSync(join(dir, 'tls', f))).toBe(true);
     expect(Object.keys(p.env)).toEqual(['DOCS_TOKEN']);
     for (const s of ['ticket.json', 'search_docs.json', 'delete_doc.json']) expect(existsSync(join(dir, 'schemas', s))).toBe(true);
   });

@@ -13,9 +13,8 @@ import { ExtprocService } from '../../../src/extproc/service.js';
 import { compileFilters, type ExtprocDeps } from '../../../src/extproc/deps.js';
 import { DlpAlerter } from '../../../src/extproc/alerts.js';
 import type { ProcessingRequest, ProcessingResponse } from '../../../src/extproc/proto.js';
-import { AUTHZ_METADATA_NAMESPACE, METADATA_KEY } from '../../../src/authz/response.js';
+import { AUTHZ_METADATA_NAMESPACE, HandoffKey, handoffStruct, sealHandoff } from '../../../src/authz/handoff.js';
 import type { AuthzMetadata } from '../../../src/authz/check.js';
-import { toStruct } from '../../../src/server/struct.js';
 import { repoPath } from '../../helpers/paths.js';
 
 /**
@@ -26,6 +25,13 @@ import { repoPath } from '../../helpers/paths.js';
 
 const AWS_KEY = 'AKIAIOSFODNN7EXAMPLF';
 const demo = loadConfig(repoPath('scripts', 'demo', 'portcullis.yaml'));
+/** The hand-off key shared by the Check that signs and the ext_proc under test. */
+const KEY = new HandoffKey(() => 'unit-test-handoff-key-0123456789abcdef');
+
+/** Dynamic metadata as Envoy forwards it: the hand-off Check signed. */
+function forwarded(m: AuthzMetadata): NonNullable<ProcessingRequest['metadataContext']> {
+  return { filterMetadata: { [AUTHZ_METADATA_NAMESPACE]: handoffStruct(sealHandoff(m, KEY)) } };
+}
 
 /** Audit sink that keeps records in memory. */
 class MemorySink implements AuditSink {
@@ -85,6 +91,7 @@ function setup(opts: { config?: GatewayConfig; scanner?: Scanner } = {}): { serv
     filters: compileFilters(config),
     audit: new AuditLogger([sink], config.audit.payload),
     alerter: new DlpAlerter(config.alerting.dlp_threshold, config.alerting.window_s),
+    handoff: KEY,
   };
   return { service: new ExtprocService(deps), sink };
 }
@@ -127,7 +134,7 @@ function reqHeaders(tool: string, h: Record<string, string>, endOfStream: boolea
   return {
     request: 'requestHeaders',
     requestHeaders: { ...headers({ 'x-request-id': 'req-1', ...h }), endOfStream },
-    ...(m ? { metadataContext: { filterMetadata: { [AUTHZ_METADATA_NAMESPACE]: toStruct({ [METADATA_KEY]: m }) } } } : {}),
+    ...(m ? { metadataContext: forwarded(m) } : {}),
   };
 }
 
@@ -139,7 +146,7 @@ function respHeaders(h: Record<string, string>, endOfStream = false, m: AuthzMet
   return {
     request: 'responseHeaders',
     responseHeaders: { ...headers(h), endOfStream },
-    ...(m ? { metadataContext: { filterMetadata: { [AUTHZ_METADATA_NAMESPACE]: toStruct({ [METADATA_KEY]: m }) } } } : {}),
+    ...(m ? { metadataContext: forwarded(m) } : {}),
   };
 }
 
@@ -336,8 +343,9 @@ describe('ExtprocService stream loop', () => {
     expect(kinds(call)).toEqual(['immediateResponse']);
     const imm = call.written[0]!.immediateResponse!;
     expect(imm.status.code).toBe(503);
-    expect(JSON.parse(imm.body!.toString())).toMatchObject({ error: { type: 'unavailable', rule: 'extproc.no_authz_context' } });
+    expect(JSON.parse(imm.body!.toString())).toMatchObject({ error: { type: 'unavailable', rule: 'handoff.absent' } });
     expect(sink.records).toHaveLength(1);
+    expect(sink.records[0]).toMatchObject({ agent_id: null, user_id: null, tool: null, decision: { allowed: false, rule: 'handoff.absent' } });
   });
 
   it('passes a local reply of an earlier filter through and leaves its audit record to ext_authz', () => {
@@ -387,5 +395,103 @@ describe('ExtprocService stream loop', () => {
     call.finish();
     expect(sink.records).toHaveLength(1);
     expect(sink.records[0]).toMatchObject({ upstream_status: 200, error: { type: 'unavailable', rule: 'extproc.cancelled' } });
+  });
+});
+
+describe('ExtprocService: the ext_authz hand-off', () => {
+  /** Request headers carrying a hand-off struct built by `edit` from a correctly sealed one. */
+  function tampered(edit: (fields: Record<string, unknown>) => void, m: AuthzMetadata = meta('weather')): ProcessingRequest {
+    const struct = handoffStruct(sealHandoff(m, KEY)) as unknown as { fields: { portcullis: { structValue: { fields: Record<string, unknown> } } } };
+    edit(struct.fields.portcullis.structValue.fields);
+    return {
+      request: 'requestHeaders',
+      requestHeaders: { ...headers({ 'x-request-id': 'req-1', ...GET_WEATHER }), endOfStream: true },
+      metadataContext: { filterMetadata: { [AUTHZ_METADATA_NAMESPACE]: struct } },
+    };
+  }
+
+  function deniedWithRecord(msg: ProcessingRequest, rule: string): void {
+    const { service, sink } = setup();
+    const call = open(service).send(msg);
+    expect(kinds(call)).toEqual(['immediateResponse']);
+    expect(call.written[0]!.immediateResponse!.status.code).toBe(503);
+    call.finish();
+    expect(sink.records).toHaveLength(1);
+    // The record claims nothing from the unverified metadata and says there was no decision.
+    expect(sink.records[0]).toMatchObject({ agent_id: null, user_id: null, tenant_id: null, tool: null, decision: { allowed: false, rule }, error: { type: 'internal', rule } });
+  }
+
+  it('accepts a hand-off sealed with the shared key', () => {
+    const { service, sink } = setup();
+    const call = open(service).send(reqHeaders('weather', GET_WEATHER, true));
+    expect(kinds(call)).toEqual(['requestHeaders']);
+    expect(sink.records).toHaveLength(0);
+  });
+
+  it('denies an unsigned hand-off (the struct without iat and sig) and records no decision', () => {
+    deniedWithRecord(tampered((f) => {
+      delete f.sig;
+      delete f.iat;
+    }), 'handoff.unsigned');
+  });
+
+  it('denies a hand-off whose signed field was changed (another agent)', () => {
+    deniedWithRecord(tampered((f) => (f.agent = { stringValue: 'admin' })), 'handoff.forged');
+  });
+
+  it('denies a hand-off signed with another key', () => {
+    const other = new HandoffKey(() => 'another-key-that-is-long-enough-0123456789');
+    const struct = handoffStruct(sealHandoff(meta('weather'), other));
+    deniedWithRecord(
+      { request: 'requestHeaders', requestHeaders: { ...headers({ 'x-request-id': 'req-1', ...GET_WEATHER }), endOfStream: true }, metadataContext: { filterMetadata: { [AUTHZ_METADATA_NAMESPACE]: struct } } },
+      'handoff.forged',
+    );
+  });
+
+  it('denies wrongly typed fields without throwing: path as a number, allowed as a string, a list of numbers', () => {
+    deniedWithRecord(tampered((f) => (f.path = { numberValue: 42 })), 'handoff.malformed');
+    deniedWithRecord(tampered((f) => (f.allowed = { stringValue: 'true' })), 'handoff.malformed');
+    deniedWithRecord(tampered((f) => (f.auth_methods = { listValue: { values: [{ numberValue: 1 }] } })), 'handoff.malformed');
+    deniedWithRecord(tampered((f) => (f.sig = { numberValue: 1 })), 'handoff.malformed');
+  });
+
+  it('denies a stale hand-off (replayed long after it was signed)', () => {
+    const struct = handoffStruct(sealHandoff(meta('weather'), KEY, Date.now() - 60 * 60 * 1000));
+    deniedWithRecord(
+      { request: 'requestHeaders', requestHeaders: { ...headers({ 'x-request-id': 'req-1', ...GET_WEATHER }), endOfStream: true }, metadataContext: { filterMetadata: { [AUTHZ_METADATA_NAMESPACE]: struct } } },
+      'handoff.expired',
+    );
+  });
+
+  it("denies a valid hand-off of another request (Envoy's request id differs)", () => {
+    deniedWithRecord(reqHeaders('weather', { ...GET_WEATHER, 'x-request-id': 'req-2' }, true), 'handoff.other_request');
+  });
+
+  it('denies a body or response body before any verified decision, and messages out of order', () => {
+    deniedWithRecord(reqBody('{}'), 'handoff.absent');
+    deniedWithRecord(respBody('x', true), 'handoff.absent');
+    const { service } = setup();
+    const call = open(service).send(respHeaders({ ':status': '200' }, false, meta('weather')), reqHeaders('weather', GET_WEATHER, true));
+    expect(kinds(call)).toEqual(['responseHeaders', 'immediateResponse']);
+    expect(JSON.parse(call.written[1]!.immediateResponse!.body!.toString())).toMatchObject({ error: { rule: 'extproc.protocol' } });
+  });
+
+  it('writes no audit record for a stream that carried no message', () => {
+    const { service, sink } = setup();
+    for (let i = 0; i < 20; i++) open(service).finish();
+    const cancelled = open(service);
+    cancelled.emit('error', new Error('cancelled'));
+    expect(sink.records).toHaveLength(0);
+  });
+
+  it('a forged response-phase hand-off fails the stream instead of passing as a local reply', () => {
+    const { service, sink } = setup();
+    const m = respHeaders({ ':status': '200', 'content-type': 'application/json' }, false, meta('weather'));
+    const fields = (m.metadataContext!.filterMetadata![AUTHZ_METADATA_NAMESPACE] as { fields: { portcullis: { structValue: { fields: Record<string, unknown> } } } }).fields.portcullis.structValue.fields;
+    fields.tool = { stringValue: 'tickets' };
+    const call = open(service).send(m);
+    expect(kinds(call)).toEqual(['immediateResponse']);
+    call.finish();
+    expect(sink.records[0]).toMatchObject({ decision: { allowed: false, rule: 'handoff.forged' } });
   });
 });
