@@ -5,8 +5,9 @@ import type { Principal } from '../identity/types.js';
 import type { IdentityVerifier } from '../identity/index.js';
 import type { PolicyEngine } from '../policy/engine.js';
 import type { Decision } from '../policy/result.js';
-import { bodyTruncated, buildPolicyInput } from '../policy/input.js';
-import { parseJsonRpc, type McpCall } from '../inspect/mcp.js';
+import { bodyTruncated, buildPolicyInput, parsedForm } from '../policy/input.js';
+import type { McpCall } from '../inspect/mcp.js';
+import { readRequestBody, requireJsonContentType, truncatedRequestBody } from '../inspect/requestBody.js';
 import { isMutating, toolView, type ToolRegistry } from '../tools/registry.js';
 import type { CredentialInjector, HeaderValue } from '../credentials/inject.js';
 import type { RateLimiter } from '../limits/tokenBucket.js';
@@ -85,7 +86,10 @@ interface Ctx {
   readonly path: string;
   readonly requestId: string | null;
   readonly rawBody: Buffer | undefined;
-  readonly bodyText: string | null;
+  /** The body as text, read once (see inspect/requestBody.ts). */
+  bodyText: string | null;
+  /** `parsed_body` for the policy: the same value the schema check and MCP parsing see. */
+  parsedBody: unknown;
   readonly truncated: boolean;
   readonly started: bigint;
   tool: ToolConfig | null;
@@ -106,12 +110,6 @@ function headerList(obj: Readonly<Record<string, string | readonly string[]>> | 
   }
   return out;
 }
-
-function isJsonContentType(ct: string | undefined): boolean {
-  return ct !== undefined && /^application\/(?:[\w.+-]*\+)?json\b/i.test(ct.trim());
-}
-
-const utf8 = new TextDecoder('utf-8', { fatal: true });
 
 /** Caller identity headers, configured strips and the credentials identity consumed. */
 function strippedHeaders(deps: AuthzDeps): readonly string[] {
@@ -183,6 +181,7 @@ export class Authorizer {
       requestId: headers['x-request-id'] ?? http.id ?? null,
       rawBody,
       bodyText: null,
+      parsedBody: null,
       truncated: bodyTruncated(headers, rawBody?.length ?? 0),
       started: process.hrtime.bigint(),
       tool: null,
@@ -226,30 +225,20 @@ export class Authorizer {
       });
     }
     if (!ctx.rawBody) return;
-    let text: string;
-    try {
-      text = utf8.decode(ctx.rawBody);
-    } catch {
-      // A truncated body may end inside a multi-byte character; only complete bodies must be valid.
-      if (!ctx.truncated) throw new GatewayError('invalid_request', 'request body is not valid UTF-8', { rule: 'inspect.encoding' });
-      text = ctx.rawBody.toString('utf8');
-    }
-    (ctx as { bodyText: string | null }).bodyText = text;
-    const rpc = parseJsonRpc(text);
+    const contentType = ctx.headers['content-type'];
+    requireJsonContentType(tool, contentType);
+    // A cut body is only ever seen as text: the policy gets parsed_body null and truncated_body true.
+    const body = ctx.truncated ? truncatedRequestBody(ctx.rawBody) : readRequestBody(ctx.rawBody, contentType, tool);
+    ctx.bodyText = body.text;
+    ctx.parsedBody = body.json ? body.value : ctx.truncated ? null : parsedForm(contentType, body.text);
+    const rpc = body.rpc;
     if (rpc) {
       ctx.isJsonRpc = true;
       ctx.mcp = rpc.calls;
       ctx.rpcId = rpc.calls[0]?.id ?? null;
       if (rpc.batch) ctx.batchIds = rpc.calls.flatMap((c) => (c.id === null || c.id === undefined ? [] : [c.id]));
     }
-    if (isJsonContentType(ctx.headers['content-type']) && !ctx.truncated && !rpc) {
-      try {
-        JSON.parse(text);
-      } catch (err) {
-        throw new GatewayError('invalid_request', `request body is not valid JSON: ${(err as Error).message}`, { rule: 'inspect.json' });
-      }
-    }
-    if (tool.mcp && !ctx.truncated && !rpc && text.trim().length > 0) {
+    if (tool.mcp && !ctx.truncated && !rpc) {
       throw new GatewayError('invalid_request', `tool "${tool.name}" is an MCP server and expects a JSON-RPC 2.0 body`, { rule: 'inspect.jsonrpc' });
     }
   }
@@ -287,7 +276,14 @@ export class Authorizer {
       for (const call of calls) {
         const mcpTools = call?.tool ? [call.tool] : [];
         const view = toolView(tool, isMutating(tool, ctx.method, mcpTools));
-        const input = buildPolicyInput(ctx.req, { identity: ctx.principal, tool: view, mcp: call, body: ctx.bodyText });
+        const input = buildPolicyInput(ctx.req, {
+          identity: ctx.principal,
+          tool: view,
+          mcp: call,
+          body: ctx.bodyText,
+          parsedBody: ctx.parsedBody,
+          truncated: ctx.truncated,
+        });
         const decision = deps.policy.evaluate(input);
         ctx.decision = decision;
         if (call?.id !== undefined && call.id !== null) ctx.rpcId = call.id;

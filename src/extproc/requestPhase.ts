@@ -2,13 +2,11 @@ import { GatewayError } from '../errors.js';
 import type { AuthzMetadata } from '../authz/check.js';
 import { AUTHZ_METADATA_NAMESPACE, METADATA_KEY } from '../authz/response.js';
 import { fromStruct } from '../server/struct.js';
-import { parseJsonRpc } from '../inspect/mcp.js';
+import { readRequestBody, type RequestBody } from '../inspect/requestBody.js';
 import { applyDlp } from '../dlp/index.js';
 import type { ExtprocDeps } from './deps.js';
 import type { Exchange } from './exchange.js';
 import { headerMap, setHeader, type ProcessingRequest, type ProcessingResponse, type ProtoHttpBody, type ProtoProcessingMode } from './proto.js';
-
-const utf8 = new TextDecoder('utf-8', { fatal: true });
 
 /** Bodies are inspected only through the modes the exchange asks for (each phase is a round trip). */
 export function baseMode(requestBody: 'NONE' | 'BUFFERED'): ProtoProcessingMode {
@@ -68,6 +66,7 @@ export function onRequestHeaders(deps: ExtprocDeps, ex: Exchange, msg: Processin
   ex.path = h[':path'] ?? ex.path;
   ex.requestId = h['x-request-id'] ?? ex.requestId;
   ex.traceparent = h['traceparent'] ?? ex.traceparent;
+  ex.contentType = h['content-type'] ?? null;
   const inspectBody = !msg.requestHeaders?.endOfStream && needsRequestBody(deps, ex);
   return {
     requestHeaders: {
@@ -104,9 +103,9 @@ interface Scanned {
  * Validates the parsed body: MCP `tools/call` arguments against each MCP tool's input schema,
  * or a plain JSON body against the tool's schema. Returns the values to scan for injection.
  */
-function validate(deps: ExtprocDeps, ex: Exchange, text: string): Scanned[] {
+function validate(deps: ExtprocDeps, ex: Exchange, read: RequestBody): Scanned[] {
   const tool = ex.tool!;
-  const rpc = parseJsonRpc(text);
+  const rpc = read.rpc;
   if (rpc) {
     ex.isJsonRpc = true;
     ex.rpcId = rpc.calls[0]?.id ?? null;
@@ -125,13 +124,9 @@ function validate(deps: ExtprocDeps, ex: Exchange, text: string): Scanned[] {
     return args;
   }
   if (tool.mcp) throw new GatewayError('invalid_request', `tool "${tool.name}" is an MCP server and expects a JSON-RPC 2.0 body`, { rule: 'inspect.jsonrpc' });
-  let body: unknown;
-  try {
-    body = JSON.parse(text);
-  } catch (err) {
-    if (tool.request.schema) throw new GatewayError('invalid_request', `request body is not valid JSON: ${(err as Error).message}`, { rule: 'inspect.json' });
-    return [{ id: null, value: text }];
-  }
+  // readRequestBody already refused a JSON tool's body that is not strict JSON.
+  if (read.value === undefined) return [{ id: null, value: read.text }];
+  const body = read.value;
   if (tool.request.schema) {
     const r = deps.schemas.validateBody(tool.name, body);
     if (!r.ok) throw schemaError(ex, r.errors, 'request body');
@@ -155,15 +150,11 @@ export function onRequestBody(deps: ExtprocDeps, ex: Exchange, body: ProtoHttpBo
       details: { limit_bytes: tool.request.max_body_bytes },
     });
   }
-  let text: string;
-  try {
-    text = utf8.decode(buf);
-  } catch {
-    throw new GatewayError('invalid_request', 'request body is not valid UTF-8', { rule: 'inspect.encoding' });
-  }
-  if (text.trim().length === 0) return { requestBody: { response: { status: 'CONTINUE' } } };
-
-  const values = validate(deps, ex, text);
+  if (buf.length === 0) return { requestBody: { response: { status: 'CONTINUE' } } };
+  // The same strict reader as the Check: one meaning for the policy, the schema and the tool.
+  const read = readRequestBody(buf, ex.contentType ?? undefined, tool);
+  const text = read.text;
+  const values = validate(deps, ex, read);
   if (tool.request.injection !== 'off') {
     let firstHit: Scanned | null = null;
     for (const v of values) {

@@ -1,0 +1,210 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { randomUUID } from 'node:crypto';
+import { request as httpRequest, type IncomingHttpHeaders } from 'node:http';
+import { startStack, type Stack } from '../helpers/index.js';
+import { token } from './authz-support.js';
+
+/**
+ * One reading of every request, through the real Envoy: the policy, the schema check and the tool
+ * see the same body with the same meaning (content types, strict JSON, bodies larger than the
+ * Check sees), and nothing reaches a tool that portcullis did not read.
+ */
+
+interface Reply {
+  status: number;
+  headers: IncomingHttpHeaders;
+  text: string;
+  json: unknown;
+}
+
+interface SendOptions {
+  method?: string;
+  /** Body bytes, sent as is. */
+  body?: string | Buffer;
+  /** Extra or replacing headers; a header set to `null` is not sent. */
+  headers?: Record<string, string | null>;
+  /** Send without content-length (chunked). */
+  chunked?: boolean;
+  bearer?: string | null;
+}
+
+/** One HTTP/1.1 request through Envoy with exact control of headers and body framing. */
+function send(stack: Stack, path: string, opts: SendOptions = {}): Promise<Reply> {
+  const url = new URL(path, stack.envoyUrl);
+  const headers: Record<string, string> = {};
+  if (opts.bearer) headers.authorization = `Bearer ${opts.bearer}`;
+  const body = opts.body === undefined ? undefined : Buffer.isBuffer(opts.body) ? opts.body : Buffer.from(opts.body, 'utf8');
+  if (body !== undefined) {
+    headers['content-type'] = 'application/json';
+    if (!opts.chunked) headers['content-length'] = String(body.length);
+  }
+  for (const [k, v] of Object.entries(opts.headers ?? {})) {
+    if (v === null) delete headers[k];
+    else headers[k] = v;
+  }
+  return new Promise((resolve, reject) => {
+    const req = httpRequest(url, { method: opts.method ?? (body === undefined ? 'GET' : 'POST'), headers, agent: false, timeout: 15_000 }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => {
+        const text = Buffer.concat(chunks).toString('utf8');
+        let json: unknown = null;
+        try {
+          json = JSON.parse(text);
+        } catch {
+          json = null;
+        }
+        resolve({ status: res.statusCode ?? 0, headers: res.headers, text, json });
+      });
+      res.on('error', reject);
+    });
+    req.on('error', reject);
+    req.on('timeout', () => req.destroy(new Error('request timed out')));
+    if (body !== undefined && opts.chunked) {
+      const half = Math.floor(body.length / 2);
+      req.write(body.subarray(0, half));
+      req.end(body.subarray(half));
+    } else {
+      req.end(body);
+    }
+  });
+}
+
+/** The error object of a JSON error body (asserting the gateway's shape). */
+function errorOf(r: Reply): Record<string, unknown> {
+  expect(r.headers['content-type'], r.text).toMatch(/^application\/json/);
+  const body = r.json as { error?: Record<string, unknown> } | null;
+  expect(body && typeof body.error === 'object', r.text).toBe(true);
+  const e = body!.error!;
+  expect(typeof e.type).toBe('string');
+  expect(typeof e.message).toBe('string');
+  expect(typeof e.retryable).toBe('boolean');
+  expect(e.request_id).toBe(r.headers['x-request-id']);
+  return e;
+}
+
+/** A unique marker to find (or not find) a request at the tool. */
+function marker(): string {
+  return `m-${randomUUID()}`;
+}
+
+/** Whether the tool received any request whose path or body holds `mark`. */
+function reached(stack: Stack, mark: string): boolean {
+  return stack.tool.received.some((r) => r.body.includes(mark) || r.path.includes(mark));
+}
+
+const TICKETS = '/tools/tickets/tenants/acme/tickets';
+
+describe('one reading of every request', () => {
+  let stack: Stack;
+  let support: string;
+  let viewer: string;
+
+  beforeAll(async () => {
+    stack = await startStack();
+    support = await token(stack);
+    viewer = await token(stack, { agent: 'reporter', user: 'victor', roles: ['viewer'] });
+  }, 60_000);
+  afterAll(async () => {
+    await stack?.stop();
+  });
+
+  describe('content type: a JSON tool reads JSON only', () => {
+    const cases: [string, string | null][] = [
+      ['text/plain', 'text/plain'],
+      ['no content type', null],
+      ['form-urlencoded', 'application/x-www-form-urlencoded'],
+      ['application/x-json', 'application/x-json'],
+      ['text/json', 'text/json'],
+      ['JSON in another charset', 'application/json; charset=iso-8859-1'],
+    ];
+    for (const [label, ct] of cases) {
+      it(`a ticket for another tenant sent as ${label} is 415, never created`, async () => {
+        const title = marker();
+        const r = await send(stack, TICKETS, { bearer: support, body: JSON.stringify({ title, priority: 'low', tenant: 'globex' }), headers: { 'content-type': ct } });
+        expect(r.status, r.text).toBe(415);
+        expect(errorOf(r)).toMatchObject({ type: 'invalid_request', rule: 'inspect.content_type' });
+        expect(reached(stack, title)).toBe(false);
+      });
+    }
+
+    it('the same ticket as application/json is the policy\'s 403 tenant.mismatch', async () => {
+      const title = marker();
+      const r = await send(stack, TICKETS, { bearer: support, body: JSON.stringify({ title, priority: 'low', tenant: 'globex' }) });
+      expect(r.status, r.text).toBe(403);
+      expect(errorOf(r)).toMatchObject({ type: 'forbidden', rule: 'tenant.mismatch' });
+      expect(reached(stack, title)).toBe(false);
+    });
+
+    it('application/json with a charset and +json types are JSON', async () => {
+      for (const ct of ['application/json; charset=utf-8', 'application/merge-patch+json']) {
+        const title = marker();
+        const r = await send(stack, TICKETS, { bearer: support, body: JSON.stringify({ title, priority: 'low' }), headers: { 'content-type': ct } });
+        expect(r.status, `${ct}: ${r.text}`).toBe(201);
+        expect(reached(stack, title)).toBe(true);
+      }
+    });
+
+    it('an MCP call sent as text/plain is 415 (a JSON-RPC error), never reaches the server', async () => {
+      const id = marker();
+      const body = JSON.stringify({ jsonrpc: '2.0', id, method: 'tools/call', params: { name: 'delete_doc', arguments: { doc_id: 'd-1', tenant: 'acme' } } });
+      const r = await send(stack, '/tools/docs/', { bearer: viewer, body, headers: { 'content-type': 'text/plain' } });
+      expect(r.status, r.text).toBe(415);
+      expect(reached(stack, id)).toBe(false);
+    });
+
+    it('a byte order mark before the JSON is 400, not a truncated body the policy cannot read', async () => {
+      const title = marker();
+      const body = Buffer.concat([Buffer.from([0xef, 0xbb, 0xbf]), Buffer.from(JSON.stringify({ title, priority: 'low', tenant: 'globex' }))]);
+      const r = await send(stack, TICKETS, { bearer: support, body });
+      expect(r.status, r.text).toBe(400);
+      expect(errorOf(r)).toMatchObject({ type: 'invalid_request', rule: 'inspect.json', details: { problem: 'bom' } });
+      expect(reached(stack, title)).toBe(false);
+    });
+  });
+
+  describe('strict JSON: a body that means different things to different parsers is 400', () => {
+    it('a duplicate priority never passes the schema on its last value', async () => {
+      const title = marker();
+      const r = await send(stack, TICKETS, { bearer: support, body: `{"title":"${title}","priority":"urgent-drop-tables","priority":"low"}` });
+      expect(r.status, r.text).toBe(400);
+      expect(errorOf(r)).toMatchObject({ type: 'invalid_request', rule: 'inspect.json', details: { problem: 'duplicate_key' } });
+      expect(reached(stack, title)).toBe(false);
+    });
+
+    it('a duplicate tenant never slips past tenant scoping', async () => {
+      for (const body of [
+        (t: string) => `{"title":"${t}","priority":"low","tenant":"globex","tenant":"acme"}`,
+        (t: string) => `{"title":"${t}","priority":"low","tenant":"acme","\\u0074enant":"globex"}`,
+      ]) {
+        const title = marker();
+        const r = await send(stack, TICKETS, { bearer: support, body: body(title) });
+        expect(r.status, r.text).toBe(400);
+        expect(errorOf(r)).toMatchObject({ rule: 'inspect.json', details: { problem: 'duplicate_key' } });
+        expect(reached(stack, title)).toBe(false);
+      }
+    });
+
+    const rpcBodies: [string, (id: string) => string][] = [
+      ['method', (id) => `{"jsonrpc":"2.0","id":"${id}","method":"tools/call","method":"tools/list","params":{"name":"delete_doc","arguments":{"doc_id":"d-1","tenant":"acme"}}}`],
+      ['params', (id) => `{"jsonrpc":"2.0","id":"${id}","method":"tools/call","params":{"name":"delete_doc","arguments":{"doc_id":"d-1","tenant":"acme"}},"params":{"name":"search_docs","arguments":{"query":"q","tenant":"acme"}}}`],
+      ['name', (id) => `{"jsonrpc":"2.0","id":"${id}","method":"tools/call","params":{"name":"delete_doc","name":"search_docs","arguments":{"doc_id":"d-1","query":"q","tenant":"acme"}}}`],
+    ];
+    for (const [what, body] of rpcBodies) {
+      it(`a duplicate JSON-RPC ${what} (delete_doc first) from a read-only viewer never reaches the MCP server`, async () => {
+        const id = marker();
+        const r = await send(stack, '/tools/docs/', { bearer: viewer, body: body(id) });
+        expect(r.status, r.text).toBe(400);
+        expect(reached(stack, id)).toBe(false);
+      });
+    }
+
+    it('a lone surrogate is 400', async () => {
+      const title = marker();
+      const r = await send(stack, TICKETS, { bearer: support, body: `{"title":"${title}\\ud800","priority":"low"}` });
+      expect(r.status, r.text).toBe(400);
+      expect(errorOf(r)).toMatchObject({ rule: 'inspect.json', details: { problem: 'lone_surrogate' } });
+      expect(reached(stack, title)).toBe(false);
+    });
+  });
+});
