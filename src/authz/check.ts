@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { GatewayError, toGatewayError } from '../errors.js';
 import { log } from '../log.js';
 import type { GatewayConfig, ToolConfig } from '../config/types.js';
@@ -7,7 +8,7 @@ import type { PolicyEngine } from '../policy/engine.js';
 import type { Decision } from '../policy/result.js';
 import { bodyTruncated, buildPolicyInput, parsedForm } from '../policy/input.js';
 import type { McpCall } from '../inspect/mcp.js';
-import { readRequestBody, requireJsonContentType, truncatedRequestBody } from '../inspect/requestBody.js';
+import { isJsonTool, readRequestBody, requireJsonContentType, truncatedRequestBody } from '../inspect/requestBody.js';
 import { isMutating, toolView, type ToolRegistry } from '../tools/registry.js';
 import type { CredentialInjector, HeaderValue } from '../credentials/inject.js';
 import type { RateLimiter } from '../limits/tokenBucket.js';
@@ -38,6 +39,11 @@ export interface AuthzMetadata {
   policy_version: string | null;
   mcp_method: string | null;
   mcp_tool: string | null;
+  /**
+   * SHA-256 (hex) of the whole body a JSON tool's decision was made on, `null` when there was
+   * none; ext_proc refuses to forward a body that differs.
+   */
+  body_sha256: string | null;
   authz_ms: number;
 }
 
@@ -90,6 +96,8 @@ interface Ctx {
   bodyText: string | null;
   /** `parsed_body` for the policy: the same value the schema check and MCP parsing see. */
   parsedBody: unknown;
+  /** SHA-256 (hex) of a JSON tool's body the decision was made on. */
+  bodySha256: string | null;
   readonly truncated: boolean;
   readonly started: bigint;
   tool: ToolConfig | null;
@@ -142,10 +150,10 @@ export class Authorizer {
   /** Decides one request. Never throws: failures become denials (fail closed). */
   async check(req: ProtoCheckRequest): Promise<CheckOutcome> {
     const deps = this.deps;
-    const ctx = this.context(req);
+    const ctx = this.context(deps, req);
     try {
       this.resolveTool(deps, ctx);
-      this.inspectBody(ctx);
+      this.inspectBody(deps, ctx);
       await this.authenticate(deps, ctx);
       this.authorize(deps, ctx);
       this.limit(deps, ctx);
@@ -169,7 +177,7 @@ export class Authorizer {
     }
   }
 
-  private context(req: ProtoCheckRequest): Ctx {
+  private context(deps: AuthzDeps, req: ProtoCheckRequest): Ctx {
     const http = req.attributes?.request?.http ?? {};
     const headers = http.headers ?? {};
     const rawBody = http.rawBody && http.rawBody.length > 0 ? http.rawBody : http.body ? Buffer.from(http.body, 'utf8') : undefined;
@@ -182,7 +190,8 @@ export class Authorizer {
       rawBody,
       bodyText: null,
       parsedBody: null,
-      truncated: bodyTruncated(headers, rawBody?.length ?? 0),
+      bodySha256: null,
+      truncated: bodyTruncated(headers, rawBody?.length ?? 0, deps.config.inspect.check_body_bytes),
       started: process.hrtime.bigint(),
       tool: null,
       principal: null,
@@ -210,7 +219,7 @@ export class Authorizer {
     }
   }
 
-  private inspectBody(ctx: Ctx): void {
+  private inspectBody(deps: AuthzDeps, ctx: Ctx): void {
     const tool = ctx.tool as ToolConfig;
     const declared = Number(ctx.headers['content-length'] ?? NaN);
     const seen = ctx.rawBody?.length ?? 0;
@@ -227,6 +236,18 @@ export class Authorizer {
     if (!ctx.rawBody) return;
     const contentType = ctx.headers['content-type'];
     requireJsonContentType(tool, contentType);
+    if (isJsonTool(tool)) {
+      // Never decide on part of a JSON body: the policy, the schema and the tool read it whole.
+      if (ctx.truncated) {
+        const window = deps.config.inspect.check_body_bytes;
+        throw new GatewayError('payload_too_large', `tool "${tool.name}" takes JSON bodies the gateway can read whole before deciding: at most ${window} bytes`, {
+          rule: 'inspect.body_window',
+          details: { limit_bytes: Math.min(window, tool.request.max_body_bytes) },
+        });
+      }
+      // ext_proc checks that the body it inspects and forwards is the one decided on here.
+      ctx.bodySha256 = createHash('sha256').update(ctx.rawBody).digest('hex');
+    }
     // A cut body is only ever seen as text: the policy gets parsed_body null and truncated_body true.
     const body = ctx.truncated ? truncatedRequestBody(ctx.rawBody) : readRequestBody(ctx.rawBody, contentType, tool);
     ctx.bodyText = body.text;
@@ -373,6 +394,7 @@ export class Authorizer {
       policy_version: deps.policy.status().version,
       mcp_method: firstCall?.method ?? null,
       mcp_tool: firstCall?.tool ?? null,
+      body_sha256: ctx.bodySha256,
       authz_ms: Number(process.hrtime.bigint() - ctx.started) / 1e6,
     };
   }

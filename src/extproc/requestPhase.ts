@@ -1,8 +1,9 @@
+import { createHash } from 'node:crypto';
 import { GatewayError } from '../errors.js';
 import type { AuthzMetadata } from '../authz/check.js';
 import { AUTHZ_METADATA_NAMESPACE, METADATA_KEY } from '../authz/response.js';
 import { fromStruct } from '../server/struct.js';
-import { readRequestBody, type RequestBody } from '../inspect/requestBody.js';
+import { isJsonTool, readRequestBody, type RequestBody } from '../inspect/requestBody.js';
 import { applyDlp } from '../dlp/index.js';
 import type { ExtprocDeps } from './deps.js';
 import type { Exchange } from './exchange.js';
@@ -149,6 +150,13 @@ export function onRequestBody(deps: ExtprocDeps, ex: Exchange, body: ProtoHttpBo
       rule: 'inspect.body_size',
       details: { limit_bytes: tool.request.max_body_bytes },
     });
+  }
+  // A JSON tool's policy decision was made on the whole body: forward only that very body.
+  if (isJsonTool(tool)) {
+    const digest = buf.length === 0 ? null : createHash('sha256').update(buf).digest('hex');
+    if (digest !== (ex.meta?.body_sha256 ?? null)) {
+      throw new GatewayError('invalid_request', 'the request body differs from the one the authorization decision was made on', { rule: 'inspect.body_mismatch' });
+    }
   }
   if (buf.length === 0) return { requestBody: { response: { status: 'CONTINUE' } } };
   // The same strict reader as the Check: one meaning for the policy, the schema and the tool.

@@ -150,8 +150,8 @@ export function parseQuery(query: string, strict: boolean): ParsedQuery | null {
 }
 
 /**
- * Body bytes Envoy forwards with a check (`with_request_body.max_request_bytes` in
- * envoy/envoy.yaml). Envoy marks a body partial only when it holds more than this; when its
+ * Default of the body bytes Envoy forwards with a check (`with_request_body.max_request_bytes` in
+ * envoy/envoy.yaml; configured as `inspect.check_body_bytes`). Envoy marks a body partial only when it holds more than this; when its
  * buffer fills to exactly this size it sends `x-envoy-auth-partial-body: false` even though more
  * may follow, so a body of this size with no `content-length` (chunked, HTTP/2) may be cut.
  */
@@ -163,10 +163,10 @@ export const CHECK_BODY_WINDOW_BYTES = 65536;
  * Deciding "cut" when unsure is the safe side: checks that need the whole body then defer to
  * ext_proc (which sees all of it) instead of judging a prefix.
  */
-export function bodyTruncated(headers: Readonly<Record<string, string>>, bodyBytes: number): boolean {
+export function bodyTruncated(headers: Readonly<Record<string, string>>, bodyBytes: number, windowBytes = CHECK_BODY_WINDOW_BYTES): boolean {
   if (headers['x-envoy-auth-partial-body'] === 'true') return true;
   const declared = headers['content-length'];
-  if (declared === undefined) return bodyBytes >= CHECK_BODY_WINDOW_BYTES;
+  if (declared === undefined) return bodyBytes >= windowBytes;
   const n = Number(declared);
   return Number.isInteger(n) && n > bodyBytes;
 }

@@ -208,3 +208,103 @@ describe('one reading of every request', () => {
     });
   });
 });
+
+/** The ext_authz http filter's config in a parsed envoy.yaml. */
+function extAuthzFilter(cfg: Record<string, unknown>): Record<string, unknown> {
+  type Node = Record<string, unknown>;
+  const listener = ((cfg.static_resources as Node).listeners as Node[]).find((l) => l.name === 'agents')!;
+  const hcm = (((listener.filter_chains as Node[])[0]!.filters as Node[])[0]!.typed_config as Node);
+  const filter = (hcm.http_filters as Node[]).find((f) => f.name === 'envoy.filters.http.ext_authz')!;
+  return filter.typed_config as Node;
+}
+
+/** A viewer's delete_doc call with `pad` spaces between the id and the method. */
+function paddedDelete(id: string, pad: number): string {
+  return `{"jsonrpc":"2.0","id":"${id}",${' '.repeat(pad)}"method":"tools/call","params":{"name":"delete_doc","arguments":{"doc_id":"d-1","tenant":"acme"}}}`;
+}
+
+/** A ticket for another tenant with `pad` spaces before the tenant. */
+function paddedTicket(title: string, pad: number): string {
+  return `{"title":"${title}",${' '.repeat(pad)}"priority":"low","tenant":"globex"}`;
+}
+
+describe('no decision on a truncated body: tools left at their default body limit', () => {
+  let stack: Stack;
+  let support: string;
+  let viewer: string;
+
+  beforeAll(async () => {
+    stack = await startStack({
+      editConfig: (cfg) => {
+        for (const t of cfg.tools as Record<string, Record<string, unknown>>[]) delete t.request?.max_body_bytes;
+      },
+    });
+    support = await token(stack);
+    viewer = await token(stack, { agent: 'reporter', user: 'victor', roles: ['viewer'] });
+  }, 60_000);
+  afterAll(async () => {
+    await stack?.stop();
+  });
+
+  for (const chunked of [false, true]) {
+    const how = chunked ? 'chunked' : 'with content-length';
+    it(`a viewer's delete_doc padded past 64 KiB (${how}) is 413, never deleted`, async () => {
+      const id = marker();
+      const r = await send(stack, '/tools/docs/', { bearer: viewer, body: paddedDelete(id, 70_000), chunked });
+      expect(r.status, r.text.slice(0, 300)).toBe(413);
+      expect(JSON.stringify(r.json)).toMatch(/payload_too_large/);
+      expect(reached(stack, id)).toBe(false);
+    });
+
+    it(`a ticket for another tenant padded past 64 KiB (${how}) is 413, never created`, async () => {
+      const title = marker();
+      const r = await send(stack, TICKETS, { bearer: support, body: paddedTicket(title, 70_000), chunked });
+      expect(r.status, r.text.slice(0, 300)).toBe(413);
+      expect(errorOf(r)).toMatchObject({ type: 'payload_too_large' });
+      expect(reached(stack, title)).toBe(false);
+    });
+  }
+
+  it('the same calls unpadded are still decided by the policy (403) and a small ticket is created', async () => {
+    const id = marker();
+    const del = await send(stack, '/tools/docs/', { bearer: viewer, body: paddedDelete(id, 10) });
+    expect(del.status, del.text).toBe(403);
+    expect(reached(stack, id)).toBe(false);
+    const title = marker();
+    const ok = await send(stack, TICKETS, { bearer: support, body: JSON.stringify({ title, priority: 'low' }) });
+    expect(ok.status, ok.text).toBe(201);
+    expect(reached(stack, title)).toBe(true);
+  });
+});
+
+describe('no decision on a truncated body: Envoy forwards less to the Check than portcullis was told', () => {
+  let stack: Stack;
+  let support: string;
+  let viewer: string;
+
+  beforeAll(async () => {
+    // A drifted deployment: Envoy sends 1 KiB to the Check, portcullis still assumes 64 KiB.
+    stack = await startStack({ editEnvoy: (cfg) => ((extAuthzFilter(cfg).with_request_body as Record<string, unknown>).max_request_bytes = 1024) });
+    support = await token(stack);
+    viewer = await token(stack, { agent: 'reporter', user: 'victor', roles: ['viewer'] });
+  }, 60_000);
+  afterAll(async () => {
+    await stack?.stop();
+  });
+
+  it('a padded delete_doc the Check sees cut is 413, never deleted', async () => {
+    const id = marker();
+    const r = await send(stack, '/tools/docs/', { bearer: viewer, body: paddedDelete(id, 2_000) });
+    expect(r.status, r.text.slice(0, 300)).toBe(413);
+    expect(JSON.stringify(r.json)).toMatch(/inspect\.body_window/);
+    expect(reached(stack, id)).toBe(false);
+  });
+
+  it('a padded ticket for another tenant the Check sees cut is 413, never created', async () => {
+    const title = marker();
+    const r = await send(stack, TICKETS, { bearer: support, body: paddedTicket(title, 2_000) });
+    expect(r.status, r.text.slice(0, 300)).toBe(413);
+    expect(errorOf(r)).toMatchObject({ type: 'payload_too_large', rule: 'inspect.body_window' });
+    expect(reached(stack, title)).toBe(false);
+  });
+});
