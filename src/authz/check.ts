@@ -7,9 +7,10 @@ import type { IdentityVerifier } from '../identity/index.js';
 import type { PolicyEngine } from '../policy/engine.js';
 import type { Decision } from '../policy/result.js';
 import { bodyTruncated, buildPolicyInput, parsedForm } from '../policy/input.js';
-import type { McpCall } from '../inspect/mcp.js';
+import { jsonRpcFromValue, type JsonRpcBody, type McpCall } from '../inspect/mcp.js';
+import { parseStrictJson } from '../inspect/strictJson.js';
 import { isJsonTool, readRequestBody, requireJsonContentType, truncatedRequestBody } from '../inspect/requestBody.js';
-import { isMutating, toolView, type ToolRegistry } from '../tools/registry.js';
+import { checkRouteBinding, isMutating, toolView, type ToolLookup, type ToolRegistry } from '../tools/registry.js';
 import type { CredentialInjector, HeaderValue } from '../credentials/inject.js';
 import type { RateLimiter } from '../limits/tokenBucket.js';
 import type { ProtoCheckRequest } from './request.js';
@@ -119,6 +120,22 @@ function headerList(obj: Readonly<Record<string, string | readonly string[]>> | 
   return out;
 }
 
+/** Remembers a JSON-RPC body's calls, so denials answer each id. */
+function noteJsonRpc(ctx: Ctx, rpc: JsonRpcBody): void {
+  ctx.isJsonRpc = true;
+  ctx.mcp = rpc.calls;
+  ctx.rpcId = rpc.calls[0]?.id ?? null;
+  if (rpc.batch) ctx.batchIds = rpc.calls.flatMap((c) => (c.id === null || c.id === undefined ? [] : [c.id]));
+}
+
+/** Reads a whole body only to see whether it is JSON-RPC; never throws, never decides anything. */
+function peekJsonRpc(ctx: Ctx): void {
+  if (!ctx.rawBody || ctx.truncated) return;
+  const r = parseStrictJson(ctx.rawBody);
+  const rpc = r.ok ? jsonRpcFromValue(r.value) : null;
+  if (rpc) noteJsonRpc(ctx, rpc);
+}
+
 /** Caller identity headers, configured strips and the credentials identity consumed. */
 function strippedHeaders(deps: AuthzDeps): readonly string[] {
   return [...new Set<string>([...ALWAYS_STRIPPED, ...deps.config.strip_headers, ...deps.identity.credentialHeaders])];
@@ -152,9 +169,13 @@ export class Authorizer {
     const deps = this.deps;
     const ctx = this.context(deps, req);
     try {
-      this.resolveTool(deps, ctx);
+      const lookup = this.resolveTool(deps, ctx);
+      ctx.tool = lookup.tool;
+      // Nothing that tells which tools exist (404, limits, content types) comes before identity.
+      await this.authenticate(deps, ctx, lookup.tool);
+      if (lookup.error) throw lookup.error;
+      checkRouteBinding(lookup.tool, ctx.req.attributes?.contextExtensions);
       this.inspectBody(deps, ctx);
-      await this.authenticate(deps, ctx);
       this.authorize(deps, ctx);
       this.limit(deps, ctx);
       const outcome = this.allow(deps, ctx);
@@ -162,6 +183,8 @@ export class Authorizer {
       return outcome;
     } catch (err) {
       const error = toGatewayError(err, 'the gateway could not decide');
+      // Denied before the body was read (identity, unknown tool): a JSON-RPC caller still gets a JSON-RPC error.
+      if (!ctx.isJsonRpc && ctx.bodyText === null) peekJsonRpc(ctx);
       if (error.code === 'internal') log.error({ err: (err as Error)?.message, request_id: ctx.requestId }, 'check failed; denying');
       recordDecision('deny', error.code, ctx.tool?.name ?? null, error.rule ?? null);
       return {
@@ -204,7 +227,8 @@ export class Authorizer {
     };
   }
 
-  private resolveTool(deps: AuthzDeps, ctx: Ctx): void {
+  /** Finds the tool; only errors that reveal nothing about the inventory are thrown here. */
+  private resolveTool(deps: AuthzDeps, ctx: Ctx): ToolLookup {
     const t = stageTimer('tool');
     try {
       for (const name of Object.keys(ctx.headers)) {
@@ -213,7 +237,9 @@ export class Authorizer {
           throw new GatewayError('invalid_request', 'requests cannot choose their upstream host', { rule: 'tool.direct_upstream' });
         }
       }
-      ctx.tool = deps.tools.resolve(ctx.path);
+      const lookup = deps.tools.lookup(ctx.path);
+      if (lookup.error?.code === 'invalid_request') throw lookup.error;
+      return lookup;
     } finally {
       t();
     }
@@ -253,35 +279,34 @@ export class Authorizer {
     ctx.bodyText = body.text;
     ctx.parsedBody = body.json ? body.value : ctx.truncated ? null : parsedForm(contentType, body.text);
     const rpc = body.rpc;
-    if (rpc) {
-      ctx.isJsonRpc = true;
-      ctx.mcp = rpc.calls;
-      ctx.rpcId = rpc.calls[0]?.id ?? null;
-      if (rpc.batch) ctx.batchIds = rpc.calls.flatMap((c) => (c.id === null || c.id === undefined ? [] : [c.id]));
-    }
+    if (rpc) noteJsonRpc(ctx, rpc);
     if (tool.mcp && !ctx.truncated && !rpc) {
       throw new GatewayError('invalid_request', `tool "${tool.name}" is an MCP server and expects a JSON-RPC 2.0 body`, { rule: 'inspect.jsonrpc' });
     }
   }
 
-  private async authenticate(deps: AuthzDeps, ctx: Ctx): Promise<void> {
+  /**
+   * Verifies every presented credential. Runs before the tool is known to exist: an unknown path
+   * asks for identity exactly as a real tool does (global `identity.required`), so a caller
+   * without credentials learns nothing about the inventory.
+   */
+  private async authenticate(deps: AuthzDeps, ctx: Ctx, tool: ToolConfig | null): Promise<void> {
     const t = stageTimer('identity');
-    const tool = ctx.tool as ToolConfig;
     try {
       ctx.principal = await deps.identity.verify({
         headers: ctx.headers,
         sourcePrincipal: ctx.req.attributes?.source?.principal || undefined,
         rawBody: ctx.rawBody,
         bodyTruncated: ctx.truncated,
-        toolName: tool.name,
+        toolName: tool?.name ?? null,
         nowMs: Date.now(),
       });
     } finally {
       t();
     }
-    const required = tool.identity_required ?? deps.config.identity.required;
+    const required = tool?.identity_required ?? deps.config.identity.required;
     if (!ctx.principal && required) {
-      throw new GatewayError('unauthenticated', 'this tool requires a verified identity: send a bearer token, API key, client certificate or signed request', {
+      throw new GatewayError('unauthenticated', 'a verified identity is required: send a bearer token, API key, client certificate or signed request', {
         rule: 'identity.required',
       });
     }

@@ -308,3 +308,101 @@ describe('no decision on a truncated body: Envoy forwards less to the Check than
     expect(reached(stack, title)).toBe(false);
   });
 });
+
+/** The routes of the `tools` virtual host in a parsed envoy.yaml. */
+function routes(cfg: Record<string, unknown>): Record<string, unknown>[] {
+  type Node = Record<string, unknown>;
+  const listener = ((cfg.static_resources as Node).listeners as Node[]).find((l) => l.name === 'agents')!;
+  const hcm = ((listener.filter_chains as Node[])[0]!.filters as Node[])[0]!.typed_config as Node;
+  return ((hcm.route_config as Node).virtual_hosts as Node[])[0]!.routes as Node[];
+}
+
+const TOOL_NAMES = ['weather', 'tickets', 'docs'];
+
+describe('unauthenticated callers learn nothing about the inventory', () => {
+  let stack: Stack;
+
+  beforeAll(async () => {
+    stack = await startStack();
+  }, 60_000);
+  afterAll(async () => {
+    await stack?.stop();
+  });
+
+  it('an unknown tool, a real tool and a path outside /tools/ all answer the same 401 without credentials', async () => {
+    const answers = [];
+    for (const path of ['/tools/payroll/', '/tools/weather/forecast?city=Oslo', '/tools/tickets/tenants/acme/tickets', '/admin']) {
+      const r = await send(stack, path, {});
+      expect(r.status, `${path}: ${r.text}`).toBe(401);
+      expect(r.headers['www-authenticate']).toMatch(/^Bearer realm="portcullis"/);
+      const e = errorOf(r);
+      expect(e).toMatchObject({ type: 'unauthenticated', rule: 'identity.required' });
+      expect(e.details).toBeUndefined();
+      for (const name of TOOL_NAMES) expect(r.text).not.toContain(name);
+      answers.push({ ...e, request_id: null });
+    }
+    expect(new Set(answers.map((a) => JSON.stringify(a))).size).toBe(1);
+  });
+
+  it('without credentials, a JSON tool\'s content type and size rules are not revealed either', async () => {
+    const wrongType = await send(stack, '/tools/docs/', { body: '{"jsonrpc":"2.0","id":1,"method":"tools/list"}', headers: { 'content-type': 'text/plain' } });
+    expect(wrongType.status, wrongType.text).toBe(401);
+    const tooBig = await send(stack, TICKETS, { body: JSON.stringify({ title: 'x'.repeat(70_000), priority: 'low' }) });
+    expect(tooBig.status, tooBig.text.slice(0, 200)).toBe(401);
+  });
+
+  it('an authenticated caller asking for an unknown tool gets 404 without the tool list', async () => {
+    const r = await send(stack, '/tools/payroll/', { bearer: await token(stack) });
+    expect(r.status, r.text).toBe(404);
+    const e = errorOf(r);
+    expect(e).toMatchObject({ type: 'unknown_tool', rule: 'tool.unknown' });
+    expect(e.details).toBeUndefined();
+    for (const name of TOOL_NAMES) expect(r.text).not.toContain(name);
+  });
+});
+
+describe('route binding: a mis-edited Envoy route never gets another tool\'s credentials', () => {
+  let stack: Stack;
+  let support: string;
+
+  beforeAll(async () => {
+    stack = await startStack({
+      editEnvoy: (cfg) => {
+        type Node = Record<string, unknown>;
+        for (const route of routes(cfg)) {
+          const perFilter = route.typed_per_filter_config as Node | undefined;
+          const authz = perFilter?.['envoy.filters.http.ext_authz'] as Node | undefined;
+          // docs: the route says it carries tickets; tickets: the route names no tool at all.
+          if (route.name === 'docs') ((authz!.check_settings as Node).context_extensions as Node).route_tool = 'tickets';
+          if (route.name === 'tickets') delete perFilter!['envoy.filters.http.ext_authz'];
+        }
+      },
+    });
+    support = await token(stack);
+  }, 60_000);
+  afterAll(async () => {
+    await stack?.stop();
+  });
+
+  it('a route bound to another tool than the path names is 403, never forwarded', async () => {
+    const id = marker();
+    const body = JSON.stringify({ jsonrpc: '2.0', id, method: 'tools/call', params: { name: 'search_docs', arguments: { query: 'vpn', tenant: 'acme' } } });
+    const r = await send(stack, '/tools/docs/', { bearer: support, body });
+    expect(r.status, r.text).toBe(403);
+    expect(JSON.stringify(r.json)).toContain('tool.route_mismatch');
+    expect(reached(stack, id)).toBe(false);
+  });
+
+  it('a tool route that sends no route_tool is 403, never forwarded', async () => {
+    const title = marker();
+    const r = await send(stack, TICKETS, { bearer: support, body: JSON.stringify({ title, priority: 'low' }) });
+    expect(r.status, r.text).toBe(403);
+    expect(errorOf(r)).toMatchObject({ type: 'forbidden', rule: 'tool.route_mismatch' });
+    expect(reached(stack, title)).toBe(false);
+  });
+
+  it('correctly bound routes still work', async () => {
+    const r = await send(stack, '/tools/weather/forecast?city=Oslo', { bearer: support });
+    expect(r.status, r.text).toBe(200);
+  });
+});
