@@ -14,7 +14,7 @@ import { checkRouteBinding, isMutating, toolView, type ToolLookup, type ToolRegi
 import type { CredentialInjector, HeaderValue } from '../credentials/inject.js';
 import type { RateLimiter } from '../limits/tokenBucket.js';
 import type { ProtoCheckRequest } from './request.js';
-import { ALWAYS_STRIPPED } from '../config/load.js';
+import { HeaderHygiene, hasMethodOverrideParam, METHOD_OVERRIDE_PARAM } from '../tools/headerHygiene.js';
 import { stageTimer, recordDecision } from './metrics.js';
 
 /** Prefix of headers the gateway itself sets upstream; a caller can never supply them. */
@@ -136,9 +136,10 @@ function peekJsonRpc(ctx: Ctx): void {
   if (rpc) noteJsonRpc(ctx, rpc);
 }
 
-/** Caller identity headers, configured strips and the credentials identity consumed. */
-function strippedHeaders(deps: AuthzDeps): readonly string[] {
-  return [...new Set<string>([...ALWAYS_STRIPPED, ...deps.config.strip_headers, ...deps.identity.credentialHeaders])];
+/** Caller identity, method-override and routing headers, configured strips and the credentials identity consumed. */
+function headerHygiene(deps: AuthzDeps): HeaderHygiene {
+  const c = deps.config;
+  return new HeaderHygiene({ strip: c.strip_headers, stripPrefixes: c.inspect.strip_header_prefixes, forward: c.inspect.forward_headers, credentials: deps.identity.credentialHeaders });
 }
 
 /**
@@ -146,16 +147,16 @@ function strippedHeaders(deps: AuthzDeps): readonly string[] {
  * Each stage either enriches the context or throws a GatewayError; any other exception denies.
  */
 export class Authorizer {
-  /** Headers always removed upstream for the current deps; built once per (re)load, not per call. */
-  private stripped: readonly string[];
+  /** Headers removed upstream for the current deps; built once per (re)load, not per call. */
+  private hygiene: HeaderHygiene;
 
   constructor(private deps: AuthzDeps) {
-    this.stripped = strippedHeaders(deps);
+    this.hygiene = headerHygiene(deps);
   }
 
   /** Replaces configuration and collaborators atomically (reload). */
   swap(deps: AuthzDeps): void {
-    this.stripped = strippedHeaders(deps);
+    this.hygiene = headerHygiene(deps);
     this.deps = deps;
   }
 
@@ -167,6 +168,7 @@ export class Authorizer {
   /** Decides one request. Never throws: failures become denials (fail closed). */
   async check(req: ProtoCheckRequest): Promise<CheckOutcome> {
     const deps = this.deps;
+    const hygiene = this.hygiene;
     const ctx = this.context(deps, req);
     try {
       const lookup = this.resolveTool(deps, ctx);
@@ -175,10 +177,13 @@ export class Authorizer {
       await this.authenticate(deps, ctx, lookup.tool);
       if (lookup.error) throw lookup.error;
       checkRouteBinding(lookup.tool, ctx.req.attributes?.contextExtensions);
+      if (hasMethodOverrideParam(ctx.path)) {
+        throw new GatewayError('invalid_request', `the "${METHOD_OVERRIDE_PARAM}" query parameter is not accepted: send the HTTP method itself`, { rule: 'request.method_override' });
+      }
       this.inspectBody(deps, ctx);
       this.authorize(deps, ctx);
       this.limit(deps, ctx);
-      const outcome = this.allow(deps, ctx);
+      const outcome = this.allow(deps, ctx, hygiene);
       recordDecision(outcome.metadata.dry_run ? 'dry_run_allow' : 'allow', 'none', ctx.tool?.name ?? null, outcome.metadata.rule);
       return outcome;
     } catch (err) {
@@ -359,7 +364,7 @@ export class Authorizer {
     deps.limiter.take(tool.name, rl, key, Date.now());
   }
 
-  private allow(deps: AuthzDeps, ctx: Ctx): CheckAllowed {
+  private allow(deps: AuthzDeps, ctx: Ctx, hygiene: HeaderHygiene): CheckAllowed {
     const t = stageTimer('credentials');
     const tool = ctx.tool as ToolConfig;
     try {
@@ -379,7 +384,7 @@ export class Authorizer {
       for (const h of headerList(decision?.headers)) if (!setNames.has(h.key)) set.push(h);
       for (const h of set) setNames.add(h.key);
 
-      const remove = new Set<string>(this.stripped);
+      const remove = new Set<string>(hygiene.removals(ctx.headers));
       for (const name of decision?.requestHeadersToRemove ?? []) remove.add(name);
       for (const name of Object.keys(ctx.headers)) if (name.startsWith(GATEWAY_HEADER_PREFIX)) remove.add(name);
       // Envoy applies removals after sets: never remove what we just set.

@@ -27,9 +27,6 @@ export class ConfigError extends Error {
 const ajv = new Ajv({ allErrors: true, useDefaults: true, strict: false, allowUnionTypes: true });
 const validate = ajv.compile(configSchema);
 
-/** Headers that always carry caller-supplied identity and never reach an upstream. */
-export const ALWAYS_STRIPPED = ['x-user-id', 'x-forwarded-user', 'x-remote-user', 'x-authenticated-user', 'x-forwarded-email', 'x-forwarded-client-cert'] as const;
-
 function describe(e: ErrorObject): ConfigProblem {
   const path = `$${e.instancePath.replace(/\/([^/]+)/g, (_m, seg: string) => (/^\d+$/.test(seg) ? `[${seg}]` : `.${seg}`))}`;
   switch (e.keyword) {

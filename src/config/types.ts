@@ -194,6 +194,13 @@ export interface InspectConfig {
    * the Check sees cut is refused (413) for such a tool.
    */
   readonly check_body_bytes: number;
+  /** Header name prefixes removed from every upstream request, besides the built-in ones. */
+  readonly strip_header_prefixes: readonly string[];
+  /**
+   * Names or prefixes of the built-in removal list (identity, method-override and routing
+   * headers) to forward after all, for a tool that really needs one. Credentials are never forwarded.
+   */
+  readonly forward_headers: readonly string[];
 }
 
 /** The whole gateway configuration. */
@@ -206,7 +213,7 @@ export interface GatewayConfig {
   readonly tools: readonly ToolConfig[];
   readonly audit: AuditConfig;
   readonly inspect: InspectConfig;
-  /** Header names always removed from the upstream request (caller-supplied identity). */
+  /** Header names always removed from the upstream request, besides the built-in list (caller-supplied identity). */
   readonly strip_headers: readonly string[];
   /** Directory relative paths in the file are resolved against (the config file's folder). */
   readonly base_dir: string;

@@ -406,3 +406,90 @@ describe('route binding: a mis-edited Envoy route never gets another tool\'s cre
     expect(r.status, r.text).toBe(200);
   });
 });
+
+/** Sends a raw HTTP/1.1 request (absolute-form target, exact bytes) and returns status and body. */
+function rawRequest(stack: Stack, head: string, body = ''): Promise<{ status: number; text: string }> {
+  const url = new URL(stack.envoyUrl);
+  return new Promise((resolve, reject) => {
+    import('node:net')
+      .then(({ connect }) => {
+        const socket = connect(Number(url.port), url.hostname, () => socket.write(`${head}\r\n\r\n${body}`));
+        const chunks: Buffer[] = [];
+        socket.on('data', (c: Buffer) => chunks.push(c));
+        socket.on('end', () => {
+          const text = Buffer.concat(chunks).toString('utf8');
+          resolve({ status: Number(/^HTTP\/1\.1 (\d{3})/.exec(text)?.[1] ?? 0), text });
+        });
+        socket.on('error', reject);
+        socket.setTimeout(15_000, () => socket.destroy(new Error('raw request timed out')));
+      })
+      .catch(reject);
+  });
+}
+
+describe('headers the tool should not get', () => {
+  let stack: Stack;
+  let support: string;
+  let viewer: string;
+
+  beforeAll(async () => {
+    stack = await startStack();
+    support = await token(stack);
+    viewer = await token(stack, { agent: 'reporter', user: 'victor', roles: ['viewer'] });
+  }, 60_000);
+  afterAll(async () => {
+    await stack?.stop();
+  });
+
+  const spoofed: Record<string, string> = {
+    'x-auth-request-user': 'admin',
+    'x-auth-request-email': 'admin@globex.example',
+    'x-forwarded-preferred-username': 'admin',
+    'x-forwarded-groups': 'admins',
+    'remote-user': 'admin',
+    'x-webauth-user': 'admin',
+    'x-tenant-id': 'globex',
+    'x-goog-authenticated-user-email': 'accounts.google.com:admin@globex.example',
+    'x-ms-client-principal': 'eyJ1c2VySWQiOiJhZG1pbiJ9',
+    'x-ms-client-principal-name': 'admin@globex.example',
+    'x-amzn-oidc-identity': 'admin',
+    'x-amzn-oidc-data': 'eyJhbGciOiJFUzI1NiJ9.e30.sig',
+    'cf-access-authenticated-user-email': 'admin@globex.example',
+    'x-http-method-override': 'DELETE',
+    'x-http-method': 'DELETE',
+    'x-method-override': 'DELETE',
+    'x-forwarded-host': 'admin.globex.example',
+    forwarded: 'host=admin.globex.example;proto=https',
+    'x-original-url': '/admin/delete-everything',
+  };
+
+  it('identity, method-override and routing headers never reach the tool; the Host is the tool\'s own', async () => {
+    const mark = marker();
+    const r = await send(stack, `/tools/weather/forecast?city=Oslo&m=${mark}`, { bearer: support, headers: { ...spoofed, host: 'evil.example', 'x-note': 'kept' } });
+    expect(r.status, r.text).toBe(200);
+    const got = stack.tool.received.find((q) => q.path.includes(mark));
+    expect(got).toBeDefined();
+    for (const name of Object.keys(spoofed)) expect(got!.headers[name], name).toBeUndefined();
+    expect(got!.headers.host).toBe('weather.tools.internal');
+    expect(got!.headers['x-note']).toBe('kept');
+    expect(got!.method).toBe('GET');
+  });
+
+  it('an absolute-form request target does not choose the Host the tool sees', async () => {
+    const mark = marker();
+    const r = await rawRequest(stack, [`GET http://evil.example/tools/weather/forecast?city=Oslo&m=${mark} HTTP/1.1`, 'Host: evil.example', `Authorization: Bearer ${support}`, 'Connection: close'].join('\r\n'));
+    expect(r.status, r.text.slice(0, 300)).toBe(200);
+    const got = stack.tool.received.find((q) => q.path.includes(mark));
+    expect(got!.headers.host).toBe('weather.tools.internal');
+  });
+
+  it('a _method query parameter is 400, so a read-only GET cannot become a DELETE', async () => {
+    for (const q of ['_method=DELETE', '_METHOD=delete', '%5Fmethod=DELETE', 'a=1&_method=PUT']) {
+      const mark = marker();
+      const r = await send(stack, `/tools/tickets/tenants/acme/tickets/T-1001?${q}&m=${mark}`, { bearer: viewer });
+      expect(r.status, `${q}: ${r.text}`).toBe(400);
+      expect(errorOf(r)).toMatchObject({ type: 'invalid_request', rule: 'request.method_override' });
+      expect(reached(stack, mark)).toBe(false);
+    }
+  });
+});
