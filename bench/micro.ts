@@ -23,6 +23,7 @@ import { Authorizer } from '../src/authz/check.js';
 import { RateLimiter } from '../src/limits/tokenBucket.js';
 import { authorizationService } from '../src/server/protos.js';
 import { buildPolicyInput } from '../src/policy/input.js';
+import { parseStrictJson } from '../src/inspect/strictJson.js';
 import type { ProtoCheckRequest } from '../src/authz/request.js';
 import { setLogLevel } from '../src/log.js';
 import { JwtVerifier } from '../src/identity/jwt.js';
@@ -97,8 +98,15 @@ async function main(): Promise<void> {
     await jwt.verify(token, Date.now());
     await cachedJwt.verify(token, Date.now());
 
+    // A typical MCP tools/call body and a 60 KiB document of small objects, as bytes off the wire.
+    const rpcBody = Buffer.from(JSON.stringify({ jsonrpc: '2.0', id: 7, method: 'tools/call', params: { name: 'search_docs', arguments: { query: 'vpn drops every hour', tenant: 'acme', limit: 10 } } }));
+    const bigBody = Buffer.from(JSON.stringify(Array.from({ length: 600 }, (_, i) => ({ id: i, title: `ticket ${i}`, tags: ['a', 'b'], priority: 'low', note: 'x'.repeat(40) }))));
     const cases: Array<[string, () => unknown, boolean]> = [
       ['CheckRequest decode (protobuf, proto-loader)', () => decode(wire), false],
+      ['strict JSON parse (MCP call, 150 B)', () => parseStrictJson(rpcBody), false],
+      ['JSON.parse baseline (MCP call, 150 B)', () => JSON.parse(rpcBody.toString('utf8')), false],
+      ['strict JSON parse (60 KiB)', () => parseStrictJson(bigBody), false],
+      ['JSON.parse baseline (60 KiB)', () => JSON.parse(bigBody.toString('utf8')), false],
       ['policy input build', () => buildPolicyInput(decoded, { identity, tool, mcp: null, body: null }), false],
       ['policy evaluate (wasm)', () => policy.evaluate(input), false],
       ['JWT verify (ES256, node:crypto, cache off)', () => jwt.verify(token, Date.now()), true],

@@ -38,6 +38,8 @@ export function weatherCheckRequest(token: string): ProtoCheckRequest {
           size: '0',
         },
       },
+      // What the weather_read route in envoy/envoy.yaml sends; portcullis denies a route that names another tool.
+      contextExtensions: { route_tool: 'weather' },
     },
   };
 }

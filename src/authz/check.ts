@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { GatewayError, toGatewayError } from '../errors.js';
 import { log } from '../log.js';
 import type { GatewayConfig, ToolConfig } from '../config/types.js';
@@ -5,13 +6,15 @@ import type { Principal } from '../identity/types.js';
 import type { IdentityVerifier } from '../identity/index.js';
 import type { PolicyEngine } from '../policy/engine.js';
 import type { Decision } from '../policy/result.js';
-import { bodyTruncated, buildPolicyInput } from '../policy/input.js';
-import { parseJsonRpc, type McpCall } from '../inspect/mcp.js';
-import { isMutating, toolView, type ToolRegistry } from '../tools/registry.js';
+import { bodyTruncated, buildPolicyInput, parsedForm } from '../policy/input.js';
+import { jsonRpcFromValue, type JsonRpcBody, type McpCall } from '../inspect/mcp.js';
+import { parseStrictJson } from '../inspect/strictJson.js';
+import { isJsonTool, readRequestBody, requireJsonContentType, truncatedRequestBody } from '../inspect/requestBody.js';
+import { checkRouteBinding, isMutating, toolView, type ToolLookup, type ToolRegistry } from '../tools/registry.js';
 import type { CredentialInjector, HeaderValue } from '../credentials/inject.js';
 import type { RateLimiter } from '../limits/tokenBucket.js';
 import type { ProtoCheckRequest } from './request.js';
-import { ALWAYS_STRIPPED } from '../config/load.js';
+import { HeaderHygiene, hasMethodOverrideParam, METHOD_OVERRIDE_PARAM } from '../tools/headerHygiene.js';
 import { stageTimer, recordDecision } from './metrics.js';
 
 /** Prefix of headers the gateway itself sets upstream; a caller can never supply them. */
@@ -37,6 +40,11 @@ export interface AuthzMetadata {
   policy_version: string | null;
   mcp_method: string | null;
   mcp_tool: string | null;
+  /**
+   * SHA-256 (hex) of the whole body a JSON tool's decision was made on, `null` when there was
+   * none; ext_proc refuses to forward a body that differs.
+   */
+  body_sha256: string | null;
   authz_ms: number;
 }
 
@@ -85,7 +93,12 @@ interface Ctx {
   readonly path: string;
   readonly requestId: string | null;
   readonly rawBody: Buffer | undefined;
-  readonly bodyText: string | null;
+  /** The body as text, read once (see inspect/requestBody.ts). */
+  bodyText: string | null;
+  /** `parsed_body` for the policy: the same value the schema check and MCP parsing see. */
+  parsedBody: unknown;
+  /** SHA-256 (hex) of a JSON tool's body the decision was made on. */
+  bodySha256: string | null;
   readonly truncated: boolean;
   readonly started: bigint;
   tool: ToolConfig | null;
@@ -107,15 +120,26 @@ function headerList(obj: Readonly<Record<string, string | readonly string[]>> | 
   return out;
 }
 
-function isJsonContentType(ct: string | undefined): boolean {
-  return ct !== undefined && /^application\/(?:[\w.+-]*\+)?json\b/i.test(ct.trim());
+/** Remembers a JSON-RPC body's calls, so denials answer each id. */
+function noteJsonRpc(ctx: Ctx, rpc: JsonRpcBody): void {
+  ctx.isJsonRpc = true;
+  ctx.mcp = rpc.calls;
+  ctx.rpcId = rpc.calls[0]?.id ?? null;
+  if (rpc.batch) ctx.batchIds = rpc.calls.flatMap((c) => (c.id === null || c.id === undefined ? [] : [c.id]));
 }
 
-const utf8 = new TextDecoder('utf-8', { fatal: true });
+/** Reads a whole body only to see whether it is JSON-RPC; never throws, never decides anything. */
+function peekJsonRpc(ctx: Ctx): void {
+  if (!ctx.rawBody || ctx.truncated) return;
+  const r = parseStrictJson(ctx.rawBody);
+  const rpc = r.ok ? jsonRpcFromValue(r.value) : null;
+  if (rpc) noteJsonRpc(ctx, rpc);
+}
 
-/** Caller identity headers, configured strips and the credentials identity consumed. */
-function strippedHeaders(deps: AuthzDeps): readonly string[] {
-  return [...new Set<string>([...ALWAYS_STRIPPED, ...deps.config.strip_headers, ...deps.identity.credentialHeaders])];
+/** Caller identity, method-override and routing headers, configured strips and the credentials identity consumed. */
+function headerHygiene(deps: AuthzDeps): HeaderHygiene {
+  const c = deps.config;
+  return new HeaderHygiene({ strip: c.strip_headers, stripPrefixes: c.inspect.strip_header_prefixes, forward: c.inspect.forward_headers, credentials: deps.identity.credentialHeaders });
 }
 
 /**
@@ -123,16 +147,16 @@ function strippedHeaders(deps: AuthzDeps): readonly string[] {
  * Each stage either enriches the context or throws a GatewayError; any other exception denies.
  */
 export class Authorizer {
-  /** Headers always removed upstream for the current deps; built once per (re)load, not per call. */
-  private stripped: readonly string[];
+  /** Headers removed upstream for the current deps; built once per (re)load, not per call. */
+  private hygiene: HeaderHygiene;
 
   constructor(private deps: AuthzDeps) {
-    this.stripped = strippedHeaders(deps);
+    this.hygiene = headerHygiene(deps);
   }
 
   /** Replaces configuration and collaborators atomically (reload). */
   swap(deps: AuthzDeps): void {
-    this.stripped = strippedHeaders(deps);
+    this.hygiene = headerHygiene(deps);
     this.deps = deps;
   }
 
@@ -144,18 +168,28 @@ export class Authorizer {
   /** Decides one request. Never throws: failures become denials (fail closed). */
   async check(req: ProtoCheckRequest): Promise<CheckOutcome> {
     const deps = this.deps;
-    const ctx = this.context(req);
+    const hygiene = this.hygiene;
+    const ctx = this.context(deps, req);
     try {
-      this.resolveTool(deps, ctx);
-      this.inspectBody(ctx);
-      await this.authenticate(deps, ctx);
+      const lookup = this.resolveTool(deps, ctx);
+      ctx.tool = lookup.tool;
+      // Nothing that tells which tools exist (404, limits, content types) comes before identity.
+      await this.authenticate(deps, ctx, lookup.tool);
+      if (lookup.error) throw lookup.error;
+      checkRouteBinding(lookup.tool, ctx.req.attributes?.contextExtensions);
+      if (hasMethodOverrideParam(ctx.path)) {
+        throw new GatewayError('invalid_request', `the "${METHOD_OVERRIDE_PARAM}" query parameter is not accepted: send the HTTP method itself`, { rule: 'request.method_override' });
+      }
+      this.inspectBody(deps, ctx);
       this.authorize(deps, ctx);
       this.limit(deps, ctx);
-      const outcome = this.allow(deps, ctx);
+      const outcome = this.allow(deps, ctx, hygiene);
       recordDecision(outcome.metadata.dry_run ? 'dry_run_allow' : 'allow', 'none', ctx.tool?.name ?? null, outcome.metadata.rule);
       return outcome;
     } catch (err) {
       const error = toGatewayError(err, 'the gateway could not decide');
+      // Denied before the body was read (identity, unknown tool): a JSON-RPC caller still gets a JSON-RPC error.
+      if (!ctx.isJsonRpc && ctx.bodyText === null) peekJsonRpc(ctx);
       if (error.code === 'internal') log.error({ err: (err as Error)?.message, request_id: ctx.requestId }, 'check failed; denying');
       recordDecision('deny', error.code, ctx.tool?.name ?? null, error.rule ?? null);
       return {
@@ -171,7 +205,7 @@ export class Authorizer {
     }
   }
 
-  private context(req: ProtoCheckRequest): Ctx {
+  private context(deps: AuthzDeps, req: ProtoCheckRequest): Ctx {
     const http = req.attributes?.request?.http ?? {};
     const headers = http.headers ?? {};
     const rawBody = http.rawBody && http.rawBody.length > 0 ? http.rawBody : http.body ? Buffer.from(http.body, 'utf8') : undefined;
@@ -183,7 +217,9 @@ export class Authorizer {
       requestId: headers['x-request-id'] ?? http.id ?? null,
       rawBody,
       bodyText: null,
-      truncated: bodyTruncated(headers, rawBody?.length ?? 0),
+      parsedBody: null,
+      bodySha256: null,
+      truncated: bodyTruncated(headers, rawBody?.length ?? 0, deps.config.inspect.check_body_bytes),
       started: process.hrtime.bigint(),
       tool: null,
       principal: null,
@@ -196,7 +232,8 @@ export class Authorizer {
     };
   }
 
-  private resolveTool(deps: AuthzDeps, ctx: Ctx): void {
+  /** Finds the tool; only errors that reveal nothing about the inventory are thrown here. */
+  private resolveTool(deps: AuthzDeps, ctx: Ctx): ToolLookup {
     const t = stageTimer('tool');
     try {
       for (const name of Object.keys(ctx.headers)) {
@@ -205,13 +242,15 @@ export class Authorizer {
           throw new GatewayError('invalid_request', 'requests cannot choose their upstream host', { rule: 'tool.direct_upstream' });
         }
       }
-      ctx.tool = deps.tools.resolve(ctx.path);
+      const lookup = deps.tools.lookup(ctx.path);
+      if (lookup.error?.code === 'invalid_request') throw lookup.error;
+      return lookup;
     } finally {
       t();
     }
   }
 
-  private inspectBody(ctx: Ctx): void {
+  private inspectBody(deps: AuthzDeps, ctx: Ctx): void {
     const tool = ctx.tool as ToolConfig;
     const declared = Number(ctx.headers['content-length'] ?? NaN);
     const seen = ctx.rawBody?.length ?? 0;
@@ -226,52 +265,53 @@ export class Authorizer {
       });
     }
     if (!ctx.rawBody) return;
-    let text: string;
-    try {
-      text = utf8.decode(ctx.rawBody);
-    } catch {
-      // A truncated body may end inside a multi-byte character; only complete bodies must be valid.
-      if (!ctx.truncated) throw new GatewayError('invalid_request', 'request body is not valid UTF-8', { rule: 'inspect.encoding' });
-      text = ctx.rawBody.toString('utf8');
-    }
-    (ctx as { bodyText: string | null }).bodyText = text;
-    const rpc = parseJsonRpc(text);
-    if (rpc) {
-      ctx.isJsonRpc = true;
-      ctx.mcp = rpc.calls;
-      ctx.rpcId = rpc.calls[0]?.id ?? null;
-      if (rpc.batch) ctx.batchIds = rpc.calls.flatMap((c) => (c.id === null || c.id === undefined ? [] : [c.id]));
-    }
-    if (isJsonContentType(ctx.headers['content-type']) && !ctx.truncated && !rpc) {
-      try {
-        JSON.parse(text);
-      } catch (err) {
-        throw new GatewayError('invalid_request', `request body is not valid JSON: ${(err as Error).message}`, { rule: 'inspect.json' });
+    const contentType = ctx.headers['content-type'];
+    requireJsonContentType(tool, contentType);
+    if (isJsonTool(tool)) {
+      // Never decide on part of a JSON body: the policy, the schema and the tool read it whole.
+      if (ctx.truncated) {
+        const window = deps.config.inspect.check_body_bytes;
+        throw new GatewayError('payload_too_large', `tool "${tool.name}" takes JSON bodies the gateway can read whole before deciding: at most ${window} bytes`, {
+          rule: 'inspect.body_window',
+          details: { limit_bytes: Math.min(window, tool.request.max_body_bytes) },
+        });
       }
+      // ext_proc checks that the body it inspects and forwards is the one decided on here.
+      ctx.bodySha256 = createHash('sha256').update(ctx.rawBody).digest('hex');
     }
-    if (tool.mcp && !ctx.truncated && !rpc && text.trim().length > 0) {
+    // A cut body is only ever seen as text: the policy gets parsed_body null and truncated_body true.
+    const body = ctx.truncated ? truncatedRequestBody(ctx.rawBody) : readRequestBody(ctx.rawBody, contentType, tool);
+    ctx.bodyText = body.text;
+    ctx.parsedBody = body.json ? body.value : ctx.truncated ? null : parsedForm(contentType, body.text);
+    const rpc = body.rpc;
+    if (rpc) noteJsonRpc(ctx, rpc);
+    if (tool.mcp && !ctx.truncated && !rpc) {
       throw new GatewayError('invalid_request', `tool "${tool.name}" is an MCP server and expects a JSON-RPC 2.0 body`, { rule: 'inspect.jsonrpc' });
     }
   }
 
-  private async authenticate(deps: AuthzDeps, ctx: Ctx): Promise<void> {
+  /**
+   * Verifies every presented credential. Runs before the tool is known to exist: an unknown path
+   * asks for identity exactly as a real tool does (global `identity.required`), so a caller
+   * without credentials learns nothing about the inventory.
+   */
+  private async authenticate(deps: AuthzDeps, ctx: Ctx, tool: ToolConfig | null): Promise<void> {
     const t = stageTimer('identity');
-    const tool = ctx.tool as ToolConfig;
     try {
       ctx.principal = await deps.identity.verify({
         headers: ctx.headers,
         sourcePrincipal: ctx.req.attributes?.source?.principal || undefined,
         rawBody: ctx.rawBody,
         bodyTruncated: ctx.truncated,
-        toolName: tool.name,
+        toolName: tool?.name ?? null,
         nowMs: Date.now(),
       });
     } finally {
       t();
     }
-    const required = tool.identity_required ?? deps.config.identity.required;
+    const required = tool?.identity_required ?? deps.config.identity.required;
     if (!ctx.principal && required) {
-      throw new GatewayError('unauthenticated', 'this tool requires a verified identity: send a bearer token, API key, client certificate or signed request', {
+      throw new GatewayError('unauthenticated', 'a verified identity is required: send a bearer token, API key, client certificate or signed request', {
         rule: 'identity.required',
       });
     }
@@ -287,7 +327,14 @@ export class Authorizer {
       for (const call of calls) {
         const mcpTools = call?.tool ? [call.tool] : [];
         const view = toolView(tool, isMutating(tool, ctx.method, mcpTools));
-        const input = buildPolicyInput(ctx.req, { identity: ctx.principal, tool: view, mcp: call, body: ctx.bodyText });
+        const input = buildPolicyInput(ctx.req, {
+          identity: ctx.principal,
+          tool: view,
+          mcp: call,
+          body: ctx.bodyText,
+          parsedBody: ctx.parsedBody,
+          truncated: ctx.truncated,
+        });
         const decision = deps.policy.evaluate(input);
         ctx.decision = decision;
         if (call?.id !== undefined && call.id !== null) ctx.rpcId = call.id;
@@ -317,7 +364,7 @@ export class Authorizer {
     deps.limiter.take(tool.name, rl, key, Date.now());
   }
 
-  private allow(deps: AuthzDeps, ctx: Ctx): CheckAllowed {
+  private allow(deps: AuthzDeps, ctx: Ctx, hygiene: HeaderHygiene): CheckAllowed {
     const t = stageTimer('credentials');
     const tool = ctx.tool as ToolConfig;
     try {
@@ -337,7 +384,7 @@ export class Authorizer {
       for (const h of headerList(decision?.headers)) if (!setNames.has(h.key)) set.push(h);
       for (const h of set) setNames.add(h.key);
 
-      const remove = new Set<string>(this.stripped);
+      const remove = new Set<string>(hygiene.removals(ctx.headers));
       for (const name of decision?.requestHeadersToRemove ?? []) remove.add(name);
       for (const name of Object.keys(ctx.headers)) if (name.startsWith(GATEWAY_HEADER_PREFIX)) remove.add(name);
       // Envoy applies removals after sets: never remove what we just set.
@@ -377,6 +424,7 @@ export class Authorizer {
       policy_version: deps.policy.status().version,
       mcp_method: firstCall?.method ?? null,
       mcp_tool: firstCall?.tool ?? null,
+      body_sha256: ctx.bodySha256,
       authz_ms: Number(process.hrtime.bigint() - ctx.started) / 1e6,
     };
   }

@@ -54,6 +54,7 @@ const FIELDS: Readonly<Record<keyof AuthzMetadata, Kind>> = {
   mcp_method: 'string?',
   mcp_tool: 'string?',
   authz_ms: 'number',
+  body_sha256: 'string?',
 };
 
 /** Field names in signing order (sorted, so declaration order does not matter). */

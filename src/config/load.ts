@@ -5,6 +5,7 @@ import { Ajv, type ErrorObject } from 'ajv';
 import { parseDocument } from 'yaml';
 import { configSchema } from './schema.js';
 import { serverProblems } from './server.js';
+import { isJsonTool } from '../inspect/requestBody.js';
 import type { GatewayConfig } from './types.js';
 
 /** One problem in a configuration file, located by its JSON path. */
@@ -26,9 +27,6 @@ export class ConfigError extends Error {
 
 const ajv = new Ajv({ allErrors: true, useDefaults: true, strict: false, allowUnionTypes: true });
 const validate = ajv.compile(configSchema);
-
-/** Headers that always carry caller-supplied identity and never reach an upstream. */
-export const ALWAYS_STRIPPED = ['x-user-id', 'x-forwarded-user', 'x-remote-user', 'x-authenticated-user', 'x-forwarded-email', 'x-forwarded-client-cert'] as const;
 
 function describe(e: ErrorObject): ConfigProblem {
   const path = `$${e.instancePath.replace(/\/([^/]+)/g, (_m, seg: string) => (/^\d+$/.test(seg) ? `[${seg}]` : `.${seg}`))}`;
@@ -55,6 +53,20 @@ function dedupe(problems: ConfigProblem[]): ConfigProblem[] {
   });
 }
 
+/** Body limit of a tool that is not a JSON tool, when the configuration does not set one. */
+export const DEFAULT_MAX_BODY_BYTES = 1048576;
+
+/**
+ * Fills each tool's unset `request.max_body_bytes`: a JSON tool gets what the Check can read
+ * whole (`inspect.check_body_bytes`), any other tool {@link DEFAULT_MAX_BODY_BYTES}.
+ */
+function applyBodyLimitDefaults(cfg: GatewayConfig): void {
+  for (const t of cfg.tools) {
+    const request = t.request as { max_body_bytes?: number };
+    request.max_body_bytes ??= isJsonTool(t) ? Math.min(cfg.inspect.check_body_bytes, DEFAULT_MAX_BODY_BYTES) : DEFAULT_MAX_BODY_BYTES;
+  }
+}
+
 /** Cross-field rules the schema cannot express. */
 function semanticProblems(cfg: GatewayConfig): ConfigProblem[] {
   const out: ConfigProblem[] = [];
@@ -63,6 +75,15 @@ function semanticProblems(cfg: GatewayConfig): ConfigProblem[] {
     const prev = names.get(t.name);
     if (prev !== undefined) out.push({ path: `$.tools[${i}].name`, message: `duplicate tool name "${t.name}" (also $.tools[${prev}])` });
     names.set(t.name, i);
+    if (isJsonTool(t) && t.request.max_body_bytes > cfg.inspect.check_body_bytes) {
+      out.push({
+        path: `$.tools[${i}].request.max_body_bytes`,
+        message:
+          `tool "${t.name}" takes JSON bodies (${t.mcp ? 'MCP' : 'request.schema'}) up to ${t.request.max_body_bytes} bytes, but the Check reads at most ` +
+          `inspect.check_body_bytes (${cfg.inspect.check_body_bytes}, Envoy's with_request_body.max_request_bytes) whole: ` +
+          'its policy would decide on a truncated body. Lower max_body_bytes, or raise both limits together',
+      });
+    }
     if (t.mcp && t.request.schema) {
       out.push({ path: `$.tools[${i}]`, message: 'use either request.schema (plain JSON) or mcp.tools (JSON-RPC), not both' });
     }
@@ -113,6 +134,7 @@ export function parseConfig(text: string, file: string, opts: ParseOptions = {})
     throw new ConfigError(file, dedupe((validate.errors ?? []).map(describe)));
   }
   const cfg = { ...(raw as object), base_dir: dirname(resolve(file)) } as GatewayConfig;
+  applyBodyLimitDefaults(cfg);
   const problems = [...semanticProblems(cfg), ...serverProblems(cfg.server, opts.requireChannel ?? false)];
   if (problems.length > 0) throw new ConfigError(file, problems);
   return cfg;

@@ -205,7 +205,8 @@ export const configSchema = {
             additionalProperties: false,
             default: {},
             properties: {
-              max_body_bytes: { type: 'integer', minimum: 0, maximum: 104857600, default: 1048576 },
+              // No schema default: it depends on the tool (see DEFAULT_MAX_BODY_BYTES in load.ts).
+              max_body_bytes: { type: 'integer', minimum: 0, maximum: 104857600 },
               schema: { type: 'string', minLength: 1 },
               injection: { enum: ['off', 'flag', 'block'], default: 'flag' },
               dlp: { type: 'boolean', default: true },
@@ -267,6 +268,18 @@ export const configSchema = {
       properties: {
         dlp_threshold: { type: 'integer', minimum: 0, default: 20 },
         window_s: { type: 'integer', minimum: 1, maximum: 86400, default: 300 },
+      },
+    },
+    inspect: {
+      type: 'object',
+      additionalProperties: false,
+      default: {},
+      properties: {
+        // What Envoy's ext_authz forwards to the Check (with_request_body.max_request_bytes).
+        check_body_bytes: { type: 'integer', minimum: 0, maximum: 104857600, default: 65536 },
+        // Header hygiene on top of the built-in list (src/tools/headerHygiene.ts) and strip_headers.
+        strip_header_prefixes: { type: 'array', items: headerName, default: [] },
+        forward_headers: { type: 'array', items: headerName, default: [] },
       },
     },
     strip_headers: {

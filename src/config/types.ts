@@ -125,6 +125,10 @@ export interface ToolConfig {
   readonly credentials: readonly CredentialConfig[];
   readonly rate_limit?: RateLimitConfig;
   readonly request: {
+    /**
+     * Largest request body. Default: `inspect.check_body_bytes` for JSON tools (request schema or
+     * MCP), which may not exceed it; 1 MiB for other tools.
+     */
     readonly max_body_bytes: number;
     /** JSON Schema file for plain JSON request bodies. */
     readonly schema?: string;
@@ -204,6 +208,24 @@ export interface AlertingConfig {
   readonly window_s: number;
 }
 
+/** How requests are read before they are decided. */
+export interface InspectConfig {
+  /**
+   * Bytes of request body Envoy's ext_authz forwards to the Check
+   * (`with_request_body.max_request_bytes` in envoy.yaml); keep the two equal. A JSON tool's
+   * policy decision needs its whole body, so its `max_body_bytes` may not exceed this, and a body
+   * the Check sees cut is refused (413) for such a tool.
+   */
+  readonly check_body_bytes: number;
+  /** Header name prefixes removed from every upstream request, besides the built-in ones. */
+  readonly strip_header_prefixes: readonly string[];
+  /**
+   * Names or prefixes of the built-in removal list (identity, method-override and routing
+   * headers) to forward after all, for a tool that really needs one. Credentials are never forwarded.
+   */
+  readonly forward_headers: readonly string[];
+}
+
 /** The whole gateway configuration. */
 export interface GatewayConfig {
   readonly dlp: DlpConfig | undefined;
@@ -213,7 +235,8 @@ export interface GatewayConfig {
   readonly policy: PolicyConfig;
   readonly tools: readonly ToolConfig[];
   readonly audit: AuditConfig;
-  /** Header names always removed from the upstream request (caller-supplied identity). */
+  readonly inspect: InspectConfig;
+  /** Header names always removed from the upstream request, besides the built-in list (caller-supplied identity). */
   readonly strip_headers: readonly string[];
   /** Directory relative paths in the file are resolved against (the config file's folder). */
   readonly base_dir: string;

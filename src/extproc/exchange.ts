@@ -37,6 +37,8 @@ export class Exchange {
   traceparent: string | null = null;
   method = '';
   path = '';
+  /** Content type of the request (request-header phase), so the body is read as the Check read it. */
+  contentType: string | null = null;
   /** JSON-RPC id of the request (for errors), when the body was JSON-RPC. */
   rpcId: string | number | null = null;
   isJsonRpc = false;

@@ -1,13 +1,13 @@
+import { createHash } from 'node:crypto';
 import { GatewayError } from '../errors.js';
 import type { AuthzMetadata } from '../authz/check.js';
 import { readHandoff, type HandoffResult } from '../authz/handoff.js';
 import { parseJsonRpc } from '../inspect/mcp.js';
+import { isJsonTool, readRequestBody, type RequestBody } from '../inspect/requestBody.js';
 import { applyDlp } from '../dlp/index.js';
 import type { ExtprocDeps } from './deps.js';
 import type { Exchange } from './exchange.js';
 import { headerMap, setHeader, type ProcessingRequest, type ProcessingResponse, type ProtoHttpBody, type ProtoProcessingMode } from './proto.js';
-
-const utf8 = new TextDecoder('utf-8', { fatal: true });
 
 /** Bodies are inspected only through the modes the exchange asks for (each phase is a round trip). */
 export function baseMode(requestBody: 'NONE' | 'BUFFERED'): ProtoProcessingMode {
@@ -76,6 +76,7 @@ export function onRequestHeaders(deps: ExtprocDeps, ex: Exchange, msg: Processin
   ex.path = h[':path'] ?? ex.path;
   ex.requestId = h['x-request-id'] ?? ex.requestId;
   ex.traceparent = h['traceparent'] ?? ex.traceparent;
+  ex.contentType = h['content-type'] ?? null;
   const inspectBody = !msg.requestHeaders?.endOfStream && needsRequestBody(deps, ex);
   return {
     requestHeaders: {
@@ -112,9 +113,9 @@ interface Scanned {
  * Validates the parsed body: MCP `tools/call` arguments against each MCP tool's input schema,
  * or a plain JSON body against the tool's schema. Returns the values to scan for injection.
  */
-function validate(deps: ExtprocDeps, ex: Exchange, text: string): Scanned[] {
+function validate(deps: ExtprocDeps, ex: Exchange, read: RequestBody): Scanned[] {
   const tool = ex.tool!;
-  const rpc = parseJsonRpc(text);
+  const rpc = read.rpc;
   if (rpc) {
     ex.isJsonRpc = true;
     ex.rpcId = rpc.calls[0]?.id ?? null;
@@ -133,13 +134,9 @@ function validate(deps: ExtprocDeps, ex: Exchange, text: string): Scanned[] {
     return args;
   }
   if (tool.mcp) throw new GatewayError('invalid_request', `tool "${tool.name}" is an MCP server and expects a JSON-RPC 2.0 body`, { rule: 'inspect.jsonrpc' });
-  let body: unknown;
-  try {
-    body = JSON.parse(text);
-  } catch (err) {
-    if (tool.request.schema) throw new GatewayError('invalid_request', `request body is not valid JSON: ${(err as Error).message}`, { rule: 'inspect.json' });
-    return [{ id: null, value: text }];
-  }
+  // readRequestBody already refused a JSON tool's body that is not strict JSON.
+  if (read.value === undefined) return [{ id: null, value: read.text }];
+  const body = read.value;
   if (tool.request.schema) {
     const r = deps.schemas.validateBody(tool.name, body);
     if (!r.ok) throw schemaError(ex, r.errors, 'request body');
@@ -163,15 +160,18 @@ export function onRequestBody(deps: ExtprocDeps, ex: Exchange, body: ProtoHttpBo
       details: { limit_bytes: tool.request.max_body_bytes },
     });
   }
-  let text: string;
-  try {
-    text = utf8.decode(buf);
-  } catch {
-    throw new GatewayError('invalid_request', 'request body is not valid UTF-8', { rule: 'inspect.encoding' });
+  // A JSON tool's policy decision was made on the whole body: forward only that very body.
+  if (isJsonTool(tool)) {
+    const digest = buf.length === 0 ? null : createHash('sha256').update(buf).digest('hex');
+    if (digest !== (ex.meta?.body_sha256 ?? null)) {
+      throw new GatewayError('invalid_request', 'the request body differs from the one the authorization decision was made on', { rule: 'inspect.body_mismatch' });
+    }
   }
-  if (text.trim().length === 0) return { requestBody: { response: { status: 'CONTINUE' } } };
-
-  const values = validate(deps, ex, text);
+  if (buf.length === 0) return { requestBody: { response: { status: 'CONTINUE' } } };
+  // The same strict reader as the Check: one meaning for the policy, the schema and the tool.
+  const read = readRequestBody(buf, ex.contentType ?? undefined, tool);
+  const text = read.text;
+  const values = validate(deps, ex, read);
   if (tool.request.injection !== 'off') {
     let firstHit: Scanned | null = null;
     for (const v of values) {

@@ -1,3 +1,5 @@
+import { looksLikeJsonContainer, parseStrictJson } from './strictJson.js';
+
 /**
  * JSON-RPC 2.0 body parsing for MCP (streamable HTTP) calls. Total functions: any input,
  * including garbage and truncated bodies, yields a result or `null`, never an exception.
@@ -47,23 +49,26 @@ function toCall(msg: Json): McpCall | null {
 }
 
 function parseJson(body: string): unknown {
-  const first = body.trimStart()[0];
-  if (first !== '{' && first !== '[') return undefined;
-  try {
-    return JSON.parse(body);
-  } catch {
-    return undefined;
-  }
+  if (!looksLikeJsonContainer(body)) return undefined;
+  const r = parseStrictJson(body);
+  return r.ok ? r.value : undefined;
 }
 
 /**
- * Parses a JSON-RPC 2.0 body, single or batch. Returns `null` when the body is not JSON-RPC at
- * all (not JSON, no `"jsonrpc": "2.0"` message, empty batch). In a batch, every element with a
- * string `method` counts as a call even without the `jsonrpc` member, so a lenient server
- * cannot be handed a call that policy never saw.
+ * Parses a JSON-RPC 2.0 body, single or batch, with the gateway's strict JSON reader. Returns
+ * `null` when the body is not JSON-RPC at all (not strict JSON, no `"jsonrpc": "2.0"` message,
+ * empty batch). See {@link jsonRpcFromValue}.
  */
 export function parseJsonRpc(body: string): JsonRpcBody | null {
-  const value = parseJson(body);
+  return jsonRpcFromValue(parseJson(body));
+}
+
+/**
+ * The JSON-RPC 2.0 reading of an already parsed body. In a batch, every element with a string
+ * `method` counts as a call even without the `jsonrpc` member, so a lenient server cannot be
+ * handed a call that policy never saw.
+ */
+export function jsonRpcFromValue(value: unknown): JsonRpcBody | null {
   if (Array.isArray(value)) {
     if (!value.some(isJsonRpcMessage)) return null;
     const calls: McpCall[] = [];

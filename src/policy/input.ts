@@ -1,6 +1,8 @@
 import type { ProtoAddress, ProtoAttributeContext, ProtoCheckRequest, ProtoHttpRequest, ProtoPeer } from '../authz/request.js';
 import type { Principal } from '../identity/types.js';
 import type { McpCall } from '../inspect/mcp.js';
+import { isJsonContentType } from '../inspect/requestBody.js';
+import { parseStrictJson } from '../inspect/strictJson.js';
 
 /** The resolved logical tool as policy sees it (`input.tool`). */
 export interface PolicyTool {
@@ -40,6 +42,13 @@ export interface PolicyAdditions {
   readonly mcp: McpCall | null;
   /** Request body as text (decoded from `raw_body` or `body`), or `null` when there is none. */
   readonly body: string | null;
+  /**
+   * `parsed_body` as the gateway's one body reader produced it (the value the schema check and
+   * MCP parsing also see). When absent, the body text is parsed here with the same strict reader.
+   */
+  readonly parsedBody?: unknown;
+  /** Whether the body is only a prefix (from the raw byte count); computed from the text when absent. */
+  readonly truncated?: boolean;
 }
 
 const VERSION = Object.freeze({ encoding: 'protojson', ext_authz: 'v3' } as const);
@@ -54,12 +63,13 @@ export function buildPolicyInput(req: ProtoCheckRequest, add: PolicyAdditions): 
   const headers = http.headers ?? {};
   const body = add.body ?? (http.body !== undefined && http.body !== '' ? http.body : null);
   const { path, query } = splitTarget(http.path ?? headers[':path'] ?? '', http.query);
-  const truncated = bodyTruncated(headers, body === null ? 0 : Buffer.byteLength(body, 'utf8'));
+  const truncated = add.truncated ?? bodyTruncated(headers, body === null ? 0 : Buffer.byteLength(body, 'utf8'));
+  const parsed = truncated ? null : 'parsedBody' in add ? (add.parsedBody ?? null) : parseBody(headers['content-type'], body);
   return {
     attributes: attributesJson(attrs, http, body),
     parsed_path: parsePath(path),
     parsed_query: parseQuery(query, false) ?? Object.create(null),
-    parsed_body: truncated ? null : parseBody(headers['content-type'], body),
+    parsed_body: parsed,
     truncated_body: truncated,
     version: VERSION,
     identity: add.identity,
@@ -140,8 +150,8 @@ export function parseQuery(query: string, strict: boolean): ParsedQuery | null {
 }
 
 /**
- * Body bytes Envoy forwards with a check (`with_request_body.max_request_bytes` in
- * envoy/envoy.yaml). Envoy marks a body partial only when it holds more than this; when its
+ * Default of the body bytes Envoy forwards with a check (`with_request_body.max_request_bytes` in
+ * envoy/envoy.yaml; configured as `inspect.check_body_bytes`). Envoy marks a body partial only when it holds more than this; when its
  * buffer fills to exactly this size it sends `x-envoy-auth-partial-body: false` even though more
  * may follow, so a body of this size with no `content-length` (chunked, HTTP/2) may be cut.
  */
@@ -153,30 +163,33 @@ export const CHECK_BODY_WINDOW_BYTES = 65536;
  * Deciding "cut" when unsure is the safe side: checks that need the whole body then defer to
  * ext_proc (which sees all of it) instead of judging a prefix.
  */
-export function bodyTruncated(headers: Readonly<Record<string, string>>, bodyBytes: number): boolean {
+export function bodyTruncated(headers: Readonly<Record<string, string>>, bodyBytes: number, windowBytes = CHECK_BODY_WINDOW_BYTES): boolean {
   if (headers['x-envoy-auth-partial-body'] === 'true') return true;
   const declared = headers['content-length'];
-  if (declared === undefined) return bodyBytes >= CHECK_BODY_WINDOW_BYTES;
+  if (declared === undefined) return bodyBytes >= windowBytes;
   const n = Number(declared);
   return Number.isInteger(n) && n > bodyBytes;
 }
 
-const JSON_TYPE = /^application\/(?:[\w.+-]*\+)?json(?:\s*;|\s*$)/i;
 const FORM_TYPE = /^application\/x-www-form-urlencoded(?:\s*;|\s*$)/i;
 
-/** OPA-Envoy `parsed_body`: JSON or form bodies by content type; anything else, or a parse failure, is `null`. */
+/**
+ * OPA-Envoy `parsed_body`: JSON (read with the gateway's strict reader) or form bodies by
+ * content type; anything else, or a parse failure, is `null`.
+ */
 function parseBody(contentType: string | undefined, body: string | null): unknown {
   if (body === null || body === '' || contentType === undefined) return null;
-  const ct = contentType.trim();
-  if (JSON_TYPE.test(ct)) {
-    try {
-      return JSON.parse(body);
-    } catch {
-      return null;
-    }
+  if (isJsonContentType(contentType)) {
+    const r = parseStrictJson(body);
+    return r.ok ? r.value : null;
   }
-  if (FORM_TYPE.test(ct)) return parseQuery(body, true);
-  return null;
+  return parsedForm(contentType, body);
+}
+
+/** `parsed_body` of a form body (`application/x-www-form-urlencoded`), or `null` for other types. */
+export function parsedForm(contentType: string | undefined, body: string): ParsedQuery | null {
+  if (contentType === undefined || !FORM_TYPE.test(contentType.trim())) return null;
+  return parseQuery(body, true);
 }
 
 /**

@@ -38,23 +38,53 @@ export class ToolRegistry {
   /**
    * Resolves `/tools/<name>[/...][?query]` to its tool. Anything else is not a tool call: agents
    * can only reach upstreams through a logical tool, never by host, absolute URL or other path.
+   * Throws the error of {@link lookup}.
    */
   resolve(path: string): ToolConfig {
+    const found = this.lookup(path);
+    if (found.error) throw found.error;
+    return found.tool as ToolConfig;
+  }
+
+  /**
+   * {@link resolve} without throwing, so the caller can authenticate before it answers anything
+   * that says which tools exist. Error bodies never list the configured tools.
+   */
+  lookup(path: string): ToolLookup {
     if (!path.startsWith(TOOL_PREFIX)) {
       if (/^[a-z][a-z0-9+.-]*:\/\//i.test(path) || path.startsWith('//')) {
-        throw new GatewayError('invalid_request', 'absolute URLs are not accepted; call a logical tool as /tools/<name>/...', { rule: 'tool.direct_upstream' });
+        return { tool: null, error: new GatewayError('invalid_request', 'absolute URLs are not accepted; call a logical tool as /tools/<name>/...', { rule: 'tool.direct_upstream' }) };
       }
-      throw new GatewayError('unknown_tool', 'no tool at this path; tools are called as /tools/<name>/...', { rule: 'tool.unknown' });
+      return { tool: null, error: new GatewayError('unknown_tool', 'no tool at this path; tools are called as /tools/<name>/...', { rule: 'tool.unknown' }) };
     }
     const rest = path.slice(TOOL_PREFIX.length);
     const end = rest.search(/[/?#]/);
     const name = end === -1 ? rest : rest.slice(0, end);
     const tool = this.byName.get(name);
-    if (!tool) {
-      throw new GatewayError('unknown_tool', `unknown tool "${name.slice(0, 64)}"`, { rule: 'tool.unknown', details: { available: [...this.byName.keys()] } });
-    }
-    return tool;
+    if (!tool) return { tool: null, error: new GatewayError('unknown_tool', `unknown tool "${name.slice(0, 64)}"`, { rule: 'tool.unknown' }) };
+    return { tool, error: null };
   }
+}
+
+/** Outcome of {@link ToolRegistry.lookup}: the tool, or the error a request for it gets. */
+export type ToolLookup = { readonly tool: ToolConfig; readonly error: null } | { readonly tool: null; readonly error: GatewayError };
+
+/** Context extension Envoy routes send with the Check to name the tool they route to. */
+export const ROUTE_TOOL_EXTENSION = 'route_tool';
+
+/**
+ * Route binding: the Envoy route that carries a request names its tool (`route_tool` context
+ * extension), and it must be the tool the path resolves to. A route that names another tool, or
+ * none, is a mis-edited Envoy config that would send one tool's credentials to another upstream:
+ * denied.
+ */
+export function checkRouteBinding(tool: ToolConfig, contextExtensions: Readonly<Record<string, string>> | undefined): void {
+  const routed = contextExtensions?.[ROUTE_TOOL_EXTENSION];
+  if (routed === tool.name) return;
+  const says = routed === undefined || routed === '' ? 'names no tool' : `is bound to tool "${routed.slice(0, 64)}"`;
+  throw new GatewayError('forbidden', `the gateway route for this request ${says}, not "${tool.name}"; the call was denied`, {
+    rule: 'tool.route_mismatch',
+  });
 }
 
 /**

@@ -54,7 +54,8 @@ describe('policy dry run', () => {
 
   it('dry run relaxes policy only: a missing identity is still refused', async () => {
     expectDenial(await call(`${stack.envoyUrl}/tools/tickets/tenants/acme/tickets`), 401, 'unauthenticated', 'identity.required');
-    expectDenial(await call(`${stack.envoyUrl}/tools/nope/x`), 404, 'unknown_tool', 'tool.unknown');
+    // An unknown path asks for identity like any tool: the inventory is not revealed.
+    expectDenial(await call(`${stack.envoyUrl}/tools/nope/x`), 401, 'unauthenticated', 'identity.required');
   });
 });
 

@@ -16,10 +16,11 @@ let token: string;
 
 beforeAll(async () => {
   stack = await startStack({
-    // Room for a body larger than the 64 KiB ext_authz sees, so the last test reaches ext_proc.
+    // Room for a body larger than the 64 KiB ext_authz sees, so the last test reaches ext_proc. Only a
+    // tool that is not a JSON tool may take more than the Check reads whole: weather (inspected by DLP).
     editConfig: (cfg) => {
-      const docs = (cfg.tools as { name: string; request: { max_body_bytes: number } }[]).find((t) => t.name === 'docs')!;
-      docs.request.max_body_bytes = 1024 * 1024;
+      const weather = (cfg.tools as { name: string; request: { max_body_bytes: number } }[]).find((t) => t.name === 'weather')!;
+      weather.request.max_body_bytes = 1024 * 1024;
     },
   });
   token = await mintToken({ issuer: 'https://issuer.demo.portcullis', audience: 'portcullis', agent: 'helpdesk', user: 'alice', tenant: 'acme', roles: ['support'], ttlS: 300, privateJwkPath: stack.prepared.privateJwkPath });
@@ -117,8 +118,8 @@ it('stops a call whose request body is still arriving when ext_proc dies: 503 in
   let crash: Promise<void> = Promise.resolve();
   const res = await new Promise<{ status: number; body: string }>((resolve, reject) => {
     const req = httpRequest(
-      new URL('/tools/docs/', stack.envoyUrl),
-      { method: 'POST', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json', 'transfer-encoding': 'chunked' }, agent: false },
+      new URL('/tools/weather/notes', stack.envoyUrl),
+      { method: 'POST', headers: { authorization: `Bearer ${token}`, 'content-type': 'text/plain', 'transfer-encoding': 'chunked' }, agent: false },
       (r) => {
         const chunks: Buffer[] = [];
         r.on('data', (c: Buffer) => chunks.push(c));
@@ -132,7 +133,7 @@ it('stops a call whose request body is still arriving when ext_proc dies: 503 in
       await sleep(500);
       await stack.killPortcullis();
       await sleep(200);
-      if (!req.destroyed) req.end(JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name: 'search_docs', arguments: { query: 'q', tenant: 'acme' } } }));
+      if (!req.destroyed) req.end('the rest of the notes');
     })();
     crash.catch(reject);
   });

@@ -125,7 +125,7 @@ describe('default configuration', () => {
   });
 
   it('rejects a body that is not JSON for a tool with a schema', async () => {
-    const r = await send(stack, token, '/tools/tickets/tenants/acme/tickets', { body: 'title=VPN', headers: { 'content-type': 'application/x-www-form-urlencoded' } });
+    const r = await send(stack, token, '/tools/tickets/tenants/acme/tickets', { body: 'title=VPN', headers: { 'content-type': 'application/json' } });
     expect(r.status).toBe(400);
     expect(r.json).toMatchObject({ error: { type: 'invalid_request', rule: 'inspect.json', request_id: r.headers['x-request-id'] } });
   });

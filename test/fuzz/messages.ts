@@ -87,6 +87,7 @@ function handoff(rng: Rng, key: HandoffKey | null): Json {
     mcp_method: null,
     mcp_tool: null,
     authz_ms: 1,
+    body_sha256: null,
   };
   const signer = key ?? HandoffKey.ephemeral();
   const struct = handoffStruct(sealHandoff(meta, signer)) as unknown as { fields: { portcullis: { structValue: { fields: Json } } } };

@@ -39,6 +39,8 @@ export interface RenderOptions {
    * to the directory Envoy runs in).
    */
   channel?: PortcullisChannel;
+  /** Edits the parsed envoy.yaml (plain object) after the ports are set, e.g. a route a test mis-edits on purpose. */
+  edit?: (cfg: Record<string, unknown>) => void;
 }
 
 type Json = Record<string, unknown>;
@@ -162,6 +164,7 @@ export function renderEnvoyConfig(ports: EnvoyPorts, opts: RenderOptions = {}): 
   const tools = clusters.filter((c) => typeof c.name === 'string' && c.name.startsWith(TOOL_CLUSTER_PREFIX));
   if (tools.length === 0) throw new Error(`envoy.yaml: no "${TOOL_CLUSTER_PREFIX}*" clusters`);
   for (const c of tools) setClusterPort(c, ports.upstream);
+  opts.edit?.(cfg);
 
   // Anchored blocks are written out in full so the result reads like the source file's meaning.
   return stringify(cfg, { aliasDuplicateObjects: false, lineWidth: 0 });

@@ -47,6 +47,8 @@ export interface Stack {
 export interface StackOptions {
   /** Edits the gateway config (plain object) before it is written. */
   editConfig?: (cfg: Record<string, unknown>) => void;
+  /** Edits the rendered Envoy config (plain object) before it is written. */
+  editEnvoy?: (cfg: Record<string, unknown>) => void;
   /** Extra environment for portcullis. */
   env?: Record<string, string>;
   /**
@@ -214,7 +216,11 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
       envoyConfig,
       renderEnvoyConfig(
         { listener: listenerPort, admin: envoyAdminPort, portcullis: grpcPort, upstream: tool.port },
-        { channel, ...(tls ? { tls: { certChain: tls.server.cert, privateKey: tls.server.key, trustedCa: tls.ca } } : {}) },
+        {
+          channel,
+          ...(tls ? { tls: { certChain: tls.server.cert, privateKey: tls.server.key, trustedCa: tls.ca } } : {}),
+          ...(opts.editEnvoy ? { edit: opts.editEnvoy } : {}),
+        },
       ),
     );
     const baseId = (process.pid % 10_000) * 100 + (baseIdCounter++ % 100);

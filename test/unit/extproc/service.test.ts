@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { describe, expect, it } from 'vitest';
 import { status as grpcStatus } from '@grpc/grpc-js';
@@ -121,6 +122,7 @@ function meta(tool: string, over: Partial<AuthzMetadata> = {}): AuthzMetadata {
     policy_version: 'sha256:test',
     mcp_method: null,
     mcp_tool: null,
+    body_sha256: null,
     authz_ms: 1,
     ...over,
   };
@@ -136,6 +138,10 @@ function reqHeaders(tool: string, h: Record<string, string>, endOfStream: boolea
     requestHeaders: { ...headers({ 'x-request-id': 'req-1', ...h }), endOfStream },
     ...(m ? { metadataContext: forwarded(m) } : {}),
   };
+}
+
+function sha256(text: string): string {
+  return createHash('sha256').update(text).digest('hex');
 }
 
 function reqBody(body: string): ProcessingRequest {
@@ -262,9 +268,10 @@ describe('ExtprocService stream loop', () => {
 
   it('answers a schema-invalid body with an immediate 400 and ignores what follows', () => {
     const { service, sink } = setup();
+    const ticket = JSON.stringify({ title: 'x', priority: 'urgent' });
     const call = open(service).send(
-      reqHeaders('tickets', { ':method': 'POST', ':path': '/tools/tickets/tenants/acme/tickets' }, false),
-      reqBody(JSON.stringify({ title: 'x', priority: 'urgent' })),
+      reqHeaders('tickets', { ':method': 'POST', ':path': '/tools/tickets/tenants/acme/tickets' }, false, meta('tickets', { body_sha256: sha256(ticket) })),
+      reqBody(ticket),
       respHeaders({ ':status': '201', 'content-type': 'application/json' }),
     );
     expect(kinds(call)).toEqual(['requestHeaders', 'immediateResponse']);
@@ -276,6 +283,20 @@ describe('ExtprocService stream loop', () => {
     expect(sink.records[0]).toMatchObject({ response_status: 400, upstream_status: null, error: { type: 'invalid_request', rule: 'inspect.schema' } });
   });
 
+  it('refuses to forward a JSON body other than the one the Check decided on (or when the Check saw none)', () => {
+    const ticket = JSON.stringify({ title: 'x', priority: 'low' });
+    for (const decided of [sha256(JSON.stringify({ title: 'y', priority: 'low' })), null]) {
+      const { service } = setup();
+      const call = open(service).send(
+        reqHeaders('tickets', { ':method': 'POST', ':path': '/tools/tickets/tenants/acme/tickets' }, false, meta('tickets', { body_sha256: decided })),
+        reqBody(ticket),
+      );
+      const imm = call.written[1]!.immediateResponse!;
+      expect(imm.status.code).toBe(400);
+      expect(JSON.parse(imm.body!.toString())).toMatchObject({ error: { type: 'invalid_request', rule: 'inspect.body_mismatch' } });
+    }
+  });
+
   it('answers an MCP batch error with one JSON-RPC error per call id', () => {
     const { service } = setup();
     const batch = [
@@ -283,7 +304,8 @@ describe('ExtprocService stream loop', () => {
       { jsonrpc: '2.0', method: 'notifications/progress' },
       { jsonrpc: '2.0', id: 'two', method: 'tools/call', params: { name: 'search_docs', arguments: { tenant: 'acme' } } },
     ];
-    const call = open(service).send(reqHeaders('docs', { ':method': 'POST', ':path': '/tools/docs/' }, false), reqBody(JSON.stringify(batch)));
+    const text = JSON.stringify(batch);
+    const call = open(service).send(reqHeaders('docs', { ':method': 'POST', ':path': '/tools/docs/' }, false, meta('docs', { body_sha256: sha256(text) })), reqBody(text));
     const body = JSON.parse(call.written[1]!.immediateResponse!.body!.toString()) as { id: unknown; error: { code: number; message: string } }[];
     expect(body.map((b) => b.id)).toEqual([1, 'two']);
     expect(body.every((b) => b.error.code === -32602)).toBe(true);
