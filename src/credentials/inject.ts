@@ -1,6 +1,7 @@
 import { GatewayError } from '../errors.js';
 import type { CredentialConfig, ToolConfig } from '../config/types.js';
 import type { Principal } from '../identity/types.js';
+import { compileTemplate, fillTemplate, type CredentialTemplate } from './format.js';
 import { SecretStore } from './secrets.js';
 
 /** A header to set on the upstream request. */
@@ -9,18 +10,24 @@ export interface HeaderValue {
   readonly value: string;
 }
 
+/** One configured credential with its header template compiled. */
+interface Credential extends CredentialConfig {
+  readonly template: CredentialTemplate;
+}
+
 /**
  * Computes the upstream credential headers of each tool. Secret files are registered (read and
- * watched) at construction; per request this only formats the current value.
+ * watched) at construction and header templates compiled; per request this only fills in the
+ * current value.
  */
 export class CredentialInjector {
-  private readonly byTool: ReadonlyMap<string, readonly CredentialConfig[]>;
+  private readonly byTool: ReadonlyMap<string, readonly Credential[]>;
 
   constructor(
     tools: readonly ToolConfig[],
     private readonly secrets: SecretStore,
   ) {
-    this.byTool = new Map(tools.map((t) => [t.name, t.credentials]));
+    this.byTool = new Map(tools.map((t) => [t.name, t.credentials.map((c) => ({ ...c, template: compileTemplate(c.format) }))]));
   }
 
   /** Problems with secrets as currently mounted (for `check` and start-up warnings). */
@@ -56,7 +63,7 @@ export class CredentialInjector {
         throw new GatewayError('forbidden', `no upstream credential is provisioned for this user on tool "${tool}"`, { rule: 'credentials.no_user_credential' });
       }
       const secret = this.secrets.get(perUser ?? c.secret);
-      return { key: c.header, value: c.format.replace('{secret}', secret) };
+      return { key: c.header, value: fillTemplate(c.template, secret) };
     });
   }
 }
