@@ -265,6 +265,8 @@ export class Authorizer {
         bodyTruncated: ctx.truncated,
         toolName: tool.name,
         nowMs: Date.now(),
+        method: ctx.method,
+        path: ctx.path,
       });
     } finally {
       t();

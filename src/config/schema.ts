@@ -123,6 +123,7 @@ export const configSchema = {
               signature_header: { ...headerName, default: 'x-slack-signature' },
               timestamp_header: { ...headerName, default: 'x-slack-request-timestamp' },
               max_skew_s: { type: 'integer', minimum: 1, maximum: 3600, default: 300 },
+              scheme: { enum: ['slack', 'v1'], default: 'slack' },
               agent: name,
               roles,
               tenant: { type: 'string' },

@@ -54,6 +54,11 @@ export interface SignatureConfig {
   readonly signature_header: string;
   readonly timestamp_header: string;
   readonly max_skew_s: number;
+  /**
+   * What is signed: `slack` (default, Slack's v0: timestamp and body) or `v1` (timestamp, method,
+   * path and body). See `SignatureScheme` in src/identity/signature.ts.
+   */
+  readonly scheme?: 'slack' | 'v1';
   readonly agent: string;
   readonly roles?: readonly string[];
   readonly tenant?: string;

@@ -1,0 +1,104 @@
+import { readFileSync } from 'node:fs';
+import { CompactSign, importJWK, type JWK } from 'jose';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startStack, type Stack } from '../helpers/index.js';
+import { AUDIENCE, call, expectDenial, ISSUER, slackHeaders, token, type Reply } from './authz-support.js';
+
+/**
+ * The trust boundary at the edge, through the real Envoy: credentials reach tools byte for byte,
+ * tokens whose dates are not numbers never verify, and a signed webhook is accepted once, for
+ * the request it was signed for.
+ */
+
+/** A tool credential full of String.replace patterns. */
+const TICKETS_TOKEN = "ab$&cd$'x$`$1";
+
+let stack: Stack;
+let alice: string;
+
+const ticketsOf = (tenant: string): string => `${stack.envoyUrl}/tools/tickets/tenants/${tenant}/tickets`;
+
+function post(url: string, body: string, headers: Record<string, string> = {}): Promise<Reply> {
+  return call(url, { method: 'POST', body, headers: { 'content-type': 'application/json', ...headers } });
+}
+
+/** A token signed with the demo key whose payload is `payloadText` exactly (e.g. `1e400`). */
+async function rawToken(payloadText: string): Promise<string> {
+  const jwk = JSON.parse(readFileSync(stack.prepared.privateJwkPath, 'utf8')) as JWK;
+  const key = await importJWK(jwk, 'ES256');
+  return new CompactSign(new TextEncoder().encode(payloadText)).setProtectedHeader({ alg: 'ES256', typ: 'JWT', kid: jwk.kid as string }).sign(key);
+}
+
+beforeAll(async () => {
+  stack = await startStack({
+    editConfig: (cfg) => {
+      const tickets = (cfg.tools as { name: string; credentials: unknown[] }[]).find((t) => t.name === 'tickets');
+      if (!tickets) throw new Error('demo config has no tickets tool');
+      tickets.credentials = [{ header: 'authorization', format: 'Bearer {secret}', secret: { env: 'E2E_TICKETS_TOKEN' } }];
+    },
+    env: { E2E_TICKETS_TOKEN: TICKETS_TOKEN },
+  });
+  alice = await token(stack);
+});
+
+afterAll(async () => {
+  await stack?.stop();
+});
+
+describe('credential formatting', () => {
+  it('a secret containing $& and $\' reaches the tool verbatim', async () => {
+    const r = await call(ticketsOf('acme'), { headers: { authorization: `Bearer ${alice}` } });
+    expect(r.status, r.text).toBe(200);
+    const got = stack.tool.received.at(-1);
+    expect(got?.path).toBe('/tickets/tenants/acme/tickets');
+    expect(got?.headers.authorization).toBe(`Bearer ${TICKETS_TOKEN}`);
+  });
+});
+
+describe('JWT numeric dates', () => {
+  it('a correctly signed token with "exp": 1e400 is refused, as are string and missing dates', async () => {
+    const now = Math.floor(Date.now() / 1000);
+    const base = `"iss":"${ISSUER}","aud":"${AUDIENCE}","azp":"helpdesk","sub":"alice","tenant":"acme","roles":["support"],"iat":${now}`;
+    const weather = `${stack.envoyUrl}/tools/weather/forecast?city=Oslo`;
+    // The same token with a finite exp is accepted: the refusals below are about the dates only.
+    const fine = await call(weather, { headers: { authorization: `Bearer ${await rawToken(`{${base},"exp":${now + 300}}`)}` } });
+    expect(fine.status, fine.text).toBe(200);
+    for (const [payload, why] of [
+      [`{${base},"exp":1e400}`, /claim "exp" is invalid/],
+      [`{${base},"exp":${now + 300},"nbf":-1e400}`, /claim "nbf" is invalid/],
+      [`{${base},"exp":"${now + 300}"}`, /claim "exp" is invalid/],
+      [`{${base}}`, /no "exp" claim/],
+    ] as const) {
+      const r = await call(weather, { headers: { authorization: `Bearer ${await rawToken(payload)}` } });
+      const e = expectDenial(r, 401, 'unauthenticated', 'identity.jwt');
+      expect(e.error.message, payload).toMatch(why);
+    }
+  });
+});
+
+describe('signed webhooks', () => {
+  it('an identical signed request is accepted once, and its signature does not work on another method and path', async () => {
+    const body = JSON.stringify({ title: 'disk full on db-2', priority: 'high' });
+    const headers = slackHeaders(stack, body);
+    const before = stack.tool.received.length;
+    const first = await post(ticketsOf('acme'), body, headers);
+    expect(first.status, first.text).toBe(201);
+    const replay = expectDenial(await post(ticketsOf('acme'), body, headers), 401, 'unauthenticated', 'identity.signature');
+    expect(replay.error.message).toMatch(/already used/);
+    const moved = await call(`${stack.envoyUrl}/tools/tickets/tickets/T-1001`, { method: 'PUT', body, headers: { 'content-type': 'application/json', ...headers } });
+    expectDenial(moved, 401, 'unauthenticated', 'identity.signature');
+    // Only the first one reached the tool.
+    expect(stack.tool.received.length).toBe(before + 1);
+    // A new signature (new timestamp) for the same content is a new request.
+    const again = await post(ticketsOf('acme'), body, slackHeaders(stack, body, { ts: Math.floor(Date.now() / 1000) - 1 }));
+    expect(again.status, again.text).toBe(201);
+  });
+
+  it('a signature used first on another path is refused on the path it was made for', async () => {
+    const body = JSON.stringify({ title: 'cpu hot', priority: 'low' });
+    const headers = slackHeaders(stack, body, { ts: Math.floor(Date.now() / 1000) - 2 });
+    const moved = await call(`${stack.envoyUrl}/tools/tickets/tickets/T-1001`, { method: 'PUT', body, headers: { 'content-type': 'application/json', ...headers } });
+    expect(moved.status).not.toBe(401);
+    expectDenial(await post(ticketsOf('acme'), body, headers), 401, 'unauthenticated', 'identity.signature');
+  });
+});
