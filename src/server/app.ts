@@ -20,6 +20,7 @@ import { compileCatalog } from '../dlp/index.js';
 import { compileInjectionRules } from '../inspect/injection.js';
 import { compileToolSchemas } from '../inspect/schema.js';
 import { AuditLogger } from '../audit/sinks.js';
+import { redactPath } from '../audit/record.js';
 import { ExtprocService } from '../extproc/service.js';
 import { compileFilters, type ExtprocDeps } from '../extproc/deps.js';
 import { DlpAlerter } from '../extproc/alerts.js';
@@ -80,9 +81,9 @@ export async function buildDeps(config: GatewayConfig, policy: PolicyEngine, lim
     const identity = await IdentityVerifier.create(config.identity, config.base_dir, secrets);
     const credentials = new CredentialInjector(config.tools, secrets);
     for (const p of credentials.problems()) log.warn(p, 'upstream credential not available; calls to this tool will be denied until it is');
-    audit = await AuditLogger.fromConfig(config.audit, config.base_dir);
+    audit = await AuditLogger.fromConfig(config.audit, config.base_dir, scanner);
     return {
-      deps: { config, tools, identity, policy, credentials, limiter },
+      deps: { config, tools, identity, policy, credentials, limiter, redactPath: (path) => redactPath(path, scanner) },
       extproc: {
         config,
         tools,

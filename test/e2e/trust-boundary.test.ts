@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { CompactSign, importJWK, type JWK } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startStack, type Stack } from '../helpers/index.js';
-import { AUDIENCE, call, expectDenial, ISSUER, slackHeaders, token, type Reply } from './authz-support.js';
+import { AUDIENCE, auditRecords, auditText, call, eventually, expectDenial, ISSUER, slackHeaders, token, type Reply } from './authz-support.js';
 
 /**
  * The trust boundary at the edge, through the real Envoy: credentials reach tools byte for byte,
@@ -100,5 +100,47 @@ describe('signed webhooks', () => {
     const moved = await call(`${stack.envoyUrl}/tools/tickets/tickets/T-1001`, { method: 'PUT', body, headers: { 'content-type': 'application/json', ...headers } });
     expect(moved.status).not.toBe(401);
     expectDenial(await post(ticketsOf('acme'), body, headers), 401, 'unauthenticated', 'identity.signature');
+  });
+});
+
+/** Envoy's access log line (JSON on its stdout) for one request id, once it is written. */
+async function accessLogLine(requestId: string): Promise<Record<string, unknown> | null> {
+  let found: Record<string, unknown> | null = null;
+  await eventually(async () => {
+    for (const line of stack.logs().split('\n')) {
+      if (!line.startsWith('{') || !line.includes(requestId)) continue;
+      const entry = JSON.parse(line) as Record<string, unknown>;
+      if (entry.request_id === requestId && 'status' in entry) found = entry;
+    }
+    return found !== null;
+    // Envoy flushes its access log every 10 s by default.
+  }, 25_000);
+  return found;
+}
+
+describe('secrets in URL paths', () => {
+  const KEY = 'AKIAIOSFODNN7EXAMPLF';
+
+  it('are redacted in the audit record and in Envoy\'s access log, allowed or denied', { timeout: 60_000 }, async () => {
+    const allowed = await call(`${stack.envoyUrl}/tools/weather/forecast/${KEY}?city=Oslo&key=${KEY}`, { headers: { authorization: `Bearer ${alice}` } });
+    const denied = await call(`${stack.envoyUrl}/tools/tickets/tenants/globex/${KEY}`, { headers: { authorization: `Bearer ${alice}` } });
+    expect(denied.status).toBe(403);
+    for (const [r, path] of [
+      [allowed, '/tools/weather/forecast/[REDACTED:aws.access_key_id]?city=[redacted]&key=[redacted]'],
+      [denied, '/tools/tickets/tenants/globex/[REDACTED:aws.access_key_id]'],
+    ] as const) {
+      const id = r.headers.get('x-request-id') as string;
+      expect(id).toBeTruthy();
+      let record: Record<string, unknown> | undefined;
+      expect(await eventually(async () => (record = auditRecords(stack).find((x) => x.request_id === id)) !== undefined, 10_000)).toBe(true);
+      expect(record?.path).toBe(path);
+      const line = await accessLogLine(id);
+      expect(line, stack.logs().slice(-2000)).not.toBeNull();
+      expect(line?.path).toBe(path);
+      // Still useful to an SRE: method, status, route and tool are there.
+      expect(line).toMatchObject({ method: 'GET', status: r.status, tool: r === allowed ? 'weather' : 'tickets' });
+    }
+    expect(auditText(stack)).not.toContain(KEY);
+    expect(stack.logs()).not.toContain(KEY);
   });
 });
