@@ -154,6 +154,9 @@ export class Authorizer {
       this.resolveTool(deps, ctx);
       this.inspectBody(ctx);
       await this.authenticate(deps, ctx);
+      // A policy or data file just changed (e.g. a revocation): decide with the new one.
+      const settling = deps.policy.settled();
+      if (settling) await settling;
       this.authorize(deps, ctx);
       this.limit(deps, ctx);
       const outcome = this.allow(deps, ctx);

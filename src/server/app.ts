@@ -1,4 +1,3 @@
-import { unwatchFile, watchFile } from 'node:fs';
 import { resolve } from 'node:path';
 import type { Server as HttpServer } from 'node:http';
 import type { sendUnaryData, ServerUnaryCall } from '@grpc/grpc-js';
@@ -12,6 +11,7 @@ import { toCheckResponse, type CheckResponseObject } from '../authz/response.js'
 import type { ProtoCheckRequest } from '../authz/request.js';
 import { IdentityVerifier } from '../identity/index.js';
 import { PolicyEngine } from '../policy/engine.js';
+import { watchPath } from '../files/watch.js';
 import { ToolRegistry } from '../tools/registry.js';
 import { SecretStore } from '../credentials/secrets.js';
 import { CredentialInjector } from '../credentials/inject.js';
@@ -213,8 +213,8 @@ export async function serve(configPath: string): Promise<App> {
     }
   };
   let reloading = Promise.resolve();
-  watchFile(configPath, { interval: 300, persistent: false }, (cur, prev) => {
-    if (cur.mtimeMs !== prev.mtimeMs || cur.size !== prev.size) reloading = reloading.then(reload);
+  const configWatch = watchPath(configPath, () => {
+    reloading = reloading.then(reload);
   });
 
   const adminAddr = admin.address();
@@ -227,7 +227,7 @@ export async function serve(configPath: string): Promise<App> {
     authorizer,
     async close(): Promise<void> {
       draining = true;
-      unwatchFile(configPath);
+      configWatch.close();
       syncHealth();
       await grpc.shutdown(authorizer.current.config.server.shutdown_grace_ms);
       await new Promise<void>((r) => admin.close(() => r()));
