@@ -112,6 +112,7 @@ function merge(claims: readonly IdentityClaim[]): Principal {
     roles: [...roles],
     methods: [...new Set<AuthMethod>(claims.map((c) => c.method))],
     proven_by: claims.map((c) => c.provenBy),
+    jti: claims.find((c) => typeof c.tokenId === 'string')?.tokenId ?? null,
   };
 }
 

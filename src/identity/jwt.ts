@@ -292,6 +292,7 @@ function toClaim(issuer: Issuer, payload: JwtPayload): IdentityClaim {
     user: stringClaim(payload, names.user),
     tenant: stringClaim(payload, names.tenant),
     roles: Object.freeze(rolesClaim(payload, names.roles)),
+    tokenId: typeof payload.jti === 'string' && payload.jti !== '' ? payload.jti : null,
   });
 }
 

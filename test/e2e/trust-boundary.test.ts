@@ -1,4 +1,6 @@
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { CompactSign, importJWK, type JWK } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startStack, type Stack } from '../helpers/index.js';
@@ -15,6 +17,22 @@ const TICKETS_TOKEN = "ab$&cd$'x$`$1";
 
 let stack: Stack;
 let alice: string;
+let scratch: string;
+let dataPath: string;
+
+/** The policy data document at start: the reporter agent may also use tickets. */
+const BIND_REPORTER = { portcullis: { agents: { reporter: { tools: ['weather', 'docs', 'tickets'] } } } };
+
+/** Replaces the policy data file atomically (write, then rename over it), as a deployment does. */
+function replaceData(doc: unknown): void {
+  writeFileSync(`${dataPath}.next`, JSON.stringify(doc));
+  renameSync(`${dataPath}.next`, dataPath);
+}
+
+/** The `jti` of a token (the gateway has verified it; the test only reads it). */
+function jtiOf(jwt: string): string {
+  return (JSON.parse(Buffer.from(jwt.split('.')[1] as string, 'base64url').toString('utf8')) as { jti: string }).jti;
+}
 
 const ticketsOf = (tenant: string): string => `${stack.envoyUrl}/tools/tickets/tenants/${tenant}/tickets`;
 
@@ -30,8 +48,12 @@ async function rawToken(payloadText: string): Promise<string> {
 }
 
 beforeAll(async () => {
+  scratch = mkdtempSync(join(tmpdir(), 'portcullis-trust-'));
+  dataPath = join(scratch, 'policy-data.json');
+  writeFileSync(dataPath, JSON.stringify(BIND_REPORTER));
   stack = await startStack({
     editConfig: (cfg) => {
+      (cfg.policy as Record<string, unknown>).data = dataPath;
       const tickets = (cfg.tools as { name: string; credentials: unknown[] }[]).find((t) => t.name === 'tickets');
       if (!tickets) throw new Error('demo config has no tickets tool');
       tickets.credentials = [{ header: 'authorization', format: 'Bearer {secret}', secret: { env: 'E2E_TICKETS_TOKEN' } }];
@@ -43,6 +65,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await stack?.stop();
+  if (scratch) rmSync(scratch, { recursive: true, force: true });
 });
 
 describe('credential formatting', () => {
@@ -142,5 +165,49 @@ describe('secrets in URL paths', () => {
     }
     expect(auditText(stack)).not.toContain(KEY);
     expect(stack.logs()).not.toContain(KEY);
+  });
+});
+
+describe('revocation takes effect on the next request', () => {
+  const tickets = (): string => ticketsOf('acme');
+  const asBearer = (jwt: string): RequestInit => ({ headers: { authorization: `Bearer ${jwt}` } });
+
+  it('removing a binding from the data file (atomic replace) denies the very next call, and restoring it allows the next one', async () => {
+    const reporter = await token(stack, { agent: 'reporter', user: 'rita', roles: ['support'] });
+    const before = await call(tickets(), asBearer(reporter));
+    expect(before.status, before.text).toBe(200);
+    replaceData({});
+    // No waiting: the call right after the replace is decided by the new data.
+    expectDenial(await call(tickets(), asBearer(reporter)), 403, 'forbidden', 'agent.not_bound');
+    replaceData(BIND_REPORTER);
+    const after = await call(tickets(), asBearer(reporter));
+    expect(after.status, after.text).toBe(200);
+  });
+
+  it('a revocation list in policy data refuses one token (jti), a subject, or an agent on the next call', async () => {
+    const revoked = await token(stack);
+    const other = await token(stack);
+    const weather = `${stack.envoyUrl}/tools/weather/forecast?city=Oslo`;
+    // Both verified (and now cached) before the revocation.
+    for (const jwt of [revoked, other]) expect((await call(weather, asBearer(jwt))).status).toBe(200);
+    try {
+      replaceData({ ...BIND_REPORTER, portcullis: { ...BIND_REPORTER.portcullis, revoked: { jti: [jtiOf(revoked)] } } });
+      const e = expectDenial(await call(weather, asBearer(revoked)), 403, 'forbidden', 'identity.revoked');
+      expect(e.error.message).toMatch(/token has been revoked/);
+      expect((await call(weather, asBearer(other))).status).toBe(200);
+
+      replaceData({ ...BIND_REPORTER, portcullis: { ...BIND_REPORTER.portcullis, revoked: { subjects: ['alice'] } } });
+      for (const jwt of [revoked, other]) expectDenial(await call(weather, asBearer(jwt)), 403, 'forbidden', 'identity.revoked');
+      const bob = await token(stack, { user: 'bob' });
+      expect((await call(weather, asBearer(bob))).status).toBe(200);
+
+      replaceData({ ...BIND_REPORTER, portcullis: { ...BIND_REPORTER.portcullis, revoked: { agents: ['helpdesk'] } } });
+      expectDenial(await call(weather, asBearer(bob)), 403, 'forbidden', 'identity.revoked');
+      // An API-key agent not on the list is unaffected.
+      expect((await call(weather, { headers: { 'x-api-key': 'demo-reporter-key' } })).status).toBe(200);
+    } finally {
+      replaceData(BIND_REPORTER);
+    }
+    expect((await call(weather, asBearer(other))).status).toBe(200);
   });
 });

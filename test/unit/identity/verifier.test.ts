@@ -83,7 +83,7 @@ describe('IdentityVerifier', () => {
 
   it('maps a verified JWT to a principal', async () => {
     const p = await v.verify(req({ headers: { authorization: `Bearer ${await token({ user: 'alice', tenant: 'acme', roles: ['support'] })}` } }));
-    expect(p).toEqual({ agent: 'reporter', agent_version: null, user: 'alice', tenant: 'acme', roles: ['support'], methods: ['jwt'], proven_by: [ISS] });
+    expect(p).toEqual({ agent: 'reporter', agent_version: null, user: 'alice', tenant: 'acme', roles: ['support'], methods: ['jwt'], proven_by: [ISS], jti: expect.stringMatching(/^[0-9a-f-]{36}$/) });
   });
 
   it('rejects a non-bearer authorization header', async () => {
@@ -93,7 +93,7 @@ describe('IdentityVerifier', () => {
 
   it('maps a known mTLS peer and ignores an unknown one', async () => {
     expect(await v.verify(req({ sourcePrincipal: SPIFFE }))).toEqual({
-      agent: 'reporter', agent_version: '2.0', user: null, tenant: 'acme', roles: ['viewer'], methods: ['mtls'], proven_by: [SPIFFE],
+      agent: 'reporter', agent_version: '2.0', user: null, tenant: 'acme', roles: ['viewer'], methods: ['mtls'], proven_by: [SPIFFE], jti: null,
     });
     expect(await v.verify(req({ sourcePrincipal: 'spiffe://demo/agent/stranger' }))).toBeNull();
   });
