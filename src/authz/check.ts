@@ -332,7 +332,17 @@ export class Authorizer {
     const tool = ctx.tool as ToolConfig;
     try {
       const decision = ctx.decision;
-      const set: HeaderValue[] = [...deps.credentials.headersFor(tool.name, ctx.principal)];
+      const set: HeaderValue[] = [
+        ...deps.credentials.headersFor(tool.name, ctx.principal, {
+          method: ctx.method,
+          path: ctx.path,
+          agent: ctx.principal?.agent ?? null,
+          requestId: ctx.requestId,
+          body: ctx.rawBody,
+          bodyComplete: !ctx.truncated,
+          nowMs: Date.now(),
+        }),
+      ];
       const p = ctx.principal;
       const identityHeaders: [string, string | null][] = [
         ['x-portcullis-agent', p?.agent ?? null],

@@ -175,6 +175,15 @@ export const configSchema = {
               },
             },
           },
+          request_signing: {
+            type: 'object',
+            additionalProperties: false,
+            required: ['secret'],
+            properties: {
+              secret: secretRef,
+              header: { ...headerName, default: 'x-portcullis-signature' },
+            },
+          },
           rate_limit: {
             type: 'object',
             additionalProperties: false,

@@ -1,9 +1,11 @@
+import { randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CompactSign, importJWK, type JWK } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startStack, type Stack } from '../helpers/index.js';
+import { loadSignatureRecipe } from '../helpers/signatureRecipe.js';
 import { AUDIENCE, auditRecords, auditText, call, eventually, expectDenial, ISSUER, slackHeaders, token, type Reply } from './authz-support.js';
 
 /**
@@ -14,6 +16,8 @@ import { AUDIENCE, auditRecords, auditText, call, eventually, expectDenial, ISSU
 
 /** A tool credential full of String.replace patterns. */
 const TICKETS_TOKEN = "ab$&cd$'x$`$1";
+/** The HMAC key the tickets tool shares with the gateway (request_signing). */
+const SIGNING_KEY = `e2e-signing-${randomBytes(8).toString('hex')}`;
 
 let stack: Stack;
 let alice: string;
@@ -57,8 +61,9 @@ beforeAll(async () => {
       const tickets = (cfg.tools as { name: string; credentials: unknown[] }[]).find((t) => t.name === 'tickets');
       if (!tickets) throw new Error('demo config has no tickets tool');
       tickets.credentials = [{ header: 'authorization', format: 'Bearer {secret}', secret: { env: 'E2E_TICKETS_TOKEN' } }];
+      (tickets as Record<string, unknown>).request_signing = { secret: { env: 'E2E_TICKETS_SIGNING_KEY' } };
     },
-    env: { E2E_TICKETS_TOKEN: TICKETS_TOKEN },
+    env: { E2E_TICKETS_TOKEN: TICKETS_TOKEN, E2E_TICKETS_SIGNING_KEY: SIGNING_KEY },
   });
   alice = await token(stack);
 });
@@ -209,5 +214,41 @@ describe('revocation takes effect on the next request', () => {
       replaceData(BIND_REPORTER);
     }
     expect((await call(weather, asBearer(other))).status).toBe(200);
+  });
+});
+
+describe('signed calls towards the tool', () => {
+  const toTool = (p: string): string => p.replace(/^\/tools\/tickets\//, '/tickets/');
+
+  it('the tool verifies, with the documented recipe, that a call came through the gateway and what it was', async () => {
+    const verify = await loadSignatureRecipe();
+    const body = JSON.stringify({ title: 'printer on fire', priority: 'high' });
+    // A forged signature from the caller is replaced by the gateway's.
+    const r = await post(`${ticketsOf('acme')}?src=agent`, body, { authorization: `Bearer ${alice}`, 'x-portcullis-signature': 'v1,t=1,sig=00' });
+    expect(r.status, r.text).toBe(201);
+    const got = stack.tool.received.at(-1);
+    const header = got?.headers['x-portcullis-signature'];
+    expect(typeof header).toBe('string');
+    const req = { method: got?.method ?? '', url: got?.path ?? '', body: Buffer.from(got?.body ?? '') };
+    const fields = verify(header as string, SIGNING_KEY, req, { toToolPath: toTool });
+    expect(fields).toMatchObject({ agent: 'helpdesk', method: 'POST', path: '/tools/tickets/tenants/acme/tickets?src=agent', id: r.headers.get('x-request-id') });
+    // The same header does not vouch for another body, method or path, nor under another key.
+    expect(() => verify(header as string, SIGNING_KEY, { ...req, body: Buffer.from('{}') }, { toToolPath: toTool })).toThrow(/another body/);
+    expect(() => verify(header as string, SIGNING_KEY, { ...req, method: 'PUT', url: '/tickets/tickets/T-1001' }, { toToolPath: toTool })).toThrow(/another request/);
+    expect(() => verify(header as string, 'not-the-key', req, { toToolPath: toTool })).toThrow(/bad signature/);
+  });
+
+  it('a GET is signed too (empty body), and a call that did not pass the gateway carries no valid signature', async () => {
+    const verify = await loadSignatureRecipe();
+    const r = await call(ticketsOf('acme'), { headers: { authorization: `Bearer ${alice}` } });
+    expect(r.status, r.text).toBe(200);
+    const got = stack.tool.received.at(-1);
+    const req = { method: got?.method ?? '', url: got?.path ?? '', body: Buffer.from(got?.body ?? '') };
+    expect(verify(got?.headers['x-portcullis-signature'] as string, SIGNING_KEY, req, { toToolPath: toTool })).toMatchObject({ method: 'GET' });
+    // Straight to the tool, around Envoy: no header, so the recipe refuses.
+    const direct = await call(`http://127.0.0.1:${stack.tool.port}/tickets/tenants/acme/tickets`);
+    expect(direct.status).toBe(200);
+    const seen = stack.tool.received.at(-1);
+    expect(() => verify(seen?.headers['x-portcullis-signature'] as string | undefined, SIGNING_KEY, { method: 'GET', url: seen?.path ?? '', body: Buffer.alloc(0) })).toThrow(/no portcullis v1 signature/);
   });
 });
