@@ -24,6 +24,8 @@ export interface ListenerTls {
 export interface RenderOptions {
   /** Terminate TLS on the `agents` listener and require a client certificate signed by `trustedCa`. */
   tls?: ListenerTls;
+  /** Last word on the rendered configuration (plain object), e.g. to point a tool cluster elsewhere. */
+  edit?: (cfg: Record<string, unknown>) => void;
 }
 
 type Json = Record<string, unknown>;
@@ -118,6 +120,7 @@ export function renderEnvoyConfig(ports: EnvoyPorts, opts: RenderOptions = {}): 
   const tools = clusters.filter((c) => typeof c.name === 'string' && c.name.startsWith(TOOL_CLUSTER_PREFIX));
   if (tools.length === 0) throw new Error(`envoy.yaml: no "${TOOL_CLUSTER_PREFIX}*" clusters`);
   for (const c of tools) setClusterPort(c, ports.upstream);
+  opts.edit?.(cfg);
 
   // Anchored blocks are written out in full so the result reads like the source file's meaning.
   return stringify(cfg, { aliasDuplicateObjects: false, lineWidth: 0 });

@@ -44,6 +44,8 @@ export interface StackOptions {
   editConfig?: (cfg: Record<string, unknown>) => void;
   /** Extra environment for portcullis. */
   env?: Record<string, string>;
+  /** Edits the rendered Envoy config (plain object) after ports are set, before it is written. */
+  editEnvoyConfig?: (cfg: Record<string, unknown>) => void;
   /**
    * Terminate TLS on the agents listener and require client certificates (mTLS agents); the
    * material is generated into the stack folder and exposed as {@link Stack.tls}.
@@ -194,7 +196,10 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
       envoyConfig,
       renderEnvoyConfig(
         { listener: listenerPort, admin: envoyAdminPort, portcullis: grpcPort, upstream: tool.port },
-        tls ? { tls: { certChain: tls.server.cert, privateKey: tls.server.key, trustedCa: tls.ca } } : {},
+        {
+          ...(tls ? { tls: { certChain: tls.server.cert, privateKey: tls.server.key, trustedCa: tls.ca } } : {}),
+          ...(opts.editEnvoyConfig ? { edit: opts.editEnvoyConfig } : {}),
+        },
       ),
     );
     const baseId = (process.pid % 10_000) * 100 + (baseIdCounter++ % 100);
