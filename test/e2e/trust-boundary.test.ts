@@ -1,4 +1,4 @@
-import { randomBytes } from 'node:crypto';
+import { createHmac, randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -16,6 +16,8 @@ import { AUDIENCE, auditRecords, auditText, call, eventually, expectDenial, ISSU
 
 /** A tool credential full of String.replace patterns. */
 const TICKETS_TOKEN = "ab$&cd$'x$`$1";
+/** Secret of the v1-scheme webhook signer. */
+const V1_SECRET = `e2e-v1-${randomBytes(8).toString('hex')}`;
 /** The HMAC key the tickets tool shares with the gateway (request_signing). */
 const SIGNING_KEY = `e2e-signing-${randomBytes(8).toString('hex')}`;
 
@@ -62,8 +64,14 @@ beforeAll(async () => {
       if (!tickets) throw new Error('demo config has no tickets tool');
       tickets.credentials = [{ header: 'authorization', format: 'Bearer {secret}', secret: { env: 'E2E_TICKETS_TOKEN' } }];
       (tickets as Record<string, unknown>).request_signing = { secret: { env: 'E2E_TICKETS_SIGNING_KEY' } };
+      // A second webhook signer on the v1 scheme, which signs method and path too.
+      const identity = cfg.identity as { signatures: unknown[] };
+      identity.signatures.push({
+        id: 'ops-webhook', secret: { env: 'E2E_V1_SIGNING_SECRET' }, signature_header: 'x-ops-signature', timestamp_header: 'x-ops-timestamp',
+        scheme: 'v1', agent: 'alerts', roles: ['support'], tenant: 'acme', tools: ['tickets'],
+      });
     },
-    env: { E2E_TICKETS_TOKEN: TICKETS_TOKEN, E2E_TICKETS_SIGNING_KEY: SIGNING_KEY },
+    env: { E2E_TICKETS_TOKEN: TICKETS_TOKEN, E2E_TICKETS_SIGNING_KEY: SIGNING_KEY, E2E_V1_SIGNING_SECRET: V1_SECRET },
   });
   alice = await token(stack);
 });
@@ -120,6 +128,22 @@ describe('signed webhooks', () => {
     // A new signature (new timestamp) for the same content is a new request.
     const again = await post(ticketsOf('acme'), body, slackHeaders(stack, body, { ts: Math.floor(Date.now() / 1000) - 1 }));
     expect(again.status, again.text).toBe(201);
+  });
+
+  it('with the v1 scheme the signature covers method and path: a fresh signature moved to PUT .../T-1001 is refused', async () => {
+    const body = JSON.stringify({ title: 'fan noise', priority: 'low' });
+    const v1 = (method: string, path: string, ts: number): Record<string, string> => ({
+      'x-ops-signature': `v1=${createHmac('sha256', V1_SECRET).update(`v1:${ts}:${method}:${path}:${body}`).digest('hex')}`,
+      'x-ops-timestamp': String(ts),
+    });
+    const now = Math.floor(Date.now() / 1000);
+    const path = '/tools/tickets/tenants/acme/tickets';
+    const ok = await post(`${stack.envoyUrl}${path}`, body, v1('POST', path, now));
+    expect(ok.status, ok.text).toBe(201);
+    // Never used before, but signed for POST on the tickets collection.
+    const moved = await call(`${stack.envoyUrl}/tools/tickets/tickets/T-1001`, { method: 'PUT', body, headers: { 'content-type': 'application/json', ...v1('POST', path, now - 1) } });
+    const e = expectDenial(moved, 401, 'unauthenticated', 'identity.signature');
+    expect(e.error.message).toMatch(/does not match/);
   });
 
   it('a signature used first on another path is refused on the path it was made for', async () => {
