@@ -13,7 +13,6 @@ import type { RateLimiter } from '../limits/tokenBucket.js';
 import type { ProtoCheckRequest } from './request.js';
 import { ALWAYS_STRIPPED } from '../config/load.js';
 import { stageTimer, recordDecision } from './metrics.js';
-import { redactSecretsFromPath } from '../audit/record.js';
 
 /** Prefix of headers the gateway itself sets upstream; a caller can never supply them. */
 export const GATEWAY_HEADER_PREFIX = 'x-portcullis-';
@@ -25,8 +24,6 @@ export interface AuthzMetadata {
   traceparent: string | null;
   method: string;
   path: string;
-  /** The path with secrets redacted (DLP on the path, query values removed): what logs may show. */
-  log_path?: string;
   tool: string | null;
   agent: string | null;
   agent_version: string | null;
@@ -79,8 +76,6 @@ export interface AuthzDeps {
   readonly policy: PolicyEngine;
   readonly credentials: CredentialInjector;
   readonly limiter: RateLimiter;
-  /** Redacts secrets from a request path for logs (default: query values only). */
-  readonly redactPath?: (path: string) => string;
 }
 
 interface Ctx {
@@ -384,7 +379,6 @@ export class Authorizer {
       traceparent: ctx.headers['traceparent'] ?? null,
       method: ctx.method,
       path: ctx.path,
-      log_path: (deps.redactPath ?? redactSecretsFromPath)(ctx.path),
       tool: ctx.tool?.name ?? null,
       agent: p?.agent ?? null,
       agent_version: p?.agent_version ?? null,

@@ -21,6 +21,7 @@ import { compileInjectionRules } from '../inspect/injection.js';
 import { compileToolSchemas } from '../inspect/schema.js';
 import { AuditLogger } from '../audit/sinks.js';
 import { redactPath } from '../audit/record.js';
+import { addAccessLogFields } from '../audit/accessLog.js';
 import { ExtprocService } from '../extproc/service.js';
 import { compileFilters, type ExtprocDeps } from '../extproc/deps.js';
 import { DlpAlerter } from '../extproc/alerts.js';
@@ -83,7 +84,7 @@ export async function buildDeps(config: GatewayConfig, policy: PolicyEngine, lim
     for (const p of credentials.problems()) log.warn(p, 'upstream credential not available; calls to this tool will be denied until it is');
     audit = await AuditLogger.fromConfig(config.audit, config.base_dir, scanner);
     return {
-      deps: { config, tools, identity, policy, credentials, limiter, redactPath: (path) => redactPath(path, scanner) },
+      deps: { config, tools, identity, policy, credentials, limiter },
       extproc: {
         config,
         tools,
@@ -148,11 +149,14 @@ export async function serve(configPath: string): Promise<App> {
 
   const check = (call: ServerUnaryCall<ProtoCheckRequest, CheckResponseObject>, cb: sendUnaryData<CheckResponseObject>): void => {
     const audit = built.extproc.audit;
+    const scanner = built.extproc.scanner;
     authorizer
       .check(call.request)
       .then((outcome) => {
         auditDenial(audit, call.request, outcome);
-        cb(null, toCheckResponse(outcome));
+        const response = toCheckResponse(outcome);
+        addAccessLogFields(response.dynamicMetadata, { path: redactPath(outcome.metadata.path, scanner) });
+        cb(null, response);
       })
       .catch((err: unknown) => {
         // Check itself never throws; reaching here means rendering failed. Envoy denies on error.
