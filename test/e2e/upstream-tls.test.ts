@@ -80,7 +80,7 @@ beforeAll(async () => {
   otherService = await startTlsTool(certs.servers[SAN.weather] as CertFiles);
   impostor = await startTlsTool(certs.impostors[SAN.docs] as CertFiles);
   stack = await startStack({
-    editEnvoyConfig: (cfg) => {
+    editEnvoy: (cfg) => {
       tlsCluster(cfg, 'tool_weather', genuine.port, upstreamTlsSocket('tool_weather', { ca: certs.ca, san: SAN.weather }));
       tlsCluster(cfg, 'tool_tickets', otherService.port, upstreamTlsSocket('tool_weather', { ca: certs.ca, san: SAN.tickets }));
       tlsCluster(cfg, 'tool_docs', impostor.port, upstreamTlsSocket('tool_weather', { ca: certs.ca, san: SAN.docs }));

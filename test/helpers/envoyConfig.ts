@@ -24,7 +24,7 @@ export interface ListenerTls {
 export interface RenderOptions {
   /** Terminate TLS on the `agents` listener and require a client certificate signed by `trustedCa`. */
   tls?: ListenerTls;
-  /** Last word on the rendered configuration (plain object), e.g. to point a tool cluster elsewhere. */
+  /** Edits the parsed envoy.yaml (plain object) after the ports are set, e.g. a route a test mis-edits on purpose. */
   edit?: (cfg: Record<string, unknown>) => void;
 }
 

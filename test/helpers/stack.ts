@@ -42,10 +42,10 @@ export interface Stack {
 export interface StackOptions {
   /** Edits the gateway config (plain object) before it is written. */
   editConfig?: (cfg: Record<string, unknown>) => void;
+  /** Edits the rendered Envoy config (plain object) before it is written. */
+  editEnvoy?: (cfg: Record<string, unknown>) => void;
   /** Extra environment for portcullis. */
   env?: Record<string, string>;
-  /** Edits the rendered Envoy config (plain object) after ports are set, before it is written. */
-  editEnvoyConfig?: (cfg: Record<string, unknown>) => void;
   /**
    * Terminate TLS on the agents listener and require client certificates (mTLS agents); the
    * material is generated into the stack folder and exposed as {@link Stack.tls}.
@@ -198,7 +198,7 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
         { listener: listenerPort, admin: envoyAdminPort, portcullis: grpcPort, upstream: tool.port },
         {
           ...(tls ? { tls: { certChain: tls.server.cert, privateKey: tls.server.key, trustedCa: tls.ca } } : {}),
-          ...(opts.editEnvoyConfig ? { edit: opts.editEnvoyConfig } : {}),
+          ...(opts.editEnvoy ? { edit: opts.editEnvoy } : {}),
         },
       ),
     );
