@@ -11,7 +11,10 @@
 # the result is deterministic and never a rule conflict.
 #
 # `data.portcullis` (policies/data.json, or a data file configured next to the bundle) holds
-# tools (and which MCP tools change state), agent-to-tool bindings, and roles.
+# tools (and which MCP tools change state), agent-to-tool bindings, roles, and the revocation list
+# `revoked`: token ids (`jti`), subjects (the user, `sub`) and agents whose calls are refused on
+# every request, whatever their roles or bindings. Replacing the data file applies a revocation to
+# the next request (the gateway watches the file).
 package envoy.authz
 
 cfg := data.portcullis
@@ -37,6 +40,7 @@ allow := first_denial if not permitted
 permitted if {
 	count(denials) == 0
 	identified
+	not revoked
 	tool_resolved
 	agent_bound
 	role_grants_tool
@@ -53,6 +57,10 @@ first_denial := {
 }
 
 # Each denial is [order, rule id, reason]; `sort` makes the first one deterministic.
+denials contains [0, "identity.revoked", concat("", ["The caller's ", what, " has been revoked."])] if {
+	some what in revoked_parts
+}
+
 denials contains [1, "identity.required", "This tool requires a verified caller identity; send a token, API key, client certificate or signed request."] if not identified
 
 denials contains [2, "tool.unknown", "The gateway did not resolve a tool for this request."] if not tool_resolved
@@ -81,6 +89,25 @@ denials contains [6, "role.read_only", concat("", ["This call to tool ", quote(t
 	role_grants_tool
 	mutating_call
 	not writer_role
+}
+
+# Revocation list. Each entry kind is matched only against a string from the verified identity,
+# so a missing jti or user never matches anything.
+revoked if count(revoked_parts) > 0
+
+revoked_parts contains "token" if {
+	is_string(input.identity.jti)
+	input.identity.jti in cfg.revoked.jti
+}
+
+revoked_parts contains "user" if {
+	is_string(input.identity.user)
+	input.identity.user in cfg.revoked.subjects
+}
+
+revoked_parts contains "agent" if {
+	is_string(input.identity.agent)
+	input.identity.agent in cfg.revoked.agents
 }
 
 # Helper rules, not inline calls: `not is_object(input.x)` is undefined when input.x is missing.

@@ -228,3 +228,61 @@ test_several_tenant_mismatches_single_denial if {
 	denied_by(d, "tenant.mismatch")
 	d.reason == "The request names tenant \"globex\" but the caller belongs to tenant \"acme\"."
 }
+
+# --- revocation -------------------------------------------------------------------------------
+
+revocations(jti, subjects, agents) := {"jti": jti, "subjects": subjects, "agents": agents}
+
+with_jti(ident, jti) := object.union(ident, {"jti": jti})
+
+test_revoked_token_is_denied_first if {
+	inp := call(with_jti(support, "tok-1"), tool("weather", false), "GET", "/tools/weather/forecast")
+	d := authz.allow with input as inp with data.portcullis.revoked as revocations(["tok-1"], [], [])
+	denied_by(d, "identity.revoked")
+	contains(d.reason, "token")
+}
+
+test_other_token_of_the_same_user_is_allowed if {
+	inp := call(with_jti(support, "tok-2"), tool("weather", false), "GET", "/tools/weather/forecast")
+	d := authz.allow with input as inp with data.portcullis.revoked as revocations(["tok-1"], [], [])
+	d.allowed == true
+}
+
+test_revoked_subject_is_denied_with_any_token if {
+	inp := call(with_jti(support, "tok-3"), tool("weather", false), "GET", "/tools/weather/forecast")
+	d := authz.allow with input as inp with data.portcullis.revoked as revocations([], ["alice"], [])
+	denied_by(d, "identity.revoked")
+	contains(d.reason, "user")
+}
+
+test_revoked_agent_is_denied_even_without_a_jwt if {
+	mtls_viewer := object.union(viewer, {"user": null, "methods": ["mtls"], "jti": null})
+	inp := call(mtls_viewer, tool("weather", false), "GET", "/tools/weather/forecast")
+	d := authz.allow with input as inp with data.portcullis.revoked as revocations([], [], ["reporter"])
+	denied_by(d, "identity.revoked")
+	contains(d.reason, "agent")
+}
+
+test_revocation_wins_over_other_denials if {
+	inp := call(with_jti(viewer, "tok-4"), tool("tickets", true), "POST", "/tools/tickets/tenants/globex/tickets")
+	d := authz.allow with input as inp with data.portcullis.revoked as revocations(["tok-4"], [], [])
+	denied_by(d, "identity.revoked")
+}
+
+test_null_jti_or_user_never_match if {
+	anon := object.union(support, {"user": null, "jti": null})
+	inp := call(anon, tool("weather", false), "GET", "/tools/weather/forecast")
+	d := authz.allow with input as inp with data.portcullis.revoked as revocations([null], [null], [])
+	d.allowed == true
+}
+
+test_no_revocation_list_allows if {
+	inp := call(with_jti(support, "tok-5"), tool("weather", false), "GET", "/tools/weather/forecast")
+	d := authz.allow with input as inp with data.portcullis.revoked as {}
+	d.allowed == true
+}
+
+test_revoked_never_permitted_even_if_denials_were_empty if {
+	inp := call(with_jti(support, "tok-6"), tool("weather", false), "GET", "/tools/weather/forecast")
+	not authz.permitted with input as inp with data.portcullis.revoked as revocations(["tok-6"], [], []) with authz.denials as set()
+}

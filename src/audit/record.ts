@@ -1,4 +1,6 @@
 import type { AuditConfig } from '../config/types.js';
+import { redact } from '../dlp/redact.js';
+import type { Scanner } from '../dlp/types.js';
 
 /**
  * The audit record: one JSON object per exchange (request + response), or per request denied at
@@ -41,7 +43,7 @@ export interface AuditRecord {
   readonly auth_methods: readonly string[];
   readonly tool: string | null;
   readonly method: string;
-  /** Request path with query values replaced by `[redacted]` (see {@link redactSecretsFromPath}). */
+  /** Request path with DLP findings redacted and query values replaced by `[redacted]` (see {@link redactPath}). */
   readonly path: string;
   readonly decision: AuditDecision;
   readonly inspection: {
@@ -144,6 +146,35 @@ const TRACEPARENT = /^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(
 const NO_DLP: AuditDlpDirection = { action: 'none', rules: [], count: 0 };
 
 /**
+ * What may be secret removed from a request path, for logs and audit records: the fragment is
+ * dropped, every query value becomes `[redacted]` (see {@link redactSecretsFromPath}), and the path
+ * itself goes through DLP redaction with `scanner` (the gateway's compiled catalog), so a key pasted
+ * into a path segment (`/forecast/AKIA...`) becomes `[REDACTED:aws.access_key_id]`. Segments are
+ * scanned percent-decoded, so an encoded secret is found too; a path with no finding is kept as sent.
+ */
+export function redactPath(path: string, scanner: Scanner | null | undefined): string {
+  const redacted = redactSecretsFromPath(path);
+  if (!scanner) return redacted;
+  const q = redacted.indexOf('?');
+  const pathPart = q < 0 ? redacted : redacted.slice(0, q);
+  const decoded = pathPart.includes('%') ? pathPart.split('/').map(decodeSegment).join('/') : pathPart;
+  const findings = scanner.scan(decoded);
+  if (findings.length === 0) return redacted;
+  const clean = redact(decoded, findings);
+  if (clean === decoded) return redacted;
+  return q < 0 ? clean : clean + redacted.slice(q);
+}
+
+function decodeSegment(segment: string): string {
+  if (!segment.includes('%')) return segment;
+  try {
+    return decodeURIComponent(segment);
+  } catch {
+    return segment;
+  }
+}
+
+/**
  * Removes what may be secret from a request path: the path segments stay, the fragment is
  * dropped, and every query value becomes `[redacted]` (`?q=x&key=y` → `?q=[redacted]&key=[redacted]`).
  * A query item without `=`, or whose name does not look like a parameter name, is replaced whole,
@@ -217,8 +248,11 @@ function payloadOf(p: AuditExchange['payload']): AuditRecord['payload'] | undefi
   return out.request === undefined && out.response === undefined ? undefined : out;
 }
 
-/** Assembles the audit record of one exchange. Pure: no I/O, no clock other than the default time. */
-export function buildAuditRecord(x: AuditExchange): AuditRecord {
+/**
+ * Assembles the audit record of one exchange. Pure: no I/O, no clock other than the default time.
+ * `scanner` redacts secrets in the path (see {@link redactPath}); without one only query values are.
+ */
+export function buildAuditRecord(x: AuditExchange, scanner?: Scanner | null): AuditRecord {
   const id = x.identity ?? null;
   const d = x.decision;
   const insp = x.inspection;
@@ -235,7 +269,7 @@ export function buildAuditRecord(x: AuditExchange): AuditRecord {
     auth_methods: id ? [...id.auth_methods] : [],
     tool: x.tool ?? null,
     method: x.method,
-    path: redactSecretsFromPath(x.path),
+    path: redactPath(x.path, scanner),
     decision: {
       allowed: d?.allowed ?? false,
       rule: d?.rule ?? null,

@@ -8,6 +8,7 @@ import { GatewayError } from '../errors.js';
 import { flushStdout, log, stdout } from '../log.js';
 import { registry } from '../metrics.js';
 import { GENESIS_HEAD, checkLine, sealLine, type ChainHead } from './chain.js';
+import type { Scanner } from '../dlp/types.js';
 import { auditOutcome, buildAuditRecord, type AuditExchange, type AuditRecord } from './record.js';
 
 const recordsTotal = new Counter({
@@ -320,11 +321,16 @@ export class AuditLogger {
     private readonly sinks: readonly AuditSink[],
     /** Payload capture settings applied by {@link AuditLogger.record}. */
     readonly payload: AuditConfig['payload'],
+    /** DLP scanner that redacts secrets in recorded paths; null redacts query values only. */
+    private readonly scanner: Scanner | null = null,
   ) {}
 
-  /** Builds the logger for an `audit` config section; relative file paths resolve against `baseDir`. */
-  static fromConfig(cfg: AuditConfig, baseDir: string): Promise<AuditLogger> {
-    return fromConfig(cfg, baseDir);
+  /**
+   * Builds the logger for an `audit` config section; relative file paths resolve against
+   * `baseDir`. `scanner` (the gateway's DLP catalog) redacts secrets in recorded paths.
+   */
+  static fromConfig(cfg: AuditConfig, baseDir: string, scanner: Scanner | null = null): Promise<AuditLogger> {
+    return fromConfig(cfg, baseDir, scanner);
   }
 
   /** Writes a built record to every sink. */
@@ -341,7 +347,7 @@ export class AuditLogger {
 
   /** Builds the record of an exchange with this logger's capture settings, writes it, returns it. */
   record(x: LoggedExchange): AuditRecord {
-    const r = buildAuditRecord({ ...x, payload: x.payload ? { ...x.payload, capture: this.payload } : undefined });
+    const r = buildAuditRecord({ ...x, payload: x.payload ? { ...x.payload, capture: this.payload } : undefined }, this.scanner);
     this.write(r);
     return r;
   }
@@ -360,9 +366,9 @@ export class AuditLogger {
  * file when `file` is set (resolved against `baseDir`). Rejects when the file cannot be opened
  * or its last record is corrupt.
  */
-export async function fromConfig(cfg: AuditConfig, baseDir: string): Promise<AuditLogger> {
+export async function fromConfig(cfg: AuditConfig, baseDir: string, scanner: Scanner | null = null): Promise<AuditLogger> {
   const sinks: AuditSink[] = [];
   if (cfg.file) sinks.push(await acquireFileSink(resolve(baseDir, cfg.file)));
   if (cfg.stdout) sinks.push(new StdoutSink());
-  return new AuditLogger(sinks, cfg.payload);
+  return new AuditLogger(sinks, cfg.payload, scanner);
 }

@@ -181,6 +181,9 @@ export class Authorizer {
         throw new GatewayError('invalid_request', `the "${METHOD_OVERRIDE_PARAM}" query parameter is not accepted: send the HTTP method itself`, { rule: 'request.method_override' });
       }
       this.inspectBody(deps, ctx);
+      // A policy or data file just changed (e.g. a revocation): decide with the new one.
+      const settling = deps.policy.settled();
+      if (settling) await settling;
       this.authorize(deps, ctx);
       this.limit(deps, ctx);
       const outcome = this.allow(deps, ctx, hygiene);
@@ -305,6 +308,8 @@ export class Authorizer {
         bodyTruncated: ctx.truncated,
         toolName: tool?.name ?? null,
         nowMs: Date.now(),
+        method: ctx.method,
+        path: ctx.path,
       });
     } finally {
       t();
@@ -369,7 +374,17 @@ export class Authorizer {
     const tool = ctx.tool as ToolConfig;
     try {
       const decision = ctx.decision;
-      const set: HeaderValue[] = [...deps.credentials.headersFor(tool.name, ctx.principal)];
+      const set: HeaderValue[] = [
+        ...deps.credentials.headersFor(tool.name, ctx.principal, {
+          method: ctx.method,
+          path: ctx.path,
+          agent: ctx.principal?.agent ?? null,
+          requestId: ctx.requestId,
+          body: ctx.rawBody,
+          bodyComplete: !ctx.truncated,
+          nowMs: Date.now(),
+        }),
+      ];
       const p = ctx.principal;
       const identityHeaders: [string, string | null][] = [
         ['x-portcullis-agent', p?.agent ?? null],

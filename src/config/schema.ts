@@ -139,6 +139,7 @@ export const configSchema = {
               signature_header: { ...headerName, default: 'x-slack-signature' },
               timestamp_header: { ...headerName, default: 'x-slack-request-timestamp' },
               max_skew_s: { type: 'integer', minimum: 1, maximum: 3600, default: 300 },
+              scheme: { enum: ['slack', 'v1'], default: 'slack' },
               agent: name,
               roles,
               tenant: { type: 'string' },
@@ -188,6 +189,15 @@ export const configSchema = {
                 per_user: { type: 'object', additionalProperties: secretRef },
                 require_per_user: { type: 'boolean', default: false },
               },
+            },
+          },
+          request_signing: {
+            type: 'object',
+            additionalProperties: false,
+            required: ['secret'],
+            properties: {
+              secret: secretRef,
+              header: { ...headerName, default: 'x-portcullis-signature' },
             },
           },
           rate_limit: {

@@ -54,6 +54,11 @@ export interface SignatureConfig {
   readonly signature_header: string;
   readonly timestamp_header: string;
   readonly max_skew_s: number;
+  /**
+   * What is signed: `slack` (default, Slack's v0: timestamp and body) or `v1` (timestamp, method,
+   * path and body). See `SignatureScheme` in src/identity/signature.ts.
+   */
+  readonly scheme?: 'slack' | 'v1';
   readonly agent: string;
   readonly roles?: readonly string[];
   readonly tenant?: string;
@@ -91,6 +96,14 @@ export interface CredentialConfig {
   readonly require_per_user?: boolean;
 }
 
+/** Per-tool request signing. */
+export interface RequestSigningConfig {
+  /** HMAC-SHA256 key shared with the tool. */
+  readonly secret: SecretRef;
+  /** Header carrying the signature (default `x-portcullis-signature`). */
+  readonly header: string;
+}
+
 /** Token-bucket limit applied per principal for a tool. */
 export interface RateLimitConfig {
   /** Sustained requests per second. */
@@ -123,6 +136,11 @@ export interface ToolConfig {
   /** Overrides `identity.required` for this tool. */
   readonly identity_required?: boolean;
   readonly credentials: readonly CredentialConfig[];
+  /**
+   * Sign every allowed call (method, path, body digest, time, agent, request id) with an HMAC
+   * key, in one header the tool can verify (see src/credentials/signing.ts, envoy/README.md).
+   */
+  readonly request_signing?: RequestSigningConfig;
   readonly rate_limit?: RateLimitConfig;
   readonly request: {
     /**

@@ -1,11 +1,9 @@
-import { readFileSync, statSync, watchFile, unwatchFile, type Stats } from 'node:fs';
+import { readFileSync, statSync, type Stats } from 'node:fs';
 import { resolve } from 'node:path';
 import { GatewayError } from '../errors.js';
+import { watchPath, type FileWatch } from '../files/watch.js';
 import { log } from '../log.js';
 import type { SecretRef } from '../config/types.js';
-
-/** Interval at which mounted secret files are polled for rotation (kubelet swaps symlinks). */
-const POLL_MS = 500;
 
 interface Entry {
   value: string | null;
@@ -20,11 +18,12 @@ function stampOf(st: Pick<Stats, 'ino' | 'mtimeMs' | 'size'> | null): string | n
 
 /**
  * Secret provider for mounted files and environment variables. File secrets are read once
- * and re-read when the file changes, so a rotated secret applies to the next request without a
- * restart. Values are never logged; errors name the reference, not the content.
+ * and re-read when the file changes (change notification, see {@link watchPath}), so a rotated
+ * secret applies to the next request without a restart. Values are never logged; errors name the reference, not the content.
  */
 export class SecretStore {
   private readonly files = new Map<string, Entry>();
+  private readonly watches = new Map<string, FileWatch>();
 
   constructor(private readonly baseDir: string) {}
 
@@ -52,10 +51,11 @@ export class SecretStore {
         if (next.error) log.warn({ secret: `file ${ref.file}`, reason: next.error }, 'secret file unreadable after change');
         else log.info({ secret: `file ${ref.file}` }, 'secret file reloaded');
       };
-      // Compared with the version that was read, not the previous poll: the watcher's first poll
-      // may already see a file rotated right after the read, and would then never report it.
-      watchFile(path, { interval: POLL_MS, persistent: false }, (cur: Stats) => refresh(cur));
-      setTimeout(() => refresh(this.statOrNull(path)), POLL_MS * 2).unref();
+      // Change notification on the directory (kubelet swaps a ..data symlink; deployments rename
+      // over the file), then one comparison with the version that was read: a file rotated
+      // between the read and the start of the watch would otherwise never be reported.
+      this.watches.set(path, watchPath(path, () => refresh(this.statOrNull(path))));
+      refresh(this.statOrNull(path));
     }
     return entry.error;
   }
@@ -84,7 +84,8 @@ export class SecretStore {
 
   /** Stops watching every file (shutdown, or replacing the store on reload). */
   close(): void {
-    for (const path of this.files.keys()) unwatchFile(path);
+    for (const w of this.watches.values()) w.close();
+    this.watches.clear();
     this.files.clear();
   }
 

@@ -14,6 +14,8 @@ export interface IdentityClaim {
   readonly user: string | null;
   readonly tenant: string | null;
   readonly roles: readonly string[];
+  /** Identifier of the token itself (JWT `jti`), when the credential has one. */
+  readonly tokenId?: string | null;
 }
 
 /** Rule name reported with every denial of a method (`identity.jwt`, `identity.api_key`, ...). */

@@ -4,6 +4,7 @@ import { ApiKeyVerifier } from './apiKey.js';
 import { unauthenticated, type IdentityClaim } from './claim.js';
 import { bearerToken, JwtVerifier } from './jwt.js';
 import { MtlsVerifier } from './mtls.js';
+import type { SharedStore } from '../limits/store.js';
 import { SignatureVerifier } from './signature.js';
 import type { AuthMethod, Principal } from './types.js';
 
@@ -21,6 +22,15 @@ export interface IdentityRequest {
   readonly bodyTruncated: boolean;
   readonly toolName: string | null;
   readonly nowMs: number;
+  /** HTTP method and path (with query) as Envoy reports them; signatures of scheme `v1` cover them. */
+  readonly method?: string | undefined;
+  readonly path?: string | undefined;
+}
+
+/** Optional collaborators of {@link IdentityVerifier.create}. */
+export interface IdentityOptions {
+  /** Where seen request signatures are recorded (default: one in-memory store per process). */
+  readonly replayStore?: SharedStore;
 }
 
 /**
@@ -51,10 +61,10 @@ export class IdentityVerifier {
    * Compiles every method from configuration. Throws a descriptive Error when the configuration
    * cannot be trusted (missing or invalid JWKS file, `none`/HS* algorithms, duplicate mappings).
    */
-  static async create(cfg: IdentityConfig, baseDir: string, secrets: SecretStore): Promise<IdentityVerifier> {
+  static async create(cfg: IdentityConfig, baseDir: string, secrets: SecretStore, opts: IdentityOptions = {}): Promise<IdentityVerifier> {
     const mtls = new MtlsVerifier(cfg.mtls);
     const apiKeys = new ApiKeyVerifier(cfg.api_keys);
-    const signatures = new SignatureVerifier(cfg.signatures, secrets);
+    const signatures = new SignatureVerifier(cfg.signatures, secrets, opts.replayStore);
     const jwt = await JwtVerifier.create(cfg.jwt, baseDir, { tokenCacheSize: cfg.token_cache_size });
     return new IdentityVerifier(mtls, apiKeys, (cfg.api_key_header || 'x-api-key').toLowerCase(), signatures, jwt);
   }
@@ -72,7 +82,7 @@ export class IdentityVerifier {
       const key = req.headers[this.apiKeyHeader];
       if (key !== undefined) claims.push(this.apiKeys.verify(key));
     }
-    if (this.signatures.enabled) claims.push(...this.signatures.verify(req));
+    if (this.signatures.enabled) claims.push(...(await this.signatures.verify(req)));
     // Without a configured issuer the authorization header is not the gateway's to judge: an
     // OPA-Envoy policy may decode the token itself.
     if (this.jwt.enabled) {
@@ -102,6 +112,7 @@ function merge(claims: readonly IdentityClaim[]): Principal {
     roles: [...roles],
     methods: [...new Set<AuthMethod>(claims.map((c) => c.method))],
     proven_by: claims.map((c) => c.provenBy),
+    jti: claims.find((c) => typeof c.tokenId === 'string')?.tokenId ?? null,
   };
 }
 

@@ -1,15 +1,13 @@
 import { KeyObject } from 'node:crypto';
-import { readFileSync, statSync, unwatchFile, watchFile, type Stats } from 'node:fs';
+import { readFileSync, statSync, type Stats } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import { createRemoteJWKSet, errors, jwksCache, type ExportedJWKSCache, type FlattenedJWSInput, type JWSHeaderParameters } from 'jose';
+import { watchPath, type FileWatch } from '../files/watch.js';
 import { log } from '../log.js';
 import { importVerificationKey, selectKey, type DecodedJws, type KeyMatch, type VerificationKey } from './jws.js';
 
 /** Signature algorithms an issuer may be pinned to: asymmetric only, never `none` or HMAC. */
 export const JWT_ALGORITHMS: readonly string[] = ['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA'];
-
-/** How often a JWKS file is polled for changes (key rotation without restart). */
-const JWKS_POLL_MS = 500;
 
 const KEY_TYPES = new Set(['RSA', 'EC', 'OKP']);
 
@@ -31,15 +29,16 @@ export interface KeySource {
 }
 
 /**
- * A JWKS file, validated and imported at load and re-read when it changes (polled, and checked on
- * an unknown `kid`); a bad rewrite keeps the last good keys. `onReload` runs after every change.
+ * A JWKS file, validated and imported at load and re-read when it changes (change notification,
+ * see {@link watchPath}, and checked on an unknown `kid`); a bad rewrite keeps the last good keys.
+ * `onReload` runs after every change.
  */
 export class FileKeySource implements KeySource {
   readonly remote = false;
   private keys: readonly VerificationKey[];
   private stamp: string;
   private generation = 1;
-  private readonly listener: (cur: Stats, prev: Stats) => void;
+  private readonly watch: FileWatch;
 
   constructor(
     private readonly path: string,
@@ -50,10 +49,18 @@ export class FileKeySource implements KeySource {
     const loaded = loadJwksFile(path, shown, where);
     this.keys = loaded.keys;
     this.stamp = loaded.stamp;
-    this.listener = (cur) => {
-      if (stampOf(cur) !== this.stamp) this.reload();
+    const check = (): void => {
+      let now: string;
+      try {
+        now = stampOf(statSync(path));
+      } catch {
+        return;
+      }
+      if (now !== this.stamp) this.reload();
     };
-    watchFile(path, { interval: JWKS_POLL_MS, persistent: false }, this.listener);
+    this.watch = watchPath(path, check);
+    // A rewrite between the load above and the start of the watch.
+    check();
   }
 
   get version(): number {
@@ -79,7 +86,7 @@ export class FileKeySource implements KeySource {
   }
 
   close(): void {
-    unwatchFile(this.path, this.listener);
+    this.watch.close();
   }
 
   private reload(): boolean {

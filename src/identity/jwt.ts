@@ -212,8 +212,10 @@ async function resolveKey(issuer: Issuer, alg: string, jws: DecodedJws): Promise
 
 /**
  * Checks the registered claims in jose's order and with its rules: `iss`, `aud` and `exp` present,
- * `aud` (a string or an array) names an accepted audience, `iat`/`nbf`/`exp` are numbers when
- * present, `nbf` not after now + skew, `exp` after now - skew. Returns the times a cache hit re-checks.
+ * `aud` (a string or an array) names an accepted audience, `nbf` not after now + skew, `exp`
+ * after now - skew. One rule is stricter than jose: `iat`, `nbf` and `exp` must be finite numbers
+ * when present. JSON numbers such as `1e400` parse to Infinity, which jose takes as a date (an
+ * `exp` that never comes); here they are invalid. Returns the times a cache hit re-checks.
  */
 function checkClaims(issuer: Issuer, payload: JwtPayload, nowMs: number): { exp: number; nbf: number | undefined } {
   for (const claim of ['iss', 'aud', 'exp']) {
@@ -225,16 +227,22 @@ function checkClaims(issuer: Issuer, payload: JwtPayload, nowMs: number): { exp:
   if (!audienceOk) throw unauthenticated('jwt', `the bearer token audience is not accepted; expected one of: ${audiences.join(', ')}`);
   const now = Math.floor(nowMs / 1000);
   const skew = issuer.skewS;
-  if (payload.iat !== undefined && typeof payload.iat !== 'number') throw unauthenticated('jwt', 'the bearer token claim "iat" is invalid');
-  const nbf = payload.nbf;
-  if (nbf !== undefined && (typeof nbf !== 'number' || nbf > now + skew)) {
-    const when = typeof nbf === 'number' ? ` before ${isoTime(nbf)}` : ' yet';
-    throw unauthenticated('jwt', `the bearer token is not valid${when} (clock skew allowed: ${skew}s)`);
+  numericDate(payload, 'iat');
+  const nbf = numericDate(payload, 'nbf');
+  if (nbf !== undefined && nbf > now + skew) {
+    throw unauthenticated('jwt', `the bearer token is not valid before ${isoTime(nbf)} (clock skew allowed: ${skew}s)`);
   }
-  const exp = payload.exp;
-  if (typeof exp !== 'number') throw unauthenticated('jwt', 'the bearer token claim "exp" is invalid');
+  const exp = numericDate(payload, 'exp') as number;
   if (exp <= now - skew) throw unauthenticated('jwt', `the bearer token expired at ${isoTime(exp)} (clock skew allowed: ${skew}s)`);
   return { exp, nbf };
+}
+
+/** A NumericDate claim (RFC 7519 section 2): undefined when absent, else a finite number or a denial. */
+function numericDate(payload: JwtPayload, claim: 'iat' | 'nbf' | 'exp'): number | undefined {
+  const v = payload[claim];
+  if (v === undefined) return undefined;
+  if (typeof v !== 'number' || !Number.isFinite(v)) throw unauthenticated('jwt', `the bearer token claim "${claim}" is invalid: it must be a finite number of seconds`);
+  return v;
 }
 
 /** A NumericDate for a message; one outside Date's range is shown as the number. */
@@ -284,6 +292,7 @@ function toClaim(issuer: Issuer, payload: JwtPayload): IdentityClaim {
     user: stringClaim(payload, names.user),
     tenant: stringClaim(payload, names.tenant),
     roles: Object.freeze(rolesClaim(payload, names.roles)),
+    tokenId: typeof payload.jti === 'string' && payload.jti !== '' ? payload.jti : null,
   });
 }
 

@@ -18,4 +18,9 @@ export interface Principal {
   readonly methods: readonly AuthMethod[];
   /** JWT issuer, mTLS principal, API key id or signer id (never a secret). */
   readonly proven_by: readonly string[];
+  /**
+   * The bearer token's `jti` (JWT ID) when it has a string one, else null: what a revocation list
+   * in policy data names to revoke one token (`data.portcullis.revoked.jti`).
+   */
+  readonly jti?: string | null;
 }

@@ -1,4 +1,5 @@
 import { readFile, stat } from 'node:fs/promises';
+import { fileStamp, watchPath, type FileWatch } from '../files/watch.js';
 import { extname } from 'node:path';
 import { loadPolicy, type LoadedPolicy } from '@open-policy-agent/opa-wasm';
 import { Counter, Gauge } from 'prom-client';
@@ -11,10 +12,13 @@ import { beginEvaluation, HOST_BUILTINS, missingBuiltins } from './builtins.js';
 import { buildPolicyInput, type PolicyInput } from './input.js';
 import { readDecision, type Decision } from './result.js';
 
-/** Polling interval for the bundle and data files (stat polling works across volume mounts and symlink swaps). */
-const POLL_MS = 300;
-/** Quiet period after the last change before reloading, so a file being written is read once. */
-const DEBOUNCE_MS = 200;
+/**
+ * Quiet period after a change notification before reloading, so the several events of one write
+ * cause one load. Short: calls wait for the reload (see {@link PolicyEngine.settled}).
+ */
+const DEBOUNCE_MS = 10;
+/** Longest a call waits for a reload a change notification started before it is decided anyway. */
+export const MAX_SETTLE_WAIT_MS = 500;
 
 const reloads = new Counter({
   name: 'portcullis_policy_reloads_total',
@@ -43,7 +47,7 @@ export interface PolicyEngineOptions {
   readonly dataPath?: string | undefined;
   /** Decision path, e.g. `envoy/authz/allow`. */
   readonly decision: string;
-  /** Poll the files and reload on change. */
+  /** Watch the files (change notification, polling as a fallback) and reload on change. */
   readonly watch: boolean;
 }
 
@@ -117,9 +121,11 @@ export class PolicyEngine {
   private readonly listeners: ((s: PolicyStatus) => void)[] = [];
   /** File signatures taken just before the last load attempt read the files. */
   private seen: string[] = [];
-  private poller: NodeJS.Timeout | null = null;
-  private polling = false;
+  private watches: FileWatch[] = [];
   private debounce: NodeJS.Timeout | null = null;
+  /** Set from a change notification until the reload it caused has finished. */
+  private pending: Promise<void> | null = null;
+  private settle: (() => void) | null = null;
   private reloading: Promise<PolicyStatus> | null = null;
   private reloadAgain = false;
   private closed = false;
@@ -164,6 +170,25 @@ export class PolicyEngine {
     }
   }
 
+  /**
+   * Null when the serving policy reflects every change notified so far (the usual case, so the
+   * request path checks this without awaiting). Otherwise a promise that resolves once the reload
+   * a change notification started has finished, or after `maxWaitMs`: a call that arrives right
+   * after a data file was replaced (a revocation) is decided by the new data, not the old.
+   */
+  settled(maxWaitMs = MAX_SETTLE_WAIT_MS): Promise<void> | null {
+    const pending = this.pending;
+    if (!pending) return null;
+    return new Promise<void>((resolve) => {
+      const timer = setTimeout(resolve, maxWaitMs);
+      timer.unref();
+      void pending.then(() => {
+        clearTimeout(timer);
+        resolve();
+      });
+    });
+  }
+
   /** Current health. */
   status(): PolicyStatus {
     return {
@@ -200,54 +225,54 @@ export class PolicyEngine {
     this.closed = true;
     if (this.debounce) clearTimeout(this.debounce);
     this.debounce = null;
-    if (this.poller) clearInterval(this.poller);
-    this.poller = null;
+    for (const w of this.watches) w.close();
+    this.watches = [];
     this.listeners.length = 0;
+    this.settlePending();
   }
 
   /**
-   * Polls the files and reloads when one differs from what the last load read. Comparing with
-   * the signatures taken before that read (not with the previous poll) means a change made
-   * while loading, or between the load and the first poll, is never missed.
+   * Watches the bundle and data files ({@link watchPath}: the directory, so an atomic replace is
+   * seen) and reloads when one changes. Compared once with the signatures taken before the last
+   * load read the files, so a change made between that load and the watch is not missed either.
    */
   private watch(): void {
-    if (this.poller || this.closed) return;
-    this.poller = setInterval(() => void this.poll(), POLL_MS);
-    this.poller.unref();
+    if (this.watches.length > 0 || this.closed) return;
+    this.watches = this.paths().map((p) => watchPath(p, () => this.changed()));
+    void this.signatures().then((now) => {
+      if (now.some((sig, i) => sig !== this.seen[i])) this.changed();
+    });
   }
 
-  private async poll(): Promise<void> {
-    if (this.polling || this.closed || this.debounce || this.reloading) return;
-    this.polling = true;
-    try {
-      const now = await this.signatures();
-      if (now.some((sig, i) => sig !== this.seen[i])) this.scheduleReload();
-    } finally {
-      this.polling = false;
-    }
+  private paths(): string[] {
+    return [this.opts.bundlePath, this.opts.dataPath].filter((p): p is string => Boolean(p));
   }
 
   /** Identity of each watched file's current content (inode, size, times), or `missing`. */
   private signatures(): Promise<string[]> {
-    const paths = [this.opts.bundlePath, this.opts.dataPath].filter((p): p is string => Boolean(p));
-    return Promise.all(
-      paths.map((p) =>
-        stat(p).then(
-          (st) => `${st.dev}:${st.ino}:${st.size}:${st.mtimeMs}:${st.ctimeMs}`,
-          () => 'missing',
-        ),
-      ),
-    );
+    return Promise.all(this.paths().map((p) => stat(p).then(fileStamp, () => 'missing')));
   }
 
-  private scheduleReload(): void {
+  /** A watched file changed: calls wait (bounded) from now until the reload has run. */
+  private changed(): void {
     if (this.closed) return;
+    if (!this.pending) this.pending = new Promise<void>((resolve) => (this.settle = resolve));
     if (this.debounce) clearTimeout(this.debounce);
     this.debounce = setTimeout(() => {
       this.debounce = null;
-      void this.reload();
+      void this.reload().then(() => {
+        // Another change during the load started a new quiet period; its reload settles.
+        if (!this.debounce) this.settlePending();
+      });
     }, DEBOUNCE_MS);
     this.debounce.unref();
+  }
+
+  private settlePending(): void {
+    const settle = this.settle;
+    this.pending = null;
+    this.settle = null;
+    settle?.();
   }
 
   private async runReloads(): Promise<PolicyStatus> {

@@ -1,5 +1,4 @@
 import { randomBytes } from 'node:crypto';
-import { unwatchFile, watchFile } from 'node:fs';
 import { resolve } from 'node:path';
 import type { Server as HttpServer } from 'node:http';
 import type { sendUnaryData, ServerUnaryCall } from '@grpc/grpc-js';
@@ -13,6 +12,7 @@ import { toCheckResponse, type CheckResponseObject } from '../authz/response.js'
 import type { ProtoCheckRequest } from '../authz/request.js';
 import { IdentityVerifier } from '../identity/index.js';
 import { PolicyEngine } from '../policy/engine.js';
+import { watchPath } from '../files/watch.js';
 import { ToolRegistry } from '../tools/registry.js';
 import { SecretStore } from '../credentials/secrets.js';
 import { CredentialInjector } from '../credentials/inject.js';
@@ -21,6 +21,8 @@ import { compileCatalog } from '../dlp/index.js';
 import { compileInjectionRules } from '../inspect/injection.js';
 import { compileToolSchemas } from '../inspect/schema.js';
 import { AuditLogger } from '../audit/sinks.js';
+import { redactPath } from '../audit/record.js';
+import { addAccessLogFields } from '../audit/accessLog.js';
 import { ExtprocService } from '../extproc/service.js';
 import { compileFilters, type ExtprocDeps } from '../extproc/deps.js';
 import { DlpAlerter } from '../extproc/alerts.js';
@@ -116,7 +118,7 @@ export async function buildDeps(config: GatewayConfig, policy: PolicyEngine, lim
     const adminToken = config.server.admin_token;
     const tokenProblem = adminToken ? secrets.prepare(adminToken) : null;
     if (adminToken && tokenProblem) throw new Error(`server.admin_token (${SecretStore.describe(adminToken)}): ${tokenProblem}`);
-    audit = await AuditLogger.fromConfig(config.audit, config.base_dir);
+    audit = await AuditLogger.fromConfig(config.audit, config.base_dir, scanner);
     return {
       deps: { config, tools, identity, policy, credentials, limiter },
       extproc: {
@@ -184,13 +186,15 @@ export async function serve(configPath: string): Promise<App> {
   let lastReloadError: string | null = null;
 
   const check = (call: ServerUnaryCall<ProtoCheckRequest, CheckResponseObject>, cb: sendUnaryData<CheckResponseObject>): void => {
-    const { audit } = built.extproc;
+    const { audit, scanner } = built.extproc;
     const { handoff } = built;
     authorizer
       .check(call.request)
       .then((outcome) => {
         auditDenial(audit, call.request, outcome);
-        cb(null, toCheckResponse(outcome, handoff));
+        const response = toCheckResponse(outcome, handoff);
+        addAccessLogFields(response.dynamicMetadata, { path: redactPath(outcome.metadata.path, scanner) });
+        cb(null, response);
       })
       .catch((err: unknown) => {
         // Check itself never throws; reaching here means rendering failed. Envoy denies on error.
@@ -255,9 +259,7 @@ export async function serve(configPath: string): Promise<App> {
     reloading = run;
     return run;
   };
-  watchFile(configPath, { interval: 300, persistent: false }, (cur, prev) => {
-    if (cur.mtimeMs !== prev.mtimeMs || cur.size !== prev.size) void queueReload();
-  });
+  const configWatch = watchPath(configPath, () => void queueReload());
 
   /** `POST /reload`: configuration now, then policy bundle and data now (a pipeline pushed them). */
   const reloadNow = async (): Promise<ReloadResult> => {
@@ -298,7 +300,7 @@ export async function serve(configPath: string): Promise<App> {
     authorizer,
     async close(): Promise<void> {
       draining = true;
-      unwatchFile(configPath);
+      configWatch.close();
       syncHealth();
       await grpc.shutdown(authorizer.current.config.server.shutdown_grace_ms);
       await new Promise<void>((r) => admin.close(() => r()));

@@ -3,5 +3,6 @@ export { REPO_ROOT, repoPath, toolPath } from './paths.js';
 export { freePort } from './ports.js';
 export { loadEnvoyConfig, renderEnvoyConfig, type EnvoyPorts, type ListenerTls, type PortcullisChannel, type RenderOptions } from './envoyConfig.js';
 export { startStack, type Stack, type StackOptions } from './stack.js';
-export { generateTlsMaterial, REPORTER_SPIFFE_ID, STRANGER_SPIFFE_ID, type CertFiles, type TlsMaterial } from './tls.js';
+export { generateTlsMaterial, generateUpstreamTls, REPORTER_SPIFFE_ID, STRANGER_SPIFFE_ID, type CertFiles, type TlsMaterial, type UpstreamTlsMaterial } from './tls.js';
+export { documentedUpstreamTls, upstreamTlsSocket } from './upstreamTls.js';
 export { readAuditFile } from './audit.js';

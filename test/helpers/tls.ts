@@ -45,3 +45,33 @@ export async function generateTlsMaterial(dir: string): Promise<TlsMaterial> {
   ]);
   return { ca: ca.cert, server, clients: { reporter, stranger, foreign }, foreignCa: foreignCa.cert };
 }
+
+/** Certificates for TLS from Envoy to test tools (upstream TLS), as PEM file paths. */
+export interface UpstreamTlsMaterial {
+  /** The CA Envoy is configured to trust for tools. */
+  ca: string;
+  /** Server certificates signed by {@link UpstreamTlsMaterial.ca}, one per DNS SAN asked for. */
+  servers: Record<string, CertFiles>;
+  /** Server certificates for the same SANs, signed by a CA Envoy does not trust. */
+  impostors: Record<string, CertFiles>;
+}
+
+/**
+ * Generates, with the `openssl` CLI, a tools CA and for every name in `sans` a server certificate
+ * with that DNS SAN (and a second one, from an untrusted CA, with the same SAN). Written under
+ * `dir/upstream-tls`.
+ */
+export async function generateUpstreamTls(dir: string, sans: readonly string[]): Promise<UpstreamTlsMaterial> {
+  const out = join(dir, 'upstream-tls');
+  mkdirSync(out, { recursive: true });
+  const [ca, foreign] = await Promise.all([makeCa(out, 'tools-ca'), makeCa(out, 'foreign-tools-ca')]);
+  const servers: Record<string, CertFiles> = {};
+  const impostors: Record<string, CertFiles> = {};
+  await Promise.all(
+    sans.flatMap((san, i) => [
+      makeLeaf(out, `server-${i}`, ca, 'serverAuth', `DNS:${san}`).then((c) => (servers[san] = c)),
+      makeLeaf(out, `impostor-${i}`, foreign, 'serverAuth', `DNS:${san}`).then((c) => (impostors[san] = c)),
+    ]),
+  );
+  return { ca: ca.cert, servers, impostors };
+}

@@ -1,7 +1,9 @@
 import { describe, expect, it } from 'vitest';
+import { compileCatalog } from '../../../src/dlp/index.js';
 import {
   auditOutcome,
   buildAuditRecord,
+  redactPath,
   redactSecretsFromPath,
   traceIdFrom,
   truncateUtf8,
@@ -30,6 +32,32 @@ function exchange(over: Partial<AuditExchange> = {}): AuditExchange {
     ...over,
   };
 }
+
+describe('redactPath', () => {
+  const scanner = compileCatalog();
+  const KEY = 'AKIAIOSFODNN7EXAMPLF';
+
+  it('redacts secrets in path segments with the DLP catalog, and query values', () => {
+    expect(redactPath(`/tools/weather/forecast/${KEY}?city=Oslo`, scanner)).toBe('/tools/weather/forecast/[REDACTED:aws.access_key_id]?city=[redacted]');
+    expect(redactPath(`/tools/docs/${KEY}/x#${KEY}`, scanner)).toBe('/tools/docs/[REDACTED:aws.access_key_id]/x');
+  });
+
+  it('finds percent-encoded secrets and leaves clean paths exactly as sent', () => {
+    const encoded = `/tools/weather/%41${KEY.slice(1)}`;
+    expect(redactPath(encoded, scanner)).toBe('/tools/weather/[REDACTED:aws.access_key_id]');
+    expect(redactPath('/tools/weather/caf%C3%A9/%ZZ?q=1', scanner)).toBe('/tools/weather/caf%C3%A9/%ZZ?q=[redacted]');
+  });
+
+  it('without a scanner, redacts query values only', () => {
+    expect(redactPath(`/a/${KEY}?k=v`, null)).toBe(`/a/${KEY}?k=[redacted]`);
+  });
+
+  it('is what the audit record carries', () => {
+    const r = buildAuditRecord({ requestId: 'r', tool: 'weather', method: 'GET', path: `/tools/weather/${KEY}`, decision: null }, scanner);
+    expect(r.path).toBe('/tools/weather/[REDACTED:aws.access_key_id]');
+    expect(JSON.stringify(r)).not.toContain(KEY);
+  });
+});
 
 describe('redactSecretsFromPath', () => {
   it('keeps segments and parameter names, drops values and the fragment', () => {

@@ -43,6 +43,16 @@ describe('credential injection', () => {
     expect(inj.headersFor('t', null)).toEqual([{ key: 'authorization', value: 'Bearer shared-token' }]);
   });
 
+  it('inserts a secret containing replacement patterns verbatim', () => {
+    process.env.PC_TEST_BOB = "ab$&cd$'x";
+    expect(inj.headersFor('strict', who('bob'))).toEqual([{ key: 'x-api-key', value: "ab$&cd$'x" }]);
+    const bearer = new CredentialInjector(
+      parseConfig(`policy: { bundle: b }\ntools: [{ name: t, upstream: u, credentials: [{ header: authorization, format: "Bearer {secret}", secret: { env: PC_TEST_BOB } }] }]\n`, join(dir, 'c.yaml')).tools,
+      store,
+    );
+    expect(bearer.headersFor('t', null)).toEqual([{ key: 'authorization', value: "Bearer ab$&cd$'x" }]);
+  });
+
   it('denies when a per-user credential is required and missing, and when a secret is unavailable', () => {
     expect(() => inj.headersFor('strict', who('carol'))).toThrow(/no upstream credential is provisioned/);
     try {

@@ -58,7 +58,7 @@ describe('JwtVerifier', () => {
       privateJwkPath: paths.privateJwkPath, claims,
     });
     const c = await v.verify(token, Date.now());
-    expect(c).toEqual({ method: 'jwt', provenBy: ISS, agent: 'helpdesk', agentVersion: '1.2.0', user: 'alice', tenant: 'acme', roles: ['support', 'viewer'] });
+    expect(c).toEqual({ method: 'jwt', provenBy: ISS, agent: 'helpdesk', agentVersion: '1.2.0', user: 'alice', tenant: 'acme', roles: ['support', 'viewer'], tokenId: expect.stringMatching(/^[0-9a-f-]{36}$/) });
   });
 
   it('accepts roles as a space-separated string and nested claim names', async () => {

@@ -7,6 +7,7 @@ import { GatewayError } from '../../../src/errors.js';
 import { SecretStore } from '../../../src/credentials/secrets.js';
 import type { IdentityConfig } from '../../../src/config/types.js';
 import { IdentityVerifier, type IdentityRequest } from '../../../src/identity/index.js';
+import { MemoryStore, type SharedStore } from '../../../src/limits/store.js';
 import { generateSigningKey, mintToken } from '../../../src/identity/mint.js';
 
 const ISS = 'https://issuer.test';
@@ -82,7 +83,7 @@ describe('IdentityVerifier', () => {
 
   it('maps a verified JWT to a principal', async () => {
     const p = await v.verify(req({ headers: { authorization: `Bearer ${await token({ user: 'alice', tenant: 'acme', roles: ['support'] })}` } }));
-    expect(p).toEqual({ agent: 'reporter', agent_version: null, user: 'alice', tenant: 'acme', roles: ['support'], methods: ['jwt'], proven_by: [ISS] });
+    expect(p).toEqual({ agent: 'reporter', agent_version: null, user: 'alice', tenant: 'acme', roles: ['support'], methods: ['jwt'], proven_by: [ISS], jti: expect.stringMatching(/^[0-9a-f-]{36}$/) });
   });
 
   it('rejects a non-bearer authorization header', async () => {
@@ -92,7 +93,7 @@ describe('IdentityVerifier', () => {
 
   it('maps a known mTLS peer and ignores an unknown one', async () => {
     expect(await v.verify(req({ sourcePrincipal: SPIFFE }))).toEqual({
-      agent: 'reporter', agent_version: '2.0', user: null, tenant: 'acme', roles: ['viewer'], methods: ['mtls'], proven_by: [SPIFFE],
+      agent: 'reporter', agent_version: '2.0', user: null, tenant: 'acme', roles: ['viewer'], methods: ['mtls'], proven_by: [SPIFFE], jti: null,
     });
     expect(await v.verify(req({ sourcePrincipal: 'spiffe://demo/agent/stranger' }))).toBeNull();
   });
@@ -134,7 +135,7 @@ describe('IdentityVerifier', () => {
     // Signature over a different body.
     await denial(v.verify(req({ headers: signed(body, Math.floor(NOW / 1000)), rawBody: Buffer.from(`${body} `) })), 'identity.signature');
     const malformed = await denial(v.verify(req({ headers: { ...headers, 'x-slack-signature': 'sha256=abc' }, rawBody: Buffer.from(body) })), 'identity.signature');
-    expect(malformed.message).toMatch(/must be "v0=" followed by 64 hex/);
+    expect(malformed.message).toMatch(/must be "v0=" or "v1=" followed by 64 hex/);
   });
 
   it('rejects a stale or missing timestamp (replay window)', async () => {
@@ -171,5 +172,73 @@ describe('IdentityVerifier', () => {
   it('refuses an HS256 algorithm list at create', async () => {
     const bad = { ...cfg, jwt: [{ ...(cfg.jwt[0] as IdentityConfig['jwt'][number]), algorithms: ['HS256'] }] };
     await expect(IdentityVerifier.create(bad, base, secrets)).rejects.toThrow(/HS256" is not allowed/);
+  });
+
+  it('accepts a signature once: the same signed request again, or on another method and path, is a replay', async () => {
+    const body = '{"title":"replayed","priority":"low"}';
+    const headers = signed(body, Math.floor(NOW / 1000) - 5);
+    const first = { headers, rawBody: Buffer.from(body), method: 'POST', path: '/tools/tickets/tenants/acme/tickets' };
+    expect(await v.verify(req(first))).toMatchObject({ agent: 'alerts', methods: ['signature'] });
+    const again = await denial(v.verify(req(first)), 'identity.signature');
+    expect(again.message).toMatch(/signature was already used/);
+    await denial(v.verify(req({ ...first, method: 'PUT', path: '/tools/tickets/tickets/T-1001' })), 'identity.signature');
+    // A configuration reload builds a new verifier; the signatures seen before stay seen.
+    const reloaded = await IdentityVerifier.create(cfg, base, secrets);
+    try {
+      expect((await denial(reloaded.verify(req(first)), 'identity.signature')).message).toMatch(/already used/);
+    } finally {
+      reloaded.close();
+    }
+  });
+
+  it('keeps a seen signature only for its window, and fails closed when the store cannot answer', async () => {
+    let clock = NOW;
+    const store = new MemoryStore(10, () => clock);
+    const own = await IdentityVerifier.create(cfg, base, secrets, { replayStore: store });
+    try {
+      const body = '{}';
+      const headers = signed(body, Math.floor(NOW / 1000));
+      await own.verify(req({ headers, rawBody: Buffer.from(body) }));
+      expect(store.size).toBe(1);
+      await denial(own.verify(req({ headers, rawBody: Buffer.from(body) })), 'identity.signature');
+      // Past the window the timestamp itself is refused; the entry may go.
+      clock = NOW + 302_000;
+      const late = await denial(own.verify(req({ headers, rawBody: Buffer.from(body), nowMs: clock })), 'identity.signature');
+      expect(late.message).toMatch(/replay window/);
+    } finally {
+      own.close();
+    }
+    const down: SharedStore = { setIfAbsent: () => Promise.reject(new Error('connection refused')) };
+    const broken = await IdentityVerifier.create(cfg, base, secrets, { replayStore: down });
+    try {
+      const body = '{"x":1}';
+      await denial(broken.verify(req({ headers: signed(body, Math.floor(NOW / 1000)), rawBody: Buffer.from(body) })), 'identity.signature', 'unavailable');
+    } finally {
+      broken.close();
+    }
+  });
+
+  it('scheme v1 signs method and path too, and refuses v0 signatures for that signer', async () => {
+    const v1cfg: IdentityConfig = { ...cfg, signatures: [{ ...(cfg.signatures[0] as IdentityConfig['signatures'][number]), scheme: 'v1' }] };
+    const own = await IdentityVerifier.create(v1cfg, base, secrets, { replayStore: new MemoryStore() });
+    const sign1 = (method: string, path: string, body: string, ts: number): Record<string, string> => ({
+      'x-slack-signature': `v1=${createHmac('sha256', SIGNING_SECRET).update(`v1:${ts}:${method}:${path}:${body}`).digest('hex')}`,
+      'x-slack-request-timestamp': String(ts),
+    });
+    try {
+      const ts = Math.floor(NOW / 1000);
+      const body = '{"title":"x"}';
+      const path = '/tools/tickets/tenants/acme/tickets';
+      expect(await own.verify(req({ headers: sign1('POST', path, body, ts), rawBody: Buffer.from(body), method: 'POST', path }))).toMatchObject({ agent: 'alerts' });
+      const moved = await denial(own.verify(req({ headers: sign1('POST', path, body, ts - 1), rawBody: Buffer.from(body), method: 'PUT', path: '/tools/tickets/tickets/T-1001' })), 'identity.signature');
+      expect(moved.message).toMatch(/"v1:" \+ timestamp \+ ":" \+ METHOD \+ ":" \+ path/);
+      // The method and path default to Envoy's pseudo-headers.
+      const h = { ...sign1('DELETE', '/tools/tickets/tickets/T-9', '', ts), ':method': 'DELETE', ':path': '/tools/tickets/tickets/T-9' };
+      expect(await own.verify(req({ headers: h }))).toMatchObject({ agent: 'alerts' });
+      const downgrade = await denial(own.verify(req({ headers: signed(body, ts), rawBody: Buffer.from(body), method: 'POST', path })), 'identity.signature');
+      expect(downgrade.message).toMatch(/carries a "v0" signature; the signers of this header use "v1"/);
+    } finally {
+      own.close();
+    }
   });
 });

@@ -328,6 +328,29 @@ describe('PolicyEngine reload', () => {
     expect(reporterTickets()).toBe(true);
   });
 
+  it('from a change notification until its reload is done, settled() makes calls wait for the new data', async () => {
+    const dataPath = join(tempDir(), 'data.json');
+    writeFileSync(dataPath, JSON.stringify({ portcullis: { agents: { reporter: { tools: ['tickets'] } } } }));
+    const e = await engineFor({ bundlePath: shipped, dataPath, watch: true });
+    const reporterTickets = (): boolean => e.evaluate(input(principal('reporter', ['viewer']), tool('tickets'))).allowed;
+    expect(reporterTickets()).toBe(true);
+    expect(e.settled()).toBeNull();
+    replaceFile(dataPath, '{}');
+    // The notification arrives on a later turn of the event loop; from then on calls wait.
+    const deadline = Date.now() + 5_000;
+    let pending = e.settled();
+    while (pending === null && Date.now() < deadline) {
+      await new Promise((r) => setImmediate(r));
+      pending = e.settled();
+    }
+    expect(pending).not.toBeNull();
+    // Still the old data while the reload runs; the new data once it has settled.
+    expect(reporterTickets()).toBe(true);
+    await pending;
+    expect(reporterTickets()).toBe(false);
+    expect(e.settled()).toBeNull();
+  });
+
   it('shares one load between concurrent reload() calls', async () => {
     const e = await engineFor({ bundlePath: shipped });
     const [a, b] = await Promise.all([e.reload(), e.reload()]);
