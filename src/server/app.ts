@@ -48,6 +48,12 @@ interface Built {
   handoff: HandoffKey;
 }
 
+/** The server settings bound at start (ports, addresses, channel): a reload cannot change them. */
+function listenerSettings(config: GatewayConfig): string {
+  const { grpc_address, grpc_port, grpc_tls, grpc_socket_mode, grpc_plaintext, admin_address, admin_port } = config.server;
+  return JSON.stringify([grpc_address, grpc_port, grpc_tls ?? null, grpc_socket_mode, grpc_plaintext, admin_address, admin_port]);
+}
+
 /** A token no client can present (a configured admin token that cannot be read denies everything). */
 const UNMATCHABLE_TOKEN = randomBytes(32).toString('hex');
 
@@ -214,6 +220,9 @@ export async function serve(configPath: string): Promise<App> {
     try {
       const next = loadConfig(configPath);
       const current = authorizer.current.config;
+      if (listenerSettings(next) !== listenerSettings(config)) {
+        log.warn({ config: configPath }, 'server ports, addresses or the gRPC channel changed: they apply at the next restart; the rest applies now');
+      }
       const nextPolicy = samePolicy(current, next) ? policy : await openPolicy(next, true);
       let nextBuilt: Built;
       try {
