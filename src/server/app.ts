@@ -26,7 +26,7 @@ import { compileFilters, type ExtprocDeps } from '../extproc/deps.js';
 import { DlpAlerter } from '../extproc/alerts.js';
 import type { CheckOutcome } from '../authz/check.js';
 import { auditDecision, auditIdentity } from '../authz/audit.js';
-import { authorizationService, externalProcessorService } from './protos.js';
+import { authorizationService, externalProcessorService, withRawRequests } from './protos.js';
 import { startGrpcServer, INTERNAL, type GrpcServer } from './grpc.js';
 import { startAdminServer, type ReloadResult } from './admin.js';
 import { grpcChannel, isLoopback } from '../config/server.js';
@@ -185,7 +185,8 @@ export async function serve(configPath: string): Promise<App> {
   const limiter = new RateLimiter();
   let built = await buildDeps(config, policy, limiter);
   const authorizer = new Authorizer(built.deps);
-  const extproc = new ExtprocService(built.extproc);
+  const processBinding = withRawRequests(externalProcessorService(), 'Process');
+  const extproc = new ExtprocService(built.extproc, processBinding.decode);
   let draining = false;
   let lastReloadError: string | null = null;
 
@@ -207,7 +208,7 @@ export async function serve(configPath: string): Promise<App> {
 
   const grpc: GrpcServer = await startGrpcServer(grpcChannel(config.server, config.base_dir), [
     { definition: authorizationService(), impl: { Check: check } },
-    { definition: externalProcessorService(), impl: { Process: extproc.process } },
+    { definition: processBinding.definition, impl: { Process: extproc.process } },
   ]);
 
   const isReady = (): boolean => !draining && policy.status().ready;
