@@ -6,7 +6,8 @@
  *     verified-token cache (the same token again, as an agent sends it),
  *   - building the policy input,
  *   - a whole `Authorizer.check` (tool, identity, policy, limiter, credentials), awaited one at
- *     a time, with the JWT verified every time and with it answered from the cache.
+ *     a time, with the JWT verified every time and with it answered from the cache,
+ *   - signing the ext_authz hand-off (Check) and reading + verifying it (ext_proc, per stream).
  * The share of Check each stage takes tells where the direct gRPC scenario's time goes.
  *
  *   npx vite-node bench/micro.ts [--ms 1000]
@@ -19,6 +20,7 @@ import { prepareDemo } from '../src/demo/prepare.js';
 import { mintToken } from '../src/identity/mint.js';
 import { loadConfig } from '../src/config/load.js';
 import { buildDeps, openPolicy } from '../src/server/app.js';
+import { AUTHZ_METADATA_NAMESPACE, handoffStruct, readHandoff, sealHandoff } from '../src/authz/handoff.js';
 import { Authorizer } from '../src/authz/check.js';
 import { RateLimiter } from '../src/limits/tokenBucket.js';
 import { authorizationService } from '../src/server/protos.js';
@@ -101,6 +103,13 @@ async function main(): Promise<void> {
     // A typical MCP tools/call body and a 60 KiB document of small objects, as bytes off the wire.
     const rpcBody = Buffer.from(JSON.stringify({ jsonrpc: '2.0', id: 7, method: 'tools/call', params: { name: 'search_docs', arguments: { query: 'vpn drops every hour', tenant: 'acme', limit: 10 } } }));
     const bigBody = Buffer.from(JSON.stringify(Array.from({ length: 600 }, (_, i) => ({ id: i, title: `ticket ${i}`, tags: ['a', 'b'], priority: 'low', note: 'x'.repeat(40) }))));
+
+    const handoff = built.handoff;
+    const allowed = (await authorizer.check(decoded)).metadata;
+    const sealedStruct = handoffStruct(sealHandoff(allowed, handoff));
+    const forwarded = { [AUTHZ_METADATA_NAMESPACE]: sealedStruct };
+    if (!readHandoff(forwarded, handoff).ok) throw new Error('the sealed hand-off does not verify');
+
     const cases: Array<[string, () => unknown, boolean]> = [
       ['CheckRequest decode (protobuf, proto-loader)', () => decode(wire), false],
       ['strict JSON parse (MCP call, 150 B)', () => parseStrictJson(rpcBody), false],
@@ -113,6 +122,8 @@ async function main(): Promise<void> {
       ['JWT verify (ES256, cache hit)', () => cachedJwt.verify(token, Date.now()), true],
       ['Authorizer.check (JWT verified, cache off)', () => uncachedAuthorizer.check(decoded), true],
       ['Authorizer.check (JWT from cache)', () => authorizer.check(decoded), true],
+      ['hand-off seal (HMAC-SHA256)', () => sealHandoff(allowed, handoff), false],
+      ['hand-off read + verify (typed, HMAC-SHA256)', () => readHandoff(forwarded, handoff), false],
     ];
     console.log(`Check path micro-benchmarks (node ${process.version}; best of 3 x ${ms} ms)`);
     const results: Record<string, number> = {};

@@ -20,6 +20,8 @@
  *   npx vite-node bench/run.ts [--rounds 3] [--duration 5] [--warmup 1] [--only A,C,E]
  *                              [--skip-opa-envoy REASON] [--keep (the working folder, for its logs)]
  *                              [--envoy-runtime key=value,... (Envoy runtime flags to try)]
+ *                              [--grpc-channel mtls (Envoy -> portcullis over mTLS as shipped; E is
+ *                               skipped: h2load cannot present a client certificate)]
  */
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -213,9 +215,12 @@ async function main(): Promise<void> {
       keep: { type: 'boolean', default: false },
       'envoy-runtime': { type: 'string' },
       'token-cache-size': { type: 'string' },
+      'grpc-channel': { type: 'string', default: 'plaintext' },
     },
     strict: false,
   });
+  const grpcChannel = values['grpc-channel'];
+  if (grpcChannel !== 'plaintext' && grpcChannel !== 'mtls') throw new Error('--grpc-channel must be plaintext or mtls');
   const envoyRuntime = parseRuntime(typeof values['envoy-runtime'] === 'string' ? values['envoy-runtime'] : '');
   const tokenCacheSize = typeof values['token-cache-size'] === 'string' ? Number(values['token-cache-size']) : undefined;
   if (tokenCacheSize !== undefined && !(Number.isInteger(tokenCacheSize) && tokenCacheSize >= 0)) throw new Error('--token-cache-size must be a whole number >= 0');
@@ -271,18 +276,18 @@ async function main(): Promise<void> {
   try {
     console.log(`bench: node ${meta.node}, envoy ${meta.envoy.split('/')[1] ?? meta.envoy}, ${meta.opaEnvoy}, ${meta.cores} cores, load ${loadavg().map((l) => l.toFixed(2)).join(' ')}`);
     console.log('bench: starting sample tool, portcullis, null Check server, OPA-Envoy and three Envoys ...');
-    stack = await startBenchStack({ dir, variants: ['floor', 'authz', 'full'], envoyRuntime, nullServer: true, opaEnvoyBin: opaSkip ? null : opaEnvoyBin, tokenCacheSize }).catch(async (err: unknown) => {
+    stack = await startBenchStack({ dir, variants: ['floor', 'authz', 'full'], envoyRuntime, nullServer: true, opaEnvoyBin: opaSkip ? null : opaEnvoyBin, tokenCacheSize, grpcChannel }).catch(async (err: unknown) => {
       // OPA-Envoy is a reference, not the product: if it alone fails, measure everything else.
       if (opaSkip || !/OPA-Envoy/.test((err as Error).message)) throw err;
       opaSkip = `failed to start: ${(err as Error).message.split('\n')[0]}`;
       console.log(`bench: OPA-Envoy ${opaSkip}; continuing without scenario F`);
       meta.opaEnvoy = `skipped: ${opaSkip}`;
-      return startBenchStack({ dir, variants: ['floor', 'authz', 'full'], envoyRuntime, nullServer: true, opaEnvoyBin: null, tokenCacheSize });
+      return startBenchStack({ dir, variants: ['floor', 'authz', 'full'], envoyRuntime, nullServer: true, opaEnvoyBin: null, tokenCacheSize, grpcChannel });
     });
     const s = stack;
     writeFileSync(grpcBody, grpcFrame(encodeCheckRequest(weatherCheckRequest(s.token))));
 
-    let list = scenarios(grpcBody).filter((sc) => sc.id !== 'F' || !opaSkip);
+    let list = scenarios(grpcBody).filter((sc) => (sc.id !== 'F' || !opaSkip) && (sc.id !== 'E' || grpcChannel === 'plaintext'));
     if (typeof values.only === 'string') {
       const only = new Set(values.only.split(','));
       list = list.filter((sc) => only.has(sc.id));

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `npm run demo`: Envoy + portcullis + the sample tool on the default ports, all on 127.0.0.1,
 # with the demo config (scripts/demo/portcullis.yaml) prepared in .demo/ (fresh signing key,
-# random demo secrets). Prints ready-to-run curl commands; Ctrl-C stops everything.
+# random demo secrets, a throw-away PKI in .demo/tls/ for the mTLS channel between Envoy and
+# portcullis). Envoy runs from the repository root, where envoy/envoy.yaml finds .demo/tls/. Prints ready-to-run curl commands; Ctrl-C stops everything.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -81,7 +82,8 @@ cat <<EOT
 
 portcullis demo is running (logs in .demo/: envoy.log, portcullis.log, sample-tool.log, audit.log)
   Envoy       $URL          (admin http://127.0.0.1:$ENVOY_ADMIN_PORT)
-  portcullis  gRPC 127.0.0.1:$GRPC_PORT   metrics http://127.0.0.1:$ADMIN_PORT/metrics
+  portcullis  gRPC 127.0.0.1:$GRPC_PORT (mTLS: only Envoy's certificate, .demo/tls/envoy.crt, is answered)
+              metrics http://127.0.0.1:$ADMIN_PORT/metrics   reload: curl -X POST http://127.0.0.1:$ADMIN_PORT/reload
   sample tool http://127.0.0.1:$TOOL_PORT
 
 Tokens (1 hour; mint more with: node dist/main.js token --config .demo/portcullis.yaml --key "$PORTCULLIS_KEY" --agent A --user U --tenant T --roles r1,r2):

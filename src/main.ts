@@ -60,6 +60,9 @@ async function cmdCheck(argv: string[]): Promise<void> {
     throw err;
   }
   const { openPolicy, buildDeps } = await import('./server/app.js');
+  const { grpcChannel } = await import('./config/server.js');
+  const { channelProblems } = await import('./server/listener.js');
+  problems.push(...channelProblems(grpcChannel(config.server, config.base_dir)));
   const { RateLimiter } = await import('./limits/tokenBucket.js');
   const { compileToolSchemas } = await import('./inspect/schema.js');
   try {

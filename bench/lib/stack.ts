@@ -8,6 +8,7 @@ import { mintToken } from '../../src/identity/mint.js';
 import { freePort } from '../../test/helpers/ports.js';
 import { repoPath } from '../../test/helpers/paths.js';
 import { renderVariant, type EnvoyVariant } from './envoy.js';
+import type { PortcullisChannel } from '../../test/helpers/envoyConfig.js';
 import { checkOnce, weatherCheckRequest } from './checkRequest.js';
 import { exited, httpText, launch, sleep, tail, terminate, waitFor } from './procs.js';
 
@@ -75,6 +76,11 @@ export interface BenchStackOptions {
   nullServer?: boolean;
   /** OPA-Envoy binary to start, or null to skip it. */
   opaEnvoyBin?: string | null;
+  /**
+   * Channel between Envoy and portcullis: `plaintext` on loopback (default; the direct gRPC
+   * scenario E needs it, h2load has no client certificate) or `mtls` as shipped (E cannot run).
+   */
+  grpcChannel?: 'plaintext' | 'mtls';
 }
 
 /** The running processes and how to reach them. */
@@ -155,8 +161,8 @@ export async function startBenchStack(opts: BenchStackOptions): Promise<BenchSta
       dir: join(dir, 'gateway'),
       sourceConfig: repoPath('scripts', 'demo', 'portcullis.yaml'),
       policyBundle: bundle,
-      // Loopback plaintext: the direct gRPC scenarios (h2load) cannot present a client certificate.
-      server: { grpcPort, adminPort, address: '127.0.0.1', channel: 'plaintext' },
+      // Loopback plaintext unless asked for mTLS: the direct gRPC scenario (h2load) cannot present a client certificate.
+      server: { grpcPort, adminPort, address: '127.0.0.1', channel: opts.grpcChannel ?? 'plaintext' },
       edit: (cfg) => {
         // The demo limits the weather tool to 50 rps per agent; a load test from one agent would
         // measure 429s. The limiter stays in the path with a limit the load never reaches.
@@ -187,7 +193,12 @@ export async function startBenchStack(opts: BenchStackOptions): Promise<BenchSta
     });
     const portcullisChild = portcullis;
     await waitFor('portcullis /readyz', async () => (await httpText(`${adminUrl}/readyz`))?.status === 200, portcullisChild, portcullisLog);
-    await waitForCheckOk('portcullis allows the benchmark Check', grpcPort, token, portcullisChild, portcullisLog);
+    const channel: PortcullisChannel =
+      prepared.channel?.kind === 'mtls'
+        ? { kind: 'mtls', ca: prepared.channel.ca, cert: prepared.channel.clientCert, key: prepared.channel.clientKey, serverSan: prepared.channel.serverSan }
+        : { kind: 'plaintext' };
+    // Over mTLS the Envoy variants' health checks below prove the channel instead.
+    if (channel.kind === 'plaintext') await waitForCheckOk('portcullis allows the benchmark Check', grpcPort, token, portcullisChild, portcullisLog);
 
     let nullServer: BenchStack['nullServer'] = null;
     if (opts.nullServer) {
@@ -233,7 +244,7 @@ export async function startBenchStack(opts: BenchStackOptions): Promise<BenchSta
     for (const variant of opts.variants) {
       const [listener, admin] = [await freePort(), await freePort()];
       const cfgPath = join(dir, `envoy-${variant}.yaml`);
-      writeFileSync(cfgPath, renderVariant(variant, { listener, admin, portcullis: grpcPort, upstream: tool.port }, opts.envoyRuntime));
+      writeFileSync(cfgPath, renderVariant(variant, { listener, admin, portcullis: grpcPort, upstream: tool.port }, opts.envoyRuntime, channel));
       const log = join(dir, `envoy-${variant}.log`);
       const baseId = (process.pid % 10_000) * 100 + (baseIdCounter++ % 100);
       // Envoy's stdout is its per-request access log: discarded, so the disk is not part of the

@@ -10,7 +10,10 @@ import { finishExchange } from './finish.js';
 import { phaseTimer } from './metrics.js';
 import type { ProcessingRequest, ProcessingResponse } from './proto.js';
 
-type Stream = ServerDuplexStream<ProcessingRequest, ProcessingResponse>;
+type Stream = ServerDuplexStream<ProcessingRequest | Buffer, ProcessingResponse>;
+
+/** Decodes one ProcessingRequest from its wire bytes (throws on undecodable input). */
+export type RequestDecoder = (bytes: Buffer) => unknown;
 
 /** Position of each phase in an exchange: Envoy sends them in this order, bodies possibly in chunks. */
 const PHASE_ORDER: Readonly<Record<NonNullable<ProcessingRequest['request']>, number>> = {
@@ -91,7 +94,14 @@ function downstreamStarted(ex: Exchange, phase: ProcessingRequest['request']): b
  * error response; after, the stream is failed so Envoy resets the downstream (fail closed).
  */
 export class ExtprocService {
-  constructor(private deps: ExtprocDeps) {}
+  /**
+   * @param decode decoder for streams that deliver wire bytes (the gRPC binding decodes here, see
+   *   `withRawRequests`); streams that deliver decoded messages need none.
+   */
+  constructor(
+    private deps: ExtprocDeps,
+    private readonly decode: RequestDecoder | null = null,
+  ) {}
 
   /** Replaces compiled dependencies (config reload); streams in flight keep their snapshot. */
   swap(deps: ExtprocDeps): void {
@@ -130,9 +140,10 @@ export class ExtprocService {
       }
     };
 
-    call.on('data', (msg: ProcessingRequest) => {
+    call.on('data', (input: ProcessingRequest | Buffer) => {
       if (closed) return;
       try {
+        const msg = this.message(input);
         this.onMessage(deps, ex, msg, call, finish, fail, () => (closed = true));
       } catch (err) {
         // Nothing an input does may end the process: this stream fails, closed; others go on.
@@ -157,6 +168,17 @@ export class ExtprocService {
       finish();
     });
   };
+
+  /** A decoded message; undecodable bytes become a message no phase accepts (a protocol error, fail closed). */
+  private message(input: ProcessingRequest | Buffer): ProcessingRequest {
+    if (!Buffer.isBuffer(input)) return input;
+    if (!this.decode) throw new GatewayError('internal', 'ext_proc received bytes without a decoder', { rule: 'extproc.protocol' });
+    try {
+      return this.decode(input) as ProcessingRequest;
+    } catch {
+      return {};
+    }
+  }
 
   /** Handles one message: dispatch, reply, and on failure an error response or a failed stream. */
   private onMessage(

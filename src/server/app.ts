@@ -28,7 +28,7 @@ import { compileFilters, type ExtprocDeps } from '../extproc/deps.js';
 import { DlpAlerter } from '../extproc/alerts.js';
 import type { CheckOutcome } from '../authz/check.js';
 import { auditDecision, auditIdentity } from '../authz/audit.js';
-import { authorizationService, externalProcessorService } from './protos.js';
+import { authorizationService, externalProcessorService, withRawRequests } from './protos.js';
 import { startGrpcServer, INTERNAL, type GrpcServer } from './grpc.js';
 import { startAdminServer, type ReloadResult } from './admin.js';
 import { grpcChannel, isLoopback } from '../config/server.js';
@@ -48,6 +48,12 @@ interface Built {
   secrets: SecretStore;
   /** Signs the decision Check hands to ext_proc (and verifies it there). */
   handoff: HandoffKey;
+}
+
+/** The server settings bound at start (ports, addresses, channel): a reload cannot change them. */
+function listenerSettings(config: GatewayConfig): string {
+  const { grpc_address, grpc_port, grpc_tls, grpc_socket_mode, grpc_plaintext, admin_address, admin_port } = config.server;
+  return JSON.stringify([grpc_address, grpc_port, grpc_tls ?? null, grpc_socket_mode, grpc_plaintext, admin_address, admin_port]);
 }
 
 /** A token no client can present (a configured admin token that cannot be read denies everything). */
@@ -181,7 +187,8 @@ export async function serve(configPath: string): Promise<App> {
   const limiter = new RateLimiter();
   let built = await buildDeps(config, policy, limiter);
   const authorizer = new Authorizer(built.deps);
-  const extproc = new ExtprocService(built.extproc);
+  const processBinding = withRawRequests(externalProcessorService(), 'Process');
+  const extproc = new ExtprocService(built.extproc, processBinding.decode);
   let draining = false;
   let lastReloadError: string | null = null;
 
@@ -205,7 +212,7 @@ export async function serve(configPath: string): Promise<App> {
 
   const grpc: GrpcServer = await startGrpcServer(grpcChannel(config.server, config.base_dir), [
     { definition: authorizationService(), impl: { Check: check } },
-    { definition: externalProcessorService(), impl: { Process: extproc.process } },
+    { definition: processBinding.definition, impl: { Process: extproc.process } },
   ]);
 
   const isReady = (): boolean => !draining && policy.status().ready;
@@ -218,6 +225,9 @@ export async function serve(configPath: string): Promise<App> {
     try {
       const next = loadConfig(configPath);
       const current = authorizer.current.config;
+      if (listenerSettings(next) !== listenerSettings(config)) {
+        log.warn({ config: configPath }, 'server ports, addresses or the gRPC channel changed: they apply at the next restart; the rest applies now');
+      }
       const nextPolicy = samePolicy(current, next) ? policy : await openPolicy(next, true);
       let nextBuilt: Built;
       try {

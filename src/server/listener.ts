@@ -1,6 +1,7 @@
-import { chmodSync, lstatSync, readFileSync, unlinkSync, unwatchFile, watchFile } from 'node:fs';
+import { chmodSync, lstatSync, readFileSync, statSync, unlinkSync, unwatchFile, watchFile } from 'node:fs';
+import { dirname } from 'node:path';
 import { connect, createServer as createNetServer, type Server as NetServer, type Socket } from 'node:net';
-import { createServer as createTlsServer, type Server as TlsServer, type TLSSocket } from 'node:tls';
+import { createSecureContext, createServer as createTlsServer, type Server as TlsServer, type TLSSocket } from 'node:tls';
 import type { Duplex } from 'node:stream';
 import { Counter } from 'prom-client';
 import type { GrpcChannel } from '../config/server.js';
@@ -172,6 +173,29 @@ async function listenPlaintext(channel: Extract<GrpcChannel, { kind: 'plaintext'
   const port = await listenTcp(server, channel.host, channel.port);
   log.warn({ address: `${channel.host}:${port}` }, 'gRPC port is plaintext (loopback only): any local process can call it');
   return { address: `${channel.host}:${port}`, port, close: () => closeServer(server) };
+}
+
+/**
+ * What would keep the channel from starting, without binding anything (for `portcullis check`):
+ * unreadable TLS files, a key that does not match its certificate, a socket folder that is missing.
+ */
+export function channelProblems(channel: GrpcChannel): string[] {
+  if (channel.kind === 'mtls') {
+    try {
+      createSecureContext(secureContextOptions(channel));
+      return [];
+    } catch (err) {
+      return [`$.server.grpc_tls: ${(err as Error).message}`];
+    }
+  }
+  if (channel.kind === 'unix') {
+    try {
+      if (!statSync(dirname(channel.path)).isDirectory()) return [`$.server.grpc_address: ${dirname(channel.path)} is not a directory`];
+    } catch {
+      return [`$.server.grpc_address: the socket's folder ${dirname(channel.path)} does not exist`];
+    }
+  }
+  return [];
 }
 
 /** Binds the gRPC port for a channel; `accept` receives every connection allowed in. */

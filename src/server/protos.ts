@@ -53,3 +53,19 @@ export function authorizationService(): ServiceDefinition {
 export function externalProcessorService(): ServiceDefinition {
   return service(['envoy', 'service', 'ext_proc', 'v3', 'ExternalProcessor']);
 }
+
+/**
+ * A copy of a service definition whose `method` hands the handler the request bytes as received,
+ * with the decoder to apply to them. grpc-js answers an undecodable stream message with a status
+ * of its own, racing the handler's replies on the same stream (a reply written after it left the
+ * stream without a status); decoding in the handler keeps every reply and the final status in
+ * one place and in order.
+ */
+export function withRawRequests(def: ServiceDefinition, method: string): { definition: ServiceDefinition; decode: (bytes: Buffer) => unknown } {
+  const m = def[method];
+  if (!m) throw new Error(`proto method ${method} not found`);
+  return {
+    definition: { ...def, [method]: { ...m, requestDeserialize: (bytes: Buffer) => bytes } },
+    decode: (bytes: Buffer) => m.requestDeserialize(bytes),
+  };
+}

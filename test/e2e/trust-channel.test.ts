@@ -2,9 +2,12 @@ import { spawnSync } from 'node:child_process';
 import { chmodSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { makeGenericClientConstructor, type ServiceError } from '@grpc/grpc-js';
+import { HandoffKey, handoffStruct, sealHandoff } from '../../src/authz/handoff.js';
 import { makeCa, makeLeaf } from '../../src/demo/pki.js';
+import { externalProcessorService } from '../../src/server/protos.js';
 import { readAuditFile, startStack, type Stack } from '../helpers/index.js';
-import { checkOnce, processClient, processOn, type CheckResult } from '../helpers/grpc.js';
+import { checkOnce, clientTarget, processClient, processOn, type CheckResult } from '../helpers/grpc.js';
 import { call, eventually, secretValue, token } from './authz-support.js';
 
 /**
@@ -15,6 +18,7 @@ import { call, eventually, secretValue, token } from './authz-support.js';
  */
 
 const WEATHER_PATH = '/tools/weather/forecast?city=Oslo';
+const PROCESS = '/envoy.service.ext_proc.v3.ExternalProcessor/Process';
 
 /** A CheckRequest as Envoy would send it for a weather call carrying only the agent's JWT. */
 function weatherCheck(jwt: string): unknown {
@@ -159,6 +163,41 @@ describe('mTLS channel (pinned client SAN)', () => {
       expect((forgedRecords[1]!.decision as { rule: string }).rule).toBe('handoff.unsigned');
       // Nothing in the file claims the forged principal.
       expect(readAuditFile(auditFile).some((x) => x.agent_id === 'admin-agent' || x.user_id === 'root')).toBe(false);
+    });
+
+    it('an undecodable message in the middle of a stream still ends that stream with a status, after its replies', async () => {
+      const key = new HandoffKey(() => secretValue(stack, 'secrets/handoff-key'));
+      const meta = {
+        request_id: null, traceparent: null, method: 'GET', path: '/tools/weather/x', tool: 'weather', agent: 'reporter', agent_version: null, user: 'bob', tenant: 'acme',
+        auth_methods: ['jwt'], allowed: true, dry_run: false, rule: null, reason: null, policy_version: null, mcp_method: null, mcp_tool: null, authz_ms: 1, body_sha256: null,
+      };
+      const encode = externalProcessorService().Process!.requestSerialize as (m: unknown) => Buffer;
+      const md = { filterMetadata: { 'envoy.filters.http.ext_authz': handoffStruct(sealHandoff(meta, key)) } };
+      const trailers = { headers: Array.from({ length: 200 }, (_, i) => ({ key: `k${i}`, value: 'x'.repeat(10_000) })) };
+      const messages = [
+        encode({ responseHeaders: { headers: { headers: [{ key: ':status', value: '200' }] } }, metadataContext: md }),
+        encode({ responseTrailers: { trailers } }),
+        encode({ metadataContext: md }),
+        Buffer.from([0x0a, 0xff, 0xff, 0xff, 0x0f, 1, 2]),
+      ];
+      const { target, creds } = clientTarget(stack.channel, stack.grpcPort, 'envoy');
+      const client = new (makeGenericClientConstructor({}, 'Raw'))(target, creds, { 'grpc.max_send_message_length': 64 << 20 });
+      try {
+        for (let round = 0; round < 10; round++) {
+          const code = await new Promise<number>((resolve) => {
+            const c = client.makeBidiStreamRequest(PROCESS, (b: Buffer) => b, (b: Buffer) => b, { deadline: new Date(Date.now() + 4_000) });
+            c.on('data', () => undefined);
+            c.on('error', (e: ServiceError) => resolve(e.code));
+            c.on('status', (st: { code: number }) => resolve(st.code));
+            for (const m of messages) c.write(m);
+            c.end();
+          });
+          // OK (the stream was answered with an immediate response and ended), never a deadline.
+          expect(code, `round ${round}`).not.toBe(4);
+        }
+      } finally {
+        client.close();
+      }
     });
 
     it('200 empty streams add no audit record', async () => {

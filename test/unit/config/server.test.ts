@@ -4,6 +4,8 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { ConfigError, loadConfig, parseConfig } from '../../../src/config/load.js';
 import { grpcChannel, isLoopback } from '../../../src/config/server.js';
+import { channelProblems } from '../../../src/server/listener.js';
+import { makeCa, makeLeaf } from '../../../src/demo/pki.js';
 
 /** The server section: which gRPC channels a config may ask for, and the admin port's rules. */
 
@@ -83,5 +85,17 @@ describe('server section', () => {
   it('knows loopback addresses', () => {
     expect(['127.0.0.1', '127.1.2.3', '::1', '[::1]'].every(isLoopback)).toBe(true);
     expect(['0.0.0.0', '::', 'localhost', '10.0.0.1', '128.0.0.1'].some(isLoopback)).toBe(false);
+  });
+
+  it('portcullis check finds TLS files that cannot serve: a key of another certificate, a missing file, no socket folder', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'pc-channel-'));
+    const ca = await makeCa(dir, 'ca');
+    const server = await makeLeaf(dir, 'server', ca, 'serverAuth', 'DNS:localhost');
+    const other = await makeLeaf(dir, 'other', ca, 'clientAuth', 'URI:spiffe://x/envoy');
+    const mtls = { kind: 'mtls' as const, host: '127.0.0.1', port: 0, ca: ca.cert, cert: server.cert, key: server.key, clientSans: ['spiffe://x/envoy'] };
+    expect(channelProblems(mtls)).toEqual([]);
+    expect(channelProblems({ ...mtls, key: other.key })[0]).toMatch(/^\$\.server\.grpc_tls: .*key values mismatch/);
+    expect(channelProblems({ ...mtls, ca: join(dir, 'missing.crt') })[0]).toMatch(/ENOENT/);
+    expect(channelProblems({ kind: 'unix', path: join(dir, 'nope', 'g.sock'), mode: 0o600 })[0]).toContain('does not exist');
   });
 });

@@ -143,4 +143,24 @@ describe('prepareDemo', () => {
     expect(Object.keys(p.env)).toEqual(['DOCS_TOKEN']);
     for (const s of ['ticket.json', 'search_docs.json', 'delete_doc.json']) expect(existsSync(join(dir, 'schemas', s))).toBe(true);
   });
+
+  it('switches the shipped demo to a unix socket or to loopback plaintext when asked, and the result loads', async () => {
+    const { loadConfig } = await import('../../../src/config/load.js');
+    const { grpcChannel } = await import('../../../src/config/server.js');
+    const bundle = join(tempDir(), 'b.tar.gz');
+    writeFileSync(bundle, 'x');
+    const source = fileURLToPath(new URL('../../../scripts/demo/portcullis.yaml', import.meta.url));
+    const dir = tempDir();
+    const unix = await prepareDemo({ dir, sourceConfig: source, policyBundle: bundle, server: { channel: 'unix', address: '127.0.0.1' }, generateKey: fakeKeys });
+    expect(unix.channel).toEqual({ kind: 'unix', socketPath: join(dir, 'grpc.sock') });
+    const cfg = loadConfig(unix.configPath);
+    expect(cfg.server.grpc_tls).toBeUndefined();
+    expect(grpcChannel(cfg.server, cfg.base_dir)).toEqual({ kind: 'unix', path: join(dir, 'grpc.sock'), mode: 0o600 });
+    const plain = await prepareDemo({ dir: tempDir(), sourceConfig: source, policyBundle: bundle, server: { channel: 'plaintext', address: '127.0.0.1' }, generateKey: fakeKeys });
+    expect(plain.channel).toEqual({ kind: 'plaintext' });
+    expect(grpcChannel(loadConfig(plain.configPath).server, '/')).toMatchObject({ kind: 'plaintext', host: '127.0.0.1' });
+    // Plaintext on a routable address is refused when the prepared config is loaded.
+    const open = await prepareDemo({ dir: tempDir(), sourceConfig: source, policyBundle: bundle, server: { channel: 'plaintext', address: '0.0.0.0' }, generateKey: fakeKeys });
+    expect(() => loadConfig(open.configPath)).toThrow(/plaintext gRPC is only allowed on a loopback address/);
+  });
 });
