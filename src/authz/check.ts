@@ -10,7 +10,9 @@ import { bodyTruncated, buildPolicyInput, parsedForm } from '../policy/input.js'
 import { jsonRpcFromValue, type JsonRpcBody, type McpCall } from '../inspect/mcp.js';
 import { parseStrictJson } from '../inspect/strictJson.js';
 import { isJsonTool, readRequestBody, requireJsonContentType, truncatedRequestBody } from '../inspect/requestBody.js';
-import { checkRouteBinding, isMutating, toolView, type ToolLookup, type ToolRegistry } from '../tools/registry.js';
+import { scanOutsideBody } from '../inspect/exfiltration.js';
+import type { Scanner } from '../dlp/index.js';
+import { checkRouteBinding, checkRouteBody, isMutating, toolView, type ToolLookup, type ToolRegistry } from '../tools/registry.js';
 import type { CredentialInjector, HeaderValue } from '../credentials/inject.js';
 import type { RateLimiter } from '../limits/tokenBucket.js';
 import type { ProtoCheckRequest } from './request.js';
@@ -84,6 +86,8 @@ export interface AuthzDeps {
   readonly policy: PolicyEngine;
   readonly credentials: CredentialInjector;
   readonly limiter: RateLimiter;
+  /** DLP scanner (compiled at load) for what leaves besides the body: URL and headers. */
+  readonly scanner: Scanner;
 }
 
 interface Ctx {
@@ -177,11 +181,13 @@ export class Authorizer {
       await this.authenticate(deps, ctx, lookup.tool);
       if (lookup.error) throw lookup.error;
       checkRouteBinding(lookup.tool, ctx.req.attributes?.contextExtensions);
+      checkRouteBody(ctx.req.attributes?.contextExtensions, ctx.headers, ctx.rawBody?.length ?? 0);
       if (hasMethodOverrideParam(ctx.path)) {
         throw new GatewayError('invalid_request', `the "${METHOD_OVERRIDE_PARAM}" query parameter is not accepted: send the HTTP method itself`, { rule: 'request.method_override' });
       }
       this.inspectBody(deps, ctx);
       this.authorize(deps, ctx);
+      this.exfiltration(deps, ctx, hygiene);
       this.limit(deps, ctx);
       const outcome = this.allow(deps, ctx, hygiene);
       recordDecision(outcome.metadata.dry_run ? 'dry_run_allow' : 'allow', 'none', ctx.tool?.name ?? null, outcome.metadata.rule);
@@ -349,6 +355,34 @@ export class Authorizer {
           ctx.decision = { ...decision, allowed: true };
           return;
         }
+      }
+    } finally {
+      t();
+    }
+  }
+
+  /**
+   * Exfiltration DLP on the URL and the headers that reach an external tool (ext_proc covers
+   * the body). A finding that would be redacted or blocked denies: a URL or header cannot be
+   * rewritten reliably, and some routes skip ext_proc's request phase entirely.
+   */
+  private exfiltration(deps: AuthzDeps, ctx: Ctx, hygiene: HeaderHygiene): void {
+    const tool = ctx.tool as ToolConfig;
+    if (!tool.external || !tool.request.dlp) return;
+    const t = stageTimer('dlp');
+    try {
+      const replaced = new Set(tool.credentials.map((c) => c.header));
+      const findings = scanOutsideBody(deps.scanner, {
+        path: ctx.path,
+        headers: ctx.headers,
+        skipHeader: (name) => hygiene.strips(name) || replaced.has(name) || name.startsWith(GATEWAY_HEADER_PREFIX),
+      });
+      const refused = findings.filter((f) => f.action === 'redact' || f.action === 'block');
+      if (refused.length > 0) {
+        throw new GatewayError('blocked_content', `the request URL or headers carry data that must not be sent to external tool "${tool.name}"`, {
+          rule: 'dlp.request',
+          details: { rules: [...new Set(refused.map((f) => f.rule))] },
+        });
       }
     } finally {
       t();

@@ -82,7 +82,7 @@ export async function buildDeps(config: GatewayConfig, policy: PolicyEngine, lim
     for (const p of credentials.problems()) log.warn(p, 'upstream credential not available; calls to this tool will be denied until it is');
     audit = await AuditLogger.fromConfig(config.audit, config.base_dir);
     return {
-      deps: { config, tools, identity, policy, credentials, limiter },
+      deps: { config, tools, identity, policy, credentials, limiter, scanner },
       extproc: {
         config,
         tools,

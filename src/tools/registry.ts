@@ -87,6 +87,23 @@ export function checkRouteBinding(tool: ToolConfig, contextExtensions: Readonly<
   });
 }
 
+/** Context extension of a route that skips ext_proc's request phase: `none` means it takes no body. */
+export const ROUTE_BODY_EXTENSION = 'route_request_body';
+
+/**
+ * Complete mediation on routes that skip ext_proc's request phase (`route_request_body: none`):
+ * nothing there would inspect a body, so a request carrying one (bytes, a non-zero
+ * content-length, or chunked framing) is refused instead of forwarded uninspected.
+ */
+export function checkRouteBody(contextExtensions: Readonly<Record<string, string>> | undefined, headers: Readonly<Record<string, string>>, bodyBytes: number): void {
+  if (contextExtensions?.[ROUTE_BODY_EXTENSION] !== 'none') return;
+  const length = headers['content-length'];
+  const framed = (length !== undefined && length.trim() !== '0') || headers['transfer-encoding'] !== undefined;
+  if (bodyBytes > 0 || framed) {
+    throw new GatewayError('invalid_request', 'this route takes no request body', { rule: 'request.unexpected_body' });
+  }
+}
+
 /**
  * Whether a call changes state: the tool's explicit setting wins, then the MCP tools being
  * called, then the HTTP method.

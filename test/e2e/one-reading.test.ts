@@ -36,7 +36,9 @@ function send(stack: Stack, path: string, opts: SendOptions = {}): Promise<Reply
   const body = opts.body === undefined ? undefined : Buffer.isBuffer(opts.body) ? opts.body : Buffer.from(opts.body, 'utf8');
   if (body !== undefined) {
     headers['content-type'] = 'application/json';
-    if (!opts.chunked) headers['content-length'] = String(body.length);
+    // Explicit, since Node does not chunk a GET body by default.
+    if (opts.chunked) headers['transfer-encoding'] = 'chunked';
+    else headers['content-length'] = String(body.length);
   }
   for (const [k, v] of Object.entries(opts.headers ?? {})) {
     if (v === null) delete headers[k];
@@ -491,5 +493,96 @@ describe('headers the tool should not get', () => {
       expect(errorOf(r)).toMatchObject({ type: 'invalid_request', rule: 'request.method_override' });
       expect(reached(stack, mark)).toBe(false);
     }
+  });
+});
+
+const AWS_KEY = 'AKIAIOSFODNN7EXAMPLF';
+const GITHUB_TOKEN = `ghp_${'a1B2c3D4e5F6g7H8i9J0k1L2m3N4o5P6q7R8'}`;
+
+/** One HTTP/2 (prior knowledge) request; Envoy's listener speaks both codecs. */
+async function sendH2(stack: Stack, path: string, opts: { method: string; bearer: string; body?: string }): Promise<{ status: number; text: string }> {
+  const { connect } = await import('node:http2');
+  const client = connect(stack.envoyUrl);
+  try {
+    return await new Promise((resolve, reject) => {
+      client.on('error', reject);
+      const req = client.request({ ':method': opts.method, ':path': path, authorization: `Bearer ${opts.bearer}` }, { endStream: opts.body === undefined });
+      let status = 0;
+      const chunks: Buffer[] = [];
+      req.on('response', (h) => (status = Number(h[':status'])));
+      req.on('data', (c: Buffer) => chunks.push(c));
+      req.on('end', () => resolve({ status, text: Buffer.concat(chunks).toString('utf8') }));
+      req.on('error', reject);
+      req.setTimeout(15_000, () => req.close());
+      if (opts.body !== undefined) req.end(opts.body);
+    });
+  } finally {
+    client.close();
+  }
+}
+
+describe('complete mediation: nothing leaves for an external tool uninspected', () => {
+  let stack: Stack;
+  let support: string;
+
+  beforeAll(async () => {
+    stack = await startStack();
+    support = await token(stack);
+  }, 60_000);
+  afterAll(async () => {
+    await stack?.stop();
+  });
+
+  const leaked = (): boolean => stack.tool.received.some((r) => JSON.stringify(r).includes(AWS_KEY) || JSON.stringify(r).includes(GITHUB_TOKEN));
+
+  it('a GET with a body and content-length takes the inspected route: the key is redacted before the external tool', async () => {
+    const mark = marker();
+    const r = await send(stack, `/tools/weather/forecast?city=Oslo&m=${mark}`, { method: 'GET', bearer: support, body: `notes ${AWS_KEY}`, headers: { 'content-type': 'text/plain' } });
+    expect(r.status, r.text).toBe(200);
+    expect(stack.tool.received.find((q) => q.path.includes(mark))!.body).toBe('notes [REDACTED:aws.access_key_id]');
+    expect(leaked()).toBe(false);
+  });
+
+  it('a chunked GET body (framing Envoy does not show the route) is refused on the route without a request phase', async () => {
+    const mark = marker();
+    const r = await send(stack, `/tools/weather/forecast?city=Oslo&m=${mark}`, { method: 'GET', bearer: support, body: `notes ${AWS_KEY}`, chunked: true, headers: { 'content-type': 'text/plain' } });
+    expect(r.status, r.text).toBe(400);
+    expect(errorOf(r)).toMatchObject({ type: 'invalid_request', rule: 'request.unexpected_body' });
+    expect(reached(stack, mark)).toBe(false);
+    expect(leaked()).toBe(false);
+  });
+
+  it('an HTTP/2 GET with a body but no content-length, on the route without a request phase, is 400', async () => {
+    const mark = marker();
+    const r = await sendH2(stack, `/tools/weather/forecast?city=Oslo&m=${mark}`, { method: 'GET', bearer: support, body: `notes ${AWS_KEY}` });
+    expect(r.status, r.text).toBe(400);
+    expect(JSON.parse(r.text)).toMatchObject({ error: { type: 'invalid_request', rule: 'request.unexpected_body' } });
+    expect(reached(stack, mark)).toBe(false);
+    expect(leaked()).toBe(false);
+  });
+
+  it('a secret in a query value is refused (403 blocked_content), never sent', async () => {
+    for (const q of [`note=${AWS_KEY}`, `note=${encodeURIComponent(`key: ${AWS_KEY}`)}`, `n%6Fte=${AWS_KEY.slice(0, 4)}%${AWS_KEY.charCodeAt(4).toString(16)}${AWS_KEY.slice(5)}`]) {
+      const r = await send(stack, `/tools/weather/forecast?city=Oslo&${q}`, { bearer: support });
+      expect(r.status, `${q}: ${r.text}`).toBe(403);
+      expect(errorOf(r)).toMatchObject({ type: 'blocked_content', rule: 'dlp.request' });
+    }
+    expect(leaked()).toBe(false);
+  });
+
+  it('a secret in a path segment or a non-credential header is refused, never sent', async () => {
+    const inPath = await send(stack, `/tools/weather/forecast/${AWS_KEY}?city=Oslo`, { bearer: support });
+    expect(inPath.status, inPath.text).toBe(403);
+    const inHeader = await send(stack, '/tools/weather/forecast?city=Oslo', { bearer: support, headers: { 'x-note': GITHUB_TOKEN } });
+    expect(inHeader.status, inHeader.text).toBe(403);
+    expect(errorOf(inHeader)).toMatchObject({ type: 'blocked_content', rule: 'dlp.request' });
+    expect(leaked()).toBe(false);
+  });
+
+  it('clean reads still pass, and internal tools are not subject to exfiltration DLP', async () => {
+    const clean = await send(stack, '/tools/weather/forecast?city=Oslo&note=hello', { bearer: support, headers: { 'x-note': 'nothing secret' } });
+    expect(clean.status, clean.text).toBe(200);
+    const internal = await send(stack, `/tools/tickets/tenants/acme/tickets?note=${AWS_KEY}`, { bearer: support });
+    expect(internal.status, internal.text).toBe(200);
   });
 });
