@@ -7,7 +7,7 @@ import type { IdentityVerifier } from '../identity/index.js';
 import type { PolicyEngine } from '../policy/engine.js';
 import type { Decision } from '../policy/result.js';
 import { bodyTruncated, buildPolicyInput, parsedForm } from '../policy/input.js';
-import { jsonRpcFromValue, type JsonRpcBody, type McpCall } from '../inspect/mcp.js';
+import { checkBatchSize, jsonRpcFromValue, type JsonRpcBody, type McpCall } from '../inspect/mcp.js';
 import { parseStrictJson } from '../inspect/strictJson.js';
 import { isJsonTool, readRequestBody, requireJsonContentType, truncatedRequestBody } from '../inspect/requestBody.js';
 import { scanOutsideBody } from '../inspect/exfiltration.js';
@@ -103,6 +103,8 @@ interface Ctx {
   parsedBody: unknown;
   /** SHA-256 (hex) of a JSON tool's body the decision was made on. */
   bodySha256: string | null;
+  /** The message of each call of a JSON-RPC batch (same order as `mcp`); null for one message. */
+  batchMessages: readonly unknown[] | null;
   readonly truncated: boolean;
   readonly started: bigint;
   tool: ToolConfig | null;
@@ -225,6 +227,7 @@ export class Authorizer {
       bodyText: null,
       parsedBody: null,
       bodySha256: null,
+      batchMessages: null,
       truncated: bodyTruncated(headers, rawBody?.length ?? 0, deps.config.inspect.check_body_bytes),
       started: process.hrtime.bigint(),
       tool: null,
@@ -290,7 +293,11 @@ export class Authorizer {
     ctx.bodyText = body.text;
     ctx.parsedBody = body.json ? body.value : ctx.truncated ? null : parsedForm(contentType, body.text);
     const rpc = body.rpc;
-    if (rpc) noteJsonRpc(ctx, rpc);
+    if (rpc) {
+      noteJsonRpc(ctx, rpc);
+      checkBatchSize(rpc, deps.config.inspect.max_batch_calls);
+      if (rpc.batch) ctx.batchMessages = rpc.messages;
+    }
     if (tool.mcp && !ctx.truncated && !rpc) {
       throw new GatewayError('invalid_request', `tool "${tool.name}" is an MCP server and expects a JSON-RPC 2.0 body`, { rule: 'inspect.jsonrpc' });
     }
@@ -329,17 +336,28 @@ export class Authorizer {
     try {
       const calls: (McpCall | null)[] = ctx.mcp.length > 0 ? ctx.mcp : [null];
       ctx.dryRun = deps.config.policy.dry_run || tool.dry_run;
+      const budgetNs = BigInt(deps.config.inspect.policy_budget_ms) * 1_000_000n;
+      const started = process.hrtime.bigint();
       // A batch is allowed only if every call in it is; the first denial is reported.
-      for (const call of calls) {
+      for (let i = 0; i < calls.length; i++) {
+        const call = calls[i] ?? null;
+        if (i > 0 && process.hrtime.bigint() - started > budgetNs) {
+          throw new GatewayError('payload_too_large', `authorizing this batch took longer than the ${deps.config.inspect.policy_budget_ms} ms one request may use; send fewer calls per request`, {
+            rule: 'authz.budget',
+          });
+        }
         const mcpTools = call?.tool ? [call.tool] : [];
         const view = toolView(tool, isMutating(tool, ctx.method, mcpTools));
+        // Each call of a batch is judged on its own message, not on the whole batch: the input
+        // stays small and the same call reads the same wherever it sits in a batch.
+        const message = ctx.batchMessages?.[i];
         const input = buildPolicyInput(ctx.req, {
           identity: ctx.principal,
           tool: view,
           mcp: call,
-          body: ctx.bodyText,
-          parsedBody: ctx.parsedBody,
-          truncated: ctx.truncated,
+          body: message === undefined ? ctx.bodyText : JSON.stringify(message),
+          parsedBody: message === undefined ? ctx.parsedBody : message,
+          truncated: message === undefined ? ctx.truncated : false,
         });
         const decision = deps.policy.evaluate(input);
         ctx.decision = decision;

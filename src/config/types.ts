@@ -194,6 +194,16 @@ export interface InspectConfig {
    * the Check sees cut is refused (413) for such a tool.
    */
   readonly check_body_bytes: number;
+  /**
+   * Most elements a JSON-RPC batch may hold (default 16). A larger batch is refused whole, with a
+   * JSON-RPC error for each id, before any policy runs.
+   */
+  readonly max_batch_calls: number;
+  /**
+   * Policy evaluation time one request may use (default 50 ms): a batch whose calls together
+   * take longer is refused, so one agent cannot hold the evaluator from the others.
+   */
+  readonly policy_budget_ms: number;
   /** Header name prefixes removed from every upstream request, besides the built-in ones. */
   readonly strip_header_prefixes: readonly string[];
   /**

@@ -586,3 +586,75 @@ describe('complete mediation: nothing leaves for an external tool uninspected', 
     expect(internal.status, internal.text).toBe(200);
   });
 });
+
+/** A batch of `n` search_docs calls with ids `${prefix}-0` ... */
+function searchBatch(prefix: string, n: number, extra: Record<string, unknown>[] = []): string {
+  const calls = Array.from({ length: n }, (_, i) => ({ jsonrpc: '2.0', id: `${prefix}-${i}`, method: 'tools/call', params: { name: 'search_docs', arguments: { query: 'q', tenant: 'acme' } } }));
+  return JSON.stringify([...calls, ...extra]);
+}
+
+describe('JSON-RPC batches: bounded, each call judged on its own', () => {
+  let stack: Stack;
+  let support: string;
+  let viewer: string;
+
+  beforeAll(async () => {
+    stack = await startStack();
+    support = await token(stack);
+    viewer = await token(stack, { agent: 'reporter', user: 'victor', roles: ['viewer'] });
+  }, 60_000);
+  afterAll(async () => {
+    await stack?.stop();
+  });
+
+  it('a 529-call batch is refused at once with a JSON-RPC error for every id, never forwarded', async () => {
+    const calls = Array.from({ length: 529 }, (_, i) => ({ jsonrpc: '2.0', id: i, method: 'tools/call', params: { name: 'search_docs', arguments: { query: 'q', tenant: 'acme' } } }));
+    const body = JSON.stringify(calls);
+    expect(body.length).toBeLessThan(65_536);
+    const before = stack.tool.received.filter((q) => q.path.startsWith('/mcp')).length;
+    const t0 = Date.now();
+    const r = await send(stack, '/tools/docs/', { bearer: support, body });
+    const ms = Date.now() - t0;
+    expect(r.status, r.text.slice(0, 300)).toBe(413);
+    const answers = r.json as { id: number; error: { code: number; data: { type: string; rule: string } } }[];
+    expect(answers.map((a) => a.id)).toEqual(calls.map((c) => c.id));
+    expect(answers.every((a) => a.error.code === -32600 && a.error.data.type === 'payload_too_large' && a.error.data.rule === 'inspect.batch_size')).toBe(true);
+    expect(stack.tool.received.filter((q) => q.path.startsWith('/mcp')).length).toBe(before);
+    expect(ms).toBeLessThan(900);
+  });
+
+  it('other agents keep being served while large batches arrive', async () => {
+    const reporter = await token(stack, { agent: 'reporter', user: 'rita', roles: ['support'] });
+    const batch = JSON.stringify(Array.from({ length: 529 }, (_, i) => ({ jsonrpc: '2.0', id: i, method: 'tools/call', params: { name: 'search_docs', arguments: { query: 'q', tenant: 'acme' } } })));
+    const batches = Array.from({ length: 4 }, () => send(stack, '/tools/docs/', { bearer: support, body: batch }));
+    const reads = Array.from({ length: 20 }, (_, i) => send(stack, `/tools/weather/forecast?city=c${i}`, { bearer: reporter }));
+    const [b, w] = await Promise.all([Promise.all(batches), Promise.all(reads)]);
+    expect(b.map((x) => x.status)).toEqual([413, 413, 413, 413]);
+    expect(w.map((x) => x.status)).toEqual(Array(20).fill(200));
+  });
+
+  it('a batch at the limit is forwarded when every call is allowed', async () => {
+    const prefix = marker();
+    const r = await send(stack, '/tools/docs/', { bearer: support, body: searchBatch(prefix, 16) });
+    expect(r.status, r.text.slice(0, 300)).toBe(200);
+    expect(reached(stack, prefix)).toBe(true);
+  });
+
+  it('a read-only viewer\'s delete_doc inside a batch is still caught, call by call', async () => {
+    const prefix = marker();
+    const del = { jsonrpc: '2.0', id: `${prefix}-del`, method: 'tools/call', params: { name: 'delete_doc', arguments: { doc_id: 'd-1', tenant: 'acme' } } };
+    const r = await send(stack, '/tools/docs/', { bearer: viewer, body: searchBatch(prefix, 15, [del]) });
+    expect(r.status, r.text.slice(0, 300)).toBe(403);
+    const answers = r.json as { id: string; error: { data: { rule: string }; message: string } }[];
+    expect(answers).toHaveLength(16);
+    expect(answers.find((a) => a.id === `${prefix}-del`)!.error.data.rule).toBe('role.read_only');
+    expect(reached(stack, prefix)).toBe(false);
+  });
+
+  it('a batch over the configured limit is refused even when small', async () => {
+    const prefix = marker();
+    const r = await send(stack, '/tools/docs/', { bearer: support, body: searchBatch(prefix, 17) });
+    expect(r.status, r.text.slice(0, 300)).toBe(413);
+    expect(reached(stack, prefix)).toBe(false);
+  });
+});
