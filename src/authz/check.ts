@@ -7,7 +7,7 @@ import type { IdentityVerifier } from '../identity/index.js';
 import type { PolicyEngine } from '../policy/engine.js';
 import type { Decision } from '../policy/result.js';
 import { bodyTruncated, buildPolicyInput, parsedForm } from '../policy/input.js';
-import { checkBatchSize, jsonRpcFromValue, type JsonRpcBody, type McpCall } from '../inspect/mcp.js';
+import { checkBatchSize, firstRpcId, jsonRpcFromValue, type JsonRpcBody, type McpCall } from '../inspect/mcp.js';
 import { parseStrictJson } from '../inspect/strictJson.js';
 import { isJsonTool, readRequestBody, requireJsonContentType, truncatedRequestBody } from '../inspect/requestBody.js';
 import { scanOutsideBody } from '../inspect/exfiltration.js';
@@ -103,6 +103,8 @@ interface Ctx {
   parsedBody: unknown;
   /** SHA-256 (hex) of a JSON tool's body the decision was made on. */
   bodySha256: string | null;
+  /** Identity verification passed (a principal, or none needed). */
+  authenticated: boolean;
   /** The message of each call of a JSON-RPC batch (same order as `mcp`); null for one message. */
   batchMessages: readonly unknown[] | null;
   readonly truncated: boolean;
@@ -134,12 +136,20 @@ function noteJsonRpc(ctx: Ctx, rpc: JsonRpcBody): void {
   if (rpc.batch) ctx.batchIds = rpc.calls.flatMap((c) => (c.id === null || c.id === undefined ? [] : [c.id]));
 }
 
-/** Reads a whole body only to see whether it is JSON-RPC; never throws, never decides anything. */
-function peekJsonRpc(ctx: Ctx): void {
-  if (!ctx.rawBody || ctx.truncated) return;
-  const r = parseStrictJson(ctx.rawBody);
-  const rpc = r.ok ? jsonRpcFromValue(r.value) : null;
+/**
+ * Reads a whole body only to see whether it is JSON-RPC; never throws, never decides anything.
+ * With `mcpTool`, a body that is not readable JSON-RPC is answered as JSON-RPC anyway, with the
+ * id found near its start (or null).
+ */
+function peekJsonRpc(ctx: Ctx, mcpTool: boolean): void {
+  if (!ctx.rawBody) return;
+  const r = ctx.truncated ? null : parseStrictJson(ctx.rawBody);
+  const rpc = r?.ok ? jsonRpcFromValue(r.value) : null;
   if (rpc) noteJsonRpc(ctx, rpc);
+  else if (mcpTool) {
+    ctx.isJsonRpc = true;
+    ctx.rpcId = firstRpcId(ctx.rawBody.toString('utf8'));
+  }
 }
 
 /** Caller identity, method-override and routing headers, configured strips and the credentials identity consumed. */
@@ -196,8 +206,9 @@ export class Authorizer {
       return outcome;
     } catch (err) {
       const error = toGatewayError(err, 'the gateway could not decide');
-      // Denied before the body was read (identity, unknown tool): a JSON-RPC caller still gets a JSON-RPC error.
-      if (!ctx.isJsonRpc && ctx.bodyText === null) peekJsonRpc(ctx);
+      // A JSON-RPC caller gets a JSON-RPC error, also when denied before its body was read, or
+      // (once authenticated) when an MCP tool's body could not be read as JSON-RPC at all.
+      if (!ctx.isJsonRpc) peekJsonRpc(ctx, ctx.authenticated && ctx.tool?.mcp !== undefined);
       if (error.code === 'internal') log.error({ err: (err as Error)?.message, request_id: ctx.requestId }, 'check failed; denying');
       recordDecision('deny', error.code, ctx.tool?.name ?? null, error.rule ?? null);
       return {
@@ -228,6 +239,7 @@ export class Authorizer {
       parsedBody: null,
       bodySha256: null,
       batchMessages: null,
+      authenticated: false,
       truncated: bodyTruncated(headers, rawBody?.length ?? 0, deps.config.inspect.check_body_bytes),
       started: process.hrtime.bigint(),
       tool: null,
@@ -328,6 +340,7 @@ export class Authorizer {
         rule: 'identity.required',
       });
     }
+    ctx.authenticated = true;
   }
 
   private authorize(deps: AuthzDeps, ctx: Ctx): void {

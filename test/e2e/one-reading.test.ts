@@ -197,6 +197,8 @@ describe('one reading of every request', () => {
         const id = marker();
         const r = await send(stack, '/tools/docs/', { bearer: viewer, body: body(id) });
         expect(r.status, r.text).toBe(400);
+        // Refused as ambiguous JSON, not by luck of the schema (last-wins readers saw a valid call).
+        expect(r.json).toMatchObject({ jsonrpc: '2.0', id, error: { data: { type: 'invalid_request', rule: 'inspect.json', details: { problem: 'duplicate_key' } } } });
         expect(reached(stack, id)).toBe(false);
       });
     }
