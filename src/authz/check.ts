@@ -285,12 +285,15 @@ export class Authorizer {
         details: { limit_bytes: tool.request.max_body_bytes },
       });
     }
-    if (!ctx.rawBody) return;
+    // A body is announced (length, chunked framing) even when the Check was not sent its bytes.
+    const announced = (Number.isFinite(declared) && declared > 0) || ctx.headers['transfer-encoding'] !== undefined;
+    if (!ctx.rawBody && !announced) return;
     const contentType = ctx.headers['content-type'];
     requireJsonContentType(tool, contentType);
     if (isJsonTool(tool)) {
-      // Never decide on part of a JSON body: the policy, the schema and the tool read it whole.
-      if (ctx.truncated) {
+      // Never decide on part of a JSON body (or on none of it): the policy, the schema and the
+      // tool read it whole.
+      if (ctx.truncated || !ctx.rawBody) {
         const window = deps.config.inspect.check_body_bytes;
         throw new GatewayError('payload_too_large', `tool "${tool.name}" takes JSON bodies the gateway can read whole before deciding: at most ${window} bytes`, {
           rule: 'inspect.body_window',
@@ -300,6 +303,7 @@ export class Authorizer {
       // ext_proc checks that the body it inspects and forwards is the one decided on here.
       ctx.bodySha256 = createHash('sha256').update(ctx.rawBody).digest('hex');
     }
+    if (!ctx.rawBody) return;
     // A cut body is only ever seen as text: the policy gets parsed_body null and truncated_body true.
     const body = ctx.truncated ? truncatedRequestBody(ctx.rawBody) : readRequestBody(ctx.rawBody, contentType, tool);
     ctx.bodyText = body.text;

@@ -313,6 +313,36 @@ describe('no decision on a truncated body: Envoy forwards less to the Check than
   });
 });
 
+describe('no decision on a truncated body: Envoy sends the Check no body at all', () => {
+  let stack: Stack;
+  let support: string;
+
+  beforeAll(async () => {
+    // A deployment that dropped with_request_body: the Check sees headers only.
+    stack = await startStack({ editEnvoy: (cfg) => delete extAuthzFilter(cfg).with_request_body });
+    support = await token(stack);
+  }, 60_000);
+  afterAll(async () => {
+    await stack?.stop();
+  });
+
+  it('a ticket for another tenant with content-length is 413 at the Check, never created', async () => {
+    const title = marker();
+    const r = await send(stack, TICKETS, { bearer: support, body: JSON.stringify({ title, priority: 'low', tenant: 'globex' }) });
+    expect(r.status, r.text).toBe(413);
+    expect(errorOf(r)).toMatchObject({ type: 'payload_too_large', rule: 'inspect.body_window' });
+    expect(reached(stack, title)).toBe(false);
+  });
+
+  it('a chunked one (no length for the Check to see) is refused by ext_proc: not the body decided on', async () => {
+    const title = marker();
+    const r = await send(stack, TICKETS, { bearer: support, body: JSON.stringify({ title, priority: 'low', tenant: 'globex' }), chunked: true });
+    expect(r.status, r.text).toBe(400);
+    expect(errorOf(r)).toMatchObject({ type: 'invalid_request', rule: 'inspect.body_mismatch' });
+    expect(reached(stack, title)).toBe(false);
+  });
+});
+
 /** The routes of the `tools` virtual host in a parsed envoy.yaml. */
 function routes(cfg: Record<string, unknown>): Record<string, unknown>[] {
   type Node = Record<string, unknown>;
