@@ -192,7 +192,7 @@ export class Authorizer {
       // Nothing that tells which tools exist (404, limits, content types) comes before identity.
       await this.authenticate(deps, ctx, lookup.tool);
       if (lookup.error) throw lookup.error;
-      checkRouteBinding(lookup.tool, ctx.req.attributes?.contextExtensions);
+      checkRouteBinding(lookup.tool, ctx.req.attributes?.contextExtensions, deps.config.inspect.require_route_tool);
       checkRouteBody(ctx.req.attributes?.contextExtensions, ctx.headers, ctx.rawBody?.length ?? 0);
       if (hasMethodOverrideParam(ctx.path)) {
         throw new GatewayError('invalid_request', `the "${METHOD_OVERRIDE_PARAM}" query parameter is not accepted: send the HTTP method itself`, { rule: 'request.method_override' });

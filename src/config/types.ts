@@ -204,6 +204,12 @@ export interface InspectConfig {
    * take longer is refused, so one agent cannot hold the evaluator from the others.
    */
   readonly policy_budget_ms: number;
+  /**
+   * Whether every Check must carry the route's `route_tool` context extension (default true). A
+   * route naming another tool is denied either way; false only tolerates its absence, for
+   * front proxies that cannot send per-route context extensions (e.g. an Istio CUSTOM provider).
+   */
+  readonly require_route_tool: boolean;
   /** Header name prefixes removed from every upstream request, besides the built-in ones. */
   readonly strip_header_prefixes: readonly string[];
   /**

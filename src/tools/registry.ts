@@ -75,12 +75,12 @@ export const ROUTE_TOOL_EXTENSION = 'route_tool';
 /**
  * Route binding: the Envoy route that carries a request names its tool (`route_tool` context
  * extension), and it must be the tool the path resolves to. A route that names another tool, or
- * none, is a mis-edited Envoy config that would send one tool's credentials to another upstream:
- * denied.
+ * none (unless `required` is false), is a mis-edited Envoy config that would send one tool's
+ * credentials to another upstream: denied.
  */
-export function checkRouteBinding(tool: ToolConfig, contextExtensions: Readonly<Record<string, string>> | undefined): void {
+export function checkRouteBinding(tool: ToolConfig, contextExtensions: Readonly<Record<string, string>> | undefined, required = true): void {
   const routed = contextExtensions?.[ROUTE_TOOL_EXTENSION];
-  if (routed === tool.name) return;
+  if (routed === tool.name || (!required && routed === undefined)) return;
   const says = routed === undefined || routed === '' ? 'names no tool' : `is bound to tool "${routed.slice(0, 64)}"`;
   throw new GatewayError('forbidden', `the gateway route for this request ${says}, not "${tool.name}"; the call was denied`, {
     rule: 'tool.route_mismatch',
