@@ -1,4 +1,5 @@
 #!/usr/bin/env node
+import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { resolve } from 'node:path';
 import { ConfigError, loadConfig } from './config/load.js';
@@ -8,7 +9,9 @@ const USAGE = `usage: portcullis <command> [options]
 
 commands:
   serve --config FILE            run the ext_authz/ext_proc gRPC service and the admin HTTP port
-  check --config FILE            validate configuration, policy bundle, keys and secrets; print every problem
+  check --config FILE [--envoy FILE]
+                                 validate configuration, policy bundle, keys and secrets (and that the
+                                 Envoy config's body window and tool routes match); print every problem
   token --config FILE [--agent A] [--user U] [--tenant T] [--roles r1,r2] [--ttl SECONDS] [--key FILE]
                                  mint a JWT for the configured (demo) issuer
   dlp scan [--json] [--config FILE]
@@ -46,7 +49,7 @@ async function cmdServe(argv: string[]): Promise<void> {
 }
 
 async function cmdCheck(argv: string[]): Promise<void> {
-  const { values } = parseArgs({ args: argv, options: { config: { type: 'string', short: 'c' } }, strict: true });
+  const { values } = parseArgs({ args: argv, options: { config: { type: 'string', short: 'c' }, envoy: { type: 'string' } }, strict: true });
   if (!values.config) fail('check needs --config FILE');
   const problems: string[] = [];
   let config;
@@ -58,6 +61,16 @@ async function cmdCheck(argv: string[]): Promise<void> {
       process.exit(1);
     }
     throw err;
+  }
+  if (values.envoy) {
+    const { envoyProblems } = await import('./config/envoyCheck.js');
+    let text = '';
+    try {
+      text = readFileSync(resolve(values.envoy), 'utf8');
+    } catch (err) {
+      problems.push(`envoy: cannot read ${values.envoy} (${(err as NodeJS.ErrnoException).code ?? 'error'})`);
+    }
+    if (text) problems.push(...envoyProblems(config, text));
   }
   const { openPolicy, buildDeps } = await import('./server/app.js');
   const { grpcChannel } = await import('./config/server.js');

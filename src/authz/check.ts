@@ -7,10 +7,12 @@ import type { IdentityVerifier } from '../identity/index.js';
 import type { PolicyEngine } from '../policy/engine.js';
 import type { Decision } from '../policy/result.js';
 import { bodyTruncated, buildPolicyInput, parsedForm } from '../policy/input.js';
-import { jsonRpcFromValue, type JsonRpcBody, type McpCall } from '../inspect/mcp.js';
+import { checkBatchSize, firstRpcId, jsonRpcFromValue, type JsonRpcBody, type McpCall } from '../inspect/mcp.js';
 import { parseStrictJson } from '../inspect/strictJson.js';
 import { isJsonTool, readRequestBody, requireJsonContentType, truncatedRequestBody } from '../inspect/requestBody.js';
-import { checkRouteBinding, isMutating, toolView, type ToolLookup, type ToolRegistry } from '../tools/registry.js';
+import { scanOutsideBody } from '../inspect/exfiltration.js';
+import type { Scanner } from '../dlp/index.js';
+import { checkRouteBinding, checkRouteBody, isMutating, toolView, type ToolLookup, type ToolRegistry } from '../tools/registry.js';
 import type { CredentialInjector, HeaderValue } from '../credentials/inject.js';
 import type { RateLimiter } from '../limits/tokenBucket.js';
 import type { ProtoCheckRequest } from './request.js';
@@ -84,6 +86,8 @@ export interface AuthzDeps {
   readonly policy: PolicyEngine;
   readonly credentials: CredentialInjector;
   readonly limiter: RateLimiter;
+  /** DLP scanner (compiled at load) for what leaves besides the body: URL and headers. */
+  readonly scanner: Scanner;
 }
 
 interface Ctx {
@@ -99,6 +103,10 @@ interface Ctx {
   parsedBody: unknown;
   /** SHA-256 (hex) of a JSON tool's body the decision was made on. */
   bodySha256: string | null;
+  /** Identity verification passed (a principal, or none needed). */
+  authenticated: boolean;
+  /** The message of each call of a JSON-RPC batch (same order as `mcp`); null for one message. */
+  batchMessages: readonly unknown[] | null;
   readonly truncated: boolean;
   readonly started: bigint;
   tool: ToolConfig | null;
@@ -128,12 +136,20 @@ function noteJsonRpc(ctx: Ctx, rpc: JsonRpcBody): void {
   if (rpc.batch) ctx.batchIds = rpc.calls.flatMap((c) => (c.id === null || c.id === undefined ? [] : [c.id]));
 }
 
-/** Reads a whole body only to see whether it is JSON-RPC; never throws, never decides anything. */
-function peekJsonRpc(ctx: Ctx): void {
-  if (!ctx.rawBody || ctx.truncated) return;
-  const r = parseStrictJson(ctx.rawBody);
-  const rpc = r.ok ? jsonRpcFromValue(r.value) : null;
+/**
+ * Reads a whole body only to see whether it is JSON-RPC; never throws, never decides anything.
+ * With `mcpTool`, a body that is not readable JSON-RPC is answered as JSON-RPC anyway, with the
+ * id found near its start (or null).
+ */
+function peekJsonRpc(ctx: Ctx, mcpTool: boolean): void {
+  if (!ctx.rawBody) return;
+  const r = ctx.truncated ? null : parseStrictJson(ctx.rawBody);
+  const rpc = r?.ok ? jsonRpcFromValue(r.value) : null;
   if (rpc) noteJsonRpc(ctx, rpc);
+  else if (mcpTool) {
+    ctx.isJsonRpc = true;
+    ctx.rpcId = firstRpcId(ctx.rawBody.toString('utf8'));
+  }
 }
 
 /** Caller identity, method-override and routing headers, configured strips and the credentials identity consumed. */
@@ -176,7 +192,8 @@ export class Authorizer {
       // Nothing that tells which tools exist (404, limits, content types) comes before identity.
       await this.authenticate(deps, ctx, lookup.tool);
       if (lookup.error) throw lookup.error;
-      checkRouteBinding(lookup.tool, ctx.req.attributes?.contextExtensions);
+      checkRouteBinding(lookup.tool, ctx.req.attributes?.contextExtensions, deps.config.inspect.require_route_tool);
+      checkRouteBody(ctx.req.attributes?.contextExtensions, ctx.headers, ctx.rawBody?.length ?? 0);
       if (hasMethodOverrideParam(ctx.path)) {
         throw new GatewayError('invalid_request', `the "${METHOD_OVERRIDE_PARAM}" query parameter is not accepted: send the HTTP method itself`, { rule: 'request.method_override' });
       }
@@ -185,14 +202,16 @@ export class Authorizer {
       const settling = deps.policy.settled();
       if (settling) await settling;
       this.authorize(deps, ctx);
+      this.exfiltration(deps, ctx, hygiene);
       this.limit(deps, ctx);
       const outcome = this.allow(deps, ctx, hygiene);
       recordDecision(outcome.metadata.dry_run ? 'dry_run_allow' : 'allow', 'none', ctx.tool?.name ?? null, outcome.metadata.rule);
       return outcome;
     } catch (err) {
       const error = toGatewayError(err, 'the gateway could not decide');
-      // Denied before the body was read (identity, unknown tool): a JSON-RPC caller still gets a JSON-RPC error.
-      if (!ctx.isJsonRpc && ctx.bodyText === null) peekJsonRpc(ctx);
+      // A JSON-RPC caller gets a JSON-RPC error, also when denied before its body was read, or
+      // (once authenticated) when an MCP tool's body could not be read as JSON-RPC at all.
+      if (!ctx.isJsonRpc) peekJsonRpc(ctx, ctx.authenticated && ctx.tool?.mcp !== undefined);
       if (error.code === 'internal') log.error({ err: (err as Error)?.message, request_id: ctx.requestId }, 'check failed; denying');
       recordDecision('deny', error.code, ctx.tool?.name ?? null, error.rule ?? null);
       return {
@@ -222,6 +241,8 @@ export class Authorizer {
       bodyText: null,
       parsedBody: null,
       bodySha256: null,
+      batchMessages: null,
+      authenticated: false,
       truncated: bodyTruncated(headers, rawBody?.length ?? 0, deps.config.inspect.check_body_bytes),
       started: process.hrtime.bigint(),
       tool: null,
@@ -267,12 +288,15 @@ export class Authorizer {
         details: { limit_bytes: tool.request.max_body_bytes },
       });
     }
-    if (!ctx.rawBody) return;
+    // A body is announced (length, chunked framing) even when the Check was not sent its bytes.
+    const announced = (Number.isFinite(declared) && declared > 0) || ctx.headers['transfer-encoding'] !== undefined;
+    if (!ctx.rawBody && !announced) return;
     const contentType = ctx.headers['content-type'];
     requireJsonContentType(tool, contentType);
     if (isJsonTool(tool)) {
-      // Never decide on part of a JSON body: the policy, the schema and the tool read it whole.
-      if (ctx.truncated) {
+      // Never decide on part of a JSON body (or on none of it): the policy, the schema and the
+      // tool read it whole.
+      if (ctx.truncated || !ctx.rawBody) {
         const window = deps.config.inspect.check_body_bytes;
         throw new GatewayError('payload_too_large', `tool "${tool.name}" takes JSON bodies the gateway can read whole before deciding: at most ${window} bytes`, {
           rule: 'inspect.body_window',
@@ -282,12 +306,17 @@ export class Authorizer {
       // ext_proc checks that the body it inspects and forwards is the one decided on here.
       ctx.bodySha256 = createHash('sha256').update(ctx.rawBody).digest('hex');
     }
+    if (!ctx.rawBody) return;
     // A cut body is only ever seen as text: the policy gets parsed_body null and truncated_body true.
     const body = ctx.truncated ? truncatedRequestBody(ctx.rawBody) : readRequestBody(ctx.rawBody, contentType, tool);
     ctx.bodyText = body.text;
     ctx.parsedBody = body.json ? body.value : ctx.truncated ? null : parsedForm(contentType, body.text);
     const rpc = body.rpc;
-    if (rpc) noteJsonRpc(ctx, rpc);
+    if (rpc) {
+      noteJsonRpc(ctx, rpc);
+      checkBatchSize(rpc, deps.config.inspect.max_batch_calls);
+      if (rpc.batch) ctx.batchMessages = rpc.messages;
+    }
     if (tool.mcp && !ctx.truncated && !rpc) {
       throw new GatewayError('invalid_request', `tool "${tool.name}" is an MCP server and expects a JSON-RPC 2.0 body`, { rule: 'inspect.jsonrpc' });
     }
@@ -320,6 +349,7 @@ export class Authorizer {
         rule: 'identity.required',
       });
     }
+    ctx.authenticated = true;
   }
 
   private authorize(deps: AuthzDeps, ctx: Ctx): void {
@@ -328,17 +358,28 @@ export class Authorizer {
     try {
       const calls: (McpCall | null)[] = ctx.mcp.length > 0 ? ctx.mcp : [null];
       ctx.dryRun = deps.config.policy.dry_run || tool.dry_run;
+      const budgetNs = BigInt(deps.config.inspect.policy_budget_ms) * 1_000_000n;
+      const started = process.hrtime.bigint();
       // A batch is allowed only if every call in it is; the first denial is reported.
-      for (const call of calls) {
+      for (let i = 0; i < calls.length; i++) {
+        const call = calls[i] ?? null;
+        if (i > 0 && process.hrtime.bigint() - started > budgetNs) {
+          throw new GatewayError('payload_too_large', `authorizing this batch took longer than the ${deps.config.inspect.policy_budget_ms} ms one request may use; send fewer calls per request`, {
+            rule: 'authz.budget',
+          });
+        }
         const mcpTools = call?.tool ? [call.tool] : [];
         const view = toolView(tool, isMutating(tool, ctx.method, mcpTools));
+        // Each call of a batch is judged on its own message, not on the whole batch: the input
+        // stays small and the same call reads the same wherever it sits in a batch.
+        const message = ctx.batchMessages?.[i];
         const input = buildPolicyInput(ctx.req, {
           identity: ctx.principal,
           tool: view,
           mcp: call,
-          body: ctx.bodyText,
-          parsedBody: ctx.parsedBody,
-          truncated: ctx.truncated,
+          body: message === undefined ? ctx.bodyText : JSON.stringify(message),
+          parsedBody: message === undefined ? ctx.parsedBody : message,
+          truncated: message === undefined ? ctx.truncated : false,
         });
         const decision = deps.policy.evaluate(input);
         ctx.decision = decision;
@@ -354,6 +395,34 @@ export class Authorizer {
           ctx.decision = { ...decision, allowed: true };
           return;
         }
+      }
+    } finally {
+      t();
+    }
+  }
+
+  /**
+   * Exfiltration DLP on the URL and the headers that reach an external tool (ext_proc covers
+   * the body). A finding that would be redacted or blocked denies: a URL or header cannot be
+   * rewritten reliably, and some routes skip ext_proc's request phase entirely.
+   */
+  private exfiltration(deps: AuthzDeps, ctx: Ctx, hygiene: HeaderHygiene): void {
+    const tool = ctx.tool as ToolConfig;
+    if (!tool.external || !tool.request.dlp) return;
+    const t = stageTimer('dlp');
+    try {
+      const replaced = new Set(tool.credentials.map((c) => c.header));
+      const findings = scanOutsideBody(deps.scanner, {
+        path: ctx.path,
+        headers: ctx.headers,
+        skipHeader: (name) => hygiene.strips(name) || replaced.has(name) || name.startsWith(GATEWAY_HEADER_PREFIX),
+      });
+      const refused = findings.filter((f) => f.action === 'redact' || f.action === 'block');
+      if (refused.length > 0) {
+        throw new GatewayError('blocked_content', `the request URL or headers carry data that must not be sent to external tool "${tool.name}"`, {
+          rule: 'dlp.request',
+          details: { rules: [...new Set(refused.map((f) => f.rule))] },
+        });
       }
     } finally {
       t();

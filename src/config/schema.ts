@@ -287,6 +287,9 @@ export const configSchema = {
       properties: {
         // What Envoy's ext_authz forwards to the Check (with_request_body.max_request_bytes).
         check_body_bytes: { type: 'integer', minimum: 0, maximum: 104857600, default: 65536 },
+        max_batch_calls: { type: 'integer', minimum: 1, maximum: 1000, default: 16 },
+        policy_budget_ms: { type: 'integer', minimum: 1, maximum: 10000, default: 50 },
+        require_route_tool: { type: 'boolean', default: true },
         // Header hygiene on top of the built-in list (src/tools/headerHygiene.ts) and strip_headers.
         strip_header_prefixes: { type: 'array', items: headerName, default: [] },
         forward_headers: { type: 'array', items: headerName, default: [] },

@@ -235,6 +235,22 @@ export interface InspectConfig {
    * the Check sees cut is refused (413) for such a tool.
    */
   readonly check_body_bytes: number;
+  /**
+   * Most elements a JSON-RPC batch may hold (default 16). A larger batch is refused whole, with a
+   * JSON-RPC error for each id, before any policy runs.
+   */
+  readonly max_batch_calls: number;
+  /**
+   * Policy evaluation time one request may use (default 50 ms): a batch whose calls together
+   * take longer is refused, so one agent cannot hold the evaluator from the others.
+   */
+  readonly policy_budget_ms: number;
+  /**
+   * Whether every Check must carry the route's `route_tool` context extension (default true). A
+   * route naming another tool is denied either way; false only tolerates its absence, for
+   * front proxies that cannot send per-route context extensions (e.g. an Istio CUSTOM provider).
+   */
+  readonly require_route_tool: boolean;
   /** Header name prefixes removed from every upstream request, besides the built-in ones. */
   readonly strip_header_prefixes: readonly string[];
   /**

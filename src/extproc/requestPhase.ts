@@ -4,6 +4,7 @@ import type { AuthzMetadata } from '../authz/check.js';
 import { readHandoff, type HandoffResult } from '../authz/handoff.js';
 import { parseJsonRpc } from '../inspect/mcp.js';
 import { isJsonTool, readRequestBody, type RequestBody } from '../inspect/requestBody.js';
+import { checkBatchSize } from '../inspect/mcp.js';
 import { applyDlp } from '../dlp/index.js';
 import type { ExtprocDeps } from './deps.js';
 import type { Exchange } from './exchange.js';
@@ -120,6 +121,7 @@ function validate(deps: ExtprocDeps, ex: Exchange, read: RequestBody): Scanned[]
     ex.isJsonRpc = true;
     ex.rpcId = rpc.calls[0]?.id ?? null;
     if (rpc.batch) ex.rpcBatchIds = rpc.calls.flatMap((c) => (c.id === null ? [] : [c.id]));
+    checkBatchSize(rpc, deps.config.inspect.max_batch_calls);
     const args: Scanned[] = [];
     for (const call of rpc.calls) {
       if (call.method !== 'tools/call') continue;

@@ -1,3 +1,4 @@
+import { GatewayError } from '../errors.js';
 import { looksLikeJsonContainer, parseStrictJson } from './strictJson.js';
 
 /**
@@ -20,7 +21,11 @@ export interface McpCall {
 export interface JsonRpcBody {
   /** Requests and notifications in body order (responses carry no call and are skipped). */
   readonly calls: McpCall[];
+  /** The message object of each call, same order as `calls` (a batch call's own policy input). */
+  readonly messages: readonly unknown[];
   readonly batch: boolean;
+  /** Elements in the body: 1 for a single message, the array length for a batch. */
+  readonly size: number;
 }
 
 type Json = Record<string, unknown>;
@@ -72,15 +77,31 @@ export function jsonRpcFromValue(value: unknown): JsonRpcBody | null {
   if (Array.isArray(value)) {
     if (!value.some(isJsonRpcMessage)) return null;
     const calls: McpCall[] = [];
+    const messages: unknown[] = [];
     for (const element of value) {
       const call = isObject(element) ? toCall(element) : null;
-      if (call) calls.push(call);
+      if (call) {
+        calls.push(call);
+        messages.push(element);
+      }
     }
-    return { calls, batch: true };
+    return { calls, messages, batch: true, size: value.length };
   }
   if (!isJsonRpcMessage(value)) return null;
   const call = toCall(value);
-  return { calls: call ? [call] : [], batch: false };
+  return call ? { calls: [call], messages: [value], batch: false, size: 1 } : { calls: [], messages: [], batch: false, size: 1 };
+}
+
+/**
+ * Refuses a JSON-RPC batch of more than `max` elements (413 payload_too_large; the caller
+ * answers every id), before anything evaluates its calls.
+ */
+export function checkBatchSize(rpc: JsonRpcBody, max: number): void {
+  if (!rpc.batch || rpc.size <= max) return;
+  throw new GatewayError('payload_too_large', `a JSON-RPC batch of ${rpc.size} messages exceeds the limit of ${max}; send fewer calls per request`, {
+    rule: 'inspect.batch_size',
+    details: { limit: max },
+  });
 }
 
 /**

@@ -126,7 +126,7 @@ export async function buildDeps(config: GatewayConfig, policy: PolicyEngine, lim
     if (adminToken && tokenProblem) throw new Error(`server.admin_token (${SecretStore.describe(adminToken)}): ${tokenProblem}`);
     audit = await AuditLogger.fromConfig(config.audit, config.base_dir, scanner);
     return {
-      deps: { config, tools, identity, policy, credentials, limiter },
+      deps: { config, tools, identity, policy, credentials, limiter, scanner },
       extproc: {
         config,
         tools,

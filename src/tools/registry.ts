@@ -75,16 +75,33 @@ export const ROUTE_TOOL_EXTENSION = 'route_tool';
 /**
  * Route binding: the Envoy route that carries a request names its tool (`route_tool` context
  * extension), and it must be the tool the path resolves to. A route that names another tool, or
- * none, is a mis-edited Envoy config that would send one tool's credentials to another upstream:
- * denied.
+ * none (unless `required` is false), is a mis-edited Envoy config that would send one tool's
+ * credentials to another upstream: denied.
  */
-export function checkRouteBinding(tool: ToolConfig, contextExtensions: Readonly<Record<string, string>> | undefined): void {
+export function checkRouteBinding(tool: ToolConfig, contextExtensions: Readonly<Record<string, string>> | undefined, required = true): void {
   const routed = contextExtensions?.[ROUTE_TOOL_EXTENSION];
-  if (routed === tool.name) return;
+  if (routed === tool.name || (!required && routed === undefined)) return;
   const says = routed === undefined || routed === '' ? 'names no tool' : `is bound to tool "${routed.slice(0, 64)}"`;
   throw new GatewayError('forbidden', `the gateway route for this request ${says}, not "${tool.name}"; the call was denied`, {
     rule: 'tool.route_mismatch',
   });
+}
+
+/** Context extension of a route that skips ext_proc's request phase: `none` means it takes no body. */
+export const ROUTE_BODY_EXTENSION = 'route_request_body';
+
+/**
+ * Complete mediation on routes that skip ext_proc's request phase (`route_request_body: none`):
+ * nothing there would inspect a body, so a request carrying one (bytes, a non-zero
+ * content-length, or chunked framing) is refused instead of forwarded uninspected.
+ */
+export function checkRouteBody(contextExtensions: Readonly<Record<string, string>> | undefined, headers: Readonly<Record<string, string>>, bodyBytes: number): void {
+  if (contextExtensions?.[ROUTE_BODY_EXTENSION] !== 'none') return;
+  const length = headers['content-length'];
+  const framed = (length !== undefined && length.trim() !== '0') || headers['transfer-encoding'] !== undefined;
+  if (bodyBytes > 0 || framed) {
+    throw new GatewayError('invalid_request', 'this route takes no request body', { rule: 'request.unexpected_body' });
+  }
 }
 
 /**

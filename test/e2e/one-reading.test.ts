@@ -36,7 +36,9 @@ function send(stack: Stack, path: string, opts: SendOptions = {}): Promise<Reply
   const body = opts.body === undefined ? undefined : Buffer.isBuffer(opts.body) ? opts.body : Buffer.from(opts.body, 'utf8');
   if (body !== undefined) {
     headers['content-type'] = 'application/json';
-    if (!opts.chunked) headers['content-length'] = String(body.length);
+    // Explicit, since Node does not chunk a GET body by default.
+    if (opts.chunked) headers['transfer-encoding'] = 'chunked';
+    else headers['content-length'] = String(body.length);
   }
   for (const [k, v] of Object.entries(opts.headers ?? {})) {
     if (v === null) delete headers[k];
@@ -195,6 +197,8 @@ describe('one reading of every request', () => {
         const id = marker();
         const r = await send(stack, '/tools/docs/', { bearer: viewer, body: body(id) });
         expect(r.status, r.text).toBe(400);
+        // Refused as ambiguous JSON, not by luck of the schema (last-wins readers saw a valid call).
+        expect(r.json).toMatchObject({ jsonrpc: '2.0', id, error: { data: { type: 'invalid_request', rule: 'inspect.json', details: { problem: 'duplicate_key' } } } });
         expect(reached(stack, id)).toBe(false);
       });
     }
@@ -305,6 +309,36 @@ describe('no decision on a truncated body: Envoy forwards less to the Check than
     const r = await send(stack, TICKETS, { bearer: support, body: paddedTicket(title, 2_000) });
     expect(r.status, r.text.slice(0, 300)).toBe(413);
     expect(errorOf(r)).toMatchObject({ type: 'payload_too_large', rule: 'inspect.body_window' });
+    expect(reached(stack, title)).toBe(false);
+  });
+});
+
+describe('no decision on a truncated body: Envoy sends the Check no body at all', () => {
+  let stack: Stack;
+  let support: string;
+
+  beforeAll(async () => {
+    // A deployment that dropped with_request_body: the Check sees headers only.
+    stack = await startStack({ editEnvoy: (cfg) => delete extAuthzFilter(cfg).with_request_body });
+    support = await token(stack);
+  }, 60_000);
+  afterAll(async () => {
+    await stack?.stop();
+  });
+
+  it('a ticket for another tenant with content-length is 413 at the Check, never created', async () => {
+    const title = marker();
+    const r = await send(stack, TICKETS, { bearer: support, body: JSON.stringify({ title, priority: 'low', tenant: 'globex' }) });
+    expect(r.status, r.text).toBe(413);
+    expect(errorOf(r)).toMatchObject({ type: 'payload_too_large', rule: 'inspect.body_window' });
+    expect(reached(stack, title)).toBe(false);
+  });
+
+  it('a chunked one (no length for the Check to see) is refused by ext_proc: not the body decided on', async () => {
+    const title = marker();
+    const r = await send(stack, TICKETS, { bearer: support, body: JSON.stringify({ title, priority: 'low', tenant: 'globex' }), chunked: true });
+    expect(r.status, r.text).toBe(400);
+    expect(errorOf(r)).toMatchObject({ type: 'invalid_request', rule: 'inspect.body_mismatch' });
     expect(reached(stack, title)).toBe(false);
   });
 });
@@ -491,5 +525,168 @@ describe('headers the tool should not get', () => {
       expect(errorOf(r)).toMatchObject({ type: 'invalid_request', rule: 'request.method_override' });
       expect(reached(stack, mark)).toBe(false);
     }
+  });
+});
+
+const AWS_KEY = 'AKIAIOSFODNN7EXAMPLF';
+const GITHUB_TOKEN = `ghp_${'a1B2c3D4e5F6g7H8i9J0k1L2m3N4o5P6q7R8'}`;
+
+/** One HTTP/2 (prior knowledge) request; Envoy's listener speaks both codecs. */
+async function sendH2(stack: Stack, path: string, opts: { method: string; bearer: string; body?: string }): Promise<{ status: number; text: string }> {
+  const { connect } = await import('node:http2');
+  const client = connect(stack.envoyUrl);
+  try {
+    return await new Promise((resolve, reject) => {
+      client.on('error', reject);
+      const req = client.request({ ':method': opts.method, ':path': path, authorization: `Bearer ${opts.bearer}` }, { endStream: opts.body === undefined });
+      let status = 0;
+      const chunks: Buffer[] = [];
+      req.on('response', (h) => (status = Number(h[':status'])));
+      req.on('data', (c: Buffer) => chunks.push(c));
+      req.on('end', () => resolve({ status, text: Buffer.concat(chunks).toString('utf8') }));
+      req.on('error', reject);
+      req.setTimeout(15_000, () => req.close());
+      if (opts.body !== undefined) req.end(opts.body);
+    });
+  } finally {
+    client.close();
+  }
+}
+
+describe('complete mediation: nothing leaves for an external tool uninspected', () => {
+  let stack: Stack;
+  let support: string;
+
+  beforeAll(async () => {
+    stack = await startStack();
+    support = await token(stack);
+  }, 60_000);
+  afterAll(async () => {
+    await stack?.stop();
+  });
+
+  const leaked = (): boolean => stack.tool.received.some((r) => JSON.stringify(r).includes(AWS_KEY) || JSON.stringify(r).includes(GITHUB_TOKEN));
+
+  it('a GET with a body and content-length takes the inspected route: the key is redacted before the external tool', async () => {
+    const mark = marker();
+    const r = await send(stack, `/tools/weather/forecast?city=Oslo&m=${mark}`, { method: 'GET', bearer: support, body: `notes ${AWS_KEY}`, headers: { 'content-type': 'text/plain' } });
+    expect(r.status, r.text).toBe(200);
+    expect(stack.tool.received.find((q) => q.path.includes(mark))!.body).toBe('notes [REDACTED:aws.access_key_id]');
+    expect(leaked()).toBe(false);
+  });
+
+  it('a chunked GET body (framing Envoy does not show the route) is refused on the route without a request phase', async () => {
+    const mark = marker();
+    const r = await send(stack, `/tools/weather/forecast?city=Oslo&m=${mark}`, { method: 'GET', bearer: support, body: `notes ${AWS_KEY}`, chunked: true, headers: { 'content-type': 'text/plain' } });
+    expect(r.status, r.text).toBe(400);
+    expect(errorOf(r)).toMatchObject({ type: 'invalid_request', rule: 'request.unexpected_body' });
+    expect(reached(stack, mark)).toBe(false);
+    expect(leaked()).toBe(false);
+  });
+
+  it('an HTTP/2 GET with a body but no content-length, on the route without a request phase, is 400', async () => {
+    const mark = marker();
+    const r = await sendH2(stack, `/tools/weather/forecast?city=Oslo&m=${mark}`, { method: 'GET', bearer: support, body: `notes ${AWS_KEY}` });
+    expect(r.status, r.text).toBe(400);
+    expect(JSON.parse(r.text)).toMatchObject({ error: { type: 'invalid_request', rule: 'request.unexpected_body' } });
+    expect(reached(stack, mark)).toBe(false);
+    expect(leaked()).toBe(false);
+  });
+
+  it('a secret in a query value is refused (403 blocked_content), never sent', async () => {
+    for (const q of [`note=${AWS_KEY}`, `note=${encodeURIComponent(`key: ${AWS_KEY}`)}`, `n%6Fte=${AWS_KEY.slice(0, 4)}%${AWS_KEY.charCodeAt(4).toString(16)}${AWS_KEY.slice(5)}`]) {
+      const r = await send(stack, `/tools/weather/forecast?city=Oslo&${q}`, { bearer: support });
+      expect(r.status, `${q}: ${r.text}`).toBe(403);
+      expect(errorOf(r)).toMatchObject({ type: 'blocked_content', rule: 'dlp.request' });
+    }
+    expect(leaked()).toBe(false);
+  });
+
+  it('a secret in a path segment or a non-credential header is refused, never sent', async () => {
+    const inPath = await send(stack, `/tools/weather/forecast/${AWS_KEY}?city=Oslo`, { bearer: support });
+    expect(inPath.status, inPath.text).toBe(403);
+    const inHeader = await send(stack, '/tools/weather/forecast?city=Oslo', { bearer: support, headers: { 'x-note': GITHUB_TOKEN } });
+    expect(inHeader.status, inHeader.text).toBe(403);
+    expect(errorOf(inHeader)).toMatchObject({ type: 'blocked_content', rule: 'dlp.request' });
+    expect(leaked()).toBe(false);
+  });
+
+  it('clean reads still pass, and internal tools are not subject to exfiltration DLP', async () => {
+    const clean = await send(stack, '/tools/weather/forecast?city=Oslo&note=hello', { bearer: support, headers: { 'x-note': 'nothing secret' } });
+    expect(clean.status, clean.text).toBe(200);
+    const internal = await send(stack, `/tools/tickets/tenants/acme/tickets?note=${AWS_KEY}`, { bearer: support });
+    expect(internal.status, internal.text).toBe(200);
+  });
+});
+
+/** A batch of `n` search_docs calls with ids `${prefix}-0` ... */
+function searchBatch(prefix: string, n: number, extra: Record<string, unknown>[] = []): string {
+  const calls = Array.from({ length: n }, (_, i) => ({ jsonrpc: '2.0', id: `${prefix}-${i}`, method: 'tools/call', params: { name: 'search_docs', arguments: { query: 'q', tenant: 'acme' } } }));
+  return JSON.stringify([...calls, ...extra]);
+}
+
+describe('JSON-RPC batches: bounded, each call judged on its own', () => {
+  let stack: Stack;
+  let support: string;
+  let viewer: string;
+
+  beforeAll(async () => {
+    stack = await startStack();
+    support = await token(stack);
+    viewer = await token(stack, { agent: 'reporter', user: 'victor', roles: ['viewer'] });
+  }, 60_000);
+  afterAll(async () => {
+    await stack?.stop();
+  });
+
+  it('a 529-call batch is refused at once with a JSON-RPC error for every id, never forwarded', async () => {
+    const calls = Array.from({ length: 529 }, (_, i) => ({ jsonrpc: '2.0', id: i, method: 'tools/call', params: { name: 'search_docs', arguments: { query: 'q', tenant: 'acme' } } }));
+    const body = JSON.stringify(calls);
+    expect(body.length).toBeLessThan(65_536);
+    const before = stack.tool.received.filter((q) => q.path.startsWith('/mcp')).length;
+    const t0 = Date.now();
+    const r = await send(stack, '/tools/docs/', { bearer: support, body });
+    const ms = Date.now() - t0;
+    expect(r.status, r.text.slice(0, 300)).toBe(413);
+    const answers = r.json as { id: number; error: { code: number; data: { type: string; rule: string } } }[];
+    expect(answers.map((a) => a.id)).toEqual(calls.map((c) => c.id));
+    expect(answers.every((a) => a.error.code === -32600 && a.error.data.type === 'payload_too_large' && a.error.data.rule === 'inspect.batch_size')).toBe(true);
+    expect(stack.tool.received.filter((q) => q.path.startsWith('/mcp')).length).toBe(before);
+    expect(ms).toBeLessThan(900);
+  });
+
+  it('other agents keep being served while large batches arrive', async () => {
+    const reporter = await token(stack, { agent: 'reporter', user: 'rita', roles: ['support'] });
+    const batch = JSON.stringify(Array.from({ length: 529 }, (_, i) => ({ jsonrpc: '2.0', id: i, method: 'tools/call', params: { name: 'search_docs', arguments: { query: 'q', tenant: 'acme' } } })));
+    const batches = Array.from({ length: 4 }, () => send(stack, '/tools/docs/', { bearer: support, body: batch }));
+    const reads = Array.from({ length: 20 }, (_, i) => send(stack, `/tools/weather/forecast?city=c${i}`, { bearer: reporter }));
+    const [b, w] = await Promise.all([Promise.all(batches), Promise.all(reads)]);
+    expect(b.map((x) => x.status)).toEqual([413, 413, 413, 413]);
+    expect(w.map((x) => x.status)).toEqual(Array(20).fill(200));
+  });
+
+  it('a batch at the limit is forwarded when every call is allowed', async () => {
+    const prefix = marker();
+    const r = await send(stack, '/tools/docs/', { bearer: support, body: searchBatch(prefix, 16) });
+    expect(r.status, r.text.slice(0, 300)).toBe(200);
+    expect(reached(stack, prefix)).toBe(true);
+  });
+
+  it('a read-only viewer\'s delete_doc inside a batch is still caught, call by call', async () => {
+    const prefix = marker();
+    const del = { jsonrpc: '2.0', id: `${prefix}-del`, method: 'tools/call', params: { name: 'delete_doc', arguments: { doc_id: 'd-1', tenant: 'acme' } } };
+    const r = await send(stack, '/tools/docs/', { bearer: viewer, body: searchBatch(prefix, 15, [del]) });
+    expect(r.status, r.text.slice(0, 300)).toBe(403);
+    const answers = r.json as { id: string; error: { data: { rule: string }; message: string } }[];
+    expect(answers).toHaveLength(16);
+    expect(answers.find((a) => a.id === `${prefix}-del`)!.error.data.rule).toBe('role.read_only');
+    expect(reached(stack, prefix)).toBe(false);
+  });
+
+  it('a batch over the configured limit is refused even when small', async () => {
+    const prefix = marker();
+    const r = await send(stack, '/tools/docs/', { bearer: support, body: searchBatch(prefix, 17) });
+    expect(r.status, r.text.slice(0, 300)).toBe(413);
+    expect(reached(stack, prefix)).toBe(false);
   });
 });

@@ -1,12 +1,14 @@
 import { describe, expect, it } from 'vitest';
-import { firstRpcId, parseJsonRpc } from '../../../src/inspect/mcp.js';
+import { checkBatchSize, firstRpcId, parseJsonRpc } from '../../../src/inspect/mcp.js';
 
 describe('parseJsonRpc', () => {
   it('reads a tools/call request', () => {
-    const body = JSON.stringify({ jsonrpc: '2.0', id: 7, method: 'tools/call', params: { name: 'search_docs', arguments: { query: 'q', tenant: 'acme' } } });
-    expect(parseJsonRpc(body)).toEqual({
+    const message = { jsonrpc: '2.0', id: 7, method: 'tools/call', params: { name: 'search_docs', arguments: { query: 'q', tenant: 'acme' } } };
+    expect(parseJsonRpc(JSON.stringify(message))).toEqual({
       batch: false,
+      size: 1,
       calls: [{ method: 'tools/call', id: 7, tool: 'search_docs', arguments: { query: 'q', tenant: 'acme' } }],
+      messages: [message],
     });
   });
 
@@ -41,10 +43,24 @@ describe('parseJsonRpc', () => {
       [1, 'search_docs'],
       [2, 'delete_doc'],
     ]);
+    // Each call keeps its own message (its policy input); the size counts every element.
+    expect(r?.messages.map((m) => (m as { id: number }).id)).toEqual([1, 2]);
+    expect(r?.size).toBe(4);
+  });
+
+  it('refuses a batch over the limit, whatever its elements are', () => {
+    const batch = (n: number): string => JSON.stringify(Array.from({ length: n }, (_, i) => (i === 0 ? { jsonrpc: '2.0', id: i, method: 'ping' } : i)));
+    expect(() => checkBatchSize(parseJsonRpc(batch(3))!, 3)).not.toThrow();
+    expect(() => checkBatchSize(parseJsonRpc(batch(4))!, 3)).toThrow(/batch of 4 messages exceeds the limit of 3/);
+    expect(() => checkBatchSize(parseJsonRpc('{"jsonrpc":"2.0","id":1,"method":"ping"}')!, 0)).not.toThrow();
+  });
+
+  it('reads duplicate members as not JSON-RPC at all (the strict reader refuses them)', () => {
+    expect(parseJsonRpc('{"jsonrpc":"2.0","id":1,"method":"tools/call","method":"ping"}')).toBeNull();
   });
 
   it('treats a JSON-RPC response as JSON-RPC without calls', () => {
-    expect(parseJsonRpc('{"jsonrpc":"2.0","id":3,"result":{}}')).toEqual({ calls: [], batch: false });
+    expect(parseJsonRpc('{"jsonrpc":"2.0","id":3,"result":{}}')).toEqual({ calls: [], messages: [], batch: false, size: 1 });
   });
 
   it('returns null for anything that is not JSON-RPC', () => {

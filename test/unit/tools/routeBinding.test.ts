@@ -36,6 +36,14 @@ describe('route binding', () => {
   });
 });
 
+describe('route binding without a required route_tool', () => {
+  it('tolerates only a missing route_tool, never another tool', () => {
+    expect(rule(() => checkRouteBinding(weather, undefined, false))).toBe('ok');
+    expect(rule(() => checkRouteBinding(weather, {}, false))).toBe('ok');
+    expect(rule(() => checkRouteBinding(weather, { route_tool: 'tickets' }, false))).toBe('tool.route_mismatch');
+  });
+});
+
 describe('lookup', () => {
   it('never lists the configured tools in an error', () => {
     for (const path of ['/tools/payroll/', '/admin', '/tools/']) {
