@@ -34,6 +34,7 @@ tools:
         return allow;
       },
       status: () => ({ version: 'test' }),
+      settled: () => null,
     },
     credentials: { headersFor: () => [] },
     limiter: new RateLimiter(),
