@@ -19,6 +19,25 @@ export interface OutsideBody {
 /** Pieces are joined with a line break, so a match never spans two of them. */
 const SEPARATOR = '\n';
 
+/**
+ * Headers whose value the caller does not choose: Envoy generates `x-request-id` (a caller's is
+ * replaced, `preserve_external_request_id: false`). Random ids read as digit runs now and then
+ * (a UUID whose middle groups are all digits passes a card number's Luhn check about once in a
+ * few thousand), so scanning them only blocks honest calls.
+ */
+const GENERATED_HEADERS: ReadonlySet<string> = new Set(['x-request-id']);
+
+/**
+ * A W3C `traceparent` of the exact form (version, 32 + 16 hex ids, flags) carries random ids, not
+ * text: like request ids they would trip digit rules at random. A value of any other form is
+ * scanned like every other header.
+ */
+const TRACEPARENT = /^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$/;
+
+function opaqueHeader(name: string, value: string): boolean {
+  return GENERATED_HEADERS.has(name) || (name === 'traceparent' && TRACEPARENT.test(value));
+}
+
 function decode(s: string, plusIsSpace: boolean): string {
   const t = plusIsSpace && s.includes('+') ? s.replace(/\+/g, ' ') : s;
   if (!t.includes('%')) return t;
@@ -46,7 +65,7 @@ export function outsideBodyText(req: OutsideBody): string {
     }
   }
   for (const [name, value] of Object.entries(req.headers)) {
-    if (name.startsWith(':') || req.skipHeader(name)) continue;
+    if (name.startsWith(':') || req.skipHeader(name) || opaqueHeader(name, value)) continue;
     parts.push(value);
   }
   return parts.join(SEPARATOR);

@@ -13,6 +13,18 @@ describe('outsideBodyText', () => {
     expect(text.split('\n')).toEqual(['tools', 'weather', 'a b', 'city', 'Oslo', 'note', 'x y!', 'flag', 'hello', 'application/json']);
   });
 
+  it('skips the request id Envoy generates and a well-formed traceparent, but not a traceparent of another form', () => {
+    // This request id's middle groups read as a Luhn-valid card number: it used to block the call.
+    const headers = {
+      'x-request-id': '3f1c2a9e-4539-5787-6362-1486b2c1d0e4',
+      traceparent: '00-45395787636214864539578763621486-4539578763621486-01',
+      'x-note': 'hello',
+    };
+    expect(outsideBodyText({ path: '/x', headers, skipHeader: () => false }).split('\n')).toEqual(['x', 'hello']);
+    const smuggled = { traceparent: '00-card 4539 5787 6362 1486-01' };
+    expect(outsideBodyText({ path: '/x', headers: smuggled, skipHeader: () => false }).split('\n')).toEqual(['x', smuggled.traceparent]);
+  });
+
   it('keeps undecodable pieces as sent', () => {
     expect(outsideBodyText({ path: '/x?a=%zz', headers: {}, skipHeader: () => false }).split('\n')).toEqual(['x', 'a', '%zz']);
   });
