@@ -6,3 +6,4 @@ export { startStack, type Stack, type StackOptions } from './stack.js';
 export { generateTlsMaterial, generateUpstreamTls, REPORTER_SPIFFE_ID, STRANGER_SPIFFE_ID, type CertFiles, type TlsMaterial, type UpstreamTlsMaterial } from './tls.js';
 export { documentedUpstreamTls, upstreamTlsSocket } from './upstreamTls.js';
 export { readAuditFile } from './audit.js';
+export { send, type Reply, type SendOptions } from './http.js';
