@@ -153,6 +153,18 @@ function peekJsonRpc(ctx: Ctx, mcpTool: boolean): void {
 }
 
 /** Caller identity, method-override and routing headers, configured strips and the credentials identity consumed. */
+/** Headers each tool's credential injection overwrites, per tool config (built once per reload). */
+const injectedHeaders = new WeakMap<ToolConfig, ReadonlySet<string>>();
+
+function injectedBy(tool: ToolConfig): ReadonlySet<string> {
+  let names = injectedHeaders.get(tool);
+  if (!names) {
+    names = new Set(tool.credentials.map((c) => c.header));
+    injectedHeaders.set(tool, names);
+  }
+  return names;
+}
+
 function headerHygiene(deps: AuthzDeps): HeaderHygiene {
   const c = deps.config;
   return new HeaderHygiene({ strip: c.strip_headers, stripPrefixes: c.inspect.strip_header_prefixes, forward: c.inspect.forward_headers, credentials: deps.identity.credentialHeaders });
@@ -411,7 +423,8 @@ export class Authorizer {
     if (!tool.external || !tool.request.dlp) return;
     const t = stageTimer('dlp');
     try {
-      const replaced = new Set(tool.credentials.map((c) => c.header));
+      // The caller's value of an injected header never reaches the tool: not scanned.
+      const replaced = injectedBy(tool);
       const findings = scanOutsideBody(deps.scanner, {
         path: ctx.path,
         headers: ctx.headers,
