@@ -3,6 +3,7 @@ import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { resolve } from 'node:path';
 import { ConfigError, loadConfig } from './config/load.js';
+import { MemoryBudget } from './extproc/response/budget.js';
 import { flushStdout, log } from './log.js';
 
 const USAGE = `usage: portcullis <command> [options]
@@ -91,7 +92,7 @@ async function cmdCheck(argv: string[]): Promise<void> {
   }
   if (policy) {
     try {
-      const built = await buildDeps(config, policy, new RateLimiter());
+      const built = await buildDeps(config, policy, new RateLimiter(), new MemoryBudget(config.inspect.response_memory_budget_bytes));
       for (const p of built.deps.credentials.problems()) problems.push(`$.tools[${p.tool}].credentials: ${p.secret}: ${p.problem}`);
       built.deps.identity.close();
       built.secrets.close();

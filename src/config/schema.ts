@@ -4,6 +4,8 @@
  * Defaults live here, in one place, and are applied by ajv while validating.
  */
 
+import { dlpConfigSchema } from '../dlp/config.js';
+
 const secretRef = {
   type: 'object',
   oneOf: [
@@ -247,6 +249,12 @@ export const configSchema = {
             properties: {
               drop_fields: { type: 'array', items: { type: 'string', minLength: 1 }, default: [] },
               dlp: { type: 'boolean', default: true },
+              // Rule actions for this tool's responses over the global dlp.overrides (a CRM
+              // tool whose job is returning e-mail addresses: { pii.email: { action: flag } }).
+              dlp_overrides: dlpConfigSchema.properties.overrides,
+              // Bodies that are not text in their charset: scanned byte for byte and masked in
+              // place (inspect), refused (block), or delivered uninspected and recorded so (pass).
+              binary: { enum: ['inspect', 'block', 'pass'], default: 'inspect' },
             },
           },
         },
@@ -293,6 +301,11 @@ export const configSchema = {
         // Header hygiene on top of the built-in list (src/tools/headerHygiene.ts) and strip_headers.
         strip_header_prefixes: { type: 'array', items: headerName, default: [] },
         forward_headers: { type: 'array', items: headerName, default: [] },
+        // Largest response body held for inspection (larger ones are refused, 503).
+        max_response_bytes: { type: 'integer', minimum: 1024, maximum: 1073741824, default: 33554432 },
+        // Response bytes held for inspection across all streams of the process; past it a
+        // large response is refused with a retryable 503 instead of starving other calls.
+        response_memory_budget_bytes: { type: 'integer', minimum: 1048576, maximum: 17179869184, default: 134217728 },
       },
     },
     strip_headers: {

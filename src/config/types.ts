@@ -1,4 +1,4 @@
-import type { DlpConfig } from '../dlp/index.js';
+import type { DlpConfig, DlpRuleOverride } from '../dlp/index.js';
 
 /**
  * Typed view of the gateway configuration (YAML, validated by `schema.ts` before it becomes
@@ -161,8 +161,12 @@ export interface ToolConfig {
   readonly response: {
     /** JSON field paths (dot-separated, `*` for any key/index) dropped before DLP. */
     readonly drop_fields: readonly string[];
-    /** DLP on response bodies (buffered and streamed). */
+    /** DLP on response bodies (buffered and streamed) and headers. */
     readonly dlp: boolean;
+    /** Rule overrides for this tool's responses, over the global `dlp.overrides`. */
+    readonly dlp_overrides?: Readonly<Record<string, DlpRuleOverride>>;
+    /** What to do with a body that is not text: inspect byte for byte, block, or pass (recorded as not inspected). */
+    readonly binary: 'inspect' | 'block' | 'pass';
   };
 }
 
@@ -258,6 +262,13 @@ export interface InspectConfig {
    * headers) to forward after all, for a tool that really needs one. Credentials are never forwarded.
    */
   readonly forward_headers: readonly string[];
+  /** Largest response body portcullis holds for inspection (default 32 MiB). */
+  readonly max_response_bytes: number;
+  /**
+   * Response body bytes held for inspection across all streams (default 128 MiB); a response
+   * that would exceed it is refused with a retryable 503.
+   */
+  readonly response_memory_budget_bytes: number;
 }
 
 /** The whole gateway configuration. */

@@ -61,6 +61,25 @@ export class CredentialInjector {
   }
 
   /**
+   * The credential values injected into one call of `tool` for `user` (each header value as
+   * sent and the secret it was filled from), for scrubbing them from the tool's response.
+   * Values that cannot be read now are left out: such a call was refused at ext_authz.
+   */
+  injectedValues(tool: string, user: string | null): string[] {
+    const out: string[] = [];
+    for (const c of this.byTool.get(tool) ?? []) {
+      const perUser = user !== null ? c.per_user?.[user] : undefined;
+      try {
+        const secret = this.secrets.get(perUser ?? c.secret);
+        out.push(secret, fillTemplate(c.template, secret));
+      } catch {
+        // Not readable: ext_authz refused the call, nothing was injected.
+      }
+    }
+    return out;
+  }
+
+  /**
    * Credential headers for one call, and its request signature when the tool asks for one
    * (`call` describes the request; without it a signing tool's call is refused). Throws
    * `forbidden` when a per-user credential is required and the caller has none, `unavailable`

@@ -1,32 +1,60 @@
 import type { GatewayConfig } from '../config/types.js';
 import type { ToolRegistry } from '../tools/registry.js';
-import type { Scanner } from '../dlp/index.js';
+import { compileCatalog, type Scanner } from '../dlp/index.js';
 import type { InjectionDetector } from '../inspect/injection.js';
 import type { SchemaSet } from '../inspect/schema.js';
 import type { AuditLogger } from '../audit/sinks.js';
-import { compileFieldFilter, type FieldFilter } from './fieldFilter.js';
+import type { CredentialInjector } from '../credentials/inject.js';
+import { compileFieldFilter } from './fieldFilter.js';
 import type { DlpAlerter } from './alerts.js';
 import type { HandoffKey } from '../authz/handoff.js';
 import { errorBody, rpcErrorBody, type GatewayError, type RpcErrorTarget } from '../errors.js';
 import { setHeader, type ProcessingResponse } from './proto.js';
+import { compilePipeline, type ResponsePipeline } from './response/pipeline.js';
+import type { MemoryBudget } from './response/budget.js';
+
+/** What ext_proc compiled for one tool's responses. */
+export interface ResponsePlan {
+  readonly pipeline: ResponsePipeline;
+  /** DLP rules for this tool's responses (its overrides applied); null when DLP is off for it. */
+  readonly scanner: Scanner | null;
+}
 
 /** Everything ext_proc needs, compiled at config load; swapped as a whole on reload. */
 export interface ExtprocDeps {
   readonly config: GatewayConfig;
   readonly tools: ToolRegistry;
+  /** The global DLP rules (request direction, audit payloads). */
   readonly scanner: Scanner;
   readonly injection: InjectionDetector;
   readonly schemas: SchemaSet;
-  readonly filters: ReadonlyMap<string, FieldFilter>;
+  /** Response handling per tool. */
+  readonly responses: ReadonlyMap<string, ResponsePlan>;
   readonly audit: AuditLogger;
   readonly alerter: DlpAlerter;
   /** Verifies the ext_authz decision forwarded in the dynamic metadata. */
   readonly handoff: HandoffKey;
+  /** Knows the credential values injected into each call, to scrub them from responses. */
+  readonly credentials: CredentialInjector;
+  /** Memory for held response bodies, shared by every stream (kept across reloads). */
+  readonly budget: MemoryBudget;
 }
 
-/** Compiles the per-tool response field filters. */
-export function compileFilters(config: GatewayConfig): Map<string, FieldFilter> {
-  return new Map(config.tools.map((t) => [t.name, compileFieldFilter(t.response.drop_fields)]));
+/**
+ * Compiles each tool's response plan: its pipeline, and its DLP rules (the global scanner, or
+ * one compiled with the tool's overrides over the global ones).
+ */
+export function compileResponses(config: GatewayConfig, scanner: Scanner): Map<string, ResponsePlan> {
+  return new Map(
+    config.tools.map((t) => {
+      let toolScanner: Scanner | null = null;
+      if (t.response.dlp) {
+        const o = t.response.dlp_overrides;
+        toolScanner = o && Object.keys(o).length > 0 ? compileCatalog({ ...config.dlp, overrides: { ...config.dlp?.overrides, ...o } }) : scanner;
+      }
+      return [t.name, { pipeline: compilePipeline(compileFieldFilter(t.response.drop_fields)), scanner: toolScanner }];
+    }),
+  );
 }
 
 /**

@@ -1,7 +1,7 @@
 import { auditDecision, auditIdentity } from '../authz/audit.js';
 import type { AuditDecision } from '../audit/record.js';
 import type { ExtprocDeps } from './deps.js';
-import type { Exchange } from './exchange.js';
+import type { RequestState, ResponseState, StreamState } from './state.js';
 import { countFindings, countInjections } from './metrics.js';
 
 function ms(fromNs: bigint): number {
@@ -9,10 +9,10 @@ function ms(fromNs: bigint): number {
 }
 
 /** The decision of an exchange that never joined a verified ext_authz decision: none, denied. */
-function noDecision(ex: Exchange): AuditDecision {
+function noDecision(st: StreamState): AuditDecision {
   return {
     allowed: false,
-    rule: ex.error?.rule ?? 'handoff.absent',
+    rule: st.error?.rule ?? 'handoff.absent',
     reason: 'no verified authorization decision reached ext_proc; the exchange was denied',
     policy_version: null,
     dry_run: false,
@@ -23,39 +23,47 @@ function noDecision(ex: Exchange): AuditDecision {
  * Ends one exchange: exactly one audit record (joined with the ext_authz decision carried in
  * the metadata), DLP and injection metrics, and the per-principal DLP alert window.
  */
-export function finishExchange(deps: ExtprocDeps, ex: Exchange): void {
-  const meta = ex.meta;
-  const tool = ex.tool?.name ?? meta?.tool ?? null;
+export function finishExchange(deps: ExtprocDeps, st: StreamState, req: RequestState, res: ResponseState): void {
+  const meta = st.meta;
+  const tool = st.tool?.name ?? meta?.tool ?? null;
   if (tool) {
-    countFindings('request', ex.dlpRequest.rules, ex.dlpRequest.action);
-    countFindings('response', ex.dlpResponse.rules, ex.dlpResponse.action);
-    if (ex.injection.length > 0) countInjections(tool, ex.injection.map((i) => i.rule));
+    countFindings('request', req.dlp.rules, req.dlp.action);
+    countFindings('response', res.dlp.rules, res.dlp.action);
+    if (req.injection.length > 0) countInjections(tool, req.injection.map((i) => i.rule));
     const principal = meta?.user ?? meta?.agent ?? null;
-    const dlpEvents = ex.dlpRequest.count + ex.dlpResponse.count;
-    const acted = ex.dlpRequest.action === 'redacted' || ex.dlpRequest.action === 'blocked' || ex.dlpResponse.action === 'redacted' || ex.dlpResponse.action === 'blocked';
+    const dlpEvents = req.dlp.count + res.dlp.count + res.scrubbed;
+    const acted = req.dlp.action === 'redacted' || req.dlp.action === 'blocked' || res.dlp.action === 'redacted' || res.dlp.action === 'blocked' || res.scrubbed > 0;
     if (principal && acted) deps.alerter.note(principal, tool, dlpEvents, Date.now());
   }
   const authzMs = meta?.authz_ms ?? null;
   deps.audit.record({
-    requestId: ex.requestId ?? meta?.request_id ?? null,
-    traceparent: ex.traceparent,
+    requestId: req.requestId ?? meta?.request_id ?? null,
+    traceparent: req.traceparent,
     identity: meta ? auditIdentity(meta) : null,
     tool,
-    method: ex.method,
-    path: ex.path,
-    decision: meta ? auditDecision(meta) : noDecision(ex),
-    inspection: { size: ex.requestSize, schema: ex.schema, errors: ex.schemaErrors, injection: ex.injection },
-    dlpRequest: ex.dlpRequest,
-    dlpResponse: ex.dlpResponse,
-    upstreamStatus: ex.upstreamStatus,
-    responseStatus: ex.responseStatus,
+    method: req.method,
+    path: req.path,
+    decision: meta ? auditDecision(meta) : noDecision(st),
+    inspection: { size: req.size, schema: req.schema, errors: req.schemaErrors, injection: req.injection },
+    dlpRequest: req.dlp,
+    dlpResponse: responseDlp(res),
+    upstreamStatus: res.upstreamStatus,
+    responseStatus: res.status,
     latencyMs: {
       authz: authzMs,
-      requestInspect: ex.requestInspectMs,
-      responseInspect: ex.responseInspectMs,
-      total: ms(ex.startedNs) + (authzMs ?? 0),
+      requestInspect: req.inspectMs,
+      responseInspect: res.inspectMs,
+      total: ms(st.startedNs) + (authzMs ?? 0),
     },
-    error: ex.error ? { code: ex.error.code, rule: ex.error.rule } : null,
-    payload: ex.requestPayload !== null || ex.responsePayload !== null ? { request: ex.requestPayload, response: ex.responsePayload } : undefined,
+    error: st.error ? { code: st.error.code, rule: st.error.rule } : null,
+    payload: req.payload !== null || res.payload !== null ? { request: req.payload, response: res.payload } : undefined,
   });
+}
+
+/** The response DLP outcome, the injected-credential scrub counted as a redaction. */
+function responseDlp(res: ResponseState): ResponseState['dlp'] {
+  if (res.scrubbed === 0) return res.dlp;
+  const rules = new Set(res.dlp.rules);
+  rules.add('portcullis.injected_credential');
+  return { action: res.dlp.action === 'blocked' ? 'blocked' : 'redacted', rules, count: res.dlp.count + res.scrubbed };
 }

@@ -24,7 +24,8 @@ import { AuditLogger } from '../audit/sinks.js';
 import { redactPath } from '../audit/record.js';
 import { addAccessLogFields } from '../audit/accessLog.js';
 import { ExtprocService } from '../extproc/service.js';
-import { compileFilters, type ExtprocDeps } from '../extproc/deps.js';
+import { compileResponses, type ExtprocDeps } from '../extproc/deps.js';
+import { MemoryBudget } from '../extproc/response/budget.js';
 import { DlpAlerter } from '../extproc/alerts.js';
 import type { CheckOutcome } from '../authz/check.js';
 import { auditDecision, auditIdentity } from '../authz/audit.js';
@@ -108,7 +109,7 @@ export function openPolicy(config: GatewayConfig, watch: boolean): Promise<Polic
  * Builds every request-path collaborator from a configuration: compiled, opened and watched
  * here, so Check only evaluates. `policy` is reused when the policy settings did not change.
  */
-export async function buildDeps(config: GatewayConfig, policy: PolicyEngine, limiter: RateLimiter): Promise<Built> {
+export async function buildDeps(config: GatewayConfig, policy: PolicyEngine, limiter: RateLimiter, budget: MemoryBudget): Promise<Built> {
   const secrets = new SecretStore(config.base_dir);
   let audit: AuditLogger | null = null;
   try {
@@ -133,7 +134,9 @@ export async function buildDeps(config: GatewayConfig, policy: PolicyEngine, lim
         scanner,
         injection,
         schemas,
-        filters: compileFilters(config),
+        responses: compileResponses(config, scanner),
+        credentials,
+        budget,
         audit,
         alerter: new DlpAlerter(config.alerting.dlp_threshold, config.alerting.window_s),
         handoff,
@@ -185,7 +188,9 @@ export async function serve(configPath: string): Promise<App> {
   let policy = await openPolicy(config, true);
   // Buckets outlive reloads: a config change must not hand every caller a fresh burst.
   const limiter = new RateLimiter();
-  let built = await buildDeps(config, policy, limiter);
+  // Like the buckets, the response memory budget spans reloads: streams in flight keep holding it.
+  const budget = new MemoryBudget(config.inspect.response_memory_budget_bytes);
+  let built = await buildDeps(config, policy, limiter, budget);
   const authorizer = new Authorizer(built.deps);
   const processBinding = withRawRequests(externalProcessorService(), 'Process');
   const extproc = new ExtprocService(built.extproc, processBinding.decode);
@@ -231,7 +236,7 @@ export async function serve(configPath: string): Promise<App> {
       const nextPolicy = samePolicy(current, next) ? policy : await openPolicy(next, true);
       let nextBuilt: Built;
       try {
-        nextBuilt = await buildDeps(next, nextPolicy, limiter);
+        nextBuilt = await buildDeps(next, nextPolicy, limiter, budget);
       } catch (err) {
         if (nextPolicy !== policy) nextPolicy.close();
         throw err;
@@ -239,6 +244,7 @@ export async function serve(configPath: string): Promise<App> {
       const old = built;
       authorizer.swap(nextBuilt.deps);
       extproc.swap(nextBuilt.extproc);
+      budget.resize(next.inspect.response_memory_budget_bytes);
       built = nextBuilt;
       if (nextPolicy !== policy) {
         policy.close();

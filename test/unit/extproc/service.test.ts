@@ -11,7 +11,10 @@ import { compileToolSchemas } from '../../../src/inspect/schema.js';
 import { AuditLogger, type AuditSink } from '../../../src/audit/sinks.js';
 import type { AuditRecord } from '../../../src/audit/record.js';
 import { ExtprocService } from '../../../src/extproc/service.js';
-import { compileFilters, type ExtprocDeps } from '../../../src/extproc/deps.js';
+import { compileResponses, type ExtprocDeps } from '../../../src/extproc/deps.js';
+import { MemoryBudget } from '../../../src/extproc/response/budget.js';
+import { CredentialInjector } from '../../../src/credentials/inject.js';
+import { SecretStore } from '../../../src/credentials/secrets.js';
 import { DlpAlerter } from '../../../src/extproc/alerts.js';
 import type { ProcessingRequest, ProcessingResponse } from '../../../src/extproc/proto.js';
 import { AUTHZ_METADATA_NAMESPACE, HandoffKey, handoffStruct, sealHandoff } from '../../../src/authz/handoff.js';
@@ -43,6 +46,11 @@ class MemorySink implements AuditSink {
   async close(): Promise<void> {}
 }
 
+/** Lets the per-stream queue answer what was delivered (phases may await). */
+async function settle(): Promise<void> {
+  for (let i = 0; i < 5; i++) await new Promise((r) => setImmediate(r));
+}
+
 /** Stand-in for a gRPC server duplex stream: Envoy's side is `send`/`finish`/`cancel`. */
 class FakeCall extends EventEmitter {
   readonly written: ProcessingResponse[] = [];
@@ -66,12 +74,15 @@ class FakeCall extends EventEmitter {
     this.destroyed = err ?? new Error('destroyed');
     return this;
   }
-  send(...msgs: ProcessingRequest[]): this {
+  /** Delivers messages as Envoy would and waits until the service has answered them. */
+  async send(...msgs: ProcessingRequest[]): Promise<this> {
     for (const m of msgs) this.emit('data', m);
+    await settle();
     return this;
   }
-  finish(): this {
+  async finish(): Promise<this> {
     this.emit('end');
+    await settle();
     return this;
   }
 }
@@ -80,16 +91,19 @@ function withTool(config: GatewayConfig, name: string, edit: (t: ToolConfig) => 
   return { ...config, tools: config.tools.map((t) => (t.name === name ? edit(t) : t)) };
 }
 
-function setup(opts: { config?: GatewayConfig; scanner?: Scanner } = {}): { service: ExtprocService; sink: MemorySink } {
+function setup(opts: { config?: GatewayConfig; scanner?: Scanner; budget?: number } = {}): { service: ExtprocService; sink: MemorySink } {
   const config = opts.config ?? demo;
   const sink = new MemorySink();
+  const scanner = opts.scanner ?? compileCatalog(config.dlp);
   const deps: ExtprocDeps = {
     config,
     tools: new ToolRegistry(config.tools),
-    scanner: opts.scanner ?? compileCatalog(config.dlp),
+    scanner,
     injection: compileInjectionRules(),
     schemas: compileToolSchemas(config.tools, config.base_dir),
-    filters: compileFilters(config),
+    responses: compileResponses(config, scanner),
+    credentials: new CredentialInjector(config.tools, new SecretStore(config.base_dir)),
+    budget: new MemoryBudget(opts.budget ?? config.inspect.response_memory_budget_bytes),
     audit: new AuditLogger([sink], config.audit.payload),
     alerter: new DlpAlerter(config.alerting.dlp_threshold, config.alerting.window_s),
     handoff: KEY,
@@ -173,16 +187,16 @@ function bodyOf(r: ProcessingResponse | undefined): string {
 }
 
 describe('ExtprocService stream loop', () => {
-  it('answers every message in arrival order and writes one audit record when the response ends', () => {
+  it('answers every message in arrival order and writes one audit record when the response ends', async () => {
     const { service, sink } = setup();
-    const call = open(service).send(
+    const call = await open(service).send(
       reqHeaders('weather', GET_WEATHER, true),
       respHeaders({ ':status': '200', 'content-type': 'application/json', 'content-length': '100' }),
       respBody(JSON.stringify({ key: AWS_KEY }), true),
     );
     expect(kinds(call)).toEqual(['requestHeaders', 'responseHeaders', 'responseBody']);
     expect(sink.records).toHaveLength(1);
-    call.finish();
+    await call.finish();
     expect(call.ended).toBe(true);
     expect(call.failed).toBeNull();
     expect(sink.records).toHaveLength(1);
@@ -191,53 +205,63 @@ describe('ExtprocService stream loop', () => {
     expect(rec.dlp.response).toEqual({ action: 'redacted', rules: ['aws.access_key_id'], count: 1 });
   });
 
-  it('asks for an identity-encoded upstream response and no request body on a bodiless GET', () => {
+  it('asks for an identity-encoded upstream response and no request body on a bodiless GET', async () => {
     const { service } = setup();
-    const call = open(service).send(reqHeaders('weather', GET_WEATHER, true));
+    const call = await open(service).send(reqHeaders('weather', GET_WEATHER, true));
     const r = call.written[0]!;
     expect(r.requestHeaders?.response.headerMutation?.setHeaders?.map((h) => [h.header.key, h.header.rawValue.toString()])).toEqual([['accept-encoding', 'identity']]);
     expect(r.modeOverride).toMatchObject({ requestBodyMode: 'NONE', responseBodyMode: 'NONE' });
   });
 
-  it('asks for the request body (BUFFERED) when the tool validates it', () => {
+  it('asks for the request body (BUFFERED) when the tool validates it', async () => {
     const { service } = setup();
-    const call = open(service).send(reqHeaders('tickets', { ':method': 'POST', ':path': '/tools/tickets/tenants/acme/tickets' }, false));
+    const call = await open(service).send(reqHeaders('tickets', { ':method': 'POST', ':path': '/tools/tickets/tenants/acme/tickets' }, false));
     expect(call.written[0]!.modeOverride?.requestBodyMode).toBe('BUFFERED');
   });
 
-  it('chooses BUFFERED for JSON, STREAMED for SSE and NONE when the tool has no response DLP or the type is binary', () => {
-    const mode = (service: ExtprocService, ct: string): ProcessingResponse => {
-      const call = open(service).send(reqHeaders('weather', GET_WEATHER, true), respHeaders({ ':status': '200', 'content-type': ct, 'content-length': '10' }));
+  it('chooses BUFFERED for bodies of every type, STREAMED for SSE, and NONE only when the tool inspects nothing or passes binary', async () => {
+    const mode = async (service: ExtprocService, ct: string): Promise<ProcessingResponse> => {
+      const call = await open(service).send(reqHeaders('weather', GET_WEATHER, true), respHeaders({ ':status': '200', 'content-type': ct, 'content-length': '10' }));
       return call.written[1]!;
     };
     const { service } = setup();
-    expect(mode(service, 'application/json').modeOverride?.responseBodyMode).toBe('BUFFERED');
-    expect(mode(service, 'text/plain; charset=utf-8').modeOverride?.responseBodyMode).toBe('BUFFERED');
-    const sse = mode(service, 'text/event-stream');
+    expect((await mode(service, 'application/json')).modeOverride?.responseBodyMode).toBe('BUFFERED');
+    expect((await mode(service, 'text/plain; charset=utf-8')).modeOverride?.responseBodyMode).toBe('BUFFERED');
+    const sse = await mode(service, 'text/event-stream');
     expect(sse.modeOverride?.responseBodyMode).toBe('STREAMED');
     expect(sse.responseHeaders?.response.headerMutation?.removeHeaders).toEqual(['content-length']);
-    expect(mode(service, 'image/png').modeOverride?.responseBodyMode).toBe('NONE');
+    // A binary body is inspected byte for byte unless the tool says otherwise.
+    expect((await mode(service, 'image/png')).modeOverride?.responseBodyMode).toBe('BUFFERED');
+    expect((await mode(service, 'application/octet-stream')).modeOverride?.responseBodyMode).toBe('BUFFERED');
+    const pass = setup({ config: withTool(demo, 'weather', (t) => ({ ...t, response: { ...t.response, binary: 'pass' } })) });
+    expect((await mode(pass.service, 'application/octet-stream')).modeOverride?.responseBodyMode).toBe('NONE');
+    expect((await mode(pass.service, 'application/json')).modeOverride?.responseBodyMode).toBe('BUFFERED');
 
-    const noDlp = setup({ config: withTool(demo, 'weather', (t) => ({ ...t, response: { ...t.response, dlp: false } })) });
-    expect(mode(noDlp.service, 'application/json').modeOverride?.responseBodyMode).toBe('NONE');
-    expect(mode(noDlp.service, 'text/event-stream').modeOverride?.responseBodyMode).toBe('NONE');
+    // Without DLP the injected credential is still scrubbed: the body is still read.
+    process.env.PORTCULLIS_UNIT_WEATHER_KEY = 'unit-weather-key-0123456789';
+    const credentials = [{ header: 'x-api-key', format: '{secret}', secret: { env: 'PORTCULLIS_UNIT_WEATHER_KEY' } }];
+    const noDlp = setup({ config: withTool(demo, 'weather', (t) => ({ ...t, credentials, response: { ...t.response, dlp: false } })) });
+    expect((await mode(noDlp.service, 'application/json')).modeOverride?.responseBodyMode).toBe('BUFFERED');
+    const nothing = setup({ config: withTool(demo, 'weather', (t) => ({ ...t, credentials: [], response: { ...t.response, dlp: false } })) });
+    expect((await mode(nothing.service, 'application/json')).modeOverride?.responseBodyMode).toBe('NONE');
+    expect((await mode(nothing.service, 'text/event-stream')).modeOverride?.responseBodyMode).toBe('NONE');
   });
 
-  it('holds a JSON body of unknown or too large length in portcullis (STREAMED, answered empty until the end)', () => {
+  it('holds a JSON body of unknown or too large length in portcullis (STREAMED, answered empty until the end)', async () => {
     const { service, sink } = setup();
     for (const h of [{}, { 'content-length': String(2 * 1024 * 1024) }] as Record<string, string>[]) {
-      const call = open(service).send(reqHeaders('weather', GET_WEATHER, true), respHeaders({ ':status': '200', 'content-type': 'application/json', ...h }));
+      const call = await open(service).send(reqHeaders('weather', GET_WEATHER, true), respHeaders({ ':status': '200', 'content-type': 'application/json', ...h }));
       expect(call.written[1]!.modeOverride?.responseBodyMode).toBe('STREAMED');
       expect(call.written[1]!.responseHeaders?.response.headerMutation?.removeHeaders).toEqual(['content-length']);
-      call.send(respBody('{"a":"key ', false), respBody(`${AWS_KEY}"}`, true));
+      await call.send(respBody('{"a":"key ', false), respBody(`${AWS_KEY}"}`, true));
       expect(call.written.slice(2).map(bodyOf)).toEqual(['', '{"a":"key [REDACTED:aws.access_key_id]"}']);
     }
     expect(sink.records).toHaveLength(2);
   });
 
-  it('streams SSE chunk by chunk: releases each finished event at once and never half a secret', () => {
+  it('streams SSE chunk by chunk: releases each finished event at once and never half a secret', async () => {
     const { service, sink } = setup();
-    const call = open(service).send(
+    const call = await open(service).send(
       reqHeaders('weather', GET_WEATHER, true),
       respHeaders({ ':status': '200', 'content-type': 'text/event-stream' }),
       respBody('data: first\n\n', false),
@@ -256,20 +280,20 @@ describe('ExtprocService stream loop', () => {
     expect(sink.records[0]!.dlp.response).toEqual({ action: 'redacted', rules: ['aws.access_key_id'], count: 1 });
   });
 
-  it('keeps a multi-byte character split across chunks intact', () => {
+  it('keeps a multi-byte character split across chunks intact', async () => {
     const { service } = setup();
     const euro = Buffer.from('data: 5 €\n\n');
     const cut = euro.indexOf(0xe2) + 1;
-    const call = open(service).send(reqHeaders('weather', GET_WEATHER, true), respHeaders({ ':status': '200', 'content-type': 'text/event-stream' }));
-    call.send({ request: 'responseBody', responseBody: { body: euro.subarray(0, cut), endOfStream: false } });
-    call.send({ request: 'responseBody', responseBody: { body: euro.subarray(cut), endOfStream: true } });
+    const call = await open(service).send(reqHeaders('weather', GET_WEATHER, true), respHeaders({ ':status': '200', 'content-type': 'text/event-stream' }));
+    await call.send({ request: 'responseBody', responseBody: { body: euro.subarray(0, cut), endOfStream: false } });
+    await call.send({ request: 'responseBody', responseBody: { body: euro.subarray(cut), endOfStream: true } });
     expect(call.written.slice(2).map(bodyOf).join('')).toBe('data: 5 €\n\n');
   });
 
-  it('answers a schema-invalid body with an immediate 400 and ignores what follows', () => {
+  it('answers a schema-invalid body with an immediate 400 and ignores what follows', async () => {
     const { service, sink } = setup();
     const ticket = JSON.stringify({ title: 'x', priority: 'urgent' });
-    const call = open(service).send(
+    const call = await open(service).send(
       reqHeaders('tickets', { ':method': 'POST', ':path': '/tools/tickets/tenants/acme/tickets' }, false, meta('tickets', { body_sha256: sha256(ticket) })),
       reqBody(ticket),
       respHeaders({ ':status': '201', 'content-type': 'application/json' }),
@@ -278,16 +302,16 @@ describe('ExtprocService stream loop', () => {
     const imm = call.written[1]!.immediateResponse!;
     expect(imm.status.code).toBe(400);
     expect(JSON.parse(imm.body!.toString())).toMatchObject({ error: { type: 'invalid_request', rule: 'inspect.schema', request_id: 'req-1' } });
-    call.finish();
+    await call.finish();
     expect(sink.records).toHaveLength(1);
     expect(sink.records[0]).toMatchObject({ response_status: 400, upstream_status: null, error: { type: 'invalid_request', rule: 'inspect.schema' } });
   });
 
-  it('refuses to forward a JSON body other than the one the Check decided on (or when the Check saw none)', () => {
+  it('refuses to forward a JSON body other than the one the Check decided on (or when the Check saw none)', async () => {
     const ticket = JSON.stringify({ title: 'x', priority: 'low' });
     for (const decided of [sha256(JSON.stringify({ title: 'y', priority: 'low' })), null]) {
       const { service } = setup();
-      const call = open(service).send(
+      const call = await open(service).send(
         reqHeaders('tickets', { ':method': 'POST', ':path': '/tools/tickets/tenants/acme/tickets' }, false, meta('tickets', { body_sha256: decided })),
         reqBody(ticket),
       );
@@ -297,7 +321,7 @@ describe('ExtprocService stream loop', () => {
     }
   });
 
-  it('answers an MCP batch error with one JSON-RPC error per call id', () => {
+  it('answers an MCP batch error with one JSON-RPC error per call id', async () => {
     const { service } = setup();
     const batch = [
       { jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name: 'search_docs', arguments: { query: 'a', tenant: 'acme' } } },
@@ -305,7 +329,7 @@ describe('ExtprocService stream loop', () => {
       { jsonrpc: '2.0', id: 'two', method: 'tools/call', params: { name: 'search_docs', arguments: { tenant: 'acme' } } },
     ];
     const text = JSON.stringify(batch);
-    const call = open(service).send(reqHeaders('docs', { ':method': 'POST', ':path': '/tools/docs/' }, false, meta('docs', { body_sha256: sha256(text) })), reqBody(text));
+    const call = await open(service).send(reqHeaders('docs', { ':method': 'POST', ':path': '/tools/docs/' }, false, meta('docs', { body_sha256: sha256(text) })), reqBody(text));
     const body = JSON.parse(call.written[1]!.immediateResponse!.body!.toString()) as { id: unknown; error: { code: number; message: string } }[];
     expect(body.map((b) => b.id)).toEqual([1, 'two']);
     expect(body.every((b) => b.error.code === -32602)).toBe(true);
@@ -313,9 +337,9 @@ describe('ExtprocService stream loop', () => {
     expect(body[1]!.error.message).toMatch(/^arguments of MCP tool "search_docs"/);
   });
 
-  it('answers a blocked buffered response with an immediate 403 (the response has not started)', () => {
+  it('answers a blocked buffered response with an immediate 403 (the response has not started)', async () => {
     const { service, sink } = setup();
-    const call = open(service).send(
+    const call = await open(service).send(
       reqHeaders('weather', GET_WEATHER, true),
       respHeaders({ ':status': '200', 'content-type': 'application/json', 'content-length': '100' }),
       respBody(JSON.stringify({ k: '-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBg\n-----END PRIVATE KEY-----' }), true),
@@ -328,10 +352,10 @@ describe('ExtprocService stream loop', () => {
     expect(sink.records[0]).toMatchObject({ upstream_status: 200, response_status: 403, error: { type: 'blocked_content', rule: 'dlp.response' } });
   });
 
-  it('answers a blocked held body with an immediate 403 too (nothing of it was released)', () => {
+  it('answers a blocked held body with an immediate 403 too (nothing of it was released)', async () => {
     const { service, sink } = setup();
-    const call = open(service).send(reqHeaders('weather', GET_WEATHER, true), respHeaders({ ':status': '200', 'content-type': 'application/json' }));
-    call.send(respBody('{"k":"-----BEGIN PRIVATE KEY-----\\nMIIEvQ', false), respBody('IBADANBg\\n-----END PRIVATE KEY-----"}', true));
+    const call = await open(service).send(reqHeaders('weather', GET_WEATHER, true), respHeaders({ ':status': '200', 'content-type': 'application/json' }));
+    await call.send(respBody('{"k":"-----BEGIN PRIVATE KEY-----\\nMIIEvQ', false), respBody('IBADANBg\\n-----END PRIVATE KEY-----"}', true));
     expect(kinds(call)).toEqual(['requestHeaders', 'responseHeaders', 'responseBody', 'immediateResponse']);
     expect(bodyOf(call.written[2])).toBe('');
     expect(call.written[3]!.immediateResponse!.status.code).toBe(403);
@@ -339,29 +363,30 @@ describe('ExtprocService stream loop', () => {
     expect(sink.records).toHaveLength(1);
   });
 
-  it('fails the gRPC stream (so Envoy resets the downstream) on an error after a streamed response started', () => {
+  it('fails the gRPC stream (so Envoy resets the downstream) on an error after a streamed response started', async () => {
     const failing: Scanner = {
       ruleCount: 1,
-      scan: () => {
-        throw new Error('scanner exploded');
+      scan: (text) => {
+        if (text.includes('explode')) throw new Error('scanner exploded');
+        return [];
       },
     };
     const { service, sink } = setup({ scanner: failing });
-    const call = open(service).send(reqHeaders('weather', GET_WEATHER, true), respHeaders({ ':status': '200', 'content-type': 'text/event-stream' }), respBody('data: x\n\n', false));
+    const call = await open(service).send(reqHeaders('weather', GET_WEATHER, true), respHeaders({ ':status': '200', 'content-type': 'text/event-stream' }), respBody('data: explode\n\n', false));
     expect(kinds(call)).toEqual(['requestHeaders', 'responseHeaders']);
     expect(call.failed).not.toBeNull();
     expect(call.failed!.code).toBe(grpcStatus.INTERNAL);
     expect(call.destroyed).toBeNull();
     // Nothing more is answered on a failed stream.
-    call.send(respBody(`data: ${AWS_KEY}\n\n`, true));
+    await call.send(respBody(`data: ${AWS_KEY}\n\n`, true));
     expect(call.written).toHaveLength(2);
     expect(sink.records).toHaveLength(1);
     expect(sink.records[0]!.error).toEqual({ type: 'internal', rule: null });
   });
 
-  it('denies with an immediate 503 when the ext_authz context is missing (fail closed)', () => {
+  it('denies with an immediate 503 when the ext_authz context is missing (fail closed)', async () => {
     const { service, sink } = setup();
-    const call = open(service).send(reqHeaders('weather', GET_WEATHER, false, null));
+    const call = await open(service).send(reqHeaders('weather', GET_WEATHER, false, null));
     expect(kinds(call)).toEqual(['immediateResponse']);
     const imm = call.written[0]!.immediateResponse!;
     expect(imm.status.code).toBe(503);
@@ -370,20 +395,20 @@ describe('ExtprocService stream loop', () => {
     expect(sink.records[0]).toMatchObject({ agent_id: null, user_id: null, tool: null, decision: { allowed: false, rule: 'handoff.absent' } });
   });
 
-  it('passes a local reply of an earlier filter through and leaves its audit record to ext_authz', () => {
+  it('passes a local reply of an earlier filter through and leaves its audit record to ext_authz', async () => {
     const { service, sink } = setup();
-    const call = open(service).send(respHeaders({ ':status': '401', 'content-type': 'application/json' }));
+    const call = await open(service).send(respHeaders({ ':status': '401', 'content-type': 'application/json' }));
     expect(kinds(call)).toEqual(['responseHeaders']);
     expect(call.written[0]!.responseHeaders!.response.status).toBe('CONTINUE');
-    call.finish();
+    await call.finish();
     expect(sink.records).toHaveLength(0);
   });
 
-  it('starts at the response on routes that skip request headers, joining the forwarded decision', () => {
+  it('starts at the response on routes that skip request headers, joining the forwarded decision', async () => {
     const { service, sink } = setup();
     const traceparent = '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01';
     const m = meta('weather', { request_id: 'req-9', traceparent, method: 'GET', path: '/tools/weather/leak?city=Oslo' });
-    const call = open(service).send(
+    const call = await open(service).send(
       respHeaders({ ':status': '200', 'content-type': 'application/json', 'content-length': '40' }, false, m),
       respBody(JSON.stringify({ key: AWS_KEY }), true),
     );
@@ -401,20 +426,20 @@ describe('ExtprocService stream loop', () => {
     });
   });
 
-  it('passes a denial reply through untouched when the forwarded decision says denied', () => {
+  it('passes a denial reply through untouched when the forwarded decision says denied', async () => {
     const { service, sink } = setup();
-    const call = open(service).send(respHeaders({ ':status': '403', 'content-type': 'application/json' }, false, meta('tickets', { allowed: false })));
+    const call = await open(service).send(respHeaders({ ':status': '403', 'content-type': 'application/json' }, false, meta('tickets', { allowed: false })));
     expect(kinds(call)).toEqual(['responseHeaders']);
     expect(call.written[0]!.modeOverride).toBeUndefined();
-    call.finish();
+    await call.finish();
     expect(sink.records).toHaveLength(0);
   });
 
-  it('writes one record when Envoy cancels the stream mid-exchange', () => {
+  it('writes one record when Envoy cancels the stream mid-exchange', async () => {
     const { service, sink } = setup();
-    const call = open(service).send(reqHeaders('weather', GET_WEATHER, true), respHeaders({ ':status': '200', 'content-type': 'text/event-stream' }), respBody('data: a', false));
+    const call = await open(service).send(reqHeaders('weather', GET_WEATHER, true), respHeaders({ ':status': '200', 'content-type': 'text/event-stream' }), respBody('data: a', false));
     call.emit('error', new Error('cancelled'));
-    call.finish();
+    await call.finish();
     expect(sink.records).toHaveLength(1);
     expect(sink.records[0]).toMatchObject({ upstream_status: 200, error: { type: 'unavailable', rule: 'extproc.cancelled' } });
   });
@@ -432,88 +457,88 @@ describe('ExtprocService: the ext_authz hand-off', () => {
     };
   }
 
-  function deniedWithRecord(msg: ProcessingRequest, rule: string): void {
+  async function deniedWithRecord(msg: ProcessingRequest, rule: string): Promise<void> {
     const { service, sink } = setup();
-    const call = open(service).send(msg);
+    const call = await open(service).send(msg);
     expect(kinds(call)).toEqual(['immediateResponse']);
     expect(call.written[0]!.immediateResponse!.status.code).toBe(503);
-    call.finish();
+    await call.finish();
     expect(sink.records).toHaveLength(1);
     // The record claims nothing from the unverified metadata and says there was no decision.
     expect(sink.records[0]).toMatchObject({ agent_id: null, user_id: null, tenant_id: null, tool: null, decision: { allowed: false, rule }, error: { type: 'internal', rule } });
   }
 
-  it('accepts a hand-off sealed with the shared key', () => {
+  it('accepts a hand-off sealed with the shared key', async () => {
     const { service, sink } = setup();
-    const call = open(service).send(reqHeaders('weather', GET_WEATHER, true));
+    const call = await open(service).send(reqHeaders('weather', GET_WEATHER, true));
     expect(kinds(call)).toEqual(['requestHeaders']);
     expect(sink.records).toHaveLength(0);
   });
 
-  it('denies an unsigned hand-off (the struct without iat and sig) and records no decision', () => {
-    deniedWithRecord(tampered((f) => {
+  it('denies an unsigned hand-off (the struct without iat and sig) and records no decision', async () => {
+    await deniedWithRecord(tampered((f) => {
       delete f.sig;
       delete f.iat;
     }), 'handoff.unsigned');
   });
 
-  it('denies a hand-off whose signed field was changed (another agent)', () => {
-    deniedWithRecord(tampered((f) => (f.agent = { stringValue: 'admin' })), 'handoff.forged');
+  it('denies a hand-off whose signed field was changed (another agent)', async () => {
+    await deniedWithRecord(tampered((f) => (f.agent = { stringValue: 'admin' })), 'handoff.forged');
   });
 
-  it('denies a hand-off signed with another key', () => {
+  it('denies a hand-off signed with another key', async () => {
     const other = new HandoffKey(() => 'another-key-that-is-long-enough-0123456789');
     const struct = handoffStruct(sealHandoff(meta('weather'), other));
-    deniedWithRecord(
+    await deniedWithRecord(
       { request: 'requestHeaders', requestHeaders: { ...headers({ 'x-request-id': 'req-1', ...GET_WEATHER }), endOfStream: true }, metadataContext: { filterMetadata: { [AUTHZ_METADATA_NAMESPACE]: struct } } },
       'handoff.forged',
     );
   });
 
-  it('denies wrongly typed fields without throwing: path as a number, allowed as a string, a list of numbers', () => {
-    deniedWithRecord(tampered((f) => (f.path = { numberValue: 42 })), 'handoff.malformed');
-    deniedWithRecord(tampered((f) => (f.allowed = { stringValue: 'true' })), 'handoff.malformed');
-    deniedWithRecord(tampered((f) => (f.auth_methods = { listValue: { values: [{ numberValue: 1 }] } })), 'handoff.malformed');
-    deniedWithRecord(tampered((f) => (f.sig = { numberValue: 1 })), 'handoff.malformed');
+  it('denies wrongly typed fields without throwing: path as a number, allowed as a string, a list of numbers', async () => {
+    await deniedWithRecord(tampered((f) => (f.path = { numberValue: 42 })), 'handoff.malformed');
+    await deniedWithRecord(tampered((f) => (f.allowed = { stringValue: 'true' })), 'handoff.malformed');
+    await deniedWithRecord(tampered((f) => (f.auth_methods = { listValue: { values: [{ numberValue: 1 }] } })), 'handoff.malformed');
+    await deniedWithRecord(tampered((f) => (f.sig = { numberValue: 1 })), 'handoff.malformed');
   });
 
-  it('denies a stale hand-off (replayed long after it was signed)', () => {
+  it('denies a stale hand-off (replayed long after it was signed)', async () => {
     const struct = handoffStruct(sealHandoff(meta('weather'), KEY, Date.now() - 60 * 60 * 1000));
-    deniedWithRecord(
+    await deniedWithRecord(
       { request: 'requestHeaders', requestHeaders: { ...headers({ 'x-request-id': 'req-1', ...GET_WEATHER }), endOfStream: true }, metadataContext: { filterMetadata: { [AUTHZ_METADATA_NAMESPACE]: struct } } },
       'handoff.expired',
     );
   });
 
-  it("denies a valid hand-off of another request (Envoy's request id differs)", () => {
-    deniedWithRecord(reqHeaders('weather', { ...GET_WEATHER, 'x-request-id': 'req-2' }, true), 'handoff.other_request');
+  it("denies a valid hand-off of another request (Envoy's request id differs)", async () => {
+    await deniedWithRecord(reqHeaders('weather', { ...GET_WEATHER, 'x-request-id': 'req-2' }, true), 'handoff.other_request');
   });
 
-  it('denies a body or response body before any verified decision, and messages out of order', () => {
-    deniedWithRecord(reqBody('{}'), 'handoff.absent');
-    deniedWithRecord(respBody('x', true), 'handoff.absent');
+  it('denies a body or response body before any verified decision, and messages out of order', async () => {
+    await deniedWithRecord(reqBody('{}'), 'handoff.absent');
+    await deniedWithRecord(respBody('x', true), 'handoff.absent');
     const { service } = setup();
-    const call = open(service).send(respHeaders({ ':status': '200' }, false, meta('weather')), reqHeaders('weather', GET_WEATHER, true));
+    const call = await open(service).send(respHeaders({ ':status': '200' }, false, meta('weather')), reqHeaders('weather', GET_WEATHER, true));
     expect(kinds(call)).toEqual(['responseHeaders', 'immediateResponse']);
     expect(JSON.parse(call.written[1]!.immediateResponse!.body!.toString())).toMatchObject({ error: { rule: 'extproc.protocol' } });
   });
 
-  it('writes no audit record for a stream that carried no message', () => {
+  it('writes no audit record for a stream that carried no message', async () => {
     const { service, sink } = setup();
-    for (let i = 0; i < 20; i++) open(service).finish();
+    for (let i = 0; i < 20; i++) await open(service).finish();
     const cancelled = open(service);
     cancelled.emit('error', new Error('cancelled'));
     expect(sink.records).toHaveLength(0);
   });
 
-  it('a forged response-phase hand-off fails the stream instead of passing as a local reply', () => {
+  it('a forged response-phase hand-off fails the stream instead of passing as a local reply', async () => {
     const { service, sink } = setup();
     const m = respHeaders({ ':status': '200', 'content-type': 'application/json' }, false, meta('weather'));
     const fields = (m.metadataContext!.filterMetadata![AUTHZ_METADATA_NAMESPACE] as { fields: { portcullis: { structValue: { fields: Record<string, unknown> } } } }).fields.portcullis.structValue.fields;
     fields.tool = { stringValue: 'tickets' };
-    const call = open(service).send(m);
+    const call = await open(service).send(m);
     expect(kinds(call)).toEqual(['immediateResponse']);
-    call.finish();
+    await call.finish();
     expect(sink.records[0]).toMatchObject({ decision: { allowed: false, rule: 'handoff.forged' } });
   });
 });

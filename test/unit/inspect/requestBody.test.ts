@@ -11,7 +11,7 @@ function tool(extra: Partial<ToolConfig> = {}): ToolConfig {
     dry_run: false,
     credentials: [],
     request: { max_body_bytes: 1024, injection: 'off', dlp: false },
-    response: { drop_fields: [], dlp: false },
+    response: { drop_fields: [], dlp: false, binary: 'inspect' },
     ...extra,
   };
 }

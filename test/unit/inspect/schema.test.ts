@@ -23,7 +23,7 @@ function tool(name: string, schema?: string, mcp?: Record<string, McpToolConfig>
     credentials: [],
     request: { max_body_bytes: 1 << 20, injection: 'off', dlp: false, ...(schema ? { schema } : {}) },
     ...(mcp ? { mcp: { tools: mcp } } : {}),
-    response: { drop_fields: [], dlp: false },
+    response: { drop_fields: [], dlp: false, binary: 'inspect' },
   };
 }
 

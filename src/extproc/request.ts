@@ -1,13 +1,14 @@
 import { createHash } from 'node:crypto';
 import { GatewayError } from '../errors.js';
 import type { AuthzMetadata } from '../authz/check.js';
+import type { ToolConfig } from '../config/types.js';
 import { readHandoff, type HandoffResult } from '../authz/handoff.js';
 import { parseJsonRpc } from '../inspect/mcp.js';
 import { isJsonTool, readRequestBody, type RequestBody } from '../inspect/requestBody.js';
 import { checkBatchSize } from '../inspect/mcp.js';
 import { applyDlp } from '../dlp/index.js';
 import type { ExtprocDeps } from './deps.js';
-import type { Exchange } from './exchange.js';
+import { noteFindings, type RequestState, type StreamState } from './state.js';
 import { headerMap, setHeader, type ProcessingRequest, type ProcessingResponse, type ProtoHttpBody, type ProtoProcessingMode } from './proto.js';
 
 /** Bodies are inspected only through the modes the exchange asks for (each phase is a round trip). */
@@ -32,8 +33,8 @@ export function noDecision(problem: string): GatewayError {
   return new GatewayError('internal', `no verified authorization decision for this request (hand-off ${problem})`, { rule: `handoff.${problem}` });
 }
 
-function needsRequestBody(deps: ExtprocDeps, ex: Exchange): boolean {
-  const t = ex.tool;
+function needsRequestBody(deps: ExtprocDeps, st: StreamState): boolean {
+  const t = st.tool;
   if (!t) return false;
   return Boolean(t.request.schema) || Boolean(t.mcp) || t.request.injection !== 'off' || (t.external && t.request.dlp) || deps.config.audit.payload.mode !== 'off';
 }
@@ -42,15 +43,15 @@ function needsRequestBody(deps: ExtprocDeps, ex: Exchange): boolean {
  * Starts an exchange from the ext_authz decision: which tool, and what the audit record needs.
  * Routes that skip the request-header phase start here from the response headers.
  */
-export function joinDecision(deps: ExtprocDeps, ex: Exchange, meta: AuthzMetadata): void {
-  ex.sawRequest = true;
-  ex.meta = meta;
-  ex.method = meta.method ?? '';
-  ex.path = meta.path ?? '';
-  ex.requestId = meta.request_id;
-  ex.traceparent = meta.traceparent ?? null;
-  ex.tool = meta.tool ? (deps.tools.get(meta.tool) ?? null) : null;
-  if (!ex.tool) throw new GatewayError('internal', `tool "${String(meta.tool)}" is not configured on this replica`, { rule: 'extproc.unknown_tool' });
+export function joinDecision(deps: ExtprocDeps, st: StreamState, req: RequestState, meta: AuthzMetadata): void {
+  req.seen = true;
+  st.meta = meta;
+  req.method = meta.method ?? '';
+  req.path = meta.path ?? '';
+  req.requestId = meta.request_id;
+  req.traceparent = meta.traceparent ?? null;
+  st.tool = meta.tool ? (deps.tools.get(meta.tool) ?? null) : null;
+  if (!st.tool) throw new GatewayError('internal', `tool "${String(meta.tool)}" is not configured on this replica`, { rule: 'extproc.unknown_tool' });
 }
 
 /**
@@ -58,12 +59,12 @@ export function joinDecision(deps: ExtprocDeps, ex: Exchange, meta: AuthzMetadat
  * record needs, ask the upstream for an uncompressed response, and enable the body phase only
  * when this tool inspects request bodies.
  */
-export function onRequestHeaders(deps: ExtprocDeps, ex: Exchange, msg: ProcessingRequest): ProcessingResponse {
+export function onRequestHeaders(deps: ExtprocDeps, st: StreamState, req: RequestState, msg: ProcessingRequest): ProcessingResponse {
   const h = headerMap(msg.requestHeaders);
   // Envoy's own view of the request, for the audit record even when there is no decision.
-  ex.requestId = h['x-request-id'] ?? null;
-  ex.method = h[':method'] ?? '';
-  ex.path = h[':path'] ?? '';
+  req.requestId = h['x-request-id'] ?? null;
+  req.method = h[':method'] ?? '';
+  req.path = h[':path'] ?? '';
   const handoff = readMetadata(deps, msg);
   if (!handoff.ok) throw noDecision(handoff.problem);
   const meta = handoff.meta;
@@ -72,13 +73,13 @@ export function onRequestHeaders(deps: ExtprocDeps, ex: Exchange, msg: Processin
   // The decision belongs to this request: Envoy chose the request id before ext_authz ran.
   const rid = h['x-request-id'];
   if (rid !== undefined && meta.request_id !== null && rid !== meta.request_id) throw noDecision('other_request');
-  joinDecision(deps, ex, meta);
-  ex.method = h[':method'] ?? ex.method;
-  ex.path = h[':path'] ?? ex.path;
-  ex.requestId = h['x-request-id'] ?? ex.requestId;
-  ex.traceparent = h['traceparent'] ?? ex.traceparent;
-  ex.contentType = h['content-type'] ?? null;
-  const inspectBody = !msg.requestHeaders?.endOfStream && needsRequestBody(deps, ex);
+  joinDecision(deps, st, req, meta);
+  req.method = h[':method'] ?? req.method;
+  req.path = h[':path'] ?? req.path;
+  req.requestId = h['x-request-id'] ?? req.requestId;
+  req.traceparent = h['traceparent'] ?? req.traceparent;
+  req.contentType = h['content-type'] ?? null;
+  const inspectBody = !msg.requestHeaders?.endOfStream && needsRequestBody(deps, st);
   return {
     requestHeaders: {
       response: {
@@ -95,10 +96,10 @@ function jsonPath(pointer: string): string {
   return pointer === '' ? '$' : `$${pointer.replace(/\/([^/]*)/g, (_m, seg: string) => (/^\d+$/.test(seg) ? `[${seg}]` : `.${seg.replace(/~1/g, '/').replace(/~0/g, '~')}`))}`;
 }
 
-function schemaError(ex: Exchange, errors: readonly { path: string; message: string }[], what: string): GatewayError {
-  ex.schema = 'invalid';
-  ex.schemaErrors = errors.map((e) => `${jsonPath(e.path)}: ${e.message}`);
-  return new GatewayError('invalid_request', `${what} does not match the tool's schema: ${ex.schemaErrors.slice(0, 5).join('; ')}`, {
+function schemaError(req: RequestState, errors: readonly { path: string; message: string }[], what: string): GatewayError {
+  req.schema = 'invalid';
+  req.schemaErrors = errors.map((e) => `${jsonPath(e.path)}: ${e.message}`);
+  return new GatewayError('invalid_request', `${what} does not match the tool's schema: ${req.schemaErrors.slice(0, 5).join('; ')}`, {
     rule: 'inspect.schema',
     details: { errors: errors.map((e) => ({ path: jsonPath(e.path), message: e.message })) },
   });
@@ -114,23 +115,22 @@ interface Scanned {
  * Validates the parsed body: MCP `tools/call` arguments against each MCP tool's input schema,
  * or a plain JSON body against the tool's schema. Returns the values to scan for injection.
  */
-function validate(deps: ExtprocDeps, ex: Exchange, read: RequestBody): Scanned[] {
-  const tool = ex.tool!;
+function validate(deps: ExtprocDeps, tool: ToolConfig, req: RequestState, read: RequestBody): Scanned[] {
   const rpc = read.rpc;
   if (rpc) {
-    ex.isJsonRpc = true;
-    ex.rpcId = rpc.calls[0]?.id ?? null;
-    if (rpc.batch) ex.rpcBatchIds = rpc.calls.flatMap((c) => (c.id === null ? [] : [c.id]));
+    req.rpc.isJsonRpc = true;
+    req.rpc.id = rpc.calls[0]?.id ?? null;
+    if (rpc.batch) req.rpc.batchIds = rpc.calls.flatMap((c) => (c.id === null ? [] : [c.id]));
     checkBatchSize(rpc, deps.config.inspect.max_batch_calls);
     const args: Scanned[] = [];
     for (const call of rpc.calls) {
       if (call.method !== 'tools/call') continue;
-      ex.rpcId = call.id;
+      req.rpc.id = call.id;
       if (!tool.mcp) continue;
       if (!call.tool) throw new GatewayError('invalid_request', 'tools/call needs params.name', { rule: 'inspect.jsonrpc' });
       const r = deps.schemas.validateMcpArguments(tool.name, call.tool, call.arguments ?? {});
-      if (!r.ok) throw schemaError(ex, r.errors, `arguments of MCP tool "${call.tool}"`);
-      ex.schema = 'valid';
+      if (!r.ok) throw schemaError(req, r.errors, `arguments of MCP tool "${call.tool}"`);
+      req.schema = 'valid';
       args.push({ id: call.id, value: call.arguments });
     }
     return args;
@@ -141,8 +141,8 @@ function validate(deps: ExtprocDeps, ex: Exchange, read: RequestBody): Scanned[]
   const body = read.value;
   if (tool.request.schema) {
     const r = deps.schemas.validateBody(tool.name, body);
-    if (!r.ok) throw schemaError(ex, r.errors, 'request body');
-    ex.schema = 'valid';
+    if (!r.ok) throw schemaError(req, r.errors, 'request body');
+    req.schema = 'valid';
   }
   return [{ id: null, value: body }];
 }
@@ -152,11 +152,11 @@ function validate(deps: ExtprocDeps, ex: Exchange, read: RequestBody): Scanned[]
  * exfiltration DLP for external tools. Denials become immediate responses; redaction rewrites
  * the body before it leaves.
  */
-export function onRequestBody(deps: ExtprocDeps, ex: Exchange, body: ProtoHttpBody): ProcessingResponse {
-  const tool = ex.tool!;
+export function onRequestBody(deps: ExtprocDeps, st: StreamState, req: RequestState, body: ProtoHttpBody): ProcessingResponse {
+  const tool = st.tool!;
   const buf = body.body ?? Buffer.alloc(0);
-  ex.requestSize += buf.length;
-  if (ex.requestSize > tool.request.max_body_bytes) {
+  req.size += buf.length;
+  if (req.size > tool.request.max_body_bytes) {
     throw new GatewayError('payload_too_large', `request body exceeds the ${tool.request.max_body_bytes}-byte limit of tool "${tool.name}"`, {
       rule: 'inspect.body_size',
       details: { limit_bytes: tool.request.max_body_bytes },
@@ -165,44 +165,44 @@ export function onRequestBody(deps: ExtprocDeps, ex: Exchange, body: ProtoHttpBo
   // A JSON tool's policy decision was made on the whole body: forward only that very body.
   if (isJsonTool(tool)) {
     const digest = buf.length === 0 ? null : createHash('sha256').update(buf).digest('hex');
-    if (digest !== (ex.meta?.body_sha256 ?? null)) {
+    if (digest !== (st.meta?.body_sha256 ?? null)) {
       throw new GatewayError('invalid_request', 'the request body differs from the one the authorization decision was made on', { rule: 'inspect.body_mismatch' });
     }
   }
   if (buf.length === 0) return { requestBody: { response: { status: 'CONTINUE' } } };
   // The same strict reader as the Check: one meaning for the policy, the schema and the tool.
-  const read = readRequestBody(buf, ex.contentType ?? undefined, tool);
+  const read = readRequestBody(buf, req.contentType ?? undefined, tool);
   const text = read.text;
-  const values = validate(deps, ex, read);
+  const values = validate(deps, tool, req, read);
   if (tool.request.injection !== 'off') {
     let firstHit: Scanned | null = null;
     for (const v of values) {
       const found = deps.injection.detect(v.value);
       if (found.length > 0) firstHit ??= v;
-      ex.injection.push(...found);
+      req.injection.push(...found);
     }
     if (firstHit && tool.request.injection === 'block') {
       // A JSON-RPC error names the call whose arguments were refused.
-      if (ex.isJsonRpc) ex.rpcId = firstHit.id;
-      throw new GatewayError('blocked_content', `tool arguments look like a prompt-injection attempt (${[...new Set(ex.injection.map((i) => i.rule))].join(', ')})`, {
+      if (req.rpc.isJsonRpc) req.rpc.id = firstHit.id;
+      throw new GatewayError('blocked_content', `tool arguments look like a prompt-injection attempt (${[...new Set(req.injection.map((i) => i.rule))].join(', ')})`, {
         rule: 'inspect.injection',
-        details: { findings: ex.injection },
+        details: { findings: req.injection },
       });
     }
   }
   let out = text;
   if (tool.external && tool.request.dlp) {
     const r = applyDlp(deps.scanner, text);
-    ex.noteFindings(ex.dlpRequest, r.findings, r.blocked);
+    noteFindings(req.dlp, r.findings, r.blocked);
     if (r.blocked) {
       throw new GatewayError('blocked_content', `the request carries data that must not be sent to external tool "${tool.name}"`, {
         rule: 'dlp.request',
-        details: { rules: [...ex.dlpRequest.rules] },
+        details: { rules: [...req.dlp.rules] },
       });
     }
     out = r.text;
   }
-  if (deps.config.audit.payload.mode !== 'off') ex.requestPayload = tool.external && tool.request.dlp ? out : applyDlp(deps.scanner, out).text;
+  if (deps.config.audit.payload.mode !== 'off') req.payload = tool.external && tool.request.dlp ? out : applyDlp(deps.scanner, out).text;
   if (out === text) return { requestBody: { response: { status: 'CONTINUE' } } };
   const next = Buffer.from(out, 'utf8');
   return {

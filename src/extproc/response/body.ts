@@ -1,0 +1,136 @@
+import { gunzipSync, inflateSync, brotliDecompressSync } from 'node:zlib';
+import { setImmediate as yieldToLoop } from 'node:timers/promises';
+import { GatewayError } from '../../errors.js';
+import { applyDlp } from '../../dlp/index.js';
+import { noteFindings, type ResponseState } from '../state.js';
+import { encodeText, maskBytes, viewBody } from './bytes.js';
+import { responseBlocked, type ResponsePipeline, type TransformContext } from './pipeline.js';
+import type { Reservation } from './budget.js';
+
+/**
+ * Whole response bodies: collected (under the memory budget), decoded, run through the
+ * response pipeline, and re-encoded. Used for bodies Envoy buffers and for bodies portcullis
+ * holds itself (too large for Envoy's buffer, or of unknown length).
+ */
+
+/** Text longer than this is inspected in slices, yielding between them so other streams run. */
+const SLICE = 1024 * 1024;
+/** How far back from a slice end a cut point (newline, quote) is looked for. */
+const CUT_WINDOW = 64 * 1024;
+
+function decompress(buf: Buffer, encoding: string, max: number): Buffer {
+  const opts = { maxOutputLength: max };
+  try {
+    if (encoding === 'gzip' || encoding === 'x-gzip') return gunzipSync(buf, opts);
+    if (encoding === 'deflate') return inflateSync(buf, opts);
+    if (encoding === 'br') return brotliDecompressSync(buf, opts);
+  } catch (err) {
+    throw new GatewayError('internal', `upstream ${encoding} body could not be decompressed for inspection`, { rule: 'dlp.decompress', cause: err });
+  }
+  throw new GatewayError('internal', `upstream used content-encoding "${encoding}", which cannot be inspected`, { rule: 'dlp.encoding' });
+}
+
+/** The collected chunks of one body, bounded per response and by the process-wide budget. */
+export class BodyCollector {
+  private chunks: Buffer[] = [];
+  private size = 0;
+
+  /**
+   * @param prepaid bytes already reserved for this body (its announced length); only what
+   *   arrives beyond them is reserved chunk by chunk.
+   */
+  constructor(
+    private readonly reservation: Reservation,
+    private readonly maxBytes: number,
+    private readonly tool: string,
+    private readonly prepaid = 0,
+  ) {}
+
+  /** Adds a chunk; throws when the response is too large or the budget is used up. */
+  add(chunk: Buffer): void {
+    if (chunk.length === 0) return;
+    const before = this.size;
+    this.size += chunk.length;
+    if (this.size > this.maxBytes) {
+      throw new GatewayError('unavailable', `the response of tool "${this.tool}" is larger than ${this.maxBytes} bytes and cannot be inspected`, { rule: 'dlp.response_too_large' });
+    }
+    const unpaid = this.size - Math.max(before, this.prepaid);
+    if (unpaid > 0 && !this.reservation.grow(unpaid)) throw budgetExhausted(this.tool);
+    this.chunks.push(chunk);
+  }
+
+  /** Everything collected, as one buffer; the collector is empty afterwards. */
+  take(): Buffer {
+    const out = this.chunks.length === 1 ? this.chunks[0]! : Buffer.concat(this.chunks);
+    this.chunks = [];
+    this.size = 0;
+    return out;
+  }
+}
+
+/** The retryable refusal of a response that does not fit the inspection memory budget now. */
+export function budgetExhausted(tool: string): GatewayError {
+  return new GatewayError('unavailable', `the gateway is inspecting too many large responses right now; the response of tool "${tool}" was not delivered, retry shortly`, {
+    rule: 'inspect.memory_budget',
+    retryAfterS: 1,
+  });
+}
+
+/** Offsets at which a long text is cut into slices: after a newline or quote near each SLICE. */
+function sliceEnds(text: string): number[] {
+  const ends: number[] = [];
+  let from = 0;
+  while (text.length - from > SLICE) {
+    const target = from + SLICE;
+    let cut = text.lastIndexOf('\n', target);
+    if (cut < target - CUT_WINDOW) cut = text.lastIndexOf('"', target);
+    // A secret has no newline or quote inside; without either nearby, cut where the slice ends.
+    const end = cut >= target - CUT_WINDOW ? cut + 1 : target;
+    ends.push(end);
+    from = end;
+  }
+  ends.push(text.length);
+  return ends;
+}
+
+/** Text transforms over a long text in slices, yielding to the event loop between them. */
+async function applyTextSliced(pipeline: ResponsePipeline, text: string, ctx: TransformContext): Promise<string> {
+  if (text.length <= SLICE) return pipeline.applyText(text, ctx);
+  const parts: string[] = [];
+  let from = 0;
+  for (const end of sliceEnds(text)) {
+    await yieldToLoop();
+    parts.push(pipeline.applyText(text.slice(from, end), ctx));
+    from = end;
+  }
+  return parts.join('');
+}
+
+/** A body that is not text: scanned byte for byte, findings masked in place. */
+function inspectBinary(bytes: Buffer, view: string, ctx: TransformContext): Buffer {
+  const ranges: { start: number; end: number }[] = [];
+  if (ctx.scanner) {
+    const r = applyDlp(ctx.scanner, view);
+    noteFindings(ctx.res.dlp, r.findings, r.blocked);
+    if (r.blocked) throw responseBlocked(ctx, false);
+    for (const f of r.findings) if (f.action !== 'flag') ranges.push(f);
+  }
+  const scrubbed = ctx.scrubber.find(view);
+  ctx.res.scrubbed += scrubbed.length;
+  ranges.push(...scrubbed);
+  return ranges.length === 0 ? bytes : maskBytes(bytes, ranges);
+}
+
+/**
+ * Inspects a whole body: undoes the content-encoding, reads it in its charset, runs the
+ * pipeline (JSON transforms when it is JSON, then DLP and the scrub), and returns the bytes to
+ * send, in the body's charset. Throws `blocked_content` when a block rule fires.
+ */
+export async function inspectWholeBody(raw: Buffer, res: ResponseState, pipeline: ResponsePipeline, ctx: TransformContext, maxBytes: number): Promise<{ bytes: Buffer; text: string | null }> {
+  const bytes = res.encoding ? decompress(raw, res.encoding, maxBytes) : raw;
+  const view = viewBody(bytes, res.charset);
+  res.view = view.kind === 'binary' ? 'binary' : view.encoding;
+  if (view.kind === 'binary') return { bytes: inspectBinary(bytes, view.text, ctx), text: null };
+  const text = await applyTextSliced(pipeline, pipeline.applyJson(view.text, ctx), ctx);
+  return { bytes: text === view.text && !res.encoding ? bytes : encodeText(text, view.encoding), text };
+}

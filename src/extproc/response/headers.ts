@@ -1,0 +1,46 @@
+import { applyDlp } from '../../dlp/index.js';
+import type { ProtoHeaderMutation, ProtoHeaderOption, ProtoHttpHeaders } from '../proto.js';
+import { noteFindings } from '../state.js';
+import { responseBlocked, scrubText, type TransformContext } from './pipeline.js';
+
+/** Headers that carry no tool-chosen text worth scanning (framing and Envoy's own). */
+const SKIP = new Set([':status', 'content-length', 'date', 'transfer-encoding', 'connection']);
+
+/** Every header of a message with its value, repeated names included (Set-Cookie ...). */
+function entries(h: ProtoHttpHeaders | undefined): [string, string][] {
+  return (h?.headers?.headers ?? []).map(({ key, value, rawValue }) => [key.toLowerCase(), rawValue && rawValue.length > 0 ? rawValue.toString('utf8') : (value ?? '')]);
+}
+
+/**
+ * Scans every response header value (DLP when the tool runs it, the injected-credential scrub
+ * always) and returns the mutation that replaces each changed header with its redacted values:
+ * all values of that name are removed and re-added, so a redacted `Set-Cookie` among several
+ * keeps the others. Throws `blocked_content` when a block rule fires in a header.
+ */
+export function inspectResponseHeaders(h: ProtoHttpHeaders | undefined, ctx: TransformContext): ProtoHeaderMutation {
+  const all = entries(h);
+  const changed = new Set<string>();
+  const values = new Map<string, string[]>();
+  for (const [key, value] of all) {
+    let out = value;
+    if (!SKIP.has(key) && value.length > 0) {
+      if (ctx.scanner) {
+        const r = applyDlp(ctx.scanner, out);
+        noteFindings(ctx.res.dlp, r.findings, r.blocked);
+        if (r.blocked) throw responseBlocked(ctx, false);
+        out = r.text;
+      }
+      out = scrubText(out, ctx);
+    }
+    if (out !== value) changed.add(key);
+    const list = values.get(key);
+    if (list) list.push(out);
+    else values.set(key, [out]);
+  }
+  if (changed.size === 0) return {};
+  const setHeaders: ProtoHeaderOption[] = [];
+  for (const key of changed) {
+    for (const v of values.get(key)!) setHeaders.push({ header: { key, rawValue: Buffer.from(v, 'utf8') }, appendAction: 'APPEND_IF_EXISTS_OR_ADD' });
+  }
+  return { removeHeaders: [...changed], setHeaders };
+}
