@@ -105,6 +105,14 @@ function semanticProblems(cfg: GatewayConfig): ConfigProblem[] {
   });
   // The DLP section is checked by the DLP compiler itself (rule syntax, linear-time patterns).
   for (const p of checkDlpConfig(cfg.dlp).problems) out.push({ path: p.path.replace(/^\$/, '$.dlp'), message: p.message });
+  // A tool's response overrides name rules of the same catalog (an unknown rule id is a typo).
+  cfg.tools.forEach((t, i) => {
+    const o = t.response.dlp_overrides;
+    if (!o || Object.keys(o).length === 0) return;
+    for (const p of checkDlpConfig({ ...cfg.dlp, overrides: o }).problems) {
+      if (p.path.startsWith('$.overrides')) out.push({ path: p.path.replace(/^\$\.overrides/, `$.tools[${i}].response.dlp_overrides`), message: p.message });
+    }
+  });
   return out;
 }
 

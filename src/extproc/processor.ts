@@ -255,10 +255,10 @@ export class StreamProcessor {
     if (known && length > max) {
       throw new GatewayError('unavailable', `the response of tool "${tool.name}" is larger than ${max} bytes and cannot be inspected`, { rule: 'dlp.response_too_large' });
     }
-    // Reserve what is announced now: refused before anything was delivered, while a clean retryable error is still possible.
-    if (known && !this.reservation.grow(length)) throw budgetExhausted(tool.name);
-    this.collector = new BodyCollector(this.reservation, max, tool.name, known ? length : 0);
     res.mode = known && length <= ENVOY_BUFFER_LIMIT ? 'buffered' : 'held';
+    // Reserve what is announced now: refused before anything was delivered, while a clean retryable error is still possible.
+    if (known && !this.reservation.grow(length, res.mode === 'held')) throw budgetExhausted(tool.name);
+    this.collector = new BodyCollector(this.reservation, max, tool.name, known ? length : 0, res.mode === 'held');
     mode.responseBodyMode = res.mode === 'buffered' ? 'BUFFERED' : 'STREAMED';
     // A held body leaves after its headers: redaction changes the length, and it is sent decoded.
     if (res.mode === 'held') mutation.removeHeaders = [...removes, ...(res.encoding ? ['content-length', 'content-encoding'] : ['content-length'])];

@@ -37,6 +37,8 @@ export interface ProcessingRequest {
 export interface ProtoHeaderOption {
   header: { key: string; rawValue: Buffer };
   appendAction?: 'OVERWRITE_IF_EXISTS_OR_ADD' | 'APPEND_IF_EXISTS_OR_ADD';
+  /** Legacy flag, which ext_proc reads (unset: overwrite). */
+  append?: { value: boolean };
 }
 
 /** `HeaderMutation`. */

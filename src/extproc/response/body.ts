@@ -15,6 +15,8 @@ import type { Reservation } from './budget.js';
 
 /** Text longer than this is inspected in slices, yielding between them so other streams run. */
 const SLICE = 1024 * 1024;
+/** A held body up to this size (an ordinary answer of unknown length) may use the whole budget. */
+const SMALL_BODY = 1024 * 1024;
 /** How far back from a slice end a cut point (newline, quote) is looked for. */
 const CUT_WINDOW = 64 * 1024;
 
@@ -44,6 +46,8 @@ export class BodyCollector {
     private readonly maxBytes: number,
     private readonly tool: string,
     private readonly prepaid = 0,
+    /** A body held by portcullis (not Envoy-buffered): past SMALL_BODY it draws on the large-body share. */
+    private readonly held = true,
   ) {}
 
   /** Adds a chunk; throws when the response is too large or the budget is used up. */
@@ -55,7 +59,7 @@ export class BodyCollector {
       throw new GatewayError('unavailable', `the response of tool "${this.tool}" is larger than ${this.maxBytes} bytes and cannot be inspected`, { rule: 'dlp.response_too_large' });
     }
     const unpaid = this.size - Math.max(before, this.prepaid);
-    if (unpaid > 0 && !this.reservation.grow(unpaid)) throw budgetExhausted(this.tool);
+    if (unpaid > 0 && !this.reservation.grow(unpaid, this.held && this.size > SMALL_BODY)) throw budgetExhausted(this.tool);
     this.chunks.push(chunk);
   }
 

@@ -13,6 +13,9 @@ const refused = new Counter({
   registers: [registry],
 });
 
+/** Share of the budget large (held) bodies may use together. */
+const LARGE_SHARE = 0.75;
+
 /**
  * The memory budget for response bodies held for inspection, shared by every stream of the
  * process: a large download reserves what it holds, and when the budget is used up the next
@@ -34,10 +37,15 @@ export class MemoryBudget {
     return this.used;
   }
 
-  /** Reserves `bytes`; false (and nothing reserved) when that would exceed the budget. */
-  reserve(bytes: number): boolean {
+  /**
+   * Reserves `bytes`; false (and nothing reserved) when that would exceed the budget. Large
+   * bodies (`large`: held by portcullis) may fill only three quarters of it, so ordinary
+   * responses of other calls always find room while big downloads queue up against the rest.
+   */
+  reserve(bytes: number, large = false): boolean {
     if (bytes <= 0) return true;
-    if (this.used + bytes > this.limit) {
+    const cap = large ? Math.floor(this.limit * LARGE_SHARE) : this.limit;
+    if (this.used + bytes > cap) {
       refused.inc();
       return false;
     }
@@ -65,9 +73,9 @@ export class Reservation {
     return this.held;
   }
 
-  /** Grows the reservation by `bytes`; false when the budget cannot give them. */
-  grow(bytes: number): boolean {
-    if (!this.budget.reserve(bytes)) return false;
+  /** Grows the reservation by `bytes` (of a large body, or not); false when the budget cannot give them. */
+  grow(bytes: number, large = false): boolean {
+    if (!this.budget.reserve(bytes, large)) return false;
     this.held += bytes;
     return true;
   }

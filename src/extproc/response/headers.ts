@@ -40,7 +40,9 @@ export function inspectResponseHeaders(h: ProtoHttpHeaders | undefined, ctx: Tra
   if (changed.size === 0) return {};
   const setHeaders: ProtoHeaderOption[] = [];
   for (const key of changed) {
-    for (const v of values.get(key)!) setHeaders.push({ header: { key, rawValue: Buffer.from(v, 'utf8') }, appendAction: 'APPEND_IF_EXISTS_OR_ADD' });
+    // Envoy reads the legacy `append` flag of an ext_proc mutation (unset means overwrite), so
+    // every value after the first says append explicitly.
+    values.get(key)!.forEach((v, i) => setHeaders.push({ header: { key, rawValue: Buffer.from(v, 'utf8') }, append: { value: i > 0 } }));
   }
   return { removeHeaders: [...changed], setHeaders };
 }

@@ -1,0 +1,130 @@
+import { describe, expect, it } from 'vitest';
+import { ConfigError, parseConfig } from '../../../src/config/load.js';
+import { compileScrubber, SCRUB_MARKER } from '../../../src/credentials/scrub.js';
+import { MemoryBudget, Reservation } from '../../../src/extproc/response/budget.js';
+import { encodeText, maskBytes, viewBody } from '../../../src/extproc/response/bytes.js';
+import { inspectResponseHeaders } from '../../../src/extproc/response/headers.js';
+import { compilePipeline, type TransformContext } from '../../../src/extproc/response/pipeline.js';
+import { SseInspector } from '../../../src/extproc/response/sse.js';
+import { compileFieldFilter } from '../../../src/extproc/fieldFilter.js';
+import { newResponseState } from '../../../src/extproc/state.js';
+import { compileCatalog } from '../../../src/dlp/index.js';
+
+/** The pieces of the response pipeline on their own: scrub, budget, byte views, headers, SSE. */
+
+const AWS_KEY = 'AKIA2OGYBAH6TQWERTYU';
+const scanner = compileCatalog(undefined);
+
+function context(over: Partial<TransformContext> = {}): TransformContext {
+  return { tool: 't', jsonRpc: false, res: newResponseState(), scanner, scrubber: compileScrubber([]), ...over };
+}
+
+describe('injected-credential scrubber', () => {
+  const secret = 'tok-9bb2f0c4e1d7a3';
+  const s = compileScrubber([secret, `Bearer ${secret}`, 'short']);
+
+  it('replaces the raw value, the whole header value, and its base64, base64url, URL and JSON forms', () => {
+    const weird = compileScrubber(['a b/c+d"e\\f=g?h']);
+    for (const form of ['a b/c+d"e\\f=g?h', Buffer.from('a b/c+d"e\\f=g?h').toString('base64'), Buffer.from('a b/c+d"e\\f=g?h').toString('base64url'), encodeURIComponent('a b/c+d"e\\f=g?h'), JSON.stringify('a b/c+d"e\\f=g?h').slice(1, -1)]) {
+      expect(weird.scrub(`x ${form} y`).text).toBe(`x ${SCRUB_MARKER} y`);
+    }
+    expect(s.scrub(`auth: Bearer ${secret}`)).toEqual({ text: `auth: ${SCRUB_MARKER}`, count: 1 });
+    expect(s.scrub(`${secret}${secret}`).count).toBe(2);
+  });
+
+  it('ignores values too short to be told from ordinary text, and finds positions for in-place masking', () => {
+    expect(s.scrub('a short note').text).toBe('a short note');
+    expect(s.find(`ab${secret}`)).toContainEqual({ start: 2, end: 2 + secret.length });
+    expect(compileScrubber(['tiny']).empty).toBe(true);
+  });
+});
+
+describe('response memory budget', () => {
+  it('refuses what exceeds the limit, keeps a quarter for bodies that are not large, and gives back on release', () => {
+    const b = new MemoryBudget(1000);
+    const big = new Reservation(b);
+    expect(big.grow(700, true)).toBe(true);
+    expect(big.grow(100, true)).toBe(false); // past 3/4 for large bodies
+    const small = new Reservation(b);
+    expect(small.grow(250)).toBe(true); // ordinary answers still fit
+    expect(small.grow(100)).toBe(false); // past the whole limit
+    big.release();
+    big.release();
+    expect(b.inUse).toBe(250);
+    expect(new Reservation(b).grow(500, true)).toBe(true);
+  });
+});
+
+describe('byte views of a body', () => {
+  it('reads UTF-16 by charset and BOM, falls back to a byte-for-byte view for invalid UTF-8, and re-encodes', () => {
+    const le = viewBody(Buffer.from('héllo', 'utf16le'), 'utf-16le');
+    expect(le).toEqual({ kind: 'text', text: 'héllo', encoding: 'utf-16le' });
+    const bom = viewBody(Buffer.concat([Buffer.from([0xff, 0xfe]), Buffer.from('hi', 'utf16le')]), 'utf-16');
+    expect(bom).toMatchObject({ text: 'hi', encoding: 'utf-16le' });
+    const be = viewBody(Buffer.from('hi', 'utf16le').swap16(), 'utf-16');
+    expect(be).toMatchObject({ text: 'hi', encoding: 'utf-16be' });
+    expect(encodeText('hi', 'utf-16be')).toEqual(Buffer.from('hi', 'utf16le').swap16());
+    const bin = viewBody(Buffer.from([0x41, 0xc3, 0x28, 0x42]), null);
+    expect(bin.kind).toBe('binary');
+    expect(bin.text.length).toBe(4);
+    expect(maskBytes(Buffer.from('abcdef'), [{ start: 1, end: 3 }]).toString()).toBe('a**def');
+  });
+});
+
+describe('response headers', () => {
+  it('rewrites only the header names that changed, every value of a repeated name kept in order', () => {
+    const ctx = context({ scrubber: compileScrubber(['secret-value-1234']) });
+    const m = inspectResponseHeaders(
+      { headers: { headers: [{ key: ':status', value: '200' }, { key: 'set-cookie', value: 'a=1' }, { key: 'set-cookie', value: `b=${AWS_KEY}` }, { key: 'x-echo', rawValue: Buffer.from('got secret-value-1234') }, { key: 'x-fine', value: 'ok' }] } },
+      ctx,
+    );
+    expect(m.removeHeaders?.sort()).toEqual(['set-cookie', 'x-echo']);
+    const set = (m.setHeaders ?? []).map((h) => [h.header.key, h.header.rawValue.toString(), h.append?.value]);
+    expect(set).toEqual([
+      ['set-cookie', 'a=1', false],
+      ['set-cookie', 'b=[REDACTED:aws.access_key_id]', true],
+      ['x-echo', `got ${SCRUB_MARKER}`, false],
+    ]);
+    expect(ctx.res.scrubbed).toBe(1);
+    expect(inspectResponseHeaders({ headers: { headers: [{ key: 'x-fine', value: 'ok' }] } }, context())).toEqual({});
+  });
+});
+
+describe('SSE inspection', () => {
+  const pipeline = compilePipeline(compileFieldFilter(['result.internal_notes']));
+
+  it('releases each event when its blank line arrives, filtered and redacted, and holds an unfinished one', () => {
+    const sse = new SseInspector(pipeline, context({ jsonRpc: true }), 'r1');
+    const first = sse.push(Buffer.from(`event: message\ndata: {"jsonrpc":"2.0","id":1,"result":{"internal_notes":"x","ok":1}}\n\ndata: key ${AWS_KEY.slice(0, 8)}`), false);
+    expect(first.text).toBe('event: message\ndata: {"jsonrpc":"2.0","id":1,"result":{"ok":1}}\n\n');
+    const second = sse.push(Buffer.from(`${AWS_KEY.slice(8)}\n\n`), true);
+    expect(second.text).toBe('data: key [REDACTED:aws.access_key_id]\n\n');
+  });
+
+  it('ends the stream with an error event on a block and delivers nothing after it', () => {
+    const sse = new SseInspector(pipeline, context(), 'r2');
+    const r = sse.push(Buffer.from('data: ok\n\ndata: -----BEGIN PRIVATE KEY-----\ndata: MIIEvQIBADANBgkqhkiG9w0BAQEFAASC\ndata: -----END PRIVATE KEY-----\n\n'), false);
+    expect(r.error?.code).toBe('blocked_content');
+    expect(r.text.startsWith('data: ok\n\nevent: error\n')).toBe(true);
+    expect(r.text).not.toContain('MIIEvQ');
+    expect(sse.push(Buffer.from('data: more\n\n'), true).text).toBe('');
+  });
+});
+
+describe('per-tool response DLP overrides', () => {
+  it('are checked against the rule catalog with their path', () => {
+    const text = `
+policy: { bundle: b.tar.gz }
+tools:
+  - { name: crm, upstream: u, response: { dlp_overrides: { pii.email: { action: flag }, pii.nope: { action: flag } } } }
+`;
+    let problems: string[] = [];
+    try {
+      parseConfig(text, 'test.yaml');
+    } catch (err) {
+      expect(err).toBeInstanceOf(ConfigError);
+      problems = (err as ConfigError).problems.map((p) => `${p.path}: ${p.message}`);
+    }
+    expect(problems).toEqual(['$.tools[0].response.dlp_overrides.pii.nope: unknown rule id "pii.nope"']);
+  });
+});
