@@ -51,6 +51,8 @@ export interface StackOptions {
   editEnvoy?: (cfg: Record<string, unknown>) => void;
   /** Extra environment for portcullis. */
   env?: Record<string, string>;
+  /** Extra node options for portcullis (e.g. `--cpu-prof`). */
+  nodeArgs?: string[];
   /**
    * Terminate TLS on the agents listener and require client certificates (mTLS agents); the
    * material is generated into the stack folder and exposed as {@link Stack.tls}.
@@ -199,7 +201,7 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
     const env: NodeJS.ProcessEnv = { ...process.env, ...prepared.env, ...opts.env };
     const startPortcullis = async (): Promise<void> => {
       if (portcullis && !exited(portcullis)) throw new Error('portcullis is already running');
-      const child = launch(process.execPath, [mainJs, 'serve', '--config', prepared.configPath], { cwd: dir, env }, portcullisLog);
+      const child = launch(process.execPath, [...(opts.nodeArgs ?? []), mainJs, 'serve', '--config', prepared.configPath], { cwd: dir, env }, portcullisLog);
       portcullis = child;
       await waitFor('portcullis /readyz', async () => (await httpText(`${adminUrl}/readyz`))?.status === 200, child, logs);
     };
