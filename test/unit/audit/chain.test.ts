@@ -68,7 +68,7 @@ describe('HashChainFileSink', () => {
     expect(ls[1]!.endsWith(tail)).toBe(true);
     expect(parsed[1]!.hash).toBe(sha256Hex(`${ls[1]!.slice(0, -tail.length)}}`));
     // Builder key order, chain fields last: serialised once, never re-sorted.
-    expect(Object.keys(parsed[1]!).slice(0, 2)).toEqual(['time', 'request_id']);
+    expect(Object.keys(parsed[1]!).slice(0, 3)).toEqual(['record_type', 'time', 'request_id']);
     expect(Object.keys(parsed[1]!).slice(-3)).toEqual(['seq', 'prev_hash', 'hash']);
   });
 
@@ -250,7 +250,7 @@ describe('StdoutSink', () => {
 describe('AuditLogger', () => {
   it('opens the configured file relative to baseDir, applies payload capture, counts by outcome', async () => {
     const before = await registry.getSingleMetricAsString('portcullis_audit_records_total');
-    const logger = await fromConfig({ stdout: false, file: 'sub/audit.log', payload: { mode: 'truncated', max_bytes: 4 } }, dir);
+    const logger = await fromConfig({ stdout: false, file: 'sub/audit.log', payload: { mode: 'truncated', max_bytes: 4 }, fsync: false }, dir);
     const r = logger.record({
       requestId: 'r1',
       tool: 't',
@@ -270,7 +270,7 @@ describe('AuditLogger', () => {
   });
 
   it('shares one writer per file across loggers, so a reload does not fork the chain', async () => {
-    const cfg = { stdout: false, file, payload: { mode: 'off' as const, max_bytes: 0 } };
+    const cfg = { stdout: false, file, payload: { mode: 'off' as const, max_bytes: 0 }, fsync: false };
     const a = await AuditLogger.fromConfig(cfg, dir);
     a.write(record(1));
     const b = await AuditLogger.fromConfig(cfg, dir);
@@ -283,7 +283,7 @@ describe('AuditLogger', () => {
 
   it('rejects a file whose tail is corrupt', async () => {
     await writeFile(file, 'garbage\n');
-    await expect(fromConfig({ stdout: false, file, payload: { mode: 'off', max_bytes: 0 } }, dir)).rejects.toThrow(/corrupt/);
+    await expect(fromConfig({ stdout: false, file, payload: { mode: 'off', max_bytes: 0 }, fsync: false }, dir)).rejects.toThrow(/corrupt/);
   });
 });
 
