@@ -124,7 +124,7 @@ export function verifyReport(file: string, r: AuditVerifyResult): string {
   if (!bad && (cp.count > 0 || cp.pinned) && r.unanchored > 0) {
     lines.push(
       cp.count > 0
-        ? `  the file ends ${r.unanchored} records after its last checkpoint — truncated, or the writer did not shut down cleanly (or is still writing)`
+        ? `  the file ends ${r.unanchored} record${r.unanchored === 1 ? '' : 's'} after its last checkpoint — truncated, or the writer did not shut down cleanly (or is still writing)`
         : `  none of its ${r.unanchored} records is covered by a checkpoint`,
     );
   }
