@@ -198,7 +198,7 @@ export class HashChainFileSink implements AuditSink {
   private closed = false;
   private failed = false;
   private overflowing = false;
-  /** Lines since the last checkpoint (1 when an existing file did not end with one). */
+  /** Lines this writer sealed since the last checkpoint. */
   private sinceCheckpoint: number;
   private readonly flushIntervalMs: number;
   private readonly batchSize: number;
@@ -219,7 +219,13 @@ export class HashChainFileSink implements AuditSink {
     opts: FileSinkOptions,
   ) {
     this.head = end.head;
-    this.sinceCheckpoint = end.checkpointed ? 0 : 1;
+    // Lines an earlier writer left unanchored are covered by this writer's first checkpoint,
+    // made only once it writes: a process that opens and closes the file (`portcullis check`)
+    // must never append to a file another process is writing.
+    this.sinceCheckpoint = 0;
+    if (opts.checkpoint && !end.checkpointed) {
+      log.warn({ file: path }, 'audit file does not end with a checkpoint: the previous writer did not shut down cleanly, or checkpoints are new to this file');
+    }
     this.flushIntervalMs = opts.flushIntervalMs ?? 20;
     this.batchSize = opts.batchSize ?? 64 * 1024;
     this.maxPending = opts.maxPending ?? 32 * 1024 * 1024;

@@ -159,9 +159,14 @@ describe('checkpoints', () => {
       s.write(record(1));
       await s.close();
     });
+    // Opening and closing without writing appends nothing (another process may be the writer).
+    const idle = await HashChainFileSink.open(file, { checkpoint: { signer, everyRecords: 1000, everyMs: 3_600_000 } });
+    await idle.close();
+    expect(types(await lines(file))).toEqual(['exchange']);
     const s = await HashChainFileSink.open(file, { checkpoint: { signer, everyRecords: 1000, everyMs: 3_600_000 } });
+    s.write(record(2));
     await s.close();
-    expect(types(await lines(file))).toEqual(['exchange', 'checkpoint']);
+    expect(types(await lines(file))).toEqual(['exchange', 'exchange', 'checkpoint']);
     expect(await verifyAuditFile(file, { keyIds: [signer.keyId] })).toMatchObject({ ok: true, unanchored: 0 });
   });
 
