@@ -160,6 +160,11 @@ async function cmdDlp(argv: string[]): Promise<void> {
 
 async function cmdAudit(argv: string[]): Promise<void> {
   const { auditCommand } = await import('./audit/cli.js');
+  // `audit show ... | head` closes the pipe early: that is the reader being done, not an error.
+  process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+    if (err.code === 'EPIPE') process.exit(0);
+    throw err;
+  });
   process.exitCode = await auditCommand(argv, { out: process.stdout, err: process.stderr, isTTY: process.stdout.isTTY === true });
 }
 

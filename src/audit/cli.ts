@@ -59,7 +59,7 @@ export async function auditCommand(argv: readonly string[], io: AuditIo): Promis
       case 'keygen':
         return await cmdKeygen(rest, io);
       default:
-        throw new UsageError(`unknown audit command${sub ? ` "${sub}"` : ''}`);
+        throw new UsageError(sub ? `unknown audit command "${sub}"` : 'audit needs a command: verify, show or keygen');
     }
   } catch (err) {
     if (err instanceof UsageError || (err as { code?: unknown }).code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION') {

@@ -28,9 +28,10 @@ export interface ShowOptions {
   readonly format: 'json' | 'table';
 }
 
-/** Where output goes (process.stdout fits). */
+/** Where output goes (process.stdout fits). With `once`, a `false` from `write` waits for `drain`. */
 export interface TextOut {
   write(text: string): unknown;
+  once?(event: 'drain', listener: () => void): unknown;
 }
 
 /** What {@link showAuditFile} found besides the records it printed. */
@@ -131,11 +132,14 @@ export async function showAuditFile(path: string, o: ShowOptions, out: TextOut):
   let lineNo = 0;
   // Forwarded records waiting for their exchange record, in file order.
   const waiting = new Map<string, { record: Rec; text: string }>();
-  const emit = (r: Rec, text: string, outcome: ShowDecision): void => {
+  const emit = async (r: Rec, text: string, outcome: ShowDecision): Promise<void> => {
     if (!matches(r, outcome, o)) return;
     if (shown === 0 && o.format === 'table') out.write(row(COLUMNS.map(([name]) => name)));
     shown += 1;
-    out.write(o.format === 'json' ? `${text}\n` : tableRow(r, outcome));
+    // Backpressure: a slow reader (a pager, a pipe) must not make the whole file pile up in memory.
+    if (out.write(o.format === 'json' ? `${text}\n` : tableRow(r, outcome)) === false && out.once) {
+      await new Promise<void>((resolve) => out.once!('drain', resolve));
+    }
   };
   for await (const { bytes, terminated } of fileLines(path)) {
     lineNo += 1;
@@ -167,8 +171,8 @@ export async function showAuditFile(path: string, o: ShowOptions, out: TextOut):
       continue;
     }
     if (id !== null) waiting.delete(id);
-    emit(record, text, outcomeOf(record));
+    await emit(record, text, outcomeOf(record));
   }
-  for (const { record, text } of waiting.values()) emit(record, text, 'incomplete');
+  for (const { record, text } of waiting.values()) await emit(record, text, 'incomplete');
   return { shown, chainProblem, unreadable };
 }

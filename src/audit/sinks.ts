@@ -250,7 +250,7 @@ export class HashChainFileSink implements AuditSink {
 
   /**
    * Applies fsync and checkpoint settings (a reload reuses the open sink). A replaced anchor is
-   * closed; pending checkpoint lines still go to the anchor that was current when they were made.
+   * closed once its queued lines are written; checkpoint lines not yet appended go to the new one.
    */
   configure(opts: Pick<FileSinkOptions, 'fsync' | 'checkpoint'>): void {
     this.fsync = opts.fsync ?? false;
