@@ -186,6 +186,9 @@ async function cmdShow(argv: string[], io: AuditIo): Promise<number> {
   };
   const r = await showAuditFile(resolve(file), opts, io.out);
   if (r.unreadable > 0) io.err.write(`${file}: ${r.unreadable} unreadable line(s) skipped\n`);
+  if (r.incomplete.length > 0) {
+    io.err.write(`${file}: ${r.incomplete.length} exchange(s) forwarded but never completed (--decision incomplete lists them)\n`);
+  }
   if (r.chainProblem) {
     io.err.write(`${file}: warning: the hash chain did not verify (line ${r.chainProblem.line}: ${r.chainProblem.reason}); check it with "portcullis audit verify"\n`);
     if (values.verify) return EXIT.broken;

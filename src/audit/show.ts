@@ -41,6 +41,8 @@ export interface ShowResult {
   readonly chainProblem: { readonly line: number; readonly reason: string } | null;
   /** Lines that are not JSON records, skipped. */
   readonly unreadable: number;
+  /** Request ids forwarded and never completed in the whole file (filters aside). */
+  readonly incomplete: readonly string[];
 }
 
 type Rec = Readonly<Record<string, unknown>>;
@@ -174,5 +176,5 @@ export async function showAuditFile(path: string, o: ShowOptions, out: TextOut):
     await emit(record, text, outcomeOf(record));
   }
   for (const { record, text } of waiting.values()) await emit(record, text, 'incomplete');
-  return { shown, chainProblem, unreadable };
+  return { shown, chainProblem, unreadable, incomplete: [...waiting.keys()] };
 }
