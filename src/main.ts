@@ -5,6 +5,7 @@ import { resolve } from 'node:path';
 import { ConfigError, loadConfig } from './config/load.js';
 import { MemoryBudget } from './extproc/response/budget.js';
 import { flushStdout, log } from './log.js';
+import { AUDIT_USAGE } from './audit/cli.js';
 
 const USAGE = `usage: portcullis <command> [options]
 
@@ -17,8 +18,7 @@ commands:
                                  mint a JWT for the configured (demo) issuer
   dlp scan [--json] [--config FILE]
                                  read stdin, print it redacted (or the findings as JSON lines)
-  audit verify FILE              check an audit file's hash chain; report the first broken record
-`;
+${AUDIT_USAGE}`;
 
 function fail(message: string, code = 2): never {
   process.stderr.write(`portcullis: ${message}\n`);
@@ -160,17 +160,13 @@ async function cmdDlp(argv: string[]): Promise<void> {
 }
 
 async function cmdAudit(argv: string[]): Promise<void> {
-  const [sub, file] = argv;
-  if (sub !== 'verify' || !file) fail('usage: portcullis audit verify FILE');
-  const { verifyAuditFile } = await import('./audit/verify.js');
-  const r = await verifyAuditFile(resolve(file));
-  if (r.ok) {
-    process.stdout.write(`${file}: ok, ${r.records} records, chain intact\n`);
-    return;
-  }
-  const bad = r.firstBad;
-  process.stdout.write(`${file}: BROKEN at line ${bad?.line ?? '?'}${bad?.seq !== undefined ? ` (seq ${bad.seq})` : ''}: ${bad?.reason ?? 'unknown'}\n`);
-  process.exitCode = 1;
+  const { auditCommand } = await import('./audit/cli.js');
+  // `audit show ... | head` closes the pipe early: that is the reader being done, not an error.
+  process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+    if (err.code === 'EPIPE') process.exit(0);
+    throw err;
+  });
+  process.exitCode = await auditCommand(argv, { out: process.stdout, err: process.stderr, isTTY: process.stdout.isTTY === true });
 }
 
 async function main(): Promise<void> {

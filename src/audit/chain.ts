@@ -80,7 +80,7 @@ export function sealLine(record: object, head: ChainHead): { line: string; head:
 
 /** What a line says about itself once its own hash checks out. */
 export type LineCheck =
-  | { readonly ok: true; readonly seq: number; readonly prevHash: string; readonly linkHash: string }
+  | { readonly ok: true; readonly seq: number; readonly prevHash: string; readonly linkHash: string; readonly record: Readonly<Record<string, unknown>> }
   | { readonly ok: false; readonly seq?: number; readonly reason: string };
 
 const HEX64 = /^[0-9a-f]{64}$/;
@@ -120,9 +120,9 @@ export function checkLine(bytes: Uint8Array): LineCheck {
   if (typeof hash !== 'string' || !HEX64.test(hash)) {
     return { ok: false, seq, reason: 'missing or invalid "hash"' };
   }
-  if (exactBytesHashMatches(buf, hash)) return { ok: true, seq, prevHash, linkHash: hash };
+  if (exactBytesHashMatches(buf, hash)) return { ok: true, seq, prevHash, linkHash: hash, record: obj };
   // Older format: the next line links to the SHA-256 of this line's bytes.
-  if (sha256Hex(canonicalJson({ ...obj, hash: undefined })) === hash) return { ok: true, seq, prevHash, linkHash: sha256Hex(buf) };
+  if (sha256Hex(canonicalJson({ ...obj, hash: undefined })) === hash) return { ok: true, seq, prevHash, linkHash: sha256Hex(buf), record: obj };
   return { ok: false, seq, reason: 'hash does not match the record content (record edited)' };
 }
 

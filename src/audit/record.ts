@@ -3,9 +3,12 @@ import { redact } from '../dlp/redact.js';
 import type { Scanner } from '../dlp/types.js';
 
 /**
- * The audit record: one JSON object per exchange (request + response), or per request denied at
- * ext_authz. The builder copies named fields only, never whole objects handed to it, so headers,
- * tokens or bodies cannot ride along by accident; payload text is accepted only already redacted.
+ * The audit records. An exchange that reaches a tool gets two: a `forwarded` record, made durable
+ * before the request leaves (so a crash between the tool acting and the response cannot erase
+ * it), and an `exchange` record at its end, joined by `request_id`. A request denied at ext_authz
+ * gets one `exchange` record. The builders copy named fields only, never whole objects handed to
+ * them, so headers, tokens or bodies cannot ride along by accident; payload text is accepted only
+ * already redacted.
  */
 
 /** DLP outcome for one direction. */
@@ -29,10 +32,14 @@ export interface AuditDecision {
   readonly dry_run: boolean;
 }
 
-/** One audit record (field names are the log contract, snake_case). */
-export interface AuditRecord {
-  /** ISO 8601 time the exchange ended. */
-  readonly time: string;
+/** The MCP JSON-RPC call of a request: its method and, for `tools/call`, the tool named. */
+export interface AuditMcp {
+  readonly method: string | null;
+  readonly tool: string | null;
+}
+
+/** Fields the forwarded and the exchange record share, in the order they are written. */
+interface AuditRecordBase {
   readonly request_id: string | null;
   /** Trace id of a valid W3C `traceparent`, else null. */
   readonly trace_id: string | null;
@@ -41,11 +48,43 @@ export interface AuditRecord {
   readonly user_id: string | null;
   readonly tenant_id: string | null;
   readonly auth_methods: readonly string[];
+  /** Roles of the verified principal (sorted); empty when unauthenticated. */
+  readonly roles: readonly string[];
+  /**
+   * Rule of the presented credential's failed verification (e.g. `identity.jwt`), when one was
+   * presented and did not verify; the identity fields are then null.
+   */
+  readonly auth_error: string | null;
   readonly tool: string | null;
   readonly method: string;
   /** Request path with DLP findings redacted and query values replaced by `[redacted]` (see {@link redactPath}). */
   readonly path: string;
+  /** The JSON-RPC method and MCP tool of an MCP request (first call of a batch); null otherwise. */
+  readonly mcp: AuditMcp | null;
   readonly decision: AuditDecision;
+}
+
+/**
+ * Written when a request is forwarded to its tool, before it leaves: what was decided and what
+ * the request inspection found. Its exchange record follows with the same `request_id`.
+ */
+export interface AuditForwardedRecord extends AuditRecordBase {
+  readonly record_type: 'forwarded';
+  /** ISO 8601 time the request was forwarded. */
+  readonly time: string;
+  readonly inspection: AuditRecord['inspection'];
+  readonly dlp: { readonly request: AuditDlpDirection };
+}
+
+/** Any line the audit logger writes. */
+export type AuditLine = AuditRecord | AuditForwardedRecord;
+
+/** One audit record (field names are the log contract, snake_case). */
+export interface AuditRecord extends AuditRecordBase {
+  /** `exchange`: the whole exchange (or a denial at ext_authz), at its end. */
+  readonly record_type: 'exchange';
+  /** ISO 8601 time the exchange ended. */
+  readonly time: string;
   readonly inspection: {
     readonly request: {
       readonly size: number;
@@ -99,11 +138,16 @@ export interface AuditExchange {
     readonly user: string | null;
     readonly tenant: string | null;
     readonly auth_methods: readonly string[];
+    readonly roles?: readonly string[];
   } | null;
+  /** Rule of a presented credential that did not verify; null or omitted when none failed. */
+  readonly authError?: string | null;
   readonly tool: string | null;
   readonly method: string;
   /** Raw request path including any query string; redacted here. */
   readonly path: string;
+  /** MCP JSON-RPC method and tool name (the ext_authz metadata's `mcp_method`/`mcp_tool`). */
+  readonly mcp?: { readonly method: string | null; readonly tool: string | null } | null;
   /** Authorization decision; null when ext_authz's verdict is unknown (treated as not allowed). */
   readonly decision: AuditDecision | null;
   readonly inspection?: {
@@ -253,38 +297,13 @@ function payloadOf(p: AuditExchange['payload']): AuditRecord['payload'] | undefi
  * `scanner` redacts secrets in the path (see {@link redactPath}); without one only query values are.
  */
 export function buildAuditRecord(x: AuditExchange, scanner?: Scanner | null): AuditRecord {
-  const id = x.identity ?? null;
-  const d = x.decision;
-  const insp = x.inspection;
   const lat = x.latencyMs ?? {};
-  const errors = insp?.errors && insp.errors.length > 0 ? insp.errors.slice(0, MAX_SCHEMA_ERRORS).map(String) : undefined;
+  const base = baseOf(x, scanner);
   const record: AuditRecord = {
+    record_type: 'exchange',
     time: (x.time ?? new Date()).toISOString(),
-    request_id: x.requestId ?? null,
-    trace_id: traceIdFrom(x.traceparent),
-    agent_id: id?.agent ?? null,
-    agent_version: id?.agent_version ?? null,
-    user_id: id?.user ?? null,
-    tenant_id: id?.tenant ?? null,
-    auth_methods: id ? [...id.auth_methods] : [],
-    tool: x.tool ?? null,
-    method: x.method,
-    path: redactPath(x.path, scanner),
-    decision: {
-      allowed: d?.allowed ?? false,
-      rule: d?.rule ?? null,
-      reason: d?.reason ?? null,
-      policy_version: d?.policy_version ?? null,
-      dry_run: d?.dry_run ?? false,
-    },
-    inspection: {
-      request: {
-        size: insp?.size ?? 0,
-        schema: insp?.schema ?? 'skipped',
-        ...(errors ? { errors } : {}),
-        injection: (insp?.injection ?? []).slice(0, MAX_INJECTION).map((f) => ({ rule: f.rule, path: f.path })),
-      },
-    },
+    ...base,
+    inspection: inspectionOf(x.inspection),
     dlp: { request: dlpOf(x.dlpRequest), response: dlpOf(x.dlpResponse) },
     upstream_status: x.upstreamStatus ?? null,
     response_status: x.responseStatus ?? null,
@@ -298,6 +317,62 @@ export function buildAuditRecord(x: AuditExchange, scanner?: Scanner | null): Au
   };
   const payload = payloadOf(x.payload);
   return payload ? { ...record, payload } : record;
+}
+
+/** What the forwarded record reads: the request side of {@link AuditExchange}. */
+export type AuditForwarded = Pick<
+  AuditExchange,
+  'time' | 'requestId' | 'traceparent' | 'identity' | 'authError' | 'tool' | 'method' | 'path' | 'mcp' | 'decision' | 'inspection' | 'dlpRequest'
+>;
+
+/** Assembles the record of a request being forwarded to its tool. Pure, like {@link buildAuditRecord}. */
+export function buildForwardedRecord(x: AuditForwarded, scanner?: Scanner | null): AuditForwardedRecord {
+  return {
+    record_type: 'forwarded',
+    time: (x.time ?? new Date()).toISOString(),
+    ...baseOf(x, scanner),
+    inspection: inspectionOf(x.inspection),
+    dlp: { request: dlpOf(x.dlpRequest) },
+  };
+}
+
+function baseOf(x: AuditForwarded, scanner: Scanner | null | undefined): AuditRecordBase {
+  const id = x.identity ?? null;
+  const d = x.decision;
+  return {
+    request_id: x.requestId ?? null,
+    trace_id: traceIdFrom(x.traceparent),
+    agent_id: id?.agent ?? null,
+    agent_version: id?.agent_version ?? null,
+    user_id: id?.user ?? null,
+    tenant_id: id?.tenant ?? null,
+    auth_methods: id ? [...id.auth_methods] : [],
+    roles: id?.roles ? [...new Set(id.roles)].sort() : [],
+    auth_error: x.authError ?? null,
+    tool: x.tool ?? null,
+    method: x.method,
+    path: redactPath(x.path, scanner),
+    mcp: x.mcp && (x.mcp.method !== null || x.mcp.tool !== null) ? { method: x.mcp.method ?? null, tool: x.mcp.tool ?? null } : null,
+    decision: {
+      allowed: d?.allowed ?? false,
+      rule: d?.rule ?? null,
+      reason: d?.reason ?? null,
+      policy_version: d?.policy_version ?? null,
+      dry_run: d?.dry_run ?? false,
+    },
+  };
+}
+
+function inspectionOf(insp: AuditExchange['inspection']): AuditRecord['inspection'] {
+  const errors = insp?.errors && insp.errors.length > 0 ? insp.errors.slice(0, MAX_SCHEMA_ERRORS).map(String) : undefined;
+  return {
+    request: {
+      size: insp?.size ?? 0,
+      schema: insp?.schema ?? 'skipped',
+      ...(errors ? { errors } : {}),
+      injection: (insp?.injection ?? []).slice(0, MAX_INJECTION).map((f) => ({ rule: f.rule, path: f.path })),
+    },
+  };
 }
 
 /** Coarse outcome of a record, used as a metric label. */

@@ -9,7 +9,10 @@ import { flushStdout, log, stdout } from '../log.js';
 import { registry } from '../metrics.js';
 import { GENESIS_HEAD, checkLine, sealLine, type ChainHead } from './chain.js';
 import type { Scanner } from '../dlp/types.js';
-import { auditOutcome, buildAuditRecord, type AuditExchange, type AuditRecord } from './record.js';
+import { SecretStore } from '../credentials/secrets.js';
+import { AnchorFile } from './anchors.js';
+import { CheckpointSigner } from './checkpoint.js';
+import { auditOutcome, buildAuditRecord, buildForwardedRecord, type AuditExchange, type AuditForwarded, type AuditLine, type AuditRecord } from './record.js';
 
 const recordsTotal = new Counter({
   name: 'portcullis_audit_records_total',
@@ -25,10 +28,26 @@ const sinkFailures = new Counter({
   registers: [registry],
 });
 
-/** Destination of audit records. `write` never blocks or throws; `close` flushes what is pending. */
+/** Why a durable write was refused: the caller must not forward what it could not record. */
+function sinkUnavailable(path: string): GatewayError {
+  return new GatewayError('unavailable', `the audit file ${path} cannot be written`, { rule: 'audit.unavailable' });
+}
+
+/**
+ * Destination of audit records. `write` never blocks or throws; `durable` resolves once the
+ * record is as durable as the sink makes it (rejects if it cannot be; a sink without it is
+ * written to and counts as durable); `close` flushes what is pending.
+ */
 export interface AuditSink {
-  write(r: AuditRecord): void;
+  write(r: AuditLine): void;
+  durable?(r: AuditLine): Promise<void>;
   close(): Promise<void>;
+}
+
+function writeDurable(s: AuditSink, r: AuditLine): Promise<void> {
+  if (s.durable) return s.durable(r);
+  s.write(r);
+  return Promise.resolve();
 }
 
 /**
@@ -45,12 +64,18 @@ export class StdoutSink implements AuditSink {
     this.logger = pino({ level: 'info', base: { service: 'portcullis' } }, destination ?? stdout);
   }
 
-  write(r: AuditRecord): void {
+  write(r: AuditLine): void {
     if (this.closed) {
       sinkFailures.inc({ sink: 'stdout' });
       return;
     }
     this.logger.info({ audit: r }, 'audit');
+  }
+
+  /** Stdout is a log stream, not a durable store: written is enough. */
+  durable(r: AuditLine): Promise<void> {
+    this.write(r);
+    return Promise.resolve();
   }
 
   async close(): Promise<void> {
@@ -61,18 +86,24 @@ export class StdoutSink implements AuditSink {
   }
 }
 
+/** Where an existing file ends: its chain head, and whether its last line is a checkpoint. */
+interface FileEnd {
+  readonly head: ChainHead;
+  readonly checkpointed: boolean;
+}
+
 /** Reads the last line of an existing audit file and returns the chain head it ends at. */
-async function readChainHead(path: string): Promise<ChainHead> {
+async function readChainHead(path: string): Promise<FileEnd> {
   let fh: FileHandle;
   try {
     fh = await open(path, 'r');
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return GENESIS_HEAD;
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { head: GENESIS_HEAD, checkpointed: true };
     throw err;
   }
   try {
     const size = (await fh.stat()).size;
-    if (size === 0) return GENESIS_HEAD;
+    if (size === 0) return { head: GENESIS_HEAD, checkpointed: true };
     const corrupt = (reason: string): GatewayError =>
       new GatewayError('internal', `audit file ${path} ends with a corrupt record (${reason}); refusing to append to it. Check it with "portcullis audit verify"`, {
         rule: 'audit.chain',
@@ -88,14 +119,26 @@ async function readChainHead(path: string): Promise<ChainHead> {
       const line = buf.subarray(prevNl + 1, buf.length - 1);
       const c = checkLine(line);
       if (!c.ok) throw corrupt(c.reason);
-      return { seq: c.seq, linkHash: c.linkHash };
+      const last = JSON.parse(line.toString('utf8')) as { record_type?: unknown };
+      return { head: { seq: c.seq, linkHash: c.linkHash }, checkpointed: last.record_type === 'checkpoint' };
     }
   } finally {
     await fh.close();
   }
 }
 
-/** Batching of {@link HashChainFileSink}. */
+/** Checkpointing of {@link HashChainFileSink} (see `checkpoint.ts`). */
+export interface CheckpointOptions {
+  readonly signer: CheckpointSigner;
+  /** A checkpoint after this many lines. */
+  readonly everyRecords: number;
+  /** A checkpoint this often (ms) when lines were written since the last one. */
+  readonly everyMs: number;
+  /** Receives each checkpoint line once it is in the file; owned (closed) by the sink. */
+  readonly anchor?: AnchorFile;
+}
+
+/** Batching, durability and checkpointing of {@link HashChainFileSink}. */
 export interface FileSinkOptions {
   /** Longest time a sealed line waits before it is appended (ms). Default 20. */
   readonly flushIntervalMs?: number;
@@ -107,6 +150,15 @@ export interface FileSinkOptions {
    * grow the process without bound. Default 32 Mi (tens of thousands of records).
    */
   readonly maxPending?: number;
+  /** fdatasync after each append, before durable writes resolve. Default false. */
+  readonly fsync?: boolean;
+  /** Signed checkpoints; omitted: none. */
+  readonly checkpoint?: CheckpointOptions;
+}
+
+interface Waiter {
+  readonly resolve: () => void;
+  readonly reject: (err: Error) => void;
 }
 
 /**
@@ -116,27 +168,43 @@ export interface FileSinkOptions {
  * `write` seals the record at once (serialise, hash) and queues the line; queued lines are
  * appended in order by one asynchronous writer, in batches: every `flushIntervalMs`, or as soon
  * as `batchSize` is pending, so the request path never waits for the disk and the disk sees a
- * few appends per second instead of one per record. `flush`/`close` append everything pending
- * (the graceful shutdown path closes every sink); on process exit whatever is still pending is
- * appended synchronously. After a crash (SIGKILL, OOM, power loss) the lines not yet appended,
- * at most `flushIntervalMs` or `batchSize` worth, are lost and the file ends at an intact
- * record (a torn last line is refused on the next start and reported by `audit verify`).
+ * few appends per second instead of one per record. `durable` queues the same way but starts
+ * the append at once (or right after the one in flight) and resolves when its write(2) has
+ * completed, fdatasync included with `fsync`: concurrent durable lines share one append (group
+ * commit). `flush`/`close` append everything pending (the graceful shutdown path closes every
+ * sink); on process exit whatever is still pending is appended synchronously. After a crash
+ * (SIGKILL, OOM, power loss) the lines not yet appended, at most `flushIntervalMs` or
+ * `batchSize` worth of non-durable ones, are lost and the file ends at an intact record (a torn
+ * last line is refused on the next start and reported by `audit verify`).
  *
- * After a failed write the sink stops writing (later lines could not link) and counts what it
- * drops. One writer per file: two sinks appending to the same file would fork the chain. Within
- * the process, {@link AuditLogger.fromConfig} shares one sink per file across reloads.
+ * With checkpoints, a signed checkpoint line follows every `everyRecords` lines, every `everyMs`
+ * when something was written, and at close and exit, so a cleanly closed file ends with one.
+ *
+ * After a failed write the sink stops writing (later lines could not link), rejects durable
+ * writes and counts what it drops. One writer per file: two sinks appending to the same file
+ * would fork the chain. Within the process, {@link AuditLogger.fromConfig} shares one sink per
+ * file across reloads.
  */
 export class HashChainFileSink implements AuditSink {
+  private head: ChainHead;
   private pending: string[] = [];
   private pendingSize = 0;
+  private waiters: Waiter[] = [];
+  /** Checkpoint lines among `pending`, sent to the anchor once appended. */
+  private pendingAnchors: string[] = [];
   private writing: Promise<void> | null = null;
   private timer: NodeJS.Timeout | null = null;
+  private checkpointTimer: NodeJS.Timeout | null = null;
   private closed = false;
   private failed = false;
   private overflowing = false;
+  /** Lines this writer sealed since the last checkpoint. */
+  private sinceCheckpoint: number;
   private readonly flushIntervalMs: number;
   private readonly batchSize: number;
   private readonly maxPending: number;
+  private fsync: boolean;
+  private checkpoints: CheckpointOptions | null = null;
   private readonly onExit = (): void => this.appendSyncAtExit();
   private readonly appendLater = (): void => {
     this.timer = null;
@@ -147,12 +215,22 @@ export class HashChainFileSink implements AuditSink {
     /** Resolved file path. */
     readonly path: string,
     private readonly fh: FileHandle,
-    private head: ChainHead,
+    end: FileEnd,
     opts: FileSinkOptions,
   ) {
+    this.head = end.head;
+    // Lines an earlier writer left unanchored are covered by this writer's first checkpoint,
+    // made only once it writes: a process that opens and closes the file (`portcullis check`)
+    // must never append to a file another process is writing.
+    this.sinceCheckpoint = 0;
+    if (opts.checkpoint && !end.checkpointed) {
+      log.warn({ file: path }, 'audit file does not end with a checkpoint: the previous writer did not shut down cleanly, or checkpoints are new to this file');
+    }
     this.flushIntervalMs = opts.flushIntervalMs ?? 20;
     this.batchSize = opts.batchSize ?? 64 * 1024;
     this.maxPending = opts.maxPending ?? 32 * 1024 * 1024;
+    this.fsync = opts.fsync ?? false;
+    this.configure(opts);
     process.on('exit', this.onExit);
   }
 
@@ -160,9 +238,9 @@ export class HashChainFileSink implements AuditSink {
   static async open(path: string, opts: FileSinkOptions = {}): Promise<HashChainFileSink> {
     const file = resolve(path);
     await mkdir(dirname(file), { recursive: true });
-    const head = await readChainHead(file);
+    const end = await readChainHead(file);
     const fh = await open(file, 'a', 0o640);
-    return new HashChainFileSink(file, fh, head, opts);
+    return new HashChainFileSink(file, fh, end, opts);
   }
 
   /** Sequence number of the last record sealed so far. */
@@ -170,31 +248,40 @@ export class HashChainFileSink implements AuditSink {
     return this.head.seq;
   }
 
-  write(r: AuditRecord): void {
-    if (this.closed || this.failed) {
-      sinkFailures.inc({ sink: 'file' });
-      return;
+  /**
+   * Applies fsync and checkpoint settings (a reload reuses the open sink). A replaced anchor is
+   * closed once its queued lines are written; checkpoint lines not yet appended go to the new one.
+   */
+  configure(opts: Pick<FileSinkOptions, 'fsync' | 'checkpoint'>): void {
+    this.fsync = opts.fsync ?? false;
+    const prev = this.checkpoints;
+    this.checkpoints = opts.checkpoint ?? null;
+    if (prev?.anchor && prev.anchor !== this.checkpoints?.anchor) void prev.anchor.close();
+    if (this.checkpointTimer !== null) clearInterval(this.checkpointTimer);
+    this.checkpointTimer = null;
+    if (this.checkpoints) {
+      this.checkpointTimer = setInterval(() => {
+        if (this.sinceCheckpoint === 0 || this.closed || this.failed) return;
+        this.sealCheckpoint();
+        this.schedule();
+      }, this.checkpoints.everyMs);
+      this.checkpointTimer.unref();
     }
-    if (this.pendingSize > this.maxPending) {
-      // Refused before sealing, so the chain on disk stays intact; the metric shows the loss.
-      sinkFailures.inc({ sink: 'file' });
-      if (!this.overflowing) {
-        this.overflowing = true;
-        log.error({ file: this.path, pending: this.pendingSize }, 'audit file is not keeping up; records are dropped until it catches up');
-      }
-      return;
-    }
-    const sealed = sealLine(r, this.head);
-    this.head = sealed.head;
-    this.pending.push(`${sealed.line}\n`);
-    this.pendingSize += sealed.line.length + 1;
-    if (this.writing) return; // the writer picks it up when the current append completes
-    if (this.pendingSize >= this.batchSize) this.startAppend();
-    else if (this.timer === null) {
-      this.timer = setTimeout(this.appendLater, this.flushIntervalMs);
-      // Never keeps the process alive: exit appends what is left (see appendSyncAtExit).
-      this.timer.unref();
-    }
+  }
+
+  write(r: AuditLine): void {
+    if (!this.accepts()) return;
+    this.seal(r);
+    this.schedule();
+  }
+
+  durable(r: AuditLine): Promise<void> {
+    if (!this.accepts()) return Promise.reject(sinkUnavailable(this.path));
+    this.seal(r);
+    const done = new Promise<void>((resolve, reject) => this.waiters.push({ resolve, reject }));
+    // Group commit: joins what is pending now; an append in flight starts the next one when it ends.
+    if (!this.writing) this.startAppend();
+    return done;
   }
 
   /** Resolves once every record written so far is on disk (or dropped after a failure). */
@@ -207,10 +294,66 @@ export class HashChainFileSink implements AuditSink {
 
   async close(): Promise<void> {
     if (this.closed) return;
+    if (this.checkpoints && this.sinceCheckpoint > 0 && !this.failed) this.sealCheckpoint();
     this.closed = true;
+    if (this.checkpointTimer !== null) clearInterval(this.checkpointTimer);
     await this.flush();
     process.off('exit', this.onExit);
+    await this.checkpoints?.anchor?.close();
     await this.fh.close();
+  }
+
+  /** Whether a new line may be sealed; counts the ones refused. */
+  private accepts(): boolean {
+    if (this.closed || this.failed) {
+      sinkFailures.inc({ sink: 'file' });
+      return false;
+    }
+    if (this.pendingSize > this.maxPending) {
+      // Refused before sealing, so the chain on disk stays intact; the metric shows the loss.
+      sinkFailures.inc({ sink: 'file' });
+      if (!this.overflowing) {
+        this.overflowing = true;
+        log.error({ file: this.path, pending: this.pendingSize }, 'audit file is not keeping up; records are dropped until it catches up');
+      }
+      return false;
+    }
+    return true;
+  }
+
+  private push(line: string): void {
+    this.pending.push(`${line}\n`);
+    this.pendingSize += line.length + 1;
+  }
+
+  private seal(r: AuditLine): void {
+    const sealed = sealLine(r, this.head);
+    this.head = sealed.head;
+    this.push(sealed.line);
+    this.sinceCheckpoint += 1;
+    if (this.checkpoints && this.sinceCheckpoint >= this.checkpoints.everyRecords) this.sealCheckpoint();
+  }
+
+  /** Seals a checkpoint covering the head now. */
+  private sealCheckpoint(): void {
+    const cp = this.checkpoints;
+    if (!cp || this.head.seq === 0) return;
+    const sealed = sealLine(cp.signer.checkpoint(this.head.seq, this.head.linkHash), this.head);
+    this.head = sealed.head;
+    this.push(sealed.line);
+    if (cp.anchor) this.pendingAnchors.push(sealed.line);
+    this.sinceCheckpoint = 0;
+  }
+
+  /** Appends now when a batch is full or a durable write waits, else within the interval. */
+  private schedule(): void {
+    if (this.writing) return; // the writer picks it up when the current append completes
+    if (this.pendingSize >= this.batchSize || this.waiters.length > 0) this.startAppend();
+    else if (this.timer === null) {
+      this.timer = setTimeout(this.appendLater, this.flushIntervalMs);
+      // Never keeps the process alive: exit appends what is left (see appendSyncAtExit).
+      this.timer.unref();
+    }
   }
 
   /** Appends everything pending now, then keeps going while the batch threshold is reached. */
@@ -221,46 +364,60 @@ export class HashChainFileSink implements AuditSink {
     }
     if (this.writing || this.pending.length === 0 || this.failed) return;
     const lines = this.pending;
+    const waiters = this.waiters;
+    const anchors = this.pendingAnchors;
     this.pending = [];
     this.pendingSize = 0;
-    this.writing = this.append(lines).finally(() => {
+    this.waiters = [];
+    this.pendingAnchors = [];
+    this.writing = this.append(lines, waiters, anchors).finally(() => {
       this.writing = null;
       if (this.pending.length === 0) return;
-      // What arrived during the append: write it now if a batch is full, else within the interval.
-      if (this.pendingSize >= this.batchSize || this.closed) this.startAppend();
-      else if (this.timer === null) {
-        this.timer = setTimeout(this.appendLater, this.flushIntervalMs);
-        this.timer.unref();
-      }
+      // What arrived during the append: now if a batch is full, a durable write waits or closing.
+      if (this.closed) this.startAppend();
+      else this.schedule();
     });
   }
 
-  private async append(lines: string[]): Promise<void> {
+  private async append(lines: string[], waiters: Waiter[], anchors: string[]): Promise<void> {
     const data = Buffer.from(lines.join(''), 'utf8');
     try {
       // One write(2) in practice; a short write is continued, never left half a line.
       for (let off = 0; off < data.length; ) off += (await this.fh.write(data, off)).bytesWritten;
+      if (this.fsync) await this.fh.datasync();
       this.overflowing = false;
     } catch (err) {
       this.failed = true;
       sinkFailures.inc({ sink: 'file' }, lines.length + this.pending.length);
+      const refused = sinkUnavailable(this.path);
+      for (const w of [...waiters, ...this.waiters]) w.reject(refused);
       this.pending = [];
       this.pendingSize = 0;
+      this.waiters = [];
+      this.pendingAnchors = [];
       log.error({ file: this.path, err: (err as Error).message }, 'audit file write failed; the file sink stops writing');
+      return;
     }
+    for (const w of waiters) w.resolve();
+    for (const line of anchors) this.checkpoints?.anchor?.write(line);
   }
 
   /**
    * Process exit without a graceful close (process.exit, uncaught exception): append what is
-   * pending synchronously. Skipped while an asynchronous append is in flight, since lines written
-   * now could land before it; the file then ends at the last complete append.
+   * pending synchronously, after a last checkpoint. Skipped while an asynchronous append is in
+   * flight, since lines written now could land before it; the file then ends at the last
+   * complete append.
    */
   private appendSyncAtExit(): void {
-    if (this.writing || this.failed || this.pending.length === 0) return;
+    if (this.writing || this.failed) return;
+    if (this.checkpoints && this.sinceCheckpoint > 0) this.sealCheckpoint();
+    if (this.pending.length === 0) return;
     try {
       writeSync(this.fh.fd, this.pending.join(''));
       this.pending = [];
       this.pendingSize = 0;
+      for (const line of this.pendingAnchors) this.checkpoints?.anchor?.writeSyncAtExit(line);
+      this.pendingAnchors = [];
     } catch {
       // Exiting: nothing else can be done with the error.
     }
@@ -275,16 +432,18 @@ interface SharedFile {
 /** Open file sinks by resolved path, so a reload keeps appending through the same writer. */
 const sharedFiles = new Map<string, SharedFile>();
 
-async function acquireFileSink(path: string): Promise<AuditSink> {
+async function acquireFileSink(path: string, opts: Pick<FileSinkOptions, 'fsync' | 'checkpoint'>): Promise<AuditSink> {
   const file = resolve(path);
   let entry = sharedFiles.get(file);
+  let created = false;
   if (!entry) {
-    const created: SharedFile = { sink: HashChainFileSink.open(file), refs: 0 };
-    created.sink.catch(() => {
-      if (sharedFiles.get(file) === created) sharedFiles.delete(file);
+    const fresh: SharedFile = { sink: HashChainFileSink.open(file, opts), refs: 0 };
+    fresh.sink.catch(() => {
+      if (sharedFiles.get(file) === fresh) sharedFiles.delete(file);
     });
-    sharedFiles.set(file, created);
-    entry = created;
+    sharedFiles.set(file, fresh);
+    entry = fresh;
+    created = true;
   }
   const held = entry;
   // Counted before waiting, so a concurrent release cannot close the writer under us.
@@ -296,9 +455,12 @@ async function acquireFileSink(path: string): Promise<AuditSink> {
     held.refs -= 1;
     throw err;
   }
+  // The newest configuration (a reload) decides fsync and checkpoints for the shared writer.
+  if (!created) sink.configure(opts);
   let released = false;
   return {
     write: (r) => sink.write(r),
+    durable: (r) => (released ? Promise.reject(sinkUnavailable(file)) : sink.durable(r)),
     close: async () => {
       if (released) return;
       released = true;
@@ -315,6 +477,9 @@ export type LoggedExchange = Omit<AuditExchange, 'payload'> & {
   readonly payload?: { readonly request?: string | null; readonly response?: string | null };
 };
 
+/** What {@link AuditLogger.forwarded} reads: the request side of an exchange. */
+export type LoggedForwarded = AuditForwarded;
+
 /** Fans each record out to every configured sink and counts it by outcome. */
 export class AuditLogger {
   constructor(
@@ -327,15 +492,16 @@ export class AuditLogger {
 
   /**
    * Builds the logger for an `audit` config section; relative file paths resolve against
-   * `baseDir`. `scanner` (the gateway's DLP catalog) redacts secrets in recorded paths.
+   * `baseDir`. `scanner` (the gateway's DLP catalog) redacts secrets in recorded paths;
+   * `secrets` resolves the checkpoint key (a store of the logger's own when omitted).
    */
-  static fromConfig(cfg: AuditConfig, baseDir: string, scanner: Scanner | null = null): Promise<AuditLogger> {
-    return fromConfig(cfg, baseDir, scanner);
+  static fromConfig(cfg: AuditConfig, baseDir: string, scanner: Scanner | null = null, secrets?: SecretStore): Promise<AuditLogger> {
+    return fromConfig(cfg, baseDir, scanner, secrets);
   }
 
   /** Writes a built record to every sink. */
-  write(r: AuditRecord): void {
-    recordsTotal.inc({ outcome: auditOutcome(r) });
+  write(r: AuditLine): void {
+    if (r.record_type === 'exchange') recordsTotal.inc({ outcome: auditOutcome(r) });
     for (const s of this.sinks) {
       try {
         s.write(r);
@@ -352,6 +518,21 @@ export class AuditLogger {
     return r;
   }
 
+  /**
+   * Records that a request is being forwarded to its tool. Resolves once the record is durable
+   * in every file sink (its append completed; fdatasync too with `audit.fsync`); concurrent
+   * calls share one append. Rejects with an `unavailable` GatewayError (rule `audit.unavailable`)
+   * when a sink cannot take it: the caller must then not forward the request (fail closed).
+   */
+  async forwarded(x: LoggedForwarded): Promise<void> {
+    const r = buildForwardedRecord(x, this.scanner);
+    const results = await Promise.allSettled(this.sinks.map((s) => writeDurable(s, r)));
+    const failed = results.find((p): p is PromiseRejectedResult => p.status === 'rejected');
+    if (failed) {
+      throw failed.reason instanceof GatewayError ? failed.reason : new GatewayError('unavailable', 'the audit record could not be written', { rule: 'audit.unavailable' });
+    }
+  }
+
   /** Flushes and closes every sink. */
   async close(): Promise<void> {
     const results = await Promise.allSettled(this.sinks.map((s) => s.close()));
@@ -361,14 +542,46 @@ export class AuditLogger {
   }
 }
 
+/** Reads the checkpoint key through the secret store; errors name the reference, never the key. */
+function checkpointSigner(ref: NonNullable<AuditConfig['checkpoint']>['key'], baseDir: string, secrets: SecretStore | undefined): CheckpointSigner {
+  const store = secrets ?? new SecretStore(baseDir);
+  try {
+    const problem = store.prepare(ref);
+    if (problem) throw new Error(problem);
+    return CheckpointSigner.fromPem(store.get(ref));
+  } catch (err) {
+    throw new Error(`audit.checkpoint.key (${SecretStore.describe(ref)}): ${(err as Error).message}`);
+  } finally {
+    // The key is read once per (re)load; a store of our own has nothing left to watch.
+    if (!secrets) store.close();
+  }
+}
+
 /**
  * Opens the sinks an `audit` section asks for: stdout when `stdout` is true, the hash-chained
- * file when `file` is set (resolved against `baseDir`). Rejects when the file cannot be opened
- * or its last record is corrupt.
+ * file when `file` is set (resolved against `baseDir`), with signed checkpoints and their anchor
+ * file when `checkpoint` is set. Rejects when the file cannot be opened, its last record is
+ * corrupt, or the checkpoint key is unusable.
  */
-export async function fromConfig(cfg: AuditConfig, baseDir: string, scanner: Scanner | null = null): Promise<AuditLogger> {
+export async function fromConfig(cfg: AuditConfig, baseDir: string, scanner: Scanner | null = null, secrets?: SecretStore): Promise<AuditLogger> {
   const sinks: AuditSink[] = [];
-  if (cfg.file) sinks.push(await acquireFileSink(resolve(baseDir, cfg.file)));
+  if (cfg.file) {
+    let checkpoint: CheckpointOptions | undefined;
+    if (cfg.checkpoint) {
+      const c = cfg.checkpoint;
+      const signer = checkpointSigner(c.key, baseDir, secrets);
+      const anchor = c.anchor_file ? await AnchorFile.open(resolve(baseDir, c.anchor_file)) : undefined;
+      checkpoint = { signer, everyRecords: c.every_records, everyMs: c.every_seconds * 1000, ...(anchor ? { anchor } : {}) };
+    }
+    try {
+      sinks.push(await acquireFileSink(resolve(baseDir, cfg.file), { fsync: cfg.fsync, ...(checkpoint ? { checkpoint } : {}) }));
+    } catch (err) {
+      await checkpoint?.anchor?.close();
+      throw err;
+    }
+  } else if (cfg.checkpoint) {
+    throw new Error('audit.checkpoint needs audit.file: checkpoints are lines of the hash-chained file');
+  }
   if (cfg.stdout) sinks.push(new StdoutSink());
   return new AuditLogger(sinks, cfg.payload, scanner);
 }

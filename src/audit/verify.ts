@@ -1,18 +1,61 @@
 import { createReadStream } from 'node:fs';
+import type { KeyObject } from 'node:crypto';
+import type { Anchor } from './anchors.js';
 import { GENESIS_HEAD, checkLine, linkProblem, type ChainHead } from './chain.js';
+import { checkpointOf, checkpointSignatureProblem, keyIdOf } from './checkpoint.js';
 
-/** Result of checking an audit file's hash chain. */
-export interface AuditVerifyResult {
-  /** True when every line is intact and linked to the one before. */
-  readonly ok: boolean;
-  /** Records that verified before the first problem (all of them when ok). */
-  readonly records: number;
-  /** The first broken line (1-based), its `seq` when readable, and what is wrong. */
-  readonly firstBad?: { readonly line: number; readonly seq?: number; readonly reason: string };
+/** What to check an audit file against, besides its own chain. */
+export interface AuditVerifyOptions {
+  /** Trusted checkpoint keys: a checkpoint signed by any other key is reported. */
+  readonly publicKeys?: readonly KeyObject[];
+  /** Trusted key ids (see `keyIdOf`), alone or beside `publicKeys`. */
+  readonly keyIds?: readonly string[];
+  /** Checkpoints kept elsewhere: each must match the file at its `seq`. */
+  readonly anchors?: readonly Anchor[];
 }
 
+/** A problem found at one place. */
+export interface AuditProblem {
+  /** 1-based line of the audit file (or of the anchor file, for anchor problems). */
+  readonly line: number;
+  readonly seq?: number;
+  readonly reason: string;
+}
+
+/** Result of checking an audit file. */
+export interface AuditVerifyResult {
+  /**
+   * True when nothing shows tampering: every line is intact and linked, every checkpoint
+   * verifies (under a trusted key when keys are given), and every anchor matches the file.
+   */
+  readonly ok: boolean;
+  /** Lines (records and checkpoints) that verified before the first chain problem (all when intact). */
+  readonly records: number;
+  /** The first broken line (1-based), its `seq` when readable, and what is wrong. */
+  readonly firstBad?: AuditProblem;
+  readonly checkpoints: {
+    readonly count: number;
+    /** `seq` of the last checkpoint line, or null. */
+    readonly lastSeq: number | null;
+    /** Whether signatures were checked against pinned keys (else only against the key each carries). */
+    readonly pinned: boolean;
+    readonly problems: readonly AuditProblem[];
+  };
+  /**
+   * Lines after the last checkpoint (all lines when there is none): not covered by a signature,
+   * so a cut there shows only against an anchor.
+   */
+  readonly unanchored: number;
+  readonly anchors: { readonly checked: number; readonly problems: readonly AuditProblem[] };
+  /** Request ids with a forwarded record and no exchange record: the outcome was never recorded. */
+  readonly incomplete: readonly string[];
+}
+
+/** At most this many checkpoint or anchor problems are listed. */
+const MAX_PROBLEMS = 20;
+
 /** Yields the file's lines as exact bytes (newline excluded), flagging a last line without one. */
-async function* lines(path: string): AsyncGenerator<{ bytes: Buffer; terminated: boolean }> {
+export async function* fileLines(path: string): AsyncGenerator<{ bytes: Buffer; terminated: boolean }> {
   let carry: Buffer = Buffer.alloc(0);
   for await (const chunk of createReadStream(path)) {
     let buf = carry.length > 0 ? Buffer.concat([carry, chunk as Buffer]) : (chunk as Buffer);
@@ -27,30 +70,120 @@ async function* lines(path: string): AsyncGenerator<{ bytes: Buffer; terminated:
   if (carry.length > 0) yield { bytes: carry, terminated: false };
 }
 
+/** Tracks forwarded records until their exchange record arrives. */
+export class CompletionTracker {
+  private readonly open = new Map<string, number>();
+
+  /** Notes one parsed line. */
+  note(record: Readonly<Record<string, unknown>>, seq: number): void {
+    const id = record.request_id;
+    if (typeof id !== 'string') return;
+    if (record.record_type === 'forwarded') this.open.set(id, seq);
+    else if (record.record_type === 'exchange') this.open.delete(id);
+  }
+
+  /** Whether `id` was forwarded and has not completed (so far). */
+  isOpen(id: string): boolean {
+    return this.open.has(id);
+  }
+
+  /** Request ids still open, in the order they were forwarded. */
+  incomplete(): string[] {
+    return [...this.open.keys()];
+  }
+}
+
+/** Checks the signature and trust of one checkpoint; a reason, or null. */
+function checkpointProblem(time: string, cp: Parameters<typeof checkpointSignatureProblem>[1], trusted: ReadonlySet<string> | null): string | null {
+  const sig = checkpointSignatureProblem(time, cp);
+  if (sig) return sig;
+  if (trusted && !trusted.has(cp.key_id)) return `checkpoint signed by key ${cp.key_id}, not a trusted key (chain rewritten, or wrong key given)`;
+  return null;
+}
+
 /**
- * Checks an audit file written by the hash-chained sink, line by line, and reports the first
- * problem: an edited record (its hash no longer matches), a removed, inserted or reordered record
- * (`seq` gap or `prev_hash` not matching the previous line), or a truncated or garbled line.
- * Removing records from the very end cannot be seen from the file alone; compare `records` with
- * the last `seq` seen elsewhere (e.g. the stdout sink) for that.
+ * Checks an audit file written by the hash-chained sink, streaming it line by line: the chain
+ * (an edited record no longer matches its hash; a removed, inserted or reordered record breaks
+ * `seq` or `prev_hash`; a torn last line), every checkpoint (it must cover the line before it and
+ * its signature must verify, under a pinned key when one is given), and each anchor (the file
+ * must hold the anchored `seq` with the anchored hash: an anchor beyond the end means the file
+ * was cut). Reports records after the last checkpoint and forwarded exchanges never completed.
  */
-export async function verifyAuditFile(path: string): Promise<AuditVerifyResult> {
+export async function verifyAuditFile(path: string, opts: AuditVerifyOptions = {}): Promise<AuditVerifyResult> {
+  const pinnedIds = [...(opts.keyIds ?? []), ...(opts.publicKeys ?? []).map(keyIdOf)];
+  const trusted = pinnedIds.length > 0 ? new Set(pinnedIds) : null;
+  const cpProblems: AuditProblem[] = [];
+  const anchorProblems: AuditProblem[] = [];
+  const addProblem = (list: AuditProblem[], p: AuditProblem): void => {
+    if (list.length < MAX_PROBLEMS) list.push(p);
+  };
+
+  // Anchors by the seq they cover; a bad anchor proves nothing about the file.
+  const bySeq = new Map<number, Anchor>();
+  for (const a of opts.anchors ?? []) {
+    const problem = checkpointProblem(a.time, a.checkpoint, trusted);
+    if (problem) addProblem(anchorProblems, { line: a.line, seq: a.checkpoint.seq, reason: `anchor: ${problem}` });
+    else bySeq.set(a.checkpoint.seq, a);
+  }
+
+  const completion = new CompletionTracker();
   let head: ChainHead = GENESIS_HEAD;
   let lineNo = 0;
-  for await (const { bytes, terminated } of lines(path)) {
+  let checkpoints = 0;
+  let lastCheckpointSeq: number | null = null;
+  let firstBad: AuditProblem | undefined;
+  for await (const { bytes, terminated } of fileLines(path)) {
     lineNo += 1;
-    const bad = (reason: string, seq?: number): AuditVerifyResult => ({
-      ok: false,
-      records: head.seq,
-      firstBad: seq === undefined ? { line: lineNo, reason } : { line: lineNo, seq, reason },
-    });
-    if (bytes.length === 0) return bad('empty line');
+    const bad = (reason: string, seq?: number): AuditProblem => (seq === undefined ? { line: lineNo, reason } : { line: lineNo, seq, reason });
+    if (bytes.length === 0) {
+      firstBad = bad('empty line');
+      break;
+    }
     const c = checkLine(bytes);
-    if (!c.ok) return bad(terminated ? c.reason : `last line is incomplete (no trailing newline): ${c.reason}`, c.seq);
+    if (!c.ok) {
+      firstBad = bad(terminated ? c.reason : `last line is incomplete (no trailing newline): ${c.reason}`, c.seq);
+      break;
+    }
     const problem = linkProblem(c, head);
-    if (problem) return bad(problem, c.seq);
-    if (!terminated) return bad('last line is incomplete: no trailing newline', c.seq);
+    if (problem) {
+      firstBad = bad(problem, c.seq);
+      break;
+    }
+    if (!terminated) {
+      firstBad = bad('last line is incomplete: no trailing newline', c.seq);
+      break;
+    }
+    if (c.record.record_type === 'checkpoint') {
+      checkpoints += 1;
+      lastCheckpointSeq = c.seq;
+      const cp = checkpointOf(c.record);
+      if (!cp) addProblem(cpProblems, bad('malformed checkpoint', c.seq));
+      else if (cp.checkpoint.seq !== head.seq || cp.checkpoint.head_hash !== head.linkHash) {
+        addProblem(cpProblems, bad('checkpoint does not match the chain before it (head hash mismatch: chain rewritten)', c.seq));
+      } else {
+        const p = checkpointProblem(cp.time, cp.checkpoint, trusted);
+        if (p) addProblem(cpProblems, bad(p, c.seq));
+      }
+    } else completion.note(c.record, c.seq);
+    const anchor = bySeq.get(c.seq);
+    if (anchor && anchor.checkpoint.head_hash !== c.linkHash) {
+      addProblem(anchorProblems, { line: anchor.line, seq: c.seq, reason: `the file differs from the anchor at seq ${c.seq} (rewritten)` });
+    }
     head = { seq: c.seq, linkHash: c.linkHash };
   }
-  return { ok: true, records: head.seq };
+  for (const [seq, a] of bySeq) {
+    if (seq <= head.seq) continue;
+    // Past a chain break the file cannot be compared; the break is the finding.
+    if (firstBad) continue;
+    addProblem(anchorProblems, { line: a.line, seq, reason: `anchor at seq ${seq} is beyond the end of the file (last seq ${head.seq}): the file was truncated` });
+  }
+  return {
+    ok: !firstBad && cpProblems.length === 0 && anchorProblems.length === 0,
+    records: head.seq,
+    ...(firstBad ? { firstBad } : {}),
+    checkpoints: { count: checkpoints, lastSeq: lastCheckpointSeq, pinned: trusted !== null, problems: cpProblems },
+    unanchored: head.seq - (lastCheckpointSeq ?? 0),
+    anchors: { checked: opts.anchors?.length ?? 0, problems: anchorProblems },
+    incomplete: completion.incomplete(),
+  };
 }

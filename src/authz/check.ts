@@ -35,6 +35,13 @@ export interface AuthzMetadata {
   user: string | null;
   tenant: string | null;
   auth_methods: string[];
+  /** Roles of the verified principal. */
+  roles: string[];
+  /**
+   * Rule of the error a presented credential failed verification with (`identity.*`), null when
+   * none failed; the identity fields are then null.
+   */
+  auth_error: string | null;
   allowed: boolean;
   dry_run: boolean;
   rule: string | null;
@@ -105,6 +112,10 @@ interface Ctx {
   bodySha256: string | null;
   /** Identity verification passed (a principal, or none needed). */
   authenticated: boolean;
+  /** Identity verification ran (passed or not), so a denial knows whether to try it for the audit record. */
+  identityTried: boolean;
+  /** Rule of the presented credential's failed verification. */
+  authError: string | null;
   /** The message of each call of a JSON-RPC batch (same order as `mcp`); null for one message. */
   batchMessages: readonly unknown[] | null;
   readonly truncated: boolean;
@@ -221,6 +232,8 @@ export class Authorizer {
       return outcome;
     } catch (err) {
       const error = toGatewayError(err, 'the gateway could not decide');
+      // Denied before identity was established: learn who asked, for the audit record only.
+      if (!ctx.identityTried) await this.identifyForAudit(deps, ctx);
       // A JSON-RPC caller gets a JSON-RPC error, also when denied before its body was read, or
       // (once authenticated) when an MCP tool's body could not be read as JSON-RPC at all.
       if (!ctx.isJsonRpc) peekJsonRpc(ctx, ctx.authenticated && ctx.tool?.mcp !== undefined);
@@ -255,6 +268,8 @@ export class Authorizer {
       bodySha256: null,
       batchMessages: null,
       authenticated: false,
+      identityTried: false,
+      authError: null,
       truncated: bodyTruncated(headers, rawBody?.length ?? 0, deps.config.inspect.check_body_bytes),
       started: process.hrtime.bigint(),
       tool: null,
@@ -342,16 +357,7 @@ export class Authorizer {
   private async authenticate(deps: AuthzDeps, ctx: Ctx, tool: ToolConfig | null): Promise<void> {
     const t = stageTimer('identity');
     try {
-      ctx.principal = await deps.identity.verify({
-        headers: ctx.headers,
-        sourcePrincipal: ctx.req.attributes?.source?.principal || undefined,
-        rawBody: ctx.rawBody,
-        bodyTruncated: ctx.truncated,
-        toolName: tool?.name ?? null,
-        nowMs: Date.now(),
-        method: ctx.method,
-        path: ctx.path,
-      });
+      ctx.principal = await this.verifyIdentity(deps, ctx, tool);
     } finally {
       t();
     }
@@ -362,6 +368,40 @@ export class Authorizer {
       });
     }
     ctx.authenticated = true;
+  }
+
+  /** Verifies the presented credentials; a failure is remembered (rule) for the audit record and rethrown. */
+  private async verifyIdentity(deps: AuthzDeps, ctx: Ctx, tool: ToolConfig | null): Promise<Principal | null> {
+    ctx.identityTried = true;
+    try {
+      return await deps.identity.verify({
+        headers: ctx.headers,
+        sourcePrincipal: ctx.req.attributes?.source?.principal || undefined,
+        rawBody: ctx.rawBody,
+        bodyTruncated: ctx.truncated,
+        toolName: tool?.name ?? null,
+        nowMs: Date.now(),
+        method: ctx.method,
+        path: ctx.path,
+      });
+    } catch (err) {
+      ctx.authError = toGatewayError(err, 'credential verification failed').rule ?? 'identity.invalid';
+      throw err;
+    }
+  }
+
+  /**
+   * For a request denied before identity was established: verifies what was presented so the
+   * audit record names the caller. The denial, its status and its body stay as they are; the
+   * request is not marked authenticated.
+   */
+  private async identifyForAudit(deps: AuthzDeps, ctx: Ctx): Promise<void> {
+    try {
+      ctx.principal = await this.verifyIdentity(deps, ctx, ctx.tool);
+    } catch {
+      // verifyIdentity noted the rule; the record carries no identity.
+      ctx.principal = null;
+    }
   }
 
   private authorize(deps: AuthzDeps, ctx: Ctx): void {
@@ -514,6 +554,8 @@ export class Authorizer {
       user: p?.user ?? null,
       tenant: p?.tenant ?? null,
       auth_methods: p ? [...p.methods] : [],
+      roles: p ? [...p.roles] : [],
+      auth_error: ctx.authError,
       allowed,
       dry_run: ctx.dryRun,
       rule,

@@ -46,6 +46,8 @@ const FIELDS: Readonly<Record<keyof AuthzMetadata, Kind>> = {
   user: 'string?',
   tenant: 'string?',
   auth_methods: 'string[]',
+  roles: 'string[]',
+  auth_error: 'string?',
   allowed: 'boolean',
   dry_run: 'boolean',
   rule: 'string?',

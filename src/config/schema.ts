@@ -276,6 +276,18 @@ export const configSchema = {
             max_bytes: { type: 'integer', minimum: 0, maximum: 65536, default: 1024 },
           },
         },
+        fsync: { type: 'boolean', default: false },
+        checkpoint: {
+          type: 'object',
+          additionalProperties: false,
+          required: ['key'],
+          properties: {
+            key: secretRef,
+            every_records: { type: 'integer', minimum: 1, maximum: 10000000, default: 1000 },
+            every_seconds: { type: 'integer', minimum: 1, maximum: 86400, default: 60 },
+            anchor_file: { type: 'string', minLength: 1 },
+          },
+        },
       },
     },
     dlp: { type: 'object' },

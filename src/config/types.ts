@@ -222,6 +222,22 @@ export interface AuditConfig {
   readonly file?: string;
   /** Payload capture: off, or truncated (after redaction) to `max_bytes`. */
   readonly payload: { readonly mode: 'off' | 'truncated'; readonly max_bytes: number };
+  /**
+   * fdatasync the file after each append before a forwarded record counts as written (default
+   * false: written means handed to the OS, which survives a process crash but not power loss).
+   */
+  readonly fsync: boolean;
+  /** Signed checkpoints in the file; omitted: none. Needs `file`. */
+  readonly checkpoint?: {
+    /** Ed25519 private key, PEM PKCS8 (`portcullis audit keygen`). */
+    readonly key: SecretRef;
+    /** A checkpoint after this many records (default 1000). */
+    readonly every_records: number;
+    /** A checkpoint this often (seconds) when records were written since the last (default 60). */
+    readonly every_seconds: number;
+    /** A second file that receives only the checkpoint lines, to anchor the main file elsewhere. */
+    readonly anchor_file?: string;
+  };
 }
 
 /** Alert when one principal triggers many DLP blocks/redactions. */

@@ -28,7 +28,7 @@ import { compileResponses, type ExtprocDeps } from '../extproc/deps.js';
 import { MemoryBudget } from '../extproc/response/budget.js';
 import { DlpAlerter } from '../extproc/alerts.js';
 import type { CheckOutcome } from '../authz/check.js';
-import { auditDecision, auditIdentity } from '../authz/audit.js';
+import { auditFromAuthz } from '../authz/audit.js';
 import { authorizationService, externalProcessorService, withRawRequests } from './protos.js';
 import { startGrpcServer, INTERNAL, type GrpcServer } from './grpc.js';
 import { startAdminServer, type ReloadResult } from './admin.js';
@@ -157,13 +157,7 @@ function auditDenial(audit: AuditLogger, req: ProtoCheckRequest, outcome: CheckO
   const m = outcome.metadata;
   const headers = req.attributes?.request?.http?.headers ?? {};
   audit.record({
-    requestId: m.request_id,
-    traceparent: m.traceparent,
-    identity: m.agent || m.user ? auditIdentity(m) : null,
-    tool: m.tool,
-    method: m.method,
-    path: m.path,
-    decision: auditDecision(m),
+    ...auditFromAuthz(m),
     inspection: { size: Number(headers['content-length'] ?? 0) || 0, schema: 'skipped' },
     upstreamStatus: null,
     responseStatus: outcome.error.httpStatus,

@@ -79,6 +79,8 @@ function handoff(rng: Rng, key: HandoffKey | null): Json {
     user: 'bob',
     tenant: 'acme',
     auth_methods: ['jwt'],
+    roles: [],
+    auth_error: null,
     allowed: rng.chance(0.8),
     dry_run: false,
     rule: null,

@@ -3,6 +3,7 @@ import { compileCatalog } from '../../../src/dlp/index.js';
 import {
   auditOutcome,
   buildAuditRecord,
+  buildForwardedRecord,
   redactPath,
   redactSecretsFromPath,
   traceIdFrom,
@@ -179,5 +180,27 @@ describe('payload capture', () => {
     expect(truncateUtf8('aé€b', 6)).toEqual({ text: 'aé€', truncated: true });
     expect(truncateUtf8('😀x', 3)).toEqual({ text: '', truncated: true });
     expect(truncateUtf8('abc', 3)).toEqual({ text: 'abc', truncated: false });
+  });
+});
+
+describe('record types, MCP call, roles', () => {
+  it('an exchange record names its type, MCP call and sorted roles; none when absent', () => {
+    const r = buildAuditRecord(exchange({ identity: { agent: 'a', agent_version: null, user: 'u', tenant: 't', auth_methods: ['jwt'], roles: ['z', 'a', 'z'] }, mcp: { method: 'tools/call', tool: 'get_forecast' } }));
+    expect(r).toMatchObject({ record_type: 'exchange', roles: ['a', 'z'], mcp: { method: 'tools/call', tool: 'get_forecast' }, auth_error: null });
+    const plain = buildAuditRecord(exchange({ identity: null, authError: 'identity.jwt', mcp: { method: null, tool: null } }));
+    expect(plain).toMatchObject({ roles: [], mcp: null, auth_error: 'identity.jwt', agent_id: null });
+  });
+
+  it('a forwarded record carries the request side only, path redacted like the exchange record', () => {
+    const x = exchange({ mcp: { method: 'tools/call', tool: 'get_forecast' }, dlpRequest: { action: 'flagged', rules: ['email'], count: 1 } });
+    const f = buildForwardedRecord(x);
+    expect(Object.keys(f)).toEqual([
+      'record_type', 'time', 'request_id', 'trace_id', 'agent_id', 'agent_version', 'user_id', 'tenant_id', 'auth_methods', 'roles', 'auth_error',
+      'tool', 'method', 'path', 'mcp', 'decision', 'inspection', 'dlp',
+    ]);
+    expect(f).toMatchObject({ record_type: 'forwarded', request_id: 'req-1', trace_id: '4bf92f3577b34da6a3ce929d0e0e4736', dlp: { request: { action: 'flagged', rules: ['email'], count: 1 } } });
+    expect(f.path).toBe(buildAuditRecord(x).path);
+    expect(f.path).not.toContain(SECRET);
+    expect(JSON.stringify(f)).not.toMatch(/response|upstream|payload/);
   });
 });

@@ -129,6 +129,8 @@ function meta(tool: string, over: Partial<AuthzMetadata> = {}): AuthzMetadata {
     user: 'alice',
     tenant: 'acme',
     auth_methods: ['jwt'],
+    roles: ['support'],
+    auth_error: null,
     allowed: true,
     dry_run: false,
     rule: 'allow.role',
