@@ -94,6 +94,13 @@ export interface AuditRecord extends AuditRecordBase {
     };
   };
   readonly dlp: { readonly request: AuditDlpDirection; readonly response: AuditDlpDirection };
+  /**
+   * How the response was inspected: `mode` (none, headers, buffered, held, sse), `view` (how its
+   * bytes were read: utf-8, utf-16le, binary ...), and `not_inspected`, the reason when its body
+   * was not inspected (a tool that inspects nothing, binary passed by config); absent for
+   * exchanges that never reached a response.
+   */
+  readonly response_inspection?: { readonly mode: string; readonly view: string | null; readonly not_inspected: string | null };
   readonly upstream_status: number | null;
   /** Status the agent received (a denial's status when the gateway answered itself). */
   readonly response_status: number | null;
@@ -158,6 +165,8 @@ export interface AuditExchange {
   };
   readonly dlpRequest?: AuditDlpInput;
   readonly dlpResponse?: AuditDlpInput;
+  /** How the response was inspected (see {@link AuditRecord.response_inspection}). */
+  readonly responseInspection?: { readonly mode: string; readonly view: string | null; readonly notInspected: string | null } | null;
   readonly upstreamStatus?: number | null;
   readonly responseStatus?: number | null;
   readonly latencyMs?: {
@@ -305,6 +314,9 @@ export function buildAuditRecord(x: AuditExchange, scanner?: Scanner | null): Au
     ...base,
     inspection: inspectionOf(x.inspection),
     dlp: { request: dlpOf(x.dlpRequest), response: dlpOf(x.dlpResponse) },
+    ...(x.responseInspection
+      ? { response_inspection: { mode: String(x.responseInspection.mode), view: x.responseInspection.view === null ? null : String(x.responseInspection.view), not_inspected: x.responseInspection.notInspected === null ? null : String(x.responseInspection.notInspected) } }
+      : {}),
     upstream_status: x.upstreamStatus ?? null,
     response_status: x.responseStatus ?? null,
     latency_ms: {

@@ -42,6 +42,11 @@ export interface AuthzMetadata {
    * none failed; the identity fields are then null.
    */
   auth_error: string | null;
+  /**
+   * The Check already wrote the forwarded audit record (routes whose ext_proc sees no request
+   * phase, `route_request_body: none`); ext_proc then writes only the completion record.
+   */
+  forwarded_recorded: boolean;
   allowed: boolean;
   dry_run: boolean;
   rule: string | null;
@@ -556,6 +561,7 @@ export class Authorizer {
       auth_methods: p ? [...p.methods] : [],
       roles: p ? [...p.roles] : [],
       auth_error: ctx.authError,
+      forwarded_recorded: false,
       allowed,
       dry_run: ctx.dryRun,
       rule,

@@ -48,6 +48,7 @@ const FIELDS: Readonly<Record<keyof AuthzMetadata, Kind>> = {
   auth_methods: 'string[]',
   roles: 'string[]',
   auth_error: 'string?',
+  forwarded_recorded: 'boolean',
   allowed: 'boolean',
   dry_run: 'boolean',
   rule: 'string?',

@@ -110,7 +110,7 @@ function semanticProblems(cfg: GatewayConfig): ConfigProblem[] {
     const o = t.response.dlp_overrides;
     if (!o || Object.keys(o).length === 0) return;
     for (const p of checkDlpConfig({ ...cfg.dlp, overrides: o }).problems) {
-      if (p.path.startsWith('$.overrides')) out.push({ path: p.path.replace(/^\$\.overrides/, `$.tools[${i}].response.dlp_overrides`), message: p.message });
+      if (p.path.startsWith('$.overrides')) out.push({ path: p.path.replace(/^\$\.overrides/, () => `$.tools[${i}].response.dlp_overrides`), message: p.message });
     }
   });
   return out;

@@ -1,4 +1,4 @@
-import { auditDecision, auditIdentity } from '../authz/audit.js';
+import { auditFromAuthz } from '../authz/audit.js';
 import type { AuditDecision } from '../audit/record.js';
 import type { ExtprocDeps } from './deps.js';
 import type { RequestState, ResponseState, StreamState } from './state.js';
@@ -16,6 +16,20 @@ function noDecision(st: StreamState): AuditDecision {
     reason: 'no verified authorization decision reached ext_proc; the exchange was denied',
     policy_version: null,
     dry_run: false,
+  };
+}
+
+/** The forwarded record of a request about to reach its tool: what ext_authz decided and what ext_proc found. */
+export function forwardedRecord(st: StreamState, req: RequestState): Parameters<ExtprocDeps['audit']['forwarded']>[0] {
+  const meta = st.meta!;
+  return {
+    ...auditFromAuthz(meta),
+    requestId: req.requestId ?? meta.request_id,
+    traceparent: req.traceparent,
+    method: req.method,
+    path: req.path,
+    inspection: { size: req.size, schema: req.schema, errors: req.schemaErrors, injection: req.injection },
+    dlpRequest: req.dlp,
   };
 }
 
@@ -37,16 +51,16 @@ export function finishExchange(deps: ExtprocDeps, st: StreamState, req: RequestS
   }
   const authzMs = meta?.authz_ms ?? null;
   deps.audit.record({
+    ...(meta ? auditFromAuthz(meta) : { identity: null, decision: noDecision(st) }),
     requestId: req.requestId ?? meta?.request_id ?? null,
     traceparent: req.traceparent,
-    identity: meta ? auditIdentity(meta) : null,
     tool,
     method: req.method,
     path: req.path,
-    decision: meta ? auditDecision(meta) : noDecision(st),
     inspection: { size: req.size, schema: req.schema, errors: req.schemaErrors, injection: req.injection },
     dlpRequest: req.dlp,
     dlpResponse: responseDlp(res),
+    responseInspection: res.upstreamStatus === null ? null : { mode: res.mode === 'none' && res.notInspected === null ? 'headers' : res.mode, view: res.view, notInspected: res.notInspected },
     upstreamStatus: res.upstreamStatus,
     responseStatus: res.status,
     latencyMs: {

@@ -3,7 +3,7 @@ import { log } from '../log.js';
 import { compileScrubber, NO_SCRUB } from '../credentials/scrub.js';
 import { immediateError, type ExtprocDeps, type ResponsePlan } from './deps.js';
 import { baseMode, joinDecision, noDecision, onRequestBody, onRequestHeaders, readMetadata } from './request.js';
-import { finishExchange } from './finish.js';
+import { finishExchange, forwardedRecord } from './finish.js';
 import { phaseTimer } from './metrics.js';
 import { headerMap, setHeader, type ProcessingRequest, type ProcessingResponse, type ProtoHeaderMutation, type ProtoHttpBody } from './proto.js';
 import { newRequestState, newResponseState, newStreamState, rpcTarget, type RequestState, type ResponseState, type StreamState } from './state.js';
@@ -138,10 +138,18 @@ export class StreamProcessor {
     this.checkOrder(msg.request);
     if (this.stream.localReply) return passThrough(msg.request);
     switch (msg.request) {
-      case 'requestHeaders':
-        return onRequestHeaders(this.deps, this.stream, this.request, msg);
-      case 'requestBody':
-        return onRequestBody(this.deps, this.stream, this.request, msg.requestBody ?? {});
+      case 'requestHeaders': {
+        const reply = onRequestHeaders(this.deps, this.stream, this.request, msg);
+        // No body phase follows: the request goes to the tool with this reply.
+        if (reply.modeOverride?.requestBodyMode !== 'BUFFERED') await this.recordForwarded();
+        return reply;
+      }
+      case 'requestBody': {
+        // Buffered: the one body message; the request leaves with its reply.
+        const reply = onRequestBody(this.deps, this.stream, this.request, msg.requestBody ?? {});
+        await this.recordForwarded();
+        return reply;
+      }
       case 'responseHeaders':
         return this.onResponseHeaders(msg);
       case 'responseBody':
@@ -170,6 +178,19 @@ export class StreamProcessor {
     }
     if (!isHeaders && !st.meta && !st.localReply) throw noDecision('absent');
     st.lastPhase = rank;
+  }
+
+  /**
+   * The forwarded record, durable before the request is released to the tool: a crash after
+   * this point leaves a record of a call whose completion is unknown, never no record at all.
+   * A sink that cannot take it denies the call (fail closed).
+   */
+  private async recordForwarded(): Promise<void> {
+    const st = this.stream;
+    if (st.forwarded || !st.meta) return;
+    st.forwarded = true;
+    if (st.meta.forwarded_recorded) return;
+    await this.deps.audit.forwarded(forwardedRecord(st, this.request));
   }
 
   /** The transform context of this exchange's response (built once, at the response headers). */

@@ -13,7 +13,8 @@ import type { ProtoCheckRequest } from '../authz/request.js';
 import { IdentityVerifier } from '../identity/index.js';
 import { PolicyEngine } from '../policy/engine.js';
 import { watchPath } from '../files/watch.js';
-import { ToolRegistry } from '../tools/registry.js';
+import { ROUTE_BODY_EXTENSION, ToolRegistry } from '../tools/registry.js';
+import { toGatewayError } from '../errors.js';
 import { SecretStore } from '../credentials/secrets.js';
 import { CredentialInjector } from '../credentials/inject.js';
 import { RateLimiter } from '../limits/tokenBucket.js';
@@ -166,6 +167,26 @@ function auditDenial(audit: AuditLogger, req: ProtoCheckRequest, outcome: CheckO
   });
 }
 
+/**
+ * On a route whose ext_proc sees no request phase (`route_request_body: none`), the request
+ * goes to the tool straight after the Check: the forwarded record is written, durably, here.
+ * A sink that cannot take it turns the decision into a denial (fail closed), recorded as such.
+ */
+async function recordForwardedAtCheck(audit: AuditLogger, req: ProtoCheckRequest, outcome: CheckOutcome): Promise<CheckOutcome> {
+  if (!outcome.allowed || req.attributes?.contextExtensions?.[ROUTE_BODY_EXTENSION] !== 'none') return outcome;
+  try {
+    await audit.forwarded({ ...auditFromAuthz(outcome.metadata), inspection: { size: 0, schema: 'skipped' } });
+    outcome.metadata.forwarded_recorded = true;
+    return outcome;
+  } catch (err) {
+    const error = toGatewayError(err, 'the audit trail cannot take records');
+    const metadata = { ...outcome.metadata, allowed: false, rule: error.rule ?? 'audit.unavailable', reason: error.message };
+    const denied: CheckOutcome = { allowed: false, error, rpcId: null, isJsonRpc: false, batchIds: null, policyBody: null, policyHeaders: [], metadata };
+    auditDenial(audit, req, denied);
+    return denied;
+  }
+}
+
 /** A running gateway process. */
 export interface App {
   readonly grpcPort: number;
@@ -196,9 +217,10 @@ export async function serve(configPath: string): Promise<App> {
     const { handoff } = built;
     authorizer
       .check(call.request)
-      .then((outcome) => {
+      .then(async (outcome) => {
         auditDenial(audit, call.request, outcome);
-        const response = toCheckResponse(outcome, handoff);
+        const decided = await recordForwardedAtCheck(audit, call.request, outcome);
+        const response = toCheckResponse(decided, handoff);
         addAccessLogFields(response.dynamicMetadata, { path: redactPath(outcome.metadata.path, scanner) });
         cb(null, response);
       })

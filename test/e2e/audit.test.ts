@@ -48,8 +48,14 @@ function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
 }
 
+/** Completion records (one per exchange); forwarded records are checked on their own. */
 function readRecords(): Record<string, unknown>[] {
-  return readAuditFile(auditFile);
+  return readAuditFile(auditFile).filter((r) => r.record_type === 'exchange');
+}
+
+/** Forwarded records: written before a request reaches its tool. */
+function readForwarded(): Record<string, unknown>[] {
+  return readAuditFile(auditFile).filter((r) => r.record_type === 'forwarded');
 }
 
 /** Waits for the file sink (asynchronous) to hold `n` records in total. */
@@ -95,6 +101,9 @@ describe('one complete record per exchange', () => {
     await sleep(200);
     expect(readRecords()).toHaveLength(before + sent.length);
     for (const s of sent) only(records, s.requestId);
+    // Only the call that reached its tool has a forwarded record; denials never do.
+    const forwarded = readForwarded().map((r) => r.request_id);
+    expect(sent.filter((s) => forwarded.includes(s.requestId)).map((s) => s.status)).toEqual([200]);
   });
 
   it('fills every field of an allowed exchange from the real call', async () => {

@@ -81,6 +81,7 @@ function handoff(rng: Rng, key: HandoffKey | null): Json {
     auth_methods: ['jwt'],
     roles: [],
     auth_error: null,
+    forwarded_recorded: false,
     allowed: rng.chance(0.8),
     dry_run: false,
     rule: null,

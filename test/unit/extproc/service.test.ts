@@ -9,7 +9,7 @@ import { compileCatalog, type Scanner } from '../../../src/dlp/index.js';
 import { compileInjectionRules } from '../../../src/inspect/injection.js';
 import { compileToolSchemas } from '../../../src/inspect/schema.js';
 import { AuditLogger, type AuditSink } from '../../../src/audit/sinks.js';
-import type { AuditRecord } from '../../../src/audit/record.js';
+import type { AuditForwardedRecord, AuditLine, AuditRecord } from '../../../src/audit/record.js';
 import { ExtprocService } from '../../../src/extproc/service.js';
 import { compileResponses, type ExtprocDeps } from '../../../src/extproc/deps.js';
 import { MemoryBudget } from '../../../src/extproc/response/budget.js';
@@ -39,9 +39,16 @@ function forwarded(m: AuthzMetadata): NonNullable<ProcessingRequest['metadataCon
 
 /** Audit sink that keeps records in memory. */
 class MemorySink implements AuditSink {
+  /** Completion records (one per exchange). */
   readonly records: AuditRecord[] = [];
-  write(r: AuditRecord): void {
-    this.records.push(r);
+  /** Forwarded records, written before a request is released to its tool. */
+  readonly forwarded: AuditForwardedRecord[] = [];
+  /** Every line in order, by type. */
+  readonly order: string[] = [];
+  write(r: AuditLine): void {
+    this.order.push(r.record_type);
+    if (r.record_type === 'forwarded') this.forwarded.push(r);
+    else if (r.record_type === 'exchange') this.records.push(r);
   }
   async close(): Promise<void> {}
 }
@@ -91,9 +98,9 @@ function withTool(config: GatewayConfig, name: string, edit: (t: ToolConfig) => 
   return { ...config, tools: config.tools.map((t) => (t.name === name ? edit(t) : t)) };
 }
 
-function setup(opts: { config?: GatewayConfig; scanner?: Scanner; budget?: number } = {}): { service: ExtprocService; sink: MemorySink } {
+function setup(opts: { config?: GatewayConfig; scanner?: Scanner; budget?: number; sink?: MemorySink } = {}): { service: ExtprocService; sink: MemorySink } {
   const config = opts.config ?? demo;
-  const sink = new MemorySink();
+  const sink = opts.sink ?? new MemorySink();
   const scanner = opts.scanner ?? compileCatalog(config.dlp);
   const deps: ExtprocDeps = {
     config,
@@ -131,6 +138,7 @@ function meta(tool: string, over: Partial<AuthzMetadata> = {}): AuthzMetadata {
     auth_methods: ['jwt'],
     roles: ['support'],
     auth_error: null,
+    forwarded_recorded: false,
     allowed: true,
     dry_run: false,
     rule: 'allow.role',
@@ -542,5 +550,45 @@ describe('ExtprocService: the ext_authz hand-off', () => {
     expect(kinds(call)).toEqual(['immediateResponse']);
     await call.finish();
     expect(sink.records[0]).toMatchObject({ decision: { allowed: false, rule: 'handoff.forged' } });
+  });
+});
+
+describe('ExtprocService: the forwarded record', () => {
+  it('is written before the request leaves: at the body reply when the body is inspected, naming the MCP call', async () => {
+    const { service, sink } = setup();
+    const text = JSON.stringify({ jsonrpc: '2.0', id: 3, method: 'tools/call', params: { name: 'search_docs', arguments: { query: 'vpn', tenant: 'acme' } } });
+    const m = meta('docs', { body_sha256: sha256(text), mcp_method: 'tools/call', mcp_tool: 'search_docs', method: 'POST', path: '/tools/docs/' });
+    const call = await open(service).send(reqHeaders('docs', { ':method': 'POST', ':path': '/tools/docs/' }, false, m));
+    expect(sink.forwarded).toHaveLength(0); // the body is still to be inspected
+    await call.send(reqBody(text));
+    expect(kinds(call)).toEqual(['requestHeaders', 'requestBody']);
+    expect(sink.forwarded).toHaveLength(1);
+    expect(sink.forwarded[0]).toMatchObject({ request_id: 'req-1', tool: 'docs', mcp: { method: 'tools/call', tool: 'search_docs' }, inspection: { request: { schema: 'valid' } } });
+    await call.send(respHeaders({ ':status': '200', 'content-type': 'application/json', 'content-length': '2' }), respBody('{}', true));
+    expect(sink.order).toEqual(['forwarded', 'exchange']);
+    expect(sink.records[0]).toMatchObject({ request_id: 'req-1', mcp: { method: 'tools/call', tool: 'search_docs' }, response_inspection: { mode: 'buffered', view: 'utf-8', not_inspected: null } });
+  });
+
+  it('is written at the request headers when no body phase follows, and not at all when the Check wrote it', async () => {
+    const { service, sink } = setup();
+    await open(service).send(reqHeaders('weather', GET_WEATHER, true));
+    expect(sink.forwarded).toHaveLength(1);
+    // A route without a request phase: the Check already recorded the forwarding.
+    await open(service).send(respHeaders({ ':status': '200', 'content-type': 'application/json' }, true, meta('weather', { forwarded_recorded: true })));
+    expect(sink.forwarded).toHaveLength(1);
+    expect(sink.records).toHaveLength(1);
+  });
+
+  it('denies the call (503, nothing forwarded) when the audit trail cannot make the record durable', async () => {
+    class BrokenSink extends MemorySink {
+      durable(): Promise<void> {
+        return Promise.reject(new Error('disk full'));
+      }
+    }
+    const sink = new BrokenSink();
+    const { service } = setup({ sink });
+    const call = await open(service).send(reqHeaders('weather', GET_WEATHER, true));
+    expect(kinds(call)).toEqual(['immediateResponse']);
+    expect(call.written[0]!.immediateResponse!.status.code).toBe(503);
   });
 });
