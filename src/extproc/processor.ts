@@ -298,7 +298,7 @@ export class StreamProcessor {
     this.collector!.add(chunk);
     // Buffered mode delivers one message; tolerate more by holding everything until the end.
     if (!body.endOfStream) return EMPTY_BODY;
-    const out = await inspectWholeBody(this.collector!.take(), res, this.plan!.pipeline, this.context(), this.deps.config.inspect.max_response_bytes);
+    const out = await inspectWholeBody(this.collector!.take(), res, this.plan!.pipeline, this.context(), { maxBytes: this.deps.config.inspect.max_response_bytes, reservation: this.reservation });
     if (this.deps.config.audit.payload.mode !== 'off' && out.text !== null) res.payload = out.text;
     if (res.mode === 'held') return { responseBody: { response: { status: 'CONTINUE', bodyMutation: { body: out.bytes } } } };
     const mutation: ProtoHeaderMutation = { setHeaders: [setHeader('content-length', String(out.bytes.length))] };

@@ -101,14 +101,44 @@ function sliceEnds(text: string): number[] {
 async function applyTextSliced(pipeline: ResponsePipeline, text: string, ctx: TransformContext): Promise<string> {
   if (text.length <= SLICE) return pipeline.applyText(text, ctx);
   const parts: string[] = [];
+  let changed = false;
   let from = 0;
   for (const end of sliceEnds(text)) {
     await yieldToLoop();
-    parts.push(pipeline.applyText(text.slice(from, end), ctx));
+    const slice = text.slice(from, end);
+    const out = pipeline.applyText(slice, ctx);
+    changed ||= out !== slice;
+    parts.push(out);
     from = end;
   }
-  return parts.join('');
+  // An unchanged body is not copied again.
+  return changed ? parts.join('') : text;
 }
+
+/**
+ * Large whole-body inspections run a few at a time: each makes several transient copies of its
+ * body (joined bytes, decoded text, redacted text, the reply), and on one event loop running
+ * more at once only multiplies that memory without finishing any sooner.
+ */
+class Gate {
+  private active = 0;
+  private readonly waiting: (() => void)[] = [];
+  constructor(private readonly width: number) {}
+  async run<T>(work: () => Promise<T>): Promise<T> {
+    if (this.active >= this.width) await new Promise<void>((r) => this.waiting.push(r));
+    this.active += 1;
+    try {
+      return await work();
+    } finally {
+      this.active -= 1;
+      this.waiting.shift()?.();
+    }
+  }
+}
+
+/** Bodies above this size go through the gate. */
+const GATED_BYTES = SMALL_BODY;
+const largeInspections = new Gate(2);
 
 /** A body that is not text: scanned byte for byte, findings masked in place. */
 function inspectBinary(bytes: Buffer, view: string, ctx: TransformContext): Buffer {
@@ -130,8 +160,24 @@ function inspectBinary(bytes: Buffer, view: string, ctx: TransformContext): Buff
  * pipeline (JSON transforms when it is JSON, then DLP and the scrub), and returns the bytes to
  * send, in the body's charset. Throws `blocked_content` when a block rule fires.
  */
-export async function inspectWholeBody(raw: Buffer, res: ResponseState, pipeline: ResponsePipeline, ctx: TransformContext, maxBytes: number): Promise<{ bytes: Buffer; text: string | null }> {
-  const bytes = res.encoding ? decompress(raw, res.encoding, maxBytes) : raw;
+export function inspectWholeBody(raw: Buffer, res: ResponseState, pipeline: ResponsePipeline, ctx: TransformContext, limits: BodyLimits): Promise<{ bytes: Buffer; text: string | null }> {
+  if (raw.length <= GATED_BYTES) return inspectNow(raw, res, pipeline, ctx, limits);
+  return largeInspections.run(() => inspectNow(raw, res, pipeline, ctx, limits));
+}
+
+/** Bounds on one body: its largest size, and the reservation its decoded size is held against. */
+export interface BodyLimits {
+  readonly maxBytes: number;
+  readonly reservation: Reservation;
+}
+
+async function inspectNow(raw: Buffer, res: ResponseState, pipeline: ResponsePipeline, ctx: TransformContext, limits: BodyLimits): Promise<{ bytes: Buffer; text: string | null }> {
+  let bytes = raw;
+  if (res.encoding) {
+    bytes = decompress(raw, res.encoding, limits.maxBytes);
+    // What decompression added is held too: counted against the budget like the raw bytes.
+    if (!limits.reservation.grow(Math.max(0, bytes.length - raw.length), bytes.length > SMALL_BODY)) throw budgetExhausted(ctx.tool);
+  }
   const view = viewBody(bytes, res.charset);
   res.view = view.kind === 'binary' ? 'binary' : view.encoding;
   if (view.kind === 'binary') return { bytes: inspectBinary(bytes, view.text, ctx), text: null };
