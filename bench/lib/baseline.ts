@@ -118,7 +118,7 @@ export async function buildBaseline(checkout: BaselineCheckout, log: (line: stri
   const buildScript = pkg.scripts?.build;
   if (!buildScript) throw new Error(`--baseline: ${checkout.ref} has no "build" script in package.json`);
   log(`bench: building baseline ${checkout.ref} (${commit.slice(0, 12)} ${checkout.subject}): ${buildScript}`);
-  const built = await run('npm', ['run', '--silent', 'build'], { cwd: root, timeoutMs: 600_000 });
+  const built = await run('npm', ['run', '--silent', 'build'], { cwd: root, timeoutMs: 600_000, group: true });
   if (built.code !== 0) throw new Error(`--baseline: npm run build failed in the ${checkout.ref} checkout\n${built.stdout}\n${built.stderr}`.trim());
   const main = join(root, 'dist', 'main.js');
   if (!existsSync(main)) throw new Error(`--baseline: the build of ${checkout.ref} wrote no dist/main.js`);
@@ -131,6 +131,7 @@ export async function buildBaseline(checkout: BaselineCheckout, log: (line: stri
       cwd: root,
       env: { ...process.env, OPA: repoPath('.tools', 'bin', 'opa') },
       timeoutMs: 300_000,
+      group: true,
     });
     if (res.code !== 0) throw new Error(`--baseline: build-policy.sh failed in the ${checkout.ref} checkout\n${res.stdout}\n${res.stderr}`.trim());
     bundle = join(root, 'policies', 'build', 'bundle.tar.gz');
