@@ -265,6 +265,10 @@ async function main(): Promise<void> {
 
   const baselineRef = typeof values.baseline === 'string' ? values.baseline : null;
   if (values.baseline === true) throw new Error('--baseline needs a git ref, e.g. --baseline HEAD~1');
+  // Said before the baseline is built, which takes a while.
+  if (baselineRef && typeof values.only === 'string' && !values.only.split(',').some((id) => BASELINE_CAPABLE.has(id as ScenarioId))) {
+    throw new Error('--baseline: --only selects none of B, C, D');
+  }
 
   const dir = mkdtempSync(join(tmpdir(), 'portcullis-bench-'));
   const grpcBody = join(dir, 'check-request.bin');
