@@ -23,6 +23,7 @@ import { buildDeps, openPolicy } from '../src/server/app.js';
 import { AUTHZ_METADATA_NAMESPACE, handoffStruct, readHandoff, sealHandoff } from '../src/authz/handoff.js';
 import { Authorizer } from '../src/authz/check.js';
 import { RateLimiter } from '../src/limits/tokenBucket.js';
+import { MemoryBudget } from '../src/extproc/response/budget.js';
 import { authorizationService } from '../src/server/protos.js';
 import { buildPolicyInput } from '../src/policy/input.js';
 import { parseStrictJson } from '../src/inspect/strictJson.js';
@@ -74,11 +75,11 @@ async function main(): Promise<void> {
     const token = await mintToken({ issuer: ISSUER, audience: AUDIENCE, agent: 'helpdesk', user: 'alice', tenant: 'acme', roles: ['support'], ttlS: 3_600, privateJwkPath: prepared.privateJwkPath });
     const config = loadConfig(prepared.configPath);
     const policy = await openPolicy(config, false);
-    const built = await buildDeps(config, policy, new RateLimiter());
+    const built = await buildDeps(config, policy, new RateLimiter(), new MemoryBudget(config.inspect.response_memory_budget_bytes));
     const authorizer = new Authorizer(built.deps);
     // The same deployment with identity.token_cache_size 0: every Check verifies the signature.
     const uncachedConfig = { ...config, identity: { ...config.identity, token_cache_size: 0 } };
-    const uncached = await buildDeps(uncachedConfig, policy, new RateLimiter());
+    const uncached = await buildDeps(uncachedConfig, policy, new RateLimiter(), new MemoryBudget(config.inspect.response_memory_budget_bytes));
     const uncachedAuthorizer = new Authorizer(uncached.deps);
 
     const req = weatherCheckRequest(token);

@@ -22,6 +22,12 @@
  *                              [--envoy-runtime key=value,... (Envoy runtime flags to try)]
  *                              [--grpc-channel mtls (Envoy -> portcullis over mTLS as shipped; E is
  *                               skipped: h2load cannot present a client certificate)]
+ *                              [--baseline GIT-REF (C and D, or those of B/C/D given with --only,
+ *                               also measured on a build of that ref, interleaved in the same rounds)]
+ *
+ * With D selected, each round also times the first SSE event of D, of its floor A-sse and (with
+ * --baseline) of the baseline's D: sequential requests whose first event the tool sends at once
+ * and the others after a pause, so a buffering path shows up as a late first event.
  */
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -30,10 +36,12 @@ import { dirname, join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { repoPath } from '../test/helpers/paths.js';
 import { encodeCheckRequest, grpcFrame, weatherCheckRequest } from './lib/checkRequest.js';
+import { buildBaseline, checkoutBaseline, type BaselineBuild, type BaselineCheckout } from './lib/baseline.js';
 import { h2load, type LoadResult, type LoadSpec } from './lib/h2load.js';
 import { cpuMicros, rssBytes, RssSampler } from './lib/procstat.js';
 import { killAllNow, run, terminateAll } from './lib/procs.js';
-import { SSE_EVENTS, SSE_PATH, startBenchStack, type BenchStack } from './lib/stack.js';
+import { firstEventProbe, type FirstEventResult } from './lib/sseProbe.js';
+import { SSE_EVENTS, SSE_GAP_PARAM, SSE_PATH, startBenchStack, type BenchStack } from './lib/stack.js';
 import type { EnvoyVariant } from './lib/envoy.js';
 
 type ScenarioId = 'A' | 'A-sse' | 'B' | 'C' | 'D' | 'E' | 'E0' | 'F';
@@ -72,6 +80,21 @@ const HTTP_SAT = { clients: 32, streams: 1 };
 const HTTP_LAT_CLIENTS = 4;
 const GRPC_SAT = { clients: 4, streams: 16 };
 const GRPC_LAT = { clients: 4, streams: 4 };
+/** First-SSE-event probe per target per round: timed requests, untimed warm-up, pause after event 1. */
+const SSE_PROBE = { requests: 50, warmup: 5, gapMs: 20 };
+/** Scenarios that can be measured on a baseline build, and the default set. */
+const BASELINE_CAPABLE: ReadonlySet<ScenarioId> = new Set<ScenarioId>(['B', 'C', 'D']);
+const BASELINE_DEFAULT: ReadonlySet<ScenarioId> = new Set<ScenarioId>(['C', 'D']);
+
+/** One scenario on one build: the unit the rounds rotate over. */
+interface Run {
+  /** Key of its measurements: the scenario id for the current build, `<id>@baseline` otherwise. */
+  key: string;
+  sc: Scenario;
+  stack: BenchStack;
+}
+
+const baseKey = (id: ScenarioId): string => `${id}@baseline`;
 
 function median(values: readonly number[]): number | null {
   const v = values.filter((x) => Number.isFinite(x)).sort((a, b) => a - b);
@@ -216,6 +239,7 @@ async function main(): Promise<void> {
       'envoy-runtime': { type: 'string' },
       'token-cache-size': { type: 'string' },
       'grpc-channel': { type: 'string', default: 'plaintext' },
+      baseline: { type: 'string' },
     },
     strict: false,
   });
@@ -239,15 +263,27 @@ async function main(): Promise<void> {
     throw new Error(`${opaEnvoyBin} is missing: run "bash scripts/install-bench-tools.sh" (or pass --skip-opa-envoy REASON)`);
   }
 
+  const baselineRef = typeof values.baseline === 'string' ? values.baseline : null;
+  if (values.baseline === true) throw new Error('--baseline needs a git ref, e.g. --baseline HEAD~1');
+  // Said before the baseline is built, which takes a while.
+  if (baselineRef && typeof values.only === 'string' && !values.only.split(',').some((id) => BASELINE_CAPABLE.has(id as ScenarioId))) {
+    throw new Error('--baseline: --only selects none of B, C, D');
+  }
+
   const dir = mkdtempSync(join(tmpdir(), 'portcullis-bench-'));
   const grpcBody = join(dir, 'check-request.bin');
   let stack: BenchStack | null = null;
+  let baselineStack: BenchStack | null = null;
+  let baselineCheckout: BaselineCheckout | null = null;
   // One cleanup, shared: a signal and the failure it causes (h2load interrupted) both wait for it.
   let cleaning: Promise<void> | null = null;
   const cleanup = (): Promise<void> =>
     (cleaning ??= (async () => {
+      // The baseline stack shares the current stack's sample tool: stop it first.
+      await baselineStack?.stop().catch(() => undefined);
       await stack?.stop().catch(() => undefined);
       await terminateAll();
+      baselineCheckout?.remove();
       if (values.keep) console.log(`bench: working folder kept: ${dir}`);
       else rmSync(dir, { recursive: true, force: true });
     })());
@@ -259,6 +295,8 @@ async function main(): Promise<void> {
   process.once('SIGINT', onSignal);
   process.once('SIGTERM', onSignal);
   process.once('exit', killAllNow);
+  // Last resort for the temporary worktree (its removal is synchronous and idempotent).
+  process.once('exit', () => baselineCheckout?.remove());
 
   const started = new Date();
   const meta = {
@@ -270,11 +308,30 @@ async function main(): Promise<void> {
     cores: cpus().length,
     cpu: cpus()[0]?.model ?? 'unknown',
     loadavgAtStart: loadavg(),
-    settings: { envoyRuntime, rounds, durationS, warmupS, httpSaturation: HTTP_SAT, httpLatencyClients: HTTP_LAT_CLIENTS, grpcSaturation: GRPC_SAT, grpcLatency: GRPC_LAT, envoyConcurrency: 1 },
+    settings: {
+      envoyRuntime,
+      rounds,
+      durationS,
+      warmupS,
+      httpSaturation: HTTP_SAT,
+      httpLatencyClients: HTTP_LAT_CLIENTS,
+      grpcSaturation: GRPC_SAT,
+      grpcLatency: GRPC_LAT,
+      envoyConcurrency: 1,
+      grpcChannel,
+      baselineRef,
+      sseFirstEventProbe: { ...SSE_PROBE, events: SSE_EVENTS },
+    },
   };
 
   try {
     console.log(`bench: node ${meta.node}, envoy ${meta.envoy.split('/')[1] ?? meta.envoy}, ${meta.opaEnvoy}, ${meta.cores} cores, load ${loadavg().map((l) => l.toFixed(2)).join(' ')}`);
+    let baseline: BaselineBuild | null = null;
+    if (baselineRef) {
+      baselineCheckout = checkoutBaseline(baselineRef);
+      baseline = await buildBaseline(baselineCheckout, (line) => console.log(line));
+      console.log(`bench: baseline built (policy bundle ${baseline.bundleSource}, envoy.yaml of the ${baseline.envoySource} checkout)`);
+    }
     console.log('bench: starting sample tool, portcullis, null Check server, OPA-Envoy and three Envoys ...');
     stack = await startBenchStack({ dir, variants: ['floor', 'authz', 'full'], envoyRuntime, nullServer: true, opaEnvoyBin: opaSkip ? null : opaEnvoyBin, tokenCacheSize, grpcChannel }).catch(async (err: unknown) => {
       // OPA-Envoy is a reference, not the product: if it alone fails, measure everything else.
@@ -288,67 +345,136 @@ async function main(): Promise<void> {
     writeFileSync(grpcBody, grpcFrame(encodeCheckRequest(weatherCheckRequest(s.token))));
 
     let list = scenarios(grpcBody).filter((sc) => (sc.id !== 'F' || !opaSkip) && (sc.id !== 'E' || grpcChannel === 'plaintext'));
-    if (typeof values.only === 'string') {
-      const only = new Set(values.only.split(','));
-      list = list.filter((sc) => only.has(sc.id));
-    }
+    const only = typeof values.only === 'string' ? new Set(values.only.split(',')) : null;
+    if (only) list = list.filter((sc) => only.has(sc.id));
     await sanityCheck(s, list);
+
+    // The baseline runs C and D by default, or the B/C/D scenarios picked with --only.
+    const baselineList = baseline ? list.filter((sc) => (only ? BASELINE_CAPABLE : BASELINE_DEFAULT).has(sc.id)) : [];
+    if (baseline && baselineList.length === 0) throw new Error('--baseline: none of B, C, D is selected');
+    let bs: BenchStack | null = null;
+    if (baseline) {
+      console.log(`bench: starting the baseline's portcullis and Envoy (${baselineList.map((sc) => sc.id).join(', ')}) ...`);
+      baselineStack = await startBenchStack({
+        dir: join(dir, 'baseline'),
+        variants: baselineList.some((sc) => sc.id === 'B') ? ['authz', 'full'] : ['full'],
+        repoRoot: baseline.root,
+        portcullisMain: baseline.main,
+        policyBundle: baseline.bundle,
+        renderEnvoy: baseline.renderEnvoy,
+        // Same upstream as the current build and the floors, so only portcullis differs.
+        tool: s.tool,
+        envoyRuntime,
+        tokenCacheSize,
+        grpcChannel,
+      });
+      bs = baselineStack;
+      await sanityCheck(bs, baselineList);
+    }
+
+    const currentRuns = new Map<ScenarioId, Run>(list.map((sc) => [sc.id, { key: sc.id, sc, stack: s }]));
+    const baselineRuns = new Map<ScenarioId, Run>(bs ? baselineList.map((sc) => [sc.id, { key: baseKey(sc.id), sc, stack: bs }]) : []);
+    const allRuns = [...currentRuns.values(), ...baselineRuns.values()];
+    /**
+     * The order of a round: the scenarios rotated (so none always runs first or last), each
+     * baseline run next to its current run, the two swapping places every other round.
+     */
+    const orderOf = (round: number): Run[] =>
+      list
+        .map((_, i) => list[(i + round - 1) % list.length]!)
+        .flatMap((sc) => {
+          const cur = currentRuns.get(sc.id)!;
+          const base = baselineRuns.get(sc.id);
+          return base ? (round % 2 === 1 ? [cur, base] : [base, cur]) : [cur];
+        });
+
+    // First-SSE-event probe targets: D, its floor and the baseline's D, when D is measured.
+    const probeUrl = (st: BenchStack, variant: EnvoyVariant): string => `${st.envoys.get(variant)!.url}/tools${SSE_PATH}?${SSE_GAP_PARAM}=${SSE_PROBE.gapMs}`;
+    const probeTargets: Array<{ key: string; url: string; headers: Record<string, string> }> = currentRuns.has('D')
+      ? [
+          { key: 'A-sse', url: probeUrl(s, 'floor'), headers: { authorization: `Bearer ${s.token}` } },
+          { key: 'D', url: probeUrl(s, 'full'), headers: { authorization: `Bearer ${s.token}` } },
+          ...(bs && baselineRuns.has('D') ? [{ key: baseKey('D'), url: probeUrl(bs, 'full'), headers: { authorization: `Bearer ${bs.token}` } }] : []),
+        ]
+      : [];
+    for (const t of probeTargets) {
+      const one = await firstEventProbe({ url: t.url, headers: t.headers, requests: 1, warmup: 0, events: SSE_EVENTS });
+      if (one.errors > 0) throw new Error(`first-event probe ${t.key}: GET ${t.url} did not return ${SSE_EVENTS} SSE events`);
+    }
+    const probes = new Map<string, Array<{ round: number } & FirstEventResult>>(probeTargets.map((t) => [t.key, []]));
 
     const rss = new RssSampler(s.portcullis.child.pid!);
     const rssAtStartMb = (rssBytes(s.portcullis.child.pid!) ?? 0) / 2 ** 20;
     rss.start();
-    const results = new Map<ScenarioId, Measurement[]>(list.map((sc) => [sc.id, []]));
+    const baseRss = bs ? new RssSampler(bs.portcullis.child.pid!) : null;
+    const baseRssAtStartMb = bs ? (rssBytes(bs.portcullis.child.pid!) ?? 0) / 2 ** 20 : null;
+    baseRss?.start();
+    const label = (key: string): void => {
+      rss.setLabel(key);
+      baseRss?.setLabel(key);
+    };
+    const results = new Map<string, Measurement[]>(allRuns.map((r) => [r.key, []]));
     const rates = { http: 0, grpc: 0 };
 
     for (let round = 1; round <= rounds; round++) {
-      // Rotate the order each round so no scenario always runs first or last.
-      const order = list.map((_, i) => list[(i + round - 1) % list.length]!);
-      for (const sc of order) {
-        rss.setLabel(sc.id);
-        const pid = sc.target(s).pid;
+      const order = orderOf(round);
+      for (const r of order) {
+        label(r.key);
+        const pid = r.sc.target(r.stack).pid;
         const cpu0 = pid === null ? null : cpuMicros(pid);
-        const sat = await h2load(loadSpec(sc, s, { durationS, warmupS }));
+        const sat = await h2load(loadSpec(r.sc, r.stack, { durationS, warmupS }));
         const cpu1 = pid === null ? null : cpuMicros(pid);
         // CPU is counted over warm-up + measurement, so divide by the requests of both.
         const totalReq = sat.rps * (durationS + warmupS);
         const cpuUsPerRequest = cpu0 !== null && cpu1 !== null && totalReq > 0 ? (cpu1 - cpu0) / totalReq : null;
-        results.get(sc.id)!.push({ round, saturation: sat, latency: null, cpuUsPerRequest });
-        console.log(`  round ${round} ${sc.id.padEnd(5)} saturation ${fmt(sat.rps, 0).padStart(7)} req/s${errorText(sat)}`);
+        results.get(r.key)!.push({ round, saturation: sat, latency: null, cpuUsPerRequest });
+        console.log(`  round ${round} ${r.key.padEnd(10)} saturation ${fmt(sat.rps, 0).padStart(7)} req/s${errorText(sat)}`);
       }
       if (round === 1) {
-        // Half the slowest scenario's saturation, a multiple of the client count (whole rps each).
+        // Half the slowest run's saturation (baseline included), a multiple of the client count (whole rps each).
         const rateFor = (kind: Scenario['kind'], clients: number): number => {
-          const sats = list.filter((sc) => sc.kind === kind).map((sc) => results.get(sc.id)![0]!.saturation.rps);
+          const sats = allRuns.filter((r) => r.sc.kind === kind).map((r) => results.get(r.key)![0]!.saturation.rps);
           return sats.length === 0 ? 0 : Math.max(clients, Math.round(Math.min(...sats) / 2 / clients) * clients);
         };
         rates.http = rateFor('http', HTTP_LAT_CLIENTS);
         rates.grpc = rateFor('grpc', GRPC_LAT.clients);
         console.log(`  latency runs at ${rates.http} req/s (HTTP scenarios) and ${rates.grpc} req/s (gRPC scenarios)`);
       }
-      for (const sc of order) {
-        rss.setLabel(sc.id);
+      for (const r of order) {
+        label(r.key);
         const lat = await h2load(
-          loadSpec(sc, s, { durationS, warmupS, logFile: join(dir, `lat-${sc.id}-${round}.log`), totalRps: sc.kind === 'http' ? rates.http : rates.grpc }),
+          loadSpec(r.sc, r.stack, { durationS, warmupS, logFile: join(dir, `lat-${r.key}-${round}.log`), totalRps: r.sc.kind === 'http' ? rates.http : rates.grpc }),
         );
-        const m = results.get(sc.id)!.find((x) => x.round === round)!;
+        const m = results.get(r.key)!.find((x) => x.round === round)!;
         m.latency = lat;
-        console.log(`  round ${round} ${sc.id.padEnd(5)} at ${fmt(lat.rps, 0).padStart(6)} req/s p50 ${fmt(lat.p50Ms)} ms p99 ${fmt(lat.p99Ms)} ms${errorText(lat)}`);
+        console.log(`  round ${round} ${r.key.padEnd(10)} at ${fmt(lat.rps, 0).padStart(6)} req/s p50 ${fmt(lat.p50Ms)} ms p99 ${fmt(lat.p99Ms)} ms${errorText(lat)}`);
+      }
+      // Rotated like the load runs; each probe is short (about a second), so they run moments apart.
+      for (let i = 0; i < probeTargets.length; i++) {
+        const t = probeTargets[(i + round - 1) % probeTargets.length]!;
+        label(`${t.key} first-event`);
+        const res = await firstEventProbe({ url: t.url, headers: t.headers, requests: SSE_PROBE.requests, warmup: SSE_PROBE.warmup, events: SSE_EVENTS });
+        probes.get(t.key)!.push({ round, ...res });
+        console.log(
+          `  round ${round} ${t.key.padEnd(10)} first SSE event p50 ${fmt(res.p50Ms)} ms p99 ${fmt(res.p99Ms)} ms (complete p50 ${fmt(res.completeP50Ms)} ms)${res.errors ? `  ERRORS ${res.errors}` : ''}`,
+        );
       }
     }
     rss.stop();
+    baseRss?.stop();
 
     // --- Summaries: per-round ratios first, then medians over rounds. ---
-    const per = (id: ScenarioId): Measurement[] => results.get(id) ?? [];
-    const medianOf = (id: ScenarioId, f: (m: Measurement) => number | null | undefined): number | null =>
-      median(per(id).map((m) => f(m) ?? Number.NaN));
-    const ratio = (a: ScenarioId, b: ScenarioId, f: (m: Measurement) => number | null | undefined): number | null =>
+    const per = (key: string): Measurement[] => results.get(key) ?? [];
+    const medianOf = (key: string, f: (m: Measurement) => number | null | undefined): number | null =>
+      median(per(key).map((m) => f(m) ?? Number.NaN));
+    const ratio = (a: string, b: string, f: (m: Measurement) => number | null | undefined): number | null =>
       median(per(a).map((m) => {
         const other = per(b).find((x) => x.round === m.round);
         const x = f(m);
         const y = other ? f(other) : null;
         return x !== null && x !== undefined && y !== null && y !== undefined && y !== 0 ? x / y : Number.NaN;
       }));
-    const added = (a: ScenarioId, b: ScenarioId, f: (m: Measurement) => number | null | undefined): number | null =>
+    const added = (a: string, b: string, f: (m: Measurement) => number | null | undefined): number | null =>
       median(per(a).map((m) => {
         const other = per(b).find((x) => x.round === m.round);
         const x = f(m);
@@ -417,6 +543,71 @@ async function main(): Promise<void> {
       'E/F p50 latency': has('E') && has('F') ? ratio('E', 'F', p50) : null,
     };
 
+    // --- Current vs baseline: the same figures for both builds, and current / baseline. ---
+    const cpu = (m: Measurement): number | null => m.cpuUsPerRequest;
+    const div = (a: number | null, b: number | null): number | null => (a !== null && b !== null && b !== 0 ? a / b : null);
+    const mb = (bytes: number | undefined): number | null => (bytes === undefined ? null : bytes / 2 ** 20);
+    const baselineRows = baselineList.map((sc) => {
+      const k = baseKey(sc.id);
+      const floor = floorOf(sc.id)!;
+      const figures = (key: string, sampler: RssSampler | null) => ({
+        saturationRps: medianOf(key, sat),
+        p50Ms: medianOf(key, p50),
+        p99Ms: medianOf(key, p99),
+        addedP50Ms: added(key, floor, p50),
+        addedP99Ms: added(key, floor, p99),
+        cpuUsPerRequest: medianOf(key, cpu),
+        maxRssMb: mb(sampler?.maxByLabel.get(key)),
+        errors: per(key).reduce((n, m) => n + errorsOf(m.saturation) + (m.latency ? errorsOf(m.latency) : 0), 0),
+      });
+      const current = figures(sc.id, rss);
+      const base = figures(k, baseRss);
+      return {
+        id: sc.id,
+        title: sc.title,
+        floor,
+        current,
+        baseline: base,
+        // Throughput and CPU: per-round ratios (both builds measured moments apart), then the
+        // median; added latency and RSS: ratio of the medians (a per-round ratio of two small
+        // differences is mostly noise).
+        currentOverBaseline: {
+          throughput: ratio(sc.id, k, sat),
+          addedP50: div(current.addedP50Ms, base.addedP50Ms),
+          addedP99: div(current.addedP99Ms, base.addedP99Ms),
+          cpuPerRequest: ratio(sc.id, k, cpu),
+          maxRss: div(current.maxRssMb, base.maxRssMb),
+        },
+      };
+    });
+
+    // --- Time to first SSE event: medians over rounds of each round's p50/p99. ---
+    const probeMedian = (key: string, f: (r: FirstEventResult) => number | null): number | null =>
+      median((probes.get(key) ?? []).map((r) => f(r) ?? Number.NaN));
+    const probeAdded = (key: string, f: (r: FirstEventResult) => number | null): number | null =>
+      median(
+        (probes.get(key) ?? []).map((r) => {
+          const floor = probes.get('A-sse')?.find((x) => x.round === r.round);
+          const x = f(r);
+          const y = floor ? f(floor) : null;
+          return x !== null && y !== null ? x - y : Number.NaN;
+        }),
+      );
+    const firstEventRows = probeTargets.map((t) => ({
+      key: t.key,
+      build: t.key === 'A-sse' ? 'floor' : t.key === 'D' ? 'current' : 'baseline',
+      p50Ms: probeMedian(t.key, (r) => r.p50Ms),
+      p99Ms: probeMedian(t.key, (r) => r.p99Ms),
+      addedP50Ms: t.key === 'A-sse' ? null : probeAdded(t.key, (r) => r.p50Ms),
+      addedP99Ms: t.key === 'A-sse' ? null : probeAdded(t.key, (r) => r.p99Ms),
+      completeP50Ms: probeMedian(t.key, (r) => r.completeP50Ms),
+      errors: (probes.get(t.key) ?? []).reduce((n, r) => n + r.errors, 0),
+    }));
+    const feRow = (key: string) => firstEventRows.find((r) => r.key === key);
+    const firstEventRatio = feRow('D') && feRow(baseKey('D'))
+      ? { p50: div(feRow('D')!.p50Ms, feRow(baseKey('D'))!.p50Ms), p99: div(feRow('D')!.p99Ms, feRow(baseKey('D'))!.p99Ms) }
+      : null;
+
     // --- Table ---
     const lines: string[] = [];
     lines.push('');
@@ -457,6 +648,46 @@ async function main(): Promise<void> {
       lines.push(`  ${verdict}  ${t.name.padEnd(34)} ${fmt(t.value).padStart(8)} ${t.unit.padEnd(2)} (target ${t.op} ${t.limit} ${t.unit})`);
     }
     if (opaSkip) lines.push(`  n/a   F (OPA-Envoy) not measured: ${opaSkip}`);
+    if (baseline) {
+      lines.push('');
+      lines.push(`current vs baseline ${baseline.ref} (${baseline.commit.slice(0, 12)} ${baseline.subject})`);
+      lines.push(`policy bundle ${baseline.bundleSource === 'reused' ? 'shared (policies unchanged)' : "built from the baseline's policies"}, envoy.yaml of the ${baseline.envoySource} checkout; same sample tool and floors.`);
+      lines.push(`baseline portcullis RSS: ${fmt(baseRssAtStartMb, 0)} MB idle after start, ${fmt(mb(baseRss?.max), 0)} MB max under load.`);
+      const bh = `${'scenario'.padEnd(8)} ${'build'.padEnd(9)} ${'sat req/s'.padStart(9)} ${'p50 ms'.padStart(7)} ${'p99 ms'.padStart(7)} ${'+p50'.padStart(6)} ${'+p99'.padStart(6)} ${'cpu us/req'.padStart(10)} ${'RSS MB'.padStart(6)} ${'errors'.padStart(6)}`;
+      lines.push(bh);
+      lines.push('-'.repeat(bh.length));
+      for (const r of baselineRows) {
+        for (const [build, f] of [['current', r.current], ['baseline', r.baseline]] as const) {
+          lines.push(
+            `${r.id.padEnd(8)} ${build.padEnd(9)} ${fmt(f.saturationRps, 0).padStart(9)} ${fmt(f.p50Ms).padStart(7)} ${fmt(f.p99Ms).padStart(7)} ${fmt(f.addedP50Ms).padStart(6)} ${fmt(f.addedP99Ms).padStart(6)} ` +
+              `${fmt(f.cpuUsPerRequest, 0).padStart(10)} ${fmt(f.maxRssMb, 0).padStart(6)} ${String(f.errors).padStart(6)}`,
+          );
+        }
+        const q = r.currentOverBaseline;
+        lines.push(
+          `${r.id.padEnd(8)} ${'cur/base'.padEnd(9)} ${fmt(q.throughput).padStart(9)} ${''.padStart(7)} ${''.padStart(7)} ${fmt(q.addedP50).padStart(6)} ${fmt(q.addedP99).padStart(6)} ${fmt(q.cpuPerRequest).padStart(10)} ${fmt(q.maxRss).padStart(6)}`,
+        );
+      }
+      lines.push(`+p50/+p99 over the scenario's floor (${baselineRows.map((r) => `${r.id} over ${r.floor}`).join(', ')}) in the same round; cur/base: throughput and`);
+      lines.push('cpu as the median of per-round ratios, added latency and RSS as the ratio of the medians (< 1 is less for the current build).');
+    }
+    if (firstEventRows.length > 0) {
+      lines.push('');
+      lines.push(
+        `time to first SSE event: ${SSE_PROBE.requests} sequential requests per round on one connection (after ${SSE_PROBE.warmup} untimed); the tool sends` +
+          ` event 1 at once and the other ${SSE_EVENTS - 1} after ${SSE_PROBE.gapMs} ms, so a buffered response shows a first event after ${SSE_PROBE.gapMs} ms or more.`,
+      );
+      const fh = `${'scenario'.padEnd(8)} ${'build'.padEnd(9)} ${'p50 ms'.padStart(7)} ${'p99 ms'.padStart(7)} ${'+p50'.padStart(6)} ${'+p99'.padStart(6)} ${'complete p50'.padStart(12)} ${'errors'.padStart(6)}`;
+      lines.push(fh);
+      lines.push('-'.repeat(fh.length));
+      for (const r of firstEventRows) {
+        lines.push(
+          `${r.key.split('@')[0]!.padEnd(8)} ${r.build.padEnd(9)} ${fmt(r.p50Ms).padStart(7)} ${fmt(r.p99Ms).padStart(7)} ${fmt(r.addedP50Ms).padStart(6)} ${fmt(r.addedP99Ms).padStart(6)} ${fmt(r.completeP50Ms).padStart(12)} ${String(r.errors).padStart(6)}`,
+        );
+      }
+      if (firstEventRatio) lines.push(`${'D'.padEnd(8)} ${'cur/base'.padEnd(9)} ${fmt(firstEventRatio.p50).padStart(7)} ${fmt(firstEventRatio.p99).padStart(7)}`);
+      lines.push('+p50/+p99 over A-sse in the same round; complete p50: time to the end of the response.');
+    }
     const table = lines.join('\n');
 
     await cleanup();
@@ -478,9 +709,25 @@ async function main(): Promise<void> {
     mkdirSync(outDir, { recursive: true });
     const outFile = join(outDir, `${started.toISOString().replace(/[:.]/g, '-')}.json`);
     const raw = Object.fromEntries([...results.entries()].map(([id, ms]) => [id, ms]));
+    const baselineJson = baseline
+      ? {
+          ref: baseline.ref,
+          commit: baseline.commit,
+          subject: baseline.subject,
+          policyBundle: baseline.bundleSource,
+          envoyConfig: baseline.envoySource,
+          portcullisRssAtStartMb: baseRssAtStartMb,
+          portcullisMaxRssMb: mb(baseRss?.max),
+          scenarios: baselineRows,
+        }
+      : null;
+    const firstSseEvent =
+      firstEventRows.length > 0
+        ? { settings: { ...SSE_PROBE, events: SSE_EVENTS }, rows: firstEventRows, currentOverBaseline: firstEventRatio, raw: Object.fromEntries(probes) }
+        : null;
     writeFileSync(
       outFile,
-      `${JSON.stringify({ meta: { ...meta, finished: new Date().toISOString(), loadavgAtEnd: loadavg() }, rates, scenarios: rows, ratios, targets, portcullisRssAtStartMb: rssAtStartMb, portcullisMaxRssMb: rss.max / 2 ** 20, raw, micro, table }, null, 2)}\n`,
+      `${JSON.stringify({ meta: { ...meta, finished: new Date().toISOString(), loadavgAtEnd: loadavg() }, rates, scenarios: rows, ratios, targets, baseline: baselineJson, firstSseEvent, portcullisRssAtStartMb: rssAtStartMb, portcullisMaxRssMb: rss.max / 2 ** 20, raw, micro, table }, null, 2)}\n`,
     );
     console.log(`\nresults: ${outFile}`);
   } finally {

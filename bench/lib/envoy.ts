@@ -15,6 +15,12 @@ const EXT_PROC = 'envoy.filters.http.ext_proc';
 
 type Json = Record<string, unknown>;
 
+/**
+ * Renders a checkout's envoy/envoy.yaml for the given ports and channel to portcullis; the
+ * current checkout's {@link renderEnvoyConfig} by default, a baseline checkout's own otherwise.
+ */
+export type EnvoyRenderer = (ports: EnvoyPorts, opts: { channel?: PortcullisChannel }) => string;
+
 function isObject(v: unknown): v is Json {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
@@ -46,7 +52,8 @@ function dropFilters(node: unknown, names: ReadonlySet<string>, found: Set<strin
 /**
  * envoy/envoy.yaml rendered for `ports` (see test/helpers/envoyConfig.ts) with the filters a
  * variant does not measure removed: `floor` has neither ext_authz nor ext_proc, `authz` keeps
- * ext_authz only, `full` is the file as shipped. Fails if a filter to remove is not there, so a
+ * ext_authz only, `full` is the file as shipped. `render` picks the checkout (see
+ * {@link EnvoyRenderer}). Fails if a filter to remove is not there, so a
  * renamed filter cannot silently turn a variant into another.
  */
 export function renderVariant(
@@ -54,8 +61,9 @@ export function renderVariant(
   ports: EnvoyPorts,
   runtime: Readonly<Record<string, string | number | boolean>> = {},
   channel: PortcullisChannel = { kind: 'plaintext' },
+  render: EnvoyRenderer = renderEnvoyConfig,
 ): string {
-  const text = renderEnvoyConfig(ports, { channel });
+  const text = render(ports, { channel });
   if (variant === 'full' && Object.keys(runtime).length === 0) return text;
   const cfg = parse(text) as Json;
   if (variant !== 'full') {

@@ -10,6 +10,21 @@ const KILL_GRACE_MS = 3_000;
 const POLL_MS = 100;
 
 const children = new Set<ChildProcess>();
+/** Children started as leaders of their own process group: signals go to the whole group. */
+const groups = new WeakSet<ChildProcess>();
+
+/** Sends `sig` to the child, or to its whole process group when it leads one. */
+function signal(child: ChildProcess, sig: NodeJS.Signals): void {
+  if (groups.has(child) && child.pid !== undefined) {
+    try {
+      process.kill(-child.pid, sig);
+    } catch {
+      // The group is already gone.
+    }
+  } else {
+    child.kill(sig);
+  }
+}
 
 /** How a child's output is kept. */
 export interface LaunchOptions {
@@ -45,12 +60,14 @@ export function launch(cmd: string, args: readonly string[], opts: LaunchOptions
 export async function terminate(child: ChildProcess | null | undefined): Promise<void> {
   if (!child || exited(child) || child.pid === undefined) return;
   const gone = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-  child.kill('SIGTERM');
+  signal(child, 'SIGTERM');
   const timer = setTimeout(() => {
-    if (!exited(child)) child.kill('SIGKILL');
+    if (!exited(child)) signal(child, 'SIGKILL');
   }, KILL_GRACE_MS);
   await gone;
   clearTimeout(timer);
+  // A group's other members (npm's script shell and compiler) must not outlive their leader.
+  if (groups.has(child)) signal(child, 'SIGKILL');
 }
 
 /** Terminates every registered child still running. */
@@ -61,7 +78,7 @@ export async function terminateAll(): Promise<void> {
 /** Synchronous last resort for `process.on('exit')`: SIGKILL whatever is still registered. */
 export function killAllNow(): void {
   for (const c of children) {
-    if (!exited(c)) c.kill('SIGKILL');
+    if (!exited(c)) signal(c, 'SIGKILL');
   }
 }
 
@@ -112,16 +129,25 @@ export async function httpText(url: string, headers: Record<string, string> = {}
   }
 }
 
-/** Runs a command to completion and returns its stdout (stderr is kept for the error). */
-export function run(cmd: string, args: readonly string[], opts: { timeoutMs?: number; env?: NodeJS.ProcessEnv } = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
+/**
+ * Runs a command to completion and returns its stdout (stderr is kept for the error). With
+ * `group`, the command leads its own process group so that stopping it also stops what it
+ * spawned (e.g. `npm run build` and the compiler under it, which would otherwise keep writing).
+ */
+export function run(
+  cmd: string,
+  args: readonly string[],
+  opts: { timeoutMs?: number; env?: NodeJS.ProcessEnv; cwd?: string; group?: boolean } = {},
+): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, { env: opts.env ?? process.env, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(cmd, args, { cwd: opts.cwd, env: opts.env ?? process.env, stdio: ['ignore', 'pipe', 'pipe'], detached: opts.group ?? false });
+    if (opts.group) groups.add(child);
     children.add(child);
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (c: Buffer) => (stdout += c.toString('utf8')));
     child.stderr.on('data', (c: Buffer) => (stderr += c.toString('utf8')));
-    const timer = opts.timeoutMs ? setTimeout(() => child.kill('SIGKILL'), opts.timeoutMs) : null;
+    const timer = opts.timeoutMs ? setTimeout(() => signal(child, 'SIGKILL'), opts.timeoutMs) : null;
     child.once('error', (err) => {
       children.delete(child);
       if (timer) clearTimeout(timer);

@@ -6,8 +6,8 @@ import { startSampleTool, type SampleTool } from '../../src/demo/sampleTool.js';
 import { prepareDemo, type PreparedDemo } from '../../src/demo/prepare.js';
 import { mintToken } from '../../src/identity/mint.js';
 import { freePort } from '../../test/helpers/ports.js';
-import { repoPath } from '../../test/helpers/paths.js';
-import { renderVariant, type EnvoyVariant } from './envoy.js';
+import { REPO_ROOT, repoPath } from '../../test/helpers/paths.js';
+import { renderVariant, type EnvoyRenderer, type EnvoyVariant } from './envoy.js';
 import type { PortcullisChannel } from '../../test/helpers/envoyConfig.js';
 import { checkOnce, weatherCheckRequest } from './checkRequest.js';
 import { exited, httpText, launch, sleep, tail, terminate, waitFor } from './procs.js';
@@ -37,15 +37,27 @@ const SSE_EVENT = `data: ${JSON.stringify({
     'the weekend stays mild. Air quality is good and the pollen count is moderate for grasses. ',
 })}\n\n`;
 
-/** Streams {@link SSE_EVENTS} events, yielding to the event loop between them like a real stream. */
-function sseHandler(_req: IncomingMessage, res: ServerResponse): void {
+/**
+ * Query parameter of {@link SSE_PATH}: milliseconds between the first event and the others. Without
+ * it every event follows the previous one at once (the throughput scenario); with it the first
+ * event can only reach the client early if the path streams it instead of buffering the response.
+ */
+export const SSE_GAP_PARAM = 'gap_ms';
+
+/**
+ * Streams {@link SSE_EVENTS} events, yielding to the event loop between them like a real stream,
+ * with an optional pause after the first one ({@link SSE_GAP_PARAM}).
+ */
+function sseHandler(req: IncomingMessage, res: ServerResponse): void {
+  const gap = Number(new URL(req.url ?? '/', 'http://tool.local').searchParams.get(SSE_GAP_PARAM) ?? 0);
   res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' });
   let sent = 0;
   const next = (): void => {
     if (res.destroyed) return;
     res.write(SSE_EVENT);
-    if (++sent < SSE_EVENTS) setImmediate(next);
-    else res.end();
+    if (++sent >= SSE_EVENTS) res.end();
+    else if (sent === 1 && gap > 0) setTimeout(next, gap);
+    else setImmediate(next);
   };
   next();
 }
@@ -64,8 +76,19 @@ export interface BenchStackOptions {
   dir: string;
   /** Envoy variants to start, one process each. */
   variants: readonly EnvoyVariant[];
-  /** portcullis entry point; default dist/main.js (another build can be compared this way). */
+  /**
+   * Checkout whose build, demo config (`scripts/demo/portcullis.yaml`) and policy bundle are used;
+   * default: this repository. A baseline worktree is measured this way with a config it accepts.
+   */
+  repoRoot?: string;
+  /** portcullis entry point; default `<repoRoot>/dist/main.js` (another build can be compared this way). */
   portcullisMain?: string;
+  /** Policy bundle; default `<repoRoot>/policies/build/bundle.tar.gz`. */
+  policyBundle?: string;
+  /** Renders envoy/envoy.yaml; default this repository's (see {@link EnvoyRenderer}). */
+  renderEnvoy?: EnvoyRenderer;
+  /** A running sample tool to reuse (so two stacks share one upstream); the stack then does not close it. */
+  tool?: SampleTool;
   /** Node flags for portcullis, e.g. `--cpu-prof`. */
   portcullisNodeArgs?: readonly string[];
   /** Sets identity.token_cache_size (verified-JWT cache; 0 verifies every request); unset: the config default. */
@@ -128,9 +151,10 @@ async function waitForCheckOk(what: string, port: number, token: string, child: 
  * when something is missing. On failure everything already started is stopped.
  */
 export async function startBenchStack(opts: BenchStackOptions): Promise<BenchStack> {
-  const mainJs = opts.portcullisMain ?? repoPath('dist', 'main.js');
+  const root = opts.repoRoot ?? REPO_ROOT;
+  const mainJs = opts.portcullisMain ?? join(root, 'dist', 'main.js');
   if (!existsSync(mainJs)) throw new Error(`${mainJs} is missing: run "npm run build"`);
-  const bundle = repoPath('policies', 'build', 'bundle.tar.gz');
+  const bundle = opts.policyBundle ?? join(root, 'policies', 'build', 'bundle.tar.gz');
   if (!existsSync(bundle)) throw new Error(`${bundle} is missing: run "bash scripts/build-policy.sh"`);
   const envoyBin = repoPath('.tools', 'bin', 'envoy');
   if (!existsSync(envoyBin)) throw new Error(`${envoyBin} is missing: run "bash scripts/install-tools.sh"`);
@@ -148,18 +172,18 @@ export async function startBenchStack(opts: BenchStackOptions): Promise<BenchSta
   const stop = async (): Promise<void> => {
     await Promise.all([...[...envoys.values()].map((e) => terminate(e.child)), terminate(nullChild), terminate(opaChild)]);
     await terminate(portcullis);
-    await tool?.close();
+    if (!opts.tool) await tool?.close();
   };
 
   try {
-    tool = await startSampleTool({ port: 0 });
-    tool.handle(SSE_PATH, sseHandler);
+    tool = opts.tool ?? (await startSampleTool({ port: 0 }));
+    if (!opts.tool) tool.handle(SSE_PATH, sseHandler);
 
     const grpcPort = await freePort();
     const adminPort = await freePort();
     const prepared = await prepareDemo({
       dir: join(dir, 'gateway'),
-      sourceConfig: repoPath('scripts', 'demo', 'portcullis.yaml'),
+      sourceConfig: join(root, 'scripts', 'demo', 'portcullis.yaml'),
       policyBundle: bundle,
       // Loopback plaintext unless asked for mTLS: the direct gRPC scenario (h2load) cannot present a client certificate.
       server: { grpcPort, adminPort, address: '127.0.0.1', channel: opts.grpcChannel ?? 'plaintext' },
@@ -244,7 +268,7 @@ export async function startBenchStack(opts: BenchStackOptions): Promise<BenchSta
     for (const variant of opts.variants) {
       const [listener, admin] = [await freePort(), await freePort()];
       const cfgPath = join(dir, `envoy-${variant}.yaml`);
-      writeFileSync(cfgPath, renderVariant(variant, { listener, admin, portcullis: grpcPort, upstream: tool.port }, opts.envoyRuntime, channel));
+      writeFileSync(cfgPath, renderVariant(variant, { listener, admin, portcullis: grpcPort, upstream: tool.port }, opts.envoyRuntime, channel, opts.renderEnvoy));
       const log = join(dir, `envoy-${variant}.log`);
       const baseId = (process.pid % 10_000) * 100 + (baseIdCounter++ % 100);
       // Envoy's stdout is its per-request access log: discarded, so the disk is not part of the
