@@ -50,12 +50,12 @@ function sleep(ms: number): Promise<void> {
 
 /** Completion records (one per exchange); forwarded records are checked on their own. */
 function readRecords(): Record<string, unknown>[] {
-  return readAuditFile(auditFile).filter((r) => r.record_type === 'exchange');
+  return readAuditFile(auditFile);
 }
 
 /** Forwarded records: written before a request reaches its tool. */
 function readForwarded(): Record<string, unknown>[] {
-  return readAuditFile(auditFile).filter((r) => r.record_type === 'forwarded');
+  return readAuditFile(auditFile, { all: true }).filter((r) => r.record_type === 'forwarded');
 }
 
 /** Waits for the file sink (asynchronous) to hold `n` records in total. */

@@ -72,7 +72,7 @@ function sleep(ms: number): Promise<void> {
 async function auditRecord(requestId: string): Promise<Record<string, unknown>> {
   const file = join(dirname(stack.configPath), 'audit.log');
   for (let i = 0; i < 60; i++) {
-    const found = readAuditFile(file).filter((r) => r.request_id === requestId && r.record_type !== 'forwarded');
+    const found = readAuditFile(file).filter((r) => r.request_id === requestId);
     if (found.length > 0) return found.at(-1)!;
     await sleep(50);
   }

@@ -1,10 +1,11 @@
 import { readFileSync } from 'node:fs';
 
 /**
- * Records of an audit file, parsed. The file sink appends in batches while a test reads, so only
+ * Exchange records of an audit file, parsed (one per exchange; with `all`, every line: forwarded
+ * records and checkpoints too). The file sink appends in batches while a test reads, so only
  * complete lines (ending in a newline) count: a line still being written is not a record yet.
  */
-export function readAuditFile(file: string): Record<string, unknown>[] {
+export function readAuditFile(file: string, opts: { all?: boolean } = {}): Record<string, unknown>[] {
   let text: string;
   try {
     text = readFileSync(file, 'utf8');
@@ -15,5 +16,6 @@ export function readAuditFile(file: string): Record<string, unknown>[] {
   return complete
     .split('\n')
     .filter((l) => l.trim() !== '')
-    .map((l) => JSON.parse(l) as Record<string, unknown>);
+    .map((l) => JSON.parse(l) as Record<string, unknown>)
+    .filter((r) => opts.all === true || r.record_type === 'exchange');
 }
