@@ -122,6 +122,18 @@ async function main(): Promise<void> {
     const rssStart = rssBytes(pid) ?? 0;
     let rssPeak = rssStart;
     const sampler = setInterval(() => (rssPeak = Math.max(rssPeak, rssBytes(pid) ?? 0)), 50);
+    // Where portcullis' memory is at its peaks: V8 heap, and buffers outside it.
+    const parts = { heap_used: 0, external: 0 };
+    const gauge = (text: string, name: string): number => Number(text.split('\n').find((l) => l.startsWith(`portcullis_process_${name} `))?.split(' ').pop() ?? 0);
+    const partSampler = setInterval(() => {
+      void fetch(`${stack.adminUrl}/metrics`)
+        .then((r) => r.text())
+        .then((t) => {
+          parts.heap_used = Math.max(parts.heap_used, gauge(t, 'nodejs_heap_size_used_bytes'));
+          parts.external = Math.max(parts.external, gauge(t, 'nodejs_external_memory_bytes'));
+        })
+        .catch(() => undefined);
+    }, 250);
     const large: Outcome[] = [];
     const small: Outcome[] = [];
     const t0 = performance.now();
@@ -135,6 +147,7 @@ async function main(): Promise<void> {
     const metrics = await (await fetch(`${stack.adminUrl}/metrics`)).text();
     const lag = (name: string): number => Number(metrics.split('\n').find((l) => l.startsWith(`portcullis_process_nodejs_eventloop_lag_${name}_seconds `))?.split(' ').pop() ?? NaN);
     clearInterval(sampler);
+    clearInterval(partSampler);
     const rssEnd = rssBytes(pid) ?? 0;
 
     const served = large.filter((o) => o.status === 200 && o.ok && o.bytes > 0);
@@ -149,6 +162,7 @@ async function main(): Promise<void> {
       other_agent: { total: small.length, failed: badSmall.length, statuses: [...new Set(small.map((o) => o.status))] },
       rss_mb: { start: +(rssStart / MB).toFixed(1), peak: +(rssPeak / MB).toFixed(1), end: +(rssEnd / MB).toFixed(1), growth: +((rssPeak - rssStart) / MB).toFixed(1), bound: bound / MB },
       budget_mb: budgetBytes / MB,
+      peak_parts_mb: { heap_used: +(parts.heap_used / MB).toFixed(1), external: +(parts.external / MB).toFixed(1) },
       event_loop_lag_ms: { p50: +(lag('p50') * 1000).toFixed(1), p99: +(lag('p99') * 1000).toFixed(1), max: +(lag('max') * 1000).toFixed(1) },
     };
     console.log(JSON.stringify(report, null, 2));

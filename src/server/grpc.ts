@@ -32,8 +32,8 @@ const MAX_RECEIVE_BYTES = 16 * 1024 * 1024;
  * them for seconds. A large window lets the data in as fast as it is read; what is held is
  * bounded by the response memory budget and Envoy's own per-stream buffer limits.
  */
-const CONNECTION_WINDOW_BYTES = 32 * 1024 * 1024;
-const STREAM_WINDOW_BYTES = 4 * 1024 * 1024;
+const CONNECTION_WINDOW_BYTES = 8 * 1024 * 1024;
+const STREAM_WINDOW_BYTES = 1024 * 1024;
 
 /** The HTTP/2 servers grpc-js made for a connection injector (not exposed by its API). */
 function http2ServersOf(server: Server): Http2Server[] {
