@@ -2,7 +2,7 @@
  * DLP: a built-in catalog of secret and PII rules (extensible by config), a linear-time
  * scanner, redaction of whole texts and of streams, and the `dlp scan` command.
  */
-export type { DlpAction, DlpCategory, DlpResult, Finding, RuleSpec, Scanner, StreamRedactor } from './types.js';
+export type { DecodedEncoding, DlpAction, DlpCategory, DlpOptions, DlpResult, Finding, RuleSpec, Scanner, StreamRedactor } from './types.js';
 export type { DlpConfig, DlpConfigProblem, DlpCustomRule, DlpRuleOverride } from './config.js';
 export { dlpConfigSchema } from './config.js';
 export { checkDlpConfig, compileCatalog, DEFAULT_MAX_HOLDBACK } from './scanner.js';
