@@ -8,6 +8,7 @@ export { dlpConfigSchema } from './config.js';
 export { checkDlpConfig, compileCatalog, DEFAULT_MAX_HOLDBACK } from './scanner.js';
 export { applyDlp, redact } from './redact.js';
 export { createStreamRedactor } from './stream.js';
+export { createSegmentRedactor, redactSegments, type ReleasedSegment, type SegmentRedactor, type SegmentResult } from './segments.js';
 export { runDlpScan } from './cli.js';
 export { BUILTIN_RULES } from './catalog/index.js';
 export { compileSafePattern, PatternError, type SafePattern } from './regex/index.js';
