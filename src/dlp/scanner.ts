@@ -249,7 +249,7 @@ export function checkDlpConfig(cfg: DlpConfig | undefined): { problems: DlpConfi
     }
     const index = rules.length;
     const before = spec.context?.before ?? 0;
-    const lb = Math.max(1, before);
+    const lb = Math.max(1, before, spec.lookbehind ?? 1);
     const la = Math.max(1, spec.lookahead ?? 1);
     let kwIds: Int32Array | null = null;
     const trigger = spec.trigger ? (triggerIds.get(spec.trigger) ?? -1) : -1;

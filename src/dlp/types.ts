@@ -96,4 +96,6 @@ export interface RuleSpec {
   readonly span?: RuleSpan;
   /** Characters after the match the validator reads (default 1). */
   readonly lookahead?: number;
+  /** Characters before the match start the validator reads (default 1). */
+  readonly lookbehind?: number;
 }
