@@ -145,6 +145,36 @@ for (let c = 0; c < 128; c++) {
   B64[c] = /[A-Za-z0-9]/.test(ch) ? 3 : ch === '+' || ch === '/' ? 4 : ch === '-' || ch === '_' ? 2 : 0;
 }
 
+/** Base64 digit values (both alphabets), -1 elsewhere. */
+const B64_VALUE = new Int8Array(128).fill(-1);
+for (let i = 0; i < 64; i++) {
+  B64_VALUE['ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/'.charCodeAt(i)] = i;
+}
+B64_VALUE[0x2d] = 62;
+B64_VALUE[0x5f] = 63;
+
+/**
+ * Cheap test on the first 12 decoded bytes, without allocating: no control bytes and a
+ * well-formed UTF-8 prefix. Rejects hex digests, identifiers and random blobs early.
+ */
+function textLikePrefix(text: string, start: number): boolean {
+  let need = 0;
+  for (let g = 0; g < 4; g++) {
+    const at = start + g * 4;
+    const v = (B64_VALUE[text.charCodeAt(at)]! << 18) | (B64_VALUE[text.charCodeAt(at + 1)]! << 12) | (B64_VALUE[text.charCodeAt(at + 2)]! << 6) | B64_VALUE[text.charCodeAt(at + 3)]!;
+    for (const b of [(v >> 16) & 0xff, (v >> 8) & 0xff, v & 0xff]) {
+      if (need > 0) {
+        if ((b & 0xc0) !== 0x80) return false;
+        need--;
+      } else if (b >= 0x80) {
+        need = b >= 0xc2 && b <= 0xdf ? 1 : b >= 0xe0 && b <= 0xef ? 2 : b >= 0xf0 && b <= 0xf4 ? 3 : -1;
+        if (need < 0) return false;
+      } else if ((b < 0x20 && b !== 9 && b !== 10 && b !== 13) || b === 0x7f) return false;
+    }
+  }
+  return true;
+}
+
 /** Whether decoded bytes read as text: no NUL, at most 1 in 32 other control characters. */
 function mostlyPrintable(s: string): boolean {
   let bad = 0;
@@ -179,7 +209,7 @@ function base64Pieces(text: string, out: PieceList): void {
     let end = i;
     while (end < n && end - i < 2 && text.charCodeAt(end) === 0x3d) end++;
     // One alphabet per run: '+' or '/' (standard) with '-' or '_' (url-safe) is not base64.
-    if (len < BASE64_MIN || len > BASE64_MAX || len % 4 === 1 || (kinds & 6) === 6) continue;
+    if (len < BASE64_MIN || len > BASE64_MAX || len % 4 === 1 || (kinds & 6) === 6 || !textLikePrefix(text, start)) continue;
     const bytes = Buffer.from(text.slice(start, i), 'base64');
     if (!isUtf8(bytes)) continue;
     const s = bytes.toString('utf8');
