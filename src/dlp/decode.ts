@@ -12,8 +12,8 @@ import type { DecodedEncoding } from './types.js';
 
 /**
  * Encoded pieces in order: piece `k` is the stretch `[os[k], oe[k])` of the original text and
- * decodes to `text[k]`; a weak piece decodes to whitespace only (decoded inside a region, but
- * it does not open one). Kept in flat arrays: a JSON body can hold one escape every few characters.
+ * decodes to `text[k]`; a weak piece (whitespace, a named entity) is decoded inside a region
+ * but does not open one. Kept in flat arrays: a JSON body can hold one escape every few characters.
  */
 export class PieceList {
   os = new Int32Array(64);
