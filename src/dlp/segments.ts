@@ -121,6 +121,7 @@ class IncrementalSegmentRedactor implements SegmentRedactor {
   private readonly slots = new Slots();
   private readonly engine: RoutedRedactor;
   private ended = false;
+  private blocked = false;
 
   constructor(scanner: DlpScanner) {
     this.engine = new RoutedRedactor(scanner, this.slots);
@@ -130,13 +131,15 @@ class IncrementalSegmentRedactor implements SegmentRedactor {
     if (this.ended) throw new GatewayError('internal', 'segment redactor used after end()');
     this.slots.add(segment);
     const r = this.engine.push(segment);
+    this.blocked = r.blocked;
     return { released: this.slots.release(this.engine.decidedUntil()), findings: r.findings, blocked: r.blocked };
   }
 
   end(): SegmentResult {
-    if (this.ended) return { released: [], findings: [], blocked: false };
+    if (this.ended) return { released: [], findings: [], blocked: this.blocked };
     this.ended = true;
     const r = this.engine.end();
+    this.blocked = r.blocked;
     return { released: this.slots.release(Infinity), findings: r.findings, blocked: r.blocked };
   }
 }
