@@ -126,6 +126,20 @@ describe('stream redactor', () => {
     expect(maxHeld).toBeLessThan(1500);
   });
 
+  it('holds nothing of text that no match can grow into, and only the word that could', () => {
+    const red = createStreamRedactor(scanner);
+    // Every line ends in a newline after a full stop: no rule's match can run on past it.
+    const line = 'status ok, all systems nominal; next check in 5 minutes.\n';
+    for (let i = 0; i < 50; i++) expect(red.push(line).text).toBe(line);
+    // "ops" could still become an e-mail address or a hostname: only a short tail waits (a
+    // rule's alphabet is a set, not a position, so a few characters before the word may too).
+    const head = red.push('contact ops').text;
+    expect('contact '.startsWith(head)).toBe(true);
+    expect('contact ops'.length - head.length).toBeLessThanOrEqual(8);
+    const rest = red.push('@corp.example.com now').text + red.end().text;
+    expect(head + rest).toBe('contact [REDACTED:pii.email] now');
+  });
+
   it('redacts a PEM block longer than the hold-back without holding its body', () => {
     const key = pem(12000, 9);
     const bodyStart = key.indexOf('\n') + 1;
