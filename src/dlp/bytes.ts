@@ -7,7 +7,7 @@ export type BytesView = 'utf-8' | 'utf-16le' | 'utf-16be' | 'latin1' | 'strings'
 
 /** Options of {@link scanBytes}. */
 export interface ScanBytesOptions extends DlpOptions {
-  /** Declared charset (e.g. from `Content-Type`); without one, a BOM or UTF-8 validity decides. */
+  /** Declared charset (`utf-16le`, or a `Content-Type` value); without one, a BOM or UTF-8 validity decides. */
   readonly charset?: string;
 }
 
@@ -29,9 +29,13 @@ const MASK = 0x58; // 'X'
 
 type TextView = Exclude<BytesView, 'strings'>;
 
-/** Charset label to a text view; `utf-16` without byte order, null for labels not handled. */
+/**
+ * Charset label (or a whole `Content-Type` value with a `charset=` parameter) to a text view;
+ * `utf-16` without byte order, null for labels not handled.
+ */
 function viewOf(charset: string): TextView | 'utf-16' | null {
-  const c = charset.trim().replace(/^["']|["']$/g, '').toLowerCase();
+  const param = /(?:^|;)\s*charset\s*=\s*([^;]*)/i.exec(charset);
+  const c = (param ? param[1]! : charset).trim().replace(/^["']|["']$/g, '').toLowerCase();
   if (c === 'utf-8' || c === 'utf8') return 'utf-8';
   if (c === 'utf-16le') return 'utf-16le';
   if (c === 'utf-16be') return 'utf-16be';
@@ -75,6 +79,10 @@ function isText(s: string, utf16: boolean): boolean {
     if ((c < 0x20 && c !== 9 && c !== 10 && c !== 13) || c === 0x7f) bad++;
   }
   return bad * 32 <= s.length;
+}
+
+function declaredAscii(charset: string | undefined): boolean {
+  return charset !== undefined && /(?:^|[^a-z-])(?:us-)?ascii\b/i.test(charset);
 }
 
 function decode(b: Buffer, view: TextView): string | null {
@@ -200,7 +208,7 @@ export function scanBytes(scanner: Scanner, bytes: Buffer, opts: ScanBytesOption
   else view = declared ?? 'utf-8';
   const body = bytes.subarray(skip);
   const text = decode(body, view);
-  if (text === null || !isText(text, view === 'utf-16le' || view === 'utf-16be') || (opts.charset && /ascii/i.test(opts.charset) && /[^\x00-\x7f]/.test(text))) {
+  if (text === null || !isText(text, view === 'utf-16le' || view === 'utf-16be') || (declaredAscii(opts.charset) && /[^\x00-\x7f]/.test(text))) {
     return scanStrings(scanner, bytes, dlp);
   }
   const r = applyDlp(scanner, text, dlp);

@@ -38,6 +38,12 @@ describe('scanBytes', () => {
     }
   });
 
+  it('takes the charset parameter of a whole Content-Type value', () => {
+    const r = scanBytes(scanner, Buffer.from(`k ${AKIA}`, 'utf16le'), { charset: 'text/plain; charset="UTF-16LE"' });
+    expect(r.view).toBe('utf-16le');
+    expect(r.bytes.toString('utf16le')).toBe(`k ${MARK}`);
+  });
+
   it('latin1 bodies keep their encoding', () => {
     const input = Buffer.from(`café clé ${AKIA}`, 'latin1');
     const r = scanBytes(scanner, input, { charset: 'ISO-8859-1' });
