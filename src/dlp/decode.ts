@@ -138,11 +138,11 @@ function entityPieces(text: string, out: PieceList): void {
   }
 }
 
-/** 1: standard base64 letter, 2: url-safe only (`-`, `_`), 3: both alphabets (`A-Za-z0-9`), 4: `+` or `/`. */
+/** Base64 character kinds: 1 letter or digit (both alphabets), 4 `+` or `/` (standard), 8 `-` or `_` (url-safe), 0 none. */
 const B64 = new Uint8Array(128);
 for (let c = 0; c < 128; c++) {
   const ch = String.fromCharCode(c);
-  B64[c] = /[A-Za-z0-9]/.test(ch) ? 3 : ch === '+' || ch === '/' ? 4 : ch === '-' || ch === '_' ? 2 : 0;
+  B64[c] = /[A-Za-z0-9]/.test(ch) ? 1 : ch === '+' || ch === '/' ? 4 : ch === '-' || ch === '_' ? 8 : 0;
 }
 
 /** Base64 digit values (both alphabets), -1 elsewhere. */
@@ -209,7 +209,7 @@ function base64Pieces(text: string, out: PieceList): void {
     let end = i;
     while (end < n && end - i < 2 && text.charCodeAt(end) === 0x3d) end++;
     // One alphabet per run: '+' or '/' (standard) with '-' or '_' (url-safe) is not base64.
-    if (len < BASE64_MIN || len > BASE64_MAX || len % 4 === 1 || (kinds & 6) === 6 || !textLikePrefix(text, start)) continue;
+    if (len < BASE64_MIN || len > BASE64_MAX || len % 4 === 1 || (kinds & 12) === 12 || !textLikePrefix(text, start)) continue;
     const bytes = Buffer.from(text.slice(start, i), 'base64');
     if (!isUtf8(bytes)) continue;
     const s = bytes.toString('utf8');

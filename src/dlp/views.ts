@@ -7,6 +7,8 @@ import type { DecodedEncoding, Finding, Scanner } from './types.js';
  * decoded piece is the raw view's own (dropped); one overlapping a raw finding keeps only what
  * the raw finding does not already cover, by the same sweep as the resolver (redactions never
  * shrink, flags never hide a redaction), so a secret both views see is reported once.
+ * Views decode the raw text, with one exception (a fixed second level): base64 runs inside
+ * a JSON view whose region holds `\/`, which JSON encoders may write for `/`.
  */
 export function withDecodedViews(scanner: Scanner, text: string, raw: Finding[], encodings: readonly DecodedEncoding[] = ENCODINGS): Finding[] {
   const extra: Finding[] = [];
@@ -16,10 +18,25 @@ export function withDecodedViews(scanner: Scanner, text: string, raw: Finding[],
         const span = region.map(f.start, f.end);
         if (span) extra.push({ ...f, start: span[0], end: span[1], encoding: enc });
       }
+      // The one second level: base64 in a JSON string whose encoder wrote '/' as '\/'.
+      if (enc === 'json_escape' && encodings.includes('base64') && hasEscapedSlash(text, region.start, region.end)) {
+        for (const inner of decodedView(region.text, 'base64')) {
+          for (const f of scanner.scan(inner.text)) {
+            const mid = inner.map(f.start, f.end);
+            const span = mid && region.map(mid[0], mid[1]);
+            if (span) extra.push({ ...f, start: span[0], end: span[1], encoding: 'base64' });
+          }
+        }
+      }
     }
   }
   if (extra.length === 0) return raw;
   return merge([...raw, ...extra]);
+}
+
+function hasEscapedSlash(text: string, from: number, to: number): boolean {
+  const at = text.indexOf('\\/', from);
+  return at >= 0 && at < to;
 }
 
 /** Order of the sweep: start, redactions first, raw before decoded, longer first. */

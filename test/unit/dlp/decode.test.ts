@@ -118,6 +118,20 @@ describe('decoded views in whole-text DLP', () => {
     expect(applyDlp(scanner, text).findings.map((f) => f.encoding)).toEqual(['percent', 'json_escape']);
   });
 
+  it('base64 whose slashes a JSON encoder escaped as \\/ is still decoded, and the whole run redacted', () => {
+    const run = b64(`key ${AKIA} ???`);
+    expect(run).toContain('/');
+    // Unescaped, a run with '/' is one standard-alphabet run.
+    const plain = applyDlp(scanner, `x ${run} y`);
+    expect(plain.findings.map((f) => [f.start, f.end, f.encoding])).toEqual([[2, 2 + run.length, 'base64']]);
+    const escaped = run.replace(/\//g, '\\/');
+    const text = `{"blob":"${escaped}"}`;
+    const r = applyDlp(scanner, text);
+    expect(r.findings.map((f) => [f.rule, f.encoding])).toEqual([['aws.access_key_id', 'base64']]);
+    expect(text.slice(r.findings[0]!.start, r.findings[0]!.end)).toBe(escaped);
+    expect(r.text).toBe('{"blob":"[REDACTED:aws.access_key_id]"}');
+  });
+
   it('decodes only one level: base64 of a JSON-escaped key is not unescaped again', () => {
     const inner = `{"k":"\\u0041${AKIA.slice(1)}"}`;
     expect(applyDlp(scanner, `x ${b64(inner)} y`).findings).toEqual([]);
