@@ -189,25 +189,35 @@ function mostlyPrintable(s: string): boolean {
 /** Base64 and base64url runs of {@link BASE64_MIN}..{@link BASE64_MAX} characters that decode to UTF-8 text. */
 function base64Pieces(text: string, out: PieceList): void {
   const n = text.length;
-  let i = 0;
-  while (i < n) {
-    const c0 = text.charCodeAt(i);
-    if (c0 >= 128 || B64[c0] === 0) {
-      i++;
+  const kind = (p: number): number => {
+    const c = text.charCodeAt(p);
+    return c < 128 ? B64[c]! : 0;
+  };
+  // Any BASE64_MIN consecutive positions hold a probe (one every BASE64_MIN characters),
+  // so a long enough run contains a probe: plain text costs a read every 20 characters plus
+  // its words around the probes that hit. Every character is read at most twice.
+  let floor = 0;
+  let probe = BASE64_MIN - 1;
+  while (probe < n) {
+    if (kind(probe) === 0) {
+      probe += BASE64_MIN;
       continue;
     }
-    // One maximal run of base64 characters (one pass: every character is read once here).
-    const start = i;
-    let kinds = 0;
-    while (i < n) {
-      const c = text.charCodeAt(i);
-      if (c >= 128 || B64[c] === 0) break;
-      kinds |= B64[c]!;
-      i++;
+    let start = probe;
+    while (start > floor && kind(start - 1) !== 0) start--;
+    let kinds = kind(probe);
+    let i = probe + 1;
+    for (let k = start; k < probe; k++) kinds |= kind(k);
+    for (; i < n; i++) {
+      const k = kind(i);
+      if (k === 0) break;
+      kinds |= k;
     }
-    const len = i - start;
     let end = i;
     while (end < n && end - i < 2 && text.charCodeAt(end) === 0x3d) end++;
+    floor = end;
+    probe = end + BASE64_MIN - 1;
+    const len = i - start;
     // One alphabet per run: '+' or '/' (standard) with '-' or '_' (url-safe) is not base64.
     if (len < BASE64_MIN || len > BASE64_MAX || len % 4 === 1 || (kinds & 12) === 12 || !textLikePrefix(text, start)) continue;
     const bytes = Buffer.from(text.slice(start, i), 'base64');
@@ -215,7 +225,6 @@ function base64Pieces(text: string, out: PieceList): void {
     const s = bytes.toString('utf8');
     if (!mostlyPrintable(s)) continue;
     out.push(start, end, s, false);
-    i = end;
   }
 }
 

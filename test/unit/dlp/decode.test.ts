@@ -73,6 +73,20 @@ describe('decoded views in whole-text DLP', () => {
     }
   });
 
+  it('finds a base64 run wherever it starts and whatever touches it', () => {
+    const run = b64(`token ${AKIA} ok`);
+    for (let off = 0; off < 45; off++) {
+      for (const before of [' ', '"', 'Zm9v==', '=']) {
+        const head = 'x'.repeat(off) + before;
+        const text = `${head}${run} tail`;
+        const r = applyDlp(scanner, text);
+        const f = r.findings.find((x) => x.encoding === 'base64');
+        // Padding ends the run before it, so the run is found exactly in every case.
+        expect([f?.start, f?.end], `${off} ${before}`).toEqual([head.length, head.length + run.length]);
+      }
+    }
+  });
+
   it('base64url runs decode too', () => {
     const run = Buffer.from(`?? token ${AKIA} ??>`, 'utf8').toString('base64url');
     expect(run).toMatch(/[-_]/);
