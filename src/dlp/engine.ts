@@ -51,6 +51,47 @@ export interface CompiledRule {
   /** Validator and context check, in coordinates of `text`; null when there is none. */
   readonly check: ((text: string, matchStart: number, start: number, end: number) => CheckResult) | null;
   readonly span: CompiledSpan | null;
+  /** Code units a match can contain: see {@link Alphabet}. */
+  readonly alphabet: Alphabet;
+  /** Code units a match can start with. */
+  readonly first: Alphabet;
+}
+
+/**
+ * Membership table of a rule's alphabet: entry `c` (< 128) is 1 when a match can contain
+ * code unit `c`, entry 128 when it can contain some non-ASCII one (then none of those is a
+ * break). A match cannot span a *break*, a character outside its alphabet, which lets a
+ * stream decide early that a start before the last break cannot grow into text to come.
+ */
+export type Alphabet = Uint8Array;
+
+/** Largest absolute offset in `[from, to)` whose character is a break of `alpha`, or `from - 1`. */
+export function lastBreak(buf: string, base: number, from: number, to: number, alpha: Alphabet): number {
+  const lo = Math.max(from, base);
+  for (let p = to - 1; p >= lo; p--) {
+    const ch = buf.charCodeAt(p - base);
+    if ((ch < 128 ? alpha[ch] : alpha[128]) === 0) return p;
+  }
+  return from - 1;
+}
+
+/**
+ * First offset in `[from, to)` whose character is in `first` (a possible match start), or `to`.
+ */
+export function nextStart(buf: string, base: number, from: number, to: number, first: Alphabet): number {
+  for (let p = Math.max(from, base); p < to; p++) {
+    const ch = buf.charCodeAt(p - base);
+    if ((ch < 128 ? first[ch] : first[128]) === 1) return p;
+  }
+  return to;
+}
+
+/** Keyword rules whose matches may begin before their keyword, grouped by alphabet. */
+export interface IdleSpan {
+  readonly alpha: Alphabet;
+  readonly first: Alphabet;
+  /** Largest `kwOffset` of the group. */
+  readonly offset: number;
 }
 
 /** End marker of a block rule. */
@@ -70,6 +111,7 @@ export interface CompiledTrigger {
   readonly re: RegExp;
   readonly maxLen: number;
   readonly la: number;
+  readonly alphabet: Alphabet;
 }
 
 /** Everything a scan needs, shared by all scans of one scanner. */
@@ -96,6 +138,11 @@ export interface CompiledRules {
   /** Per trigger: largest `maxLen - 1` of its rules, and of `maxLen - 1 + lb`. */
   readonly triggerLag: readonly number[];
   readonly triggerNeed: readonly number[];
+  /** Keyword rules (not context, not trigger) with `kwOffset > 0`, by alphabet. */
+  readonly idleSpans: readonly IdleSpan[];
+  /** Per trigger: union of its rules' alphabets, and of their first code units. */
+  readonly triggerAlpha: readonly Alphabet[];
+  readonly triggerFirst: readonly Alphabet[];
 }
 
 /**
@@ -195,6 +242,11 @@ export class ScanState {
   private readonly windows: number[] = [];
   /** Scratch for {@link scanGroup}: first undecided start per member. */
   private readonly undecided: Float64Array;
+  /** Earliest start a keyword (trigger) hit not seen yet could allow, as of the last call. */
+  private idleBound = 0;
+  private readonly trigBound: Float64Array;
+  /** Scratch for {@link scanGroup}: last break per member. */
+  private readonly breaks: Float64Array;
 
   constructor(private readonly c: CompiledRules) {
     const n = c.rules.length;
@@ -203,8 +255,10 @@ export class ScanState {
     this.hits = new Array<HitList | undefined>(c.triggers.length + c.automaton.keywords.length);
     this.tResume = new Float64Array(c.triggers.length);
     this.prevTResume = new Float64Array(c.triggers.length);
+    this.trigBound = new Float64Array(c.triggers.length);
     this.lastHit = new Float64Array(n).fill(-1);
     this.undecided = new Float64Array(c.groups.reduce((m, g) => Math.max(m, g.members.length), 0));
+    this.breaks = new Float64Array(this.undecided.length);
     this.active = Array.from(c.always);
     this.isActive = new Uint8Array(n);
     for (const r of c.always) this.isActive[r] = 1;
@@ -229,6 +283,8 @@ export class ScanState {
     this.acState = 0;
     this.acPos = 0;
     this.prevEnd = 0;
+    this.idleBound = 0;
+    this.trigBound.fill(0);
   }
 
   /**
@@ -280,6 +336,34 @@ export class ScanState {
     }
     list.length = keep;
     this.prevEnd = e;
+    if (!final) this.futureBounds(buf, base, e);
+  }
+
+  /**
+   * Where a match that needs a keyword or trigger hit not seen yet can start. Such a keyword
+   * starts no earlier than the pending keyword prefix at the end of the text (`k`), and the
+   * match holds everything from its own start to the keyword; likewise a match overlapping a
+   * future trigger hit holds everything up to that hit. Neither can start at or before a
+   * break of its alphabet in that stretch.
+   */
+  private futureBounds(buf: string, base: number, e: number): void {
+    const c = this.c;
+    const k = e - c.automaton.pendingDepth(this.acState);
+    let f = k;
+    for (const g of c.idleSpans) {
+      const from = k - g.offset;
+      const after = Math.max(from, lastBreak(buf, base, from, k, g.alpha) + 1);
+      f = Math.min(f, nextStart(buf, base, after, k, g.first));
+    }
+    this.idleBound = f;
+    for (let t = 0; t < c.triggers.length; t++) {
+      // A match overlapping a future hit (at or after tResume) contains [start, tResume].
+      const at = this.tResume[t]!;
+      const from = at - c.triggerLag[t]!;
+      const to = Math.min(at + 1, e);
+      const after = Math.max(from, lastBreak(buf, base, from, to, c.triggerAlpha[t]!) + 1);
+      this.trigBound[t] = nextStart(buf, base, after, at, c.triggerFirst[t]!);
+    }
   }
 
   private addHit(id: number, end: number): void {
@@ -320,8 +404,19 @@ export class ScanState {
       from = Math.min(from, resume[members[k]!]!);
       undecided[k] = Infinity;
     }
-    // No member decides a start at or after this before more text arrives.
-    const stop = final ? Infinity : e - g.minReach + 1;
+    // No member decides a start at or after this before more text arrives, except where a
+    // break of its alphabet lies between the start and the text's end (its match must stop
+    // before the break, so the attempt reads only text that is here).
+    const breaks = this.breaks;
+    let stop = final ? Infinity : e - g.minReach + 1;
+    if (!final) {
+      for (let k = 0; k < members.length; k++) {
+        const rule = c.rules[members[k]!]!;
+        const to = e - rule.la + 1;
+        breaks[k] = lastBreak(buf, base, to - rule.maxLen, to, rule.alphabet);
+        stop = Math.max(stop, breaks[k]! + 1);
+      }
+    }
     const re = g.re;
     re.lastIndex = from - base;
     while (true) {
@@ -333,7 +428,7 @@ export class ScanState {
         const r = members[k]!;
         if (resume[r]! > p || undecided[k]! !== Infinity) continue;
         const rule = c.rules[r]!;
-        if (!final && p >= e - rule.maxLen - rule.la + 1) {
+        if (!final && p >= e - rule.maxLen - rule.la + 1 && p > breaks[k]!) {
           undecided[k] = p;
           continue;
         }
@@ -345,7 +440,7 @@ export class ScanState {
     for (let k = 0; k < members.length; k++) {
       const r = members[k]!;
       const rule = c.rules[r]!;
-      resume[r] = final ? e : Math.min(undecided[k]!, Math.max(resume[r]!, e - rule.maxLen - rule.la + 1));
+      resume[r] = final ? e : Math.min(undecided[k]!, Math.max(resume[r]!, e - rule.maxLen - rule.la + 1, breaks[k]! + 1));
     }
   }
 
@@ -385,7 +480,12 @@ export class ScanState {
   private scanTrigger(t: number, buf: string, base: number, final: boolean): void {
     const trig = this.c.triggers[t]!;
     const e = base + buf.length;
-    const frontier = final ? Infinity : e - trig.maxLen - trig.la + 1;
+    let frontier = final ? Infinity : e - trig.maxLen - trig.la + 1;
+    if (!final) {
+      // A hit cannot span a break of the trigger's alphabet: starts up to one are decided.
+      const to = e - trig.la + 1;
+      frontier = Math.max(frontier, lastBreak(buf, base, to - trig.maxLen, to, trig.alphabet) + 1);
+    }
     const re = trig.re;
     let pos = this.tResume[t]!;
     re.lastIndex = pos - base;
@@ -406,9 +506,8 @@ export class ScanState {
    * trigger hit not seen yet could allow.
    */
   knownUntil(): number {
-    const c = this.c;
-    let f = this.prevEnd + 1 - c.idleKwLead;
-    for (let t = 0; t < this.tResume.length; t++) f = Math.min(f, this.tResume[t]! - c.triggerLag[t]!);
+    let f = this.idleBound;
+    for (let t = 0; t < this.tResume.length; t++) f = Math.min(f, this.trigBound[t]!);
     for (const r of this.active) {
       const open = this.open[r];
       f = Math.min(f, open ? open.endFrom : this.resume[r]!);
@@ -493,7 +592,13 @@ export class ScanState {
   /** Runs one rule from `from`; returns the new resume offset. */
   private scanRule(rule: CompiledRule, buf: string, base: number, from: number, final: boolean, out: Candidate[]): number {
     const e = base + buf.length;
-    const frontier = final ? Infinity : e - rule.maxLen - rule.la + 1;
+    let frontier = final ? Infinity : e - rule.maxLen - rule.la + 1;
+    if (!final) {
+      // A start at or before a break of the rule's alphabet that lies `la` before the end is
+      // decided now: its match stops before the break and its reads stay in the text.
+      const to = e - rule.la + 1;
+      frontier = Math.max(frontier, lastBreak(buf, base, to - rule.maxLen, to, rule.alphabet) + 1);
+    }
     const w = this.windows;
     let future = frontier;
     if (rule.keywords === null || !this.buildWindows(rule, from, e)) {

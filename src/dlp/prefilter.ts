@@ -34,6 +34,8 @@ export class KeywordAutomaton {
   private readonly outStart: Int32Array;
   private readonly outList: Int32Array;
   private readonly hits: Hits = { count: 0, kw: new Int32Array(256), end: new Float64Array(256) };
+  /** Per state (by row offset / width): length of the keyword prefix it stands for. */
+  private readonly depths: Int32Array;
 
   constructor(keywords: readonly string[]) {
     this.keywords = keywords;
@@ -54,6 +56,7 @@ export class KeywordAutomaton {
     // Trie.
     const next: number[][] = [new Array<number>(width).fill(-1)];
     const own: number[][] = [[]];
+    const depth: number[] = [0];
     keywords.forEach((k, id) => {
       let s = 0;
       for (let i = 0; i < k.length; i++) {
@@ -62,6 +65,7 @@ export class KeywordAutomaton {
           next[s]![c] = next.length;
           next.push(new Array<number>(width).fill(-1));
           own.push([]);
+          depth.push(i + 1);
         }
         s = next[s]![c]!;
       }
@@ -105,6 +109,16 @@ export class KeywordAutomaton {
     }
     this.outStart[n] = flat.length;
     this.outList = Int32Array.from(flat);
+    this.depths = Int32Array.from(depth);
+  }
+
+  /**
+   * Length of the longest suffix of the text consumed so far that is a prefix of a keyword,
+   * given the `state` returned by {@link run}: a keyword occurrence not complete yet starts
+   * no earlier than that many characters before the end.
+   */
+  pendingDepth(state: number): number {
+    return this.keywords.length === 0 ? 0 : this.depths[state / this.width]!;
   }
 
   /**

@@ -1,4 +1,5 @@
-import type { DlpResult, Finding, Scanner } from './types.js';
+import type { DlpOptions, DlpResult, Finding, Scanner } from './types.js';
+import { withDecodedViews } from './views.js';
 
 /** Replacement text for a redacted finding. */
 export function marker(rule: string): string {
@@ -23,8 +24,14 @@ export function redact(text: string, findings: readonly Finding[]): string {
   return pos === 0 ? text : out + text.slice(pos);
 }
 
-/** Scans and redacts a complete text. */
-export function applyDlp(scanner: Scanner, text: string): DlpResult {
-  const findings = scanner.scan(text);
+/**
+ * Scans and redacts a complete text: the raw text and, unless `opts.decode` is false, its
+ * decoded views (JSON escapes, percent-encoding, HTML entities, base64 runs), whose findings
+ * are mapped back to and redacted in the original characters.
+ */
+export function applyDlp(scanner: Scanner, text: string, opts: DlpOptions = {}): DlpResult {
+  const raw = scanner.scan(text);
+  const decode = opts.decode ?? true;
+  const findings = decode === false ? raw : withDecodedViews(scanner, text, raw, decode === true ? undefined : decode);
   return { text: redact(text, findings), findings, blocked: findings.some((f) => f.action === 'block') };
 }

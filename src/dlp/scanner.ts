@@ -2,7 +2,7 @@ import { Ajv, type ErrorObject } from 'ajv';
 import { GatewayError } from '../errors.js';
 import { BUILTIN_RULES } from './catalog/index.js';
 import { dlpConfigSchema, type DlpConfig, type DlpConfigProblem } from './config.js';
-import { ScanState, type Candidate, type CompiledGroup, type CompiledRule, type CompiledRules, type CompiledSpan, type CompiledTrigger } from './engine.js';
+import { ScanState, type Alphabet, type Candidate, type CompiledGroup, type CompiledRule, type CompiledRules, type CompiledSpan, type CompiledTrigger } from './engine.js';
 import { KeywordAutomaton } from './prefilter.js';
 import { compileSafePattern, PatternError } from './regex/index.js';
 import { compareCandidates, Resolver, type Resolved } from './resolve.js';
@@ -89,6 +89,18 @@ export class DlpScanner implements Scanner {
     const rule = this.compiled.rules[x.rule]!;
     return { rule: rule.id, category: rule.category, action: rule.action, start: x.start, end: x.end };
   }
+}
+
+/** Membership table of an alphabet (see {@link Alphabet}). */
+function alphabetTable(set: readonly number[]): Alphabet {
+  const t = new Uint8Array(129);
+  for (let i = 0; i < set.length; i += 2) {
+    const lo = set[i]!;
+    const hi = set[i + 1]!;
+    for (let c = lo; c <= Math.min(hi, 127); c++) t[c] = 1;
+    if (hi >= 128) t[128] = 1;
+  }
+  return t;
 }
 
 function makeCheck(spec: RuleSpec): CompiledRule['check'] {
@@ -201,7 +213,7 @@ export function checkDlpConfig(cfg: DlpConfig | undefined): { problems: DlpConfi
     try {
       const t = compileSafePattern(spec.trigger, { maxMatch: 256 });
       triggerIds.set(spec.trigger, triggers.length);
-      triggers.push({ re: t.re, maxLen: t.maxLength, la: 1 });
+      triggers.push({ re: t.re, maxLen: t.maxLength, la: 1, alphabet: alphabetTable(t.alphabet) });
     } catch (err) {
       problems.push({ path: `${path}.trigger`, message: `rule "${spec.id}": ${err instanceof PatternError ? err.message : String(err)}` });
     }
@@ -237,7 +249,7 @@ export function checkDlpConfig(cfg: DlpConfig | undefined): { problems: DlpConfi
     }
     const index = rules.length;
     const before = spec.context?.before ?? 0;
-    const lb = Math.max(1, before);
+    const lb = Math.max(1, before, spec.lookbehind ?? 1);
     const la = Math.max(1, spec.lookahead ?? 1);
     let kwIds: Int32Array | null = null;
     const trigger = spec.trigger ? (triggerIds.get(spec.trigger) ?? -1) : -1;
@@ -306,6 +318,8 @@ export function checkDlpConfig(cfg: DlpConfig | undefined): { problems: DlpConfi
       trigger,
       check: makeCheck(spec),
       span,
+      alphabet: alphabetTable(re.alphabet),
+      first: alphabetTable(re.first),
     });
   }
   if (maxHoldback < minHoldback) {
@@ -330,6 +344,27 @@ export function checkDlpConfig(cfg: DlpConfig | undefined): { problems: DlpConfi
       idleKwNeed = Math.max(idleKwNeed, r.kwLead + r.lb);
     }
   }
+  // Future-hit bounds: keyword rules whose match may begin before the keyword, by alphabet;
+  // triggers by the union of their rules' alphabets.
+  const spans = new Map<string, { alpha: Alphabet; first: Alphabet; offset: number }>();
+  const triggerAlpha = triggers.map(() => new Uint8Array(129));
+  const triggerFirst = triggers.map(() => new Uint8Array(129));
+  for (const r of rules) {
+    if (r.keywords === null) continue;
+    if (r.trigger >= 0) {
+      const a = triggerAlpha[r.trigger]!;
+      const f = triggerFirst[r.trigger]!;
+      for (let i = 0; i < 129; i++) {
+        a[i]! |= r.alphabet[i]!;
+        f[i]! |= r.first[i]!;
+      }
+    } else if (!r.kwInContext && r.kwOffset > 0) {
+      const key = `${r.alphabet.join('')}/${r.first.join('')}`;
+      const g = spans.get(key);
+      if (g) g.offset = Math.max(g.offset, r.kwOffset);
+      else spans.set(key, { alpha: r.alphabet, first: r.first, offset: r.kwOffset });
+    }
+  }
   const { groups, grouped } = groupAlways(rules, always);
   const compiled: CompiledRules = {
     rules,
@@ -345,6 +380,9 @@ export function checkDlpConfig(cfg: DlpConfig | undefined): { problems: DlpConfi
     idleKwNeed,
     triggerLag,
     triggerNeed,
+    idleSpans: [...spans.values()],
+    triggerAlpha,
+    triggerFirst,
   };
   return { problems, scanner: new DlpScanner(compiled, maxHoldback, minHoldback) };
 }

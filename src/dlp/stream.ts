@@ -16,7 +16,7 @@ import type { DlpResult, Finding, Scanner, StreamRedactor } from './types.js';
  * equal its findings (offsets are into the whole input stream). Each finding is reported in
  * the result of the call in which it became final.
  */
-class IncrementalRedactor implements StreamRedactor {
+export class IncrementalRedactor implements StreamRedactor {
   private readonly state: ScanState;
   private readonly res = new Resolver();
   private pending: Candidate[] = [];
@@ -34,7 +34,10 @@ class IncrementalRedactor implements StreamRedactor {
   private blocked = false;
   private done = false;
 
-  constructor(private readonly scanner: DlpScanner) {
+  /** Output of the current call. */
+  private out = '';
+
+  constructor(protected readonly scanner: DlpScanner) {
     this.state = new ScanState(scanner.compiled);
   }
 
@@ -50,7 +53,27 @@ class IncrementalRedactor implements StreamRedactor {
     return this.process(true);
   }
 
-  private process(final: boolean): DlpResult {
+  /** Absolute offset up to which every character is decided (written out, replaced or swallowed). */
+  protected get decided(): number {
+    return this.emitted;
+  }
+
+  /** Original text `[from, to)` (absolute offsets; only undecided text is still held). */
+  protected slice(from: number, to: number): string {
+    return this.buf.slice(from - this.base, to - this.base);
+  }
+
+  /** Writes original text `[from, to)` (absolute offsets) to the output. */
+  protected writeText(from: number, to: number): void {
+    this.out += this.slice(from, to);
+  }
+
+  /** Writes the marker of a redaction starting at `at`. */
+  protected writeMarker(rule: string, _at: number): void {
+    this.out += marker(rule);
+  }
+
+  protected process(final: boolean): DlpResult {
     const e = this.base + this.buf.length;
     this.state.advance(this.buf, this.base, final, this.pending);
     const known = final ? Infinity : this.state.knownUntil();
@@ -70,14 +93,14 @@ class IncrementalRedactor implements StreamRedactor {
   /** Writes output up to `limit` (absolute): text, redaction markers, swallowed block bodies. */
   private emit(limit: number): string {
     const reds = this.res.reds;
-    let out = '';
+    this.out = '';
     let pos = this.emitted;
     while (this.redIdx < reds.length) {
       const r = reds[this.redIdx]!;
       if (!this.markerOut) {
         if (r.start >= limit) break;
-        if (r.start > pos) out += this.buf.slice(pos - this.base, r.start - this.base);
-        out += marker(this.scanner.compiled.rules[r.rule]!.id);
+        if (r.start > pos) this.writeText(pos, r.start);
+        this.writeMarker(this.scanner.compiled.rules[r.rule]!.id, Math.max(pos, r.start));
         if (this.scanner.compiled.rules[r.rule]!.action === 'block') this.blocked = true;
         this.markerOut = true;
         pos = Math.max(pos, r.start);
@@ -86,18 +109,18 @@ class IncrementalRedactor implements StreamRedactor {
         // Open block: its body up to `limit` is swallowed; the rest follows when it closes.
         pos = Math.max(pos, limit);
         this.emitted = pos;
-        return out;
+        return this.out;
       }
       pos = Math.max(pos, r.end);
       this.redIdx++;
       this.markerOut = false;
     }
     if (pos < limit) {
-      out += this.buf.slice(pos - this.base, limit - this.base);
+      this.writeText(pos, limit);
       pos = limit;
     }
     this.emitted = pos;
-    return out;
+    return this.out;
   }
 
   /** Findings that can no longer change, in order. */

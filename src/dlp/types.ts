@@ -6,6 +6,9 @@ export type DlpAction = 'redact' | 'block' | 'flag';
 /** Kind of data a rule detects. */
 export type DlpCategory = 'secret' | 'pii';
 
+/** An encoding whose decoded view whole-text DLP also scans. */
+export type DecodedEncoding = 'json_escape' | 'percent' | 'html_entity' | 'base64';
+
 /** One detected span. Offsets are UTF-16 code units into the scanned string. */
 export interface Finding {
   rule: string;
@@ -13,6 +16,17 @@ export interface Finding {
   action: 'redact' | 'block' | 'flag';
   start: number;
   end: number;
+  /**
+   * Set when only a decoded view found it; `start`/`end` then cover the original characters
+   * that decode to the finding (a whole escape, percent run or base64 run).
+   */
+  encoding?: DecodedEncoding;
+}
+
+/** Options of `applyDlp`. */
+export interface DlpOptions {
+  /** Decoded views to scan besides the raw text: `true` (default) all, `false` none, or a list. */
+  readonly decode?: boolean | readonly DecodedEncoding[];
 }
 
 /** A compiled rule set. `scan` returns non-overlapping findings sorted by `start`. */
@@ -82,4 +96,6 @@ export interface RuleSpec {
   readonly span?: RuleSpan;
   /** Characters after the match the validator reads (default 1). */
   readonly lookahead?: number;
+  /** Characters before the match start the validator reads (default 1). */
+  readonly lookbehind?: number;
 }

@@ -124,6 +124,17 @@ export const KEY_RULES: readonly RuleSpec[] = [
     keywordOffset: 0,
     validator: onValue((v) => !/^[$%{<]/.test(v)),
   },
+  {
+    id: 'path.sensitive_file',
+    category: 'secret',
+    description: 'Absolute path of a credential or system secret file (/etc/shadow, ~/.ssh/id_*, ~/.aws/credentials, /home/<user>/.kube/config ...)',
+    action: 'redact',
+    // The guard also refuses '/' and ':' so that a path inside a URL (https://host/etc/shadow) does not fire.
+    pattern:
+      '(?<![A-Za-z0-9._~%/:\\-])(?:(?:~|\\$HOME)/\\.(?:ssh/(?:id_[a-z0-9_]{1,20}|authorized_keys)|aws/credentials|kube/config|docker/config\\.json|netrc|pgpass|git-credentials|npmrc|pypirc|config/gcloud/[A-Za-z0-9._-]{1,64}|gnupg/[A-Za-z0-9._-]{1,64})|/(?:etc/(?:gshadow|shadow|sudoers|master\\.passwd|ssh/ssh_host_[a-z0-9]{1,10}_key)|(?:root|home/[A-Za-z0-9._-]{1,64}|Users/[A-Za-z0-9._-]{1,64})/\\.(?:ssh/(?:id_[a-z0-9_]{1,20}|authorized_keys)|aws/credentials|kube/config|docker/config\\.json|netrc|pgpass|git-credentials|npmrc|pypirc|config/gcloud/[A-Za-z0-9._-]{1,64}|gnupg/[A-Za-z0-9._-]{1,64})))(?![A-Za-z0-9_])',
+    keywords: ['/etc/shadow', '/etc/gshadow', '/etc/sudoers', '/etc/master.passwd', '/etc/ssh/ssh_host_', '/.ssh/id_', '/.ssh/authorized_keys', '/.aws/credentials', '/.kube/config', '/.docker/config.json', '/.netrc', '/.pgpass', '/.git-credentials', '/.npmrc', '/.pypirc', '/.config/gcloud/', '/.gnupg/'],
+    keywordOffset: 71,
+  },
 ];
 
 /** Database and broker connection strings with credentials. */
@@ -145,10 +156,12 @@ export const DATABASE_RULES: readonly RuleSpec[] = [
   credentialUri('net.ftp_uri_password', 'Password in an FTP/SFTP URI', ['s?ftps?'], ['ftp']),
   credentialUri('net.smtp_uri_password', 'Password in an SMTP/IMAP URI', ['smtps?', 'imaps?', 'pop3s?'], ['smtp', 'imap', 'pop3']),
   credentialUri('net.http_url_password', 'Password in an HTTP(S)/WebSocket URL (user:password@host)', ['https?', 'wss?'], ['@']),
+  // Any other scheme (the rules above name the finding when theirs matches the same span).
+  credentialUri('net.uri_password', 'Password in a URI of any scheme (scheme://user:password@host)', ['[a-z][a-z0-9+.-]{1,30}'], ['@']),
   contextual('db.connection_string_password', 'Password in an ADO.NET/ODBC style connection string (near Server=/Host=/Data Source=)', ['server=', 'data source=', 'host=', 'user id=', 'uid=', 'database=', 'initial catalog='], '(?i)(?<![a-z0-9])(?:password|pwd)\\s{0,2}=\\s{0,2}(?<secret>[^;"\'\\s]{1,128})', {
     before: 300,
   }),
-  contextual('db.jdbc_password', 'Password parameter of a JDBC URL', ['jdbc:'], '(?<![A-Za-z0-9])[?&;]password=(?<secret>[^&;\\s"\']{1,128})', {
+  contextual('db.jdbc_password', 'Password parameter of a JDBC URL', ['jdbc:'], '[?&;]password=(?<secret>[^&;\\s"\']{1,128})', {
     before: 400,
   }),
   contextual('broker.kafka_jaas_password', 'Password in a Kafka SASL JAAS config', ['loginmodule'], 'password=\\\\?"(?<secret>[^"\\\\\\n]{1,128})', { before: 400 }),

@@ -78,7 +78,8 @@ export const MESSAGING_RULES: readonly RuleSpec[] = [
   token('brevo.api_key', 'Brevo (Sendinblue) API key', 'xkeysib-', '[a-f0-9]{64}-[A-Za-z0-9]{16}'),
   token('brevo.smtp_key', 'Brevo (Sendinblue) SMTP key', 'xsmtpsib-', '[a-f0-9]{64}-[A-Za-z0-9]{16}'),
   contextual('postmark.server_token', 'Postmark server token (UUID near a Postmark keyword)', ['postmark'], '(?<![0-9a-f-])[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}(?![0-9a-f-])'),
-  contextual('twilio.api_key', 'Twilio API key SID (near a Twilio keyword)', ['twilio'], '(?<![A-Za-z0-9])SK[a-f0-9]{32}(?![a-f0-9])', { before: 200 }),
+  // SK + 32 lower-case hex is distinctive on its own (a bare hash has no SK prefix).
+  token('twilio.api_key', 'Twilio API key SID (SK + 32 hex)', 'SK', '[a-f0-9]{32}', { tail: 'A-Za-z0-9' }),
   contextual('twilio.account_sid', 'Twilio account SID (near a Twilio keyword)', ['twilio'], '(?<![A-Za-z0-9])AC[a-f0-9]{32}(?![a-f0-9])', { before: 200, action: 'flag' }),
   contextual('twilio.auth_token', 'Twilio auth token (32 hex near a Twilio keyword)', ['twilio', 'auth_token', 'authtoken'], '(?<![a-f0-9])[a-f0-9]{32}(?![a-f0-9])'),
   contextual('messagebird.api_key', 'MessageBird / Bird API key (near a MessageBird keyword)', ['messagebird'], '(?<![A-Za-z0-9])[A-Za-z0-9]{25}(?![A-Za-z0-9])'),

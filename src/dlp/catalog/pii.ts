@@ -20,8 +20,14 @@ import { contextual } from './helpers.js';
 const HEX_RUN = '[:-](?::|[0-9A-Fa-f]{1,4}[:-][0-9A-Fa-f]{1,4}[:-])';
 const FILE_EXT = new Set(['png', 'jpg', 'jpeg', 'gif', 'svg', 'webp', 'ico', 'js', 'mjs', 'css', 'map', 'ts', 'json', 'html', 'md']);
 
+/** Characters before an e-mail candidate that {@link email} reads. */
+const EMAIL_LOOKBEHIND = 96;
+/** `scheme://user:` just before the candidate: it is the password of a URI (a credential rule's). */
+const URI_USER = /[A-Za-z][A-Za-z0-9+.-]{0,30}:\/\/[^\s/@:]{0,64}:$/;
+
 /** E-mail: sane local part and an alphabetic top-level label that is not a file extension. */
 const email: Validator = (text, start, end) => {
+  if (text.charCodeAt(start - 1) === 58 && URI_USER.test(text.slice(Math.max(0, start - EMAIL_LOOKBEHIND), start))) return false;
   const s = text.slice(start, end);
   const at = s.indexOf('@');
   const local = s.slice(0, at);
@@ -48,17 +54,18 @@ export const PII_RULES: readonly RuleSpec[] = [
     id: 'pii.email',
     category: 'pii',
     description: 'E-mail address',
-    action: 'flag',
+    action: 'redact',
     pattern: '(?<![A-Za-z0-9._%+-])[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9-]{1,63}(?:\\.[A-Za-z0-9-]{1,63}){1,8}',
     keywords: ['@'],
     keywordOffset: 64,
     validator: email,
+    lookbehind: EMAIL_LOOKBEHIND,
   },
   {
     id: 'pii.phone_e164',
     category: 'pii',
     description: 'Phone number in international E.164 form (+ country code, 8-15 digits)',
-    action: 'flag',
+    action: 'redact',
     pattern: '(?<![0-9A-Za-z+])\\+[1-9](?:[ .-]?[0-9]){7,14}(?![0-9])',
     keywords: ['+1', '+2', '+3', '+4', '+5', '+6', '+7', '+8', '+9'],
     keywordOffset: 0,
@@ -67,7 +74,7 @@ export const PII_RULES: readonly RuleSpec[] = [
     id: 'pii.phone_nanp',
     category: 'pii',
     description: 'North American phone number ((415) 555-2671, 415-555-2671, +1 415.555.2671)',
-    action: 'flag',
+    action: 'redact',
     pattern: '(?<![0-9A-Za-z+])(?:\\+?1[ .-]?)?(?:\\([2-9][0-9]{2}\\) ?|[2-9][0-9]{2}[ .-])[2-9][0-9]{2}[ .-][0-9]{4}(?![0-9])',
   },
   {
@@ -100,7 +107,6 @@ export const PII_RULES: readonly RuleSpec[] = [
   },
   contextual('pii.us_bank_routing', 'US ABA routing number (checksum, near a routing keyword)', ['routing', 'aba', 'rtn'], '(?<![0-9])[0-9]{9}(?![0-9])', {
     category: 'pii',
-    action: 'flag',
     validator: abaRouting,
   }),
   contextual('pii.ca_sin', 'Canadian Social Insurance Number (Luhn, near a SIN keyword)', ['sin', 'social insurance', 'nas'], '(?<![0-9A-Za-z-])[0-9]{3}[- ][0-9]{3}[- ][0-9]{3}(?![0-9A-Za-z-])', {
@@ -161,7 +167,7 @@ export const PII_RULES: readonly RuleSpec[] = [
     id: 'pii.internal_hostname',
     category: 'pii',
     description: 'Internal hostname (*.internal, *.corp, *.local, *.lan, *.intranet, *.home.arpa ...)',
-    action: 'flag',
+    action: 'redact',
     pattern: '(?<![A-Za-z0-9.-])[A-Za-z0-9-]{1,63}(?:\\.[A-Za-z0-9-]{1,63}){1,6}(?![A-Za-z0-9-])',
     keywords: ['.internal', '.corp', '.local', '.lan', '.intranet', '.home', '.private', '.priv', '.intra'],
     validator: internalHost,
@@ -169,10 +175,10 @@ export const PII_RULES: readonly RuleSpec[] = [
   {
     id: 'pii.unix_home_path',
     category: 'pii',
-    description: 'Unix or macOS home directory path naming a user (/home/<user>, /Users/<user>, /root/...)',
-    action: 'flag',
+    description: 'Unix or macOS home directory path naming a user (/home/<user>/..., /Users/<user>, /root/...)',
+    action: 'redact',
     pattern:
-      '(?<![A-Za-z0-9._~-])/(?:(?:home|Users)/[A-Za-z0-9._-]{1,64}(?:/[A-Za-z0-9._@+-]{1,100}){0,12}|root(?:/[A-Za-z0-9._@+-]{1,100}){1,12})',
+      '(?<![A-Za-z0-9._~-])/(?:home/[A-Za-z0-9._-]{1,64}(?:/[A-Za-z0-9._@+-]{1,100}){1,12}|Users/[A-Za-z0-9._-]{1,64}(?:/[A-Za-z0-9._@+-]{1,100}){0,12}|root(?:/[A-Za-z0-9._@+-]{1,100}){1,12})',
     keywords: ['/home/', '/users/', '/root/'],
     keywordOffset: 0,
   },
@@ -180,7 +186,7 @@ export const PII_RULES: readonly RuleSpec[] = [
     id: 'pii.windows_user_path',
     category: 'pii',
     description: 'Windows user profile path naming a user (C:\\Users\\<user>, also JSON-escaped)',
-    action: 'flag',
+    action: 'redact',
     pattern:
       '(?i)(?<![a-z0-9])[a-z]:(?:\\\\{1,2}|/)(?:users|documents and settings)(?:\\\\{1,2}|/)[^\\\\/:*?"<>|\\s]{1,64}(?:(?:\\\\{1,2}|/)[^\\\\/:*?"<>|\\s]{1,100}){0,12}',
     keywords: ['\\users', '/users', 'documents and settings'],

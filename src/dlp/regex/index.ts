@@ -1,4 +1,4 @@
-import { toSource } from './charset.js';
+import { foldCase, toSource, union, type CharSet } from './charset.js';
 import { lint, type LintResult } from './lint.js';
 import { factor, parsePattern, PatternError, type Node } from './parse.js';
 
@@ -22,6 +22,53 @@ export interface SafePattern {
   /** Whether match index 1 is the `(?<secret>...)` group (the regex then has the `d` flag). */
   readonly hasCapture: boolean;
   readonly ignoreCase: boolean;
+  /** Every code unit a match can contain (case-folded for `(?i)`); lookarounds read but do not consume. */
+  readonly alphabet: CharSet;
+  /** Every code unit a match can start with (case-folded for `(?i)`). */
+  readonly first: CharSet;
+}
+
+/** First code units of `n`'s matches, and whether `n` can match the empty string. */
+function firsts(n: Node, out: CharSet[]): boolean {
+  switch (n.t) {
+    case 'char':
+      out.push(n.set);
+      return false;
+    case 'seq':
+      for (const x of n.items) if (!firsts(x, out)) return false;
+      return true;
+    case 'alt': {
+      let nullable = false;
+      for (const x of n.alts) nullable = firsts(x, out) || nullable;
+      return nullable;
+    }
+    case 'rep':
+      return firsts(n.node, out) || n.min === 0;
+    case 'cap':
+      return firsts(n.node, out);
+    default:
+      return true;
+  }
+}
+
+function consumed(n: Node, out: CharSet[]): void {
+  switch (n.t) {
+    case 'char':
+      out.push(n.set);
+      return;
+    case 'seq':
+      for (const x of n.items) consumed(x, out);
+      return;
+    case 'alt':
+      for (const x of n.alts) consumed(x, out);
+      return;
+    case 'rep':
+    case 'cap':
+      consumed(n.node, out);
+      return;
+    default:
+      return;
+  }
 }
 
 /** Options for {@link compileSafePattern}. */
@@ -72,5 +119,11 @@ export function compileSafePattern(source: string, opts: SafePatternOptions = {}
   } catch (err) {
     throw new PatternError(`the engine rejected the pattern: ${(err as Error).message}`, -1);
   }
-  return { re, maxLength: info.maxLength, minLength: info.minLength, positions: info.positions, hasCapture: info.hasCapture, ignoreCase };
+  const sets: CharSet[] = [];
+  consumed(root, sets);
+  const alphabet = ignoreCase ? foldCase(union(...sets)) : union(...sets);
+  const starts: CharSet[] = [];
+  firsts(root, starts);
+  const first = ignoreCase ? foldCase(union(...starts)) : union(...starts);
+  return { re, maxLength: info.maxLength, minLength: info.minLength, positions: info.positions, hasCapture: info.hasCapture, ignoreCase, alphabet, first };
 }

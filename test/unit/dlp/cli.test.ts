@@ -20,7 +20,7 @@ describe('dlp scan command', () => {
 
   it('writes redacted text and exits 1 when something was found', async () => {
     const r = await run(`token ${tok} mail bob@example.com\n`, false);
-    expect(r.out).toBe('token [REDACTED:github.pat] mail bob@example.com\n');
+    expect(r.out).toBe('token [REDACTED:github.pat] mail [REDACTED:pii.email]\n');
     expect(r.code).toBe(1);
   });
 

@@ -106,7 +106,7 @@ export const HANDMADE: Readonly<Record<string, string>> = {
   'pii.internal_hostname': 'connect to db01.prod.corp now',
   'pii.phone_nanp': 'call (415) 555-2671 today',
   'pii.phone_e164': 'call +44 20 7946 0958 today',
-  'pii.unix_home_path': 'file /home/alice/.ssh/id_rsa read',
+  'pii.unix_home_path': 'file /home/alice/projects/plan.txt read',
   'pii.windows_user_path': 'file C:\\Users\\bob\\Documents\\plan.docx read',
   'pii.date_of_birth': '"dob": "1990-04-23"',
   'pii.passport_number': 'passport no. 123456789',

@@ -37,14 +37,14 @@ describe('scan and redact', () => {
     expect(r.blocked).toBe(false);
   });
 
-  it('reports flags without changing the text, and UTF-16 offsets', () => {
+  it('reports flags without changing the text, redacts e-mail by default, UTF-16 offsets', () => {
     const text = 'héllo 😀 mail bob@example.com from 10.0.0.1';
     const f = scanner.scan(text);
-    expect(f.map((x) => [x.rule, text.slice(x.start, x.end)])).toEqual([
-      ['pii.email', 'bob@example.com'],
-      ['pii.ipv4', '10.0.0.1'],
+    expect(f.map((x) => [x.rule, x.action, text.slice(x.start, x.end)])).toEqual([
+      ['pii.email', 'redact', 'bob@example.com'],
+      ['pii.ipv4', 'flag', '10.0.0.1'],
     ]);
-    expect(applyDlp(scanner, text).text).toBe(text);
+    expect(applyDlp(scanner, text).text).toBe('héllo 😀 mail [REDACTED:pii.email] from 10.0.0.1');
   });
 
   it('returns sorted, non-overlapping findings on dense mixed text', () => {

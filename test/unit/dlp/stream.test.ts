@@ -69,7 +69,7 @@ describe('stream redactor', () => {
       ['random 1-9000', () => 1 + Math.floor(r() * 9000)],
     ];
     for (const text of texts) {
-      const whole = applyDlp(scanner, text);
+      const whole = applyDlp(scanner, text, { decode: false });
       for (const [name, sizes] of chunkers) {
         if (name === '1 char' && text.length > 3000) continue;
         const got = streamed(scanner, text, sizes);
@@ -86,7 +86,7 @@ describe('stream redactor', () => {
     });
     const r = rng(11);
     for (const text of corpus().slice(0, 25)) {
-      const whole = applyDlp(alt, text);
+      const whole = applyDlp(alt, text, { decode: false });
       for (const sizes of [() => 1 + Math.floor(r() * 16), () => 1 + Math.floor(r() * 3000)]) {
         const got = streamed(alt, text, sizes);
         expect(got.text).toBe(whole.text);
@@ -126,6 +126,20 @@ describe('stream redactor', () => {
     expect(maxHeld).toBeLessThan(1500);
   });
 
+  it('holds nothing of text that no match can grow into, and only the word that could', () => {
+    const red = createStreamRedactor(scanner);
+    // Every line ends in a newline after a full stop: no rule's match can run on past it.
+    const line = 'status ok, all systems nominal; next check in 5 minutes.\n';
+    for (let i = 0; i < 50; i++) expect(red.push(line).text).toBe(line);
+    // "ops" could still become an e-mail address or a hostname: only a short tail waits (a
+    // rule's alphabet is a set, not a position, so a few characters before the word may too).
+    const head = red.push('contact ops').text;
+    expect('contact '.startsWith(head)).toBe(true);
+    expect('contact ops'.length - head.length).toBeLessThanOrEqual(8);
+    const rest = red.push('@corp.example.com now').text + red.end().text;
+    expect(head + rest).toBe('contact [REDACTED:pii.email] now');
+  });
+
   it('redacts a PEM block longer than the hold-back without holding its body', () => {
     const key = pem(12000, 9);
     const bodyStart = key.indexOf('\n') + 1;
@@ -162,7 +176,7 @@ describe('stream redactor', () => {
     expect(() => createStreamRedactor(scanner, { maxHoldbackBytes: 512 })).toThrow(/at least/);
     const text = `x ${sampleFor(BUILTIN_RULES.find((r) => r.id === 'github.pat')!)} y`;
     const r = rng(3);
-    expect(streamed(small, text, () => 1 + Math.floor(r() * 5), 8192).text).toBe(applyDlp(small, text).text);
+    expect(streamed(small, text, () => 1 + Math.floor(r() * 5), 8192).text).toBe(applyDlp(small, text, { decode: false }).text);
   });
 
   it('falls back to buffering for scanners it did not build', () => {
