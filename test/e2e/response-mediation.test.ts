@@ -92,6 +92,9 @@ beforeAll(async () => {
       // A second, DLP-free view of the weather tool's upstream, to show the scrub needs no DLP.
       const weather = tools.find((t) => t.name === 'weather')!;
       weather.response = { ...weather.response, binary: 'inspect' };
+      // A CRM-like tool whose job is returning e-mail addresses.
+      const tickets = tools.find((t) => t.name === 'tickets')!;
+      tickets.response = { ...tickets.response, dlp_overrides: { 'pii.email': { action: 'flag' } } };
     },
   });
   token = await mintToken({ issuer: 'https://issuer.demo.portcullis', audience: 'portcullis', agent: 'helpdesk', user: 'alice', tenant: 'acme', roles: ['support'], ttlS: 600, privateJwkPath: stack.prepared.privateJwkPath });
@@ -210,6 +213,65 @@ describe('bodies of every content type', () => {
       expect(res.headers['content-length']).toBe(String(res.body.length));
     });
   }
+});
+
+describe('encodings and streams', () => {
+  it('finds secrets behind JSON \\u escapes and base64, and redacts them in the original text', async () => {
+    const escaped = `\\u0041\\u004bIA${AWS_KEY.slice(3)}`;
+    const b64 = Buffer.from(`aws_access_key_id=${AWS_KEY}`).toString('base64');
+    stack.tool.handle('/weather/enc', (_req, res) => res.writeHead(200, { 'content-type': 'application/json' }).end(`{"a":"${escaped}","b":"${b64}","c":"fine"}`));
+    const res = await raw('/tools/weather/enc');
+    expect(res.status).toBe(200);
+    const text = res.body.toString('utf8');
+    const body = JSON.parse(text) as Record<string, string>;
+    expect(JSON.stringify(body)).not.toContain(AWS_KEY);
+    expect(text).not.toContain(b64);
+    expect(body.c).toBe('fine');
+    expect(text).toContain('[REDACTED:aws.access_key_id]');
+  });
+
+  it('catches a key streamed token by token over SSE events, and escaped inside SSE data', async () => {
+    stack.tool.handle('/weather/tokens', (_req, res) => {
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      const deltas = ['Here is the ', 'deploy key AKI', 'A2OGYB', 'AH6TQWERTYU', ' and ', `\\u0041KIA${AWS_KEY.slice(4)}`, ' bye'];
+      let i = 0;
+      const next = (): void => {
+        if (i === deltas.length) return void res.end();
+        res.write(`data: {"delta":"${deltas[i++]}"}\n\n`);
+        setTimeout(next, 30);
+      };
+      next();
+    });
+    const res = await raw('/tools/weather/tokens');
+    expect(res.status).toBe(200);
+    const text = res.body.toString('utf8');
+    const deltas = text.split('\n\n').filter(Boolean).map((e) => (JSON.parse(e.replace(/^data: /, '')) as { delta: string }).delta);
+    expect(deltas).toHaveLength(7);
+    const joined = deltas.join('');
+    expect(joined).not.toMatch(/AKI|2OGYB|AH6TQ|WERTYU/);
+    expect(joined.startsWith('Here is the deploy key [REDACTED:aws.access_key_id] and ')).toBe(true);
+    const rec = await auditRecord(String(res.headers['x-request-id']));
+    expect((rec.dlp as { response: { rules: string[]; count: number } }).response).toMatchObject({ rules: ['aws.access_key_id'], count: 2 });
+  });
+});
+
+describe('PII and rules without context', () => {
+  it('redacts e-mail, phone numbers and a Twilio key by default, and a tool whose job is e-mail keeps it', async () => {
+    const twilio = `SK${'0123456789abcdef'.repeat(2)}`;
+    const body = JSON.stringify({ owner: 'jane.doe@example.com', phone: '+1 415 555 2671', sid: twilio });
+    stack.tool.handle('/weather/pii', (_req, res) => res.writeHead(200, { 'content-type': 'application/json' }).end(body));
+    const res = await raw('/tools/weather/pii');
+    const got = JSON.parse(res.body.toString('utf8')) as Record<string, string>;
+    expect(got.owner).toBe('[REDACTED:pii.email]');
+    expect(got.phone).toContain('[REDACTED:');
+    expect(got.sid).toBe('[REDACTED:twilio.api_key]');
+    stack.tool.handle('/tickets/tenants/acme/contacts', (_req, res) => res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ owner: 'jane.doe@example.com' })));
+    const crm = await raw('/tools/tickets/tenants/acme/contacts');
+    expect(crm.status).toBe(200);
+    expect(JSON.parse(crm.body.toString('utf8'))).toEqual({ owner: 'jane.doe@example.com' });
+    const rec = await auditRecord(String(crm.headers['x-request-id']));
+    expect((rec.dlp as { response: { action: string } }).response.action).toBe('flagged');
+  });
 });
 
 describe('the credential portcullis injected', () => {

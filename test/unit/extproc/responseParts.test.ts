@@ -101,6 +101,34 @@ describe('SSE inspection', () => {
     expect(second.text).toBe('data: key [REDACTED:aws.access_key_id]\n\n');
   });
 
+  it('catches a key streamed token by token across events, without holding events of ordinary text', () => {
+    const sse = new SseInspector(compilePipeline(compileFieldFilter([])), context(), 'r3');
+    const ev = (delta: string): Buffer => Buffer.from(`data: ${JSON.stringify({ type: 'delta', delta })}\n\n`);
+    // Ordinary text leaves with its own chunk.
+    expect(sse.push(ev('The forecast for Paris'), false).text).toBe(`data: {"type":"delta","delta":"The forecast for Paris"}\n\n`);
+    // A piece that may start a key waits for the next event, then both leave redacted.
+    const parts = ['deploy key AKI', 'A2OGYB', 'AH6TQWERTYU', ' done'].map((d) => sse.push(ev(d), false).text);
+    parts.push(sse.push(Buffer.alloc(0), true).text);
+    const all = parts.join('');
+    for (const piece of ['AKI', 'A2OGYB', 'AH6TQWERTYU']) expect(all).not.toContain(piece);
+    expect(all).not.toMatch(/AKI|2OGYB|AH6TQ/);
+    expect(all).toContain('[REDACTED:aws.access_key_id]');
+    expect(all.match(/^data: /gm)).toHaveLength(4);
+    // The event ending in `AKI` waited for the ones that complete the key.
+    expect(parts[0]).toBe('');
+  });
+
+  it('takes each string of an event by its JSON path, leaving structure fields intact', () => {
+    const ctx = context();
+    const sse = new SseInspector(compilePipeline(compileFieldFilter([])), ctx, 'r4');
+    const ev = (text: string): Buffer => Buffer.from(`event: delta\ndata: ${JSON.stringify({ choices: [{ index: 0, delta: { content: text } }], model: 'm-1' })}\n\n`);
+    const out = [sse.push(ev('key AKIA2OG'), false).text, sse.push(ev('YBAH6TQWERTYU!'), false).text, sse.push(Buffer.alloc(0), true).text].join('');
+    const events = out.split('\n\n').filter(Boolean).map((e) => JSON.parse(/data: (.*)/.exec(e)![1]!) as { choices: { delta: { content: string } }[]; model: string });
+    expect(events.map((e) => e.model)).toEqual(['m-1', 'm-1']);
+    expect(events.map((e) => e.choices[0]!.delta.content).join('')).toBe('key [REDACTED:aws.access_key_id]!');
+    expect(ctx.res.dlp.rules).toEqual(new Set(['aws.access_key_id']));
+  });
+
   it('ends the stream with an error event on a block and delivers nothing after it', () => {
     const sse = new SseInspector(pipeline, context(), 'r2');
     const r = sse.push(Buffer.from('data: ok\n\ndata: -----BEGIN PRIVATE KEY-----\ndata: MIIEvQIBADANBgkqhkiG9w0BAQEFAASC\ndata: -----END PRIVATE KEY-----\n\n'), false);
