@@ -158,7 +158,7 @@ function utf8Seq(b: Buffer, i: number): number {
  * tab, CR, LF, or valid UTF-8 sequences) is scanned on its own, and redacted findings are
  * overwritten with `X` in place, so the bytes keep their length and offsets.
  */
-function scanStrings(scanner: Scanner, bytes: Buffer, opts: DlpOptions): BytesResult {
+export function scanStrings(scanner: Scanner, bytes: Buffer, opts: DlpOptions): BytesResult {
   const out = Buffer.from(bytes);
   const findings: Finding[] = [];
   let i = 0;
@@ -197,8 +197,27 @@ function scanStrings(scanner: Scanner, bytes: Buffer, opts: DlpOptions): BytesRe
  */
 export function scanBytes(scanner: Scanner, bytes: Buffer, opts: ScanBytesOptions = {}): BytesResult {
   const dlp: DlpOptions = opts.decode === undefined ? {} : { decode: opts.decode };
+  const reading = readText(bytes, opts.charset);
+  if (!reading) return scanStrings(scanner, bytes, dlp);
+  const r = applyDlp(scanner, reading.text, dlp);
+  return { bytes: writeText(reading, r.text, bytes), findings: toBytes(r.findings, reading.text, reading.view, reading.skip), blocked: r.blocked, view: reading.view };
+}
+
+/** Bytes read as text: the encoding, the text, and how many leading bytes (a BOM) precede it. */
+export interface TextReading {
+  readonly view: TextView;
+  readonly text: string;
+  readonly skip: number;
+}
+
+/**
+ * Reads bytes as text per the declared charset (a label or a `Content-Type` value: UTF-8,
+ * UTF-16 with or without byte order, ISO-8859-1/US-ASCII), or their BOM, or as UTF-8; null when
+ * they are not valid, text-like characters in that encoding (then they are binary).
+ */
+export function readText(bytes: Buffer, charset?: string): TextReading | null {
   const bom = bomOf(bytes);
-  const declared = opts.charset ? viewOf(opts.charset) : null;
+  const declared = charset ? viewOf(charset) : null;
   let view: TextView;
   let skip = 0;
   if (bom && (declared === null || declared === bom.view || (declared === 'utf-16' && bom.view !== 'utf-8'))) {
@@ -206,12 +225,12 @@ export function scanBytes(scanner: Scanner, bytes: Buffer, opts: ScanBytesOption
     skip = bom.length;
   } else if (declared === 'utf-16') view = guessUtf16(bytes);
   else view = declared ?? 'utf-8';
-  const body = bytes.subarray(skip);
-  const text = decode(body, view);
-  if (text === null || !isText(text, view === 'utf-16le' || view === 'utf-16be') || (declaredAscii(opts.charset) && /[^\x00-\x7f]/.test(text))) {
-    return scanStrings(scanner, bytes, dlp);
-  }
-  const r = applyDlp(scanner, text, dlp);
-  const redacted = r.text === text ? bytes : Buffer.concat([bytes.subarray(0, skip), encode(r.text, view)]);
-  return { bytes: redacted, findings: toBytes(r.findings, text, view, skip), blocked: r.blocked, view };
+  const text = decode(bytes.subarray(skip), view);
+  if (text === null || !isText(text, view === 'utf-16le' || view === 'utf-16be') || (declaredAscii(charset) && /[^\x00-\x7f]/.test(text))) return null;
+  return { view, text, skip };
+}
+
+/** `text` encoded like `reading` was read from `original` (BOM kept); `original` itself when unchanged. */
+export function writeText(reading: TextReading, text: string, original: Buffer): Buffer {
+  return text === reading.text ? original : Buffer.concat([original.subarray(0, reading.skip), encode(text, reading.view)]);
 }

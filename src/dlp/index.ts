@@ -9,7 +9,7 @@ export { checkDlpConfig, compileCatalog, DEFAULT_MAX_HOLDBACK } from './scanner.
 export { applyDlp, redact } from './redact.js';
 export { createStreamRedactor } from './stream.js';
 export { createSegmentRedactor, redactSegments, type ReleasedSegment, type SegmentRedactor, type SegmentResult } from './segments.js';
-export { MIN_STRING_RUN, scanBytes, type BytesResult, type BytesView, type ScanBytesOptions } from './bytes.js';
+export { MIN_STRING_RUN, readText, scanBytes, scanStrings, writeText, type BytesResult, type BytesView, type ScanBytesOptions, type TextReading } from './bytes.js';
 export { runDlpScan } from './cli.js';
 export { BUILTIN_RULES } from './catalog/index.js';
 export { compileSafePattern, PatternError, type SafePattern } from './regex/index.js';

@@ -1,9 +1,8 @@
 import { gunzipSync, inflateSync, brotliDecompressSync } from 'node:zlib';
 import { setImmediate as yieldToLoop } from 'node:timers/promises';
 import { GatewayError } from '../../errors.js';
-import { applyDlp } from '../../dlp/index.js';
+import { readText, scanStrings, writeText } from '../../dlp/index.js';
 import { noteFindings, type ResponseState } from '../state.js';
-import { encodeText, maskBytes, viewBody } from './bytes.js';
 import { responseBlocked, type ResponsePipeline, type TransformContext } from './pipeline.js';
 import type { Reservation } from './budget.js';
 
@@ -140,19 +139,26 @@ class Gate {
 const GATED_BYTES = SMALL_BODY;
 const largeInspections = new Gate(2);
 
-/** A body that is not text: scanned byte for byte, findings masked in place. */
-function inspectBinary(bytes: Buffer, view: string, ctx: TransformContext): Buffer {
-  const ranges: { start: number; end: number }[] = [];
+/**
+ * A body that is not text: its printable runs are scanned and findings masked in place (same
+ * length, so binary formats keep their offsets); injected credentials are masked the same way.
+ */
+function inspectBinary(bytes: Buffer, ctx: TransformContext): Buffer {
+  let out = bytes;
   if (ctx.scanner) {
-    const r = applyDlp(ctx.scanner, view);
+    const r = scanStrings(ctx.scanner, bytes, {});
     noteFindings(ctx.res.dlp, r.findings, r.blocked);
     if (r.blocked) throw responseBlocked(ctx, false);
-    for (const f of r.findings) if (f.action !== 'flag') ranges.push(f);
+    out = r.bytes;
   }
-  const scrubbed = ctx.scrubber.find(view);
-  ctx.res.scrubbed += scrubbed.length;
-  ranges.push(...scrubbed);
-  return ranges.length === 0 ? bytes : maskBytes(bytes, ranges);
+  if (ctx.scrubber.empty) return out;
+  // One character per byte, so string offsets are byte offsets.
+  const found = ctx.scrubber.find(out.toString('latin1'));
+  if (found.length === 0) return out;
+  ctx.res.scrubbed += found.length;
+  const masked = out === bytes ? Buffer.from(bytes) : out;
+  for (const f of found) masked.fill(0x2a, f.start, f.end);
+  return masked;
 }
 
 /**
@@ -178,9 +184,9 @@ async function inspectNow(raw: Buffer, res: ResponseState, pipeline: ResponsePip
     // What decompression added is held too: counted against the budget like the raw bytes.
     if (!limits.reservation.grow(Math.max(0, bytes.length - raw.length), bytes.length > SMALL_BODY)) throw budgetExhausted(ctx.tool);
   }
-  const view = viewBody(bytes, res.charset);
-  res.view = view.kind === 'binary' ? 'binary' : view.encoding;
-  if (view.kind === 'binary') return { bytes: inspectBinary(bytes, view.text, ctx), text: null };
-  const text = await applyTextSliced(pipeline, pipeline.applyJson(view.text, ctx), ctx);
-  return { bytes: text === view.text && !res.encoding ? bytes : encodeText(text, view.encoding), text };
+  const reading = readText(bytes, res.charset ?? undefined);
+  res.view = reading ? reading.view : 'binary';
+  if (!reading) return { bytes: inspectBinary(bytes, ctx), text: null };
+  const text = await applyTextSliced(pipeline, pipeline.applyJson(reading.text, ctx), ctx);
+  return { bytes: writeText(reading, text, bytes), text };
 }

@@ -234,11 +234,19 @@ export class SseInspector {
     this.apply(p, p.redactor.push(text));
   }
 
-  private apply(p: PathStream, r: SegmentResult): void {
+  private apply(p: PathStream, result: SegmentResult): void {
+    let r = result;
+    // A block rule's span may still be open: end the stream's redactor to learn which rule fired.
+    if (r.blocked && !r.findings.some((f) => f.action === 'block')) {
+      const rest = p.redactor.end();
+      r = { released: r.released, findings: [...r.findings, ...rest.findings], blocked: true };
+    }
     // A finding inside one string is counted by its event's own pass when that event goes out
     // with the string as it came (sent already, or about to be without waiting); otherwise here.
     const released = new Set(r.released.map((x) => x.index));
     const counted = r.findings.filter((f) => {
+      // A block ends the stream here: nothing else will count it.
+      if (f.action === 'block') return true;
       const span = p.spans.find((s) => s.start <= f.start && f.start < s.end);
       if (!span || f.end > span.end) return true;
       if (span.event.sent) return false;

@@ -2,7 +2,6 @@ import { describe, expect, it } from 'vitest';
 import { ConfigError, parseConfig } from '../../../src/config/load.js';
 import { compileScrubber, SCRUB_MARKER } from '../../../src/credentials/scrub.js';
 import { MemoryBudget, Reservation } from '../../../src/extproc/response/budget.js';
-import { encodeText, maskBytes, viewBody } from '../../../src/extproc/response/bytes.js';
 import { inspectResponseHeaders } from '../../../src/extproc/response/headers.js';
 import { compilePipeline, type TransformContext } from '../../../src/extproc/response/pipeline.js';
 import { SseInspector } from '../../../src/extproc/response/sse.js';
@@ -52,22 +51,6 @@ describe('response memory budget', () => {
     big.release();
     expect(b.inUse).toBe(250);
     expect(new Reservation(b).grow(500, true)).toBe(true);
-  });
-});
-
-describe('byte views of a body', () => {
-  it('reads UTF-16 by charset and BOM, falls back to a byte-for-byte view for invalid UTF-8, and re-encodes', () => {
-    const le = viewBody(Buffer.from('héllo', 'utf16le'), 'utf-16le');
-    expect(le).toEqual({ kind: 'text', text: 'héllo', encoding: 'utf-16le' });
-    const bom = viewBody(Buffer.concat([Buffer.from([0xff, 0xfe]), Buffer.from('hi', 'utf16le')]), 'utf-16');
-    expect(bom).toMatchObject({ text: 'hi', encoding: 'utf-16le' });
-    const be = viewBody(Buffer.from('hi', 'utf16le').swap16(), 'utf-16');
-    expect(be).toMatchObject({ text: 'hi', encoding: 'utf-16be' });
-    expect(encodeText('hi', 'utf-16be')).toEqual(Buffer.from('hi', 'utf16le').swap16());
-    const bin = viewBody(Buffer.from([0x41, 0xc3, 0x28, 0x42]), null);
-    expect(bin.kind).toBe('binary');
-    expect(bin.text.length).toBe(4);
-    expect(maskBytes(Buffer.from('abcdef'), [{ start: 1, end: 3 }]).toString()).toBe('a**def');
   });
 });
 
