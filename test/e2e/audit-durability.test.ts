@@ -99,3 +99,23 @@ it('joins the forwarded and completion records of a normal exchange by request i
   }
   expect(types).toEqual(['forwarded', 'exchange']);
 });
+
+it('names the MCP method and tool of a denied tools/call, and the caller of a denial made before any tool was found', async () => {
+  const viewer = await mintToken({ issuer: 'https://issuer.demo.portcullis', audience: 'portcullis', agent: 'reporter', user: 'bob', tenant: 'acme', roles: ['viewer'], ttlS: 600, privateJwkPath: stack.prepared.privateJwkPath });
+  const del = await send(stack, '/tools/docs/', { bearer: viewer, body: JSON.stringify({ jsonrpc: '2.0', id: 9, method: 'tools/call', params: { name: 'delete_doc', arguments: { doc_id: 'd-1', tenant: 'acme' } } }) });
+  const unknown = await send(stack, '/tools/nowhere/x', { bearer: token });
+  expect(unknown.status).toBe(404);
+  const find = async (rid: string): Promise<Record<string, unknown>> => {
+    for (let i = 0; i < 40; i++) {
+      const r = readAuditFile(auditFile).find((x) => x.request_id === rid);
+      if (r) return r;
+      await sleep(50);
+    }
+    throw new Error(`no record for ${rid}`);
+  };
+  const delRec = await find(String(del.headers['x-request-id']));
+  expect(delRec).toMatchObject({ tool: 'docs', user_id: 'bob', roles: ['viewer'], mcp: { method: 'tools/call', tool: 'delete_doc' }, decision: { allowed: false } });
+  expect(JSON.stringify(delRec)).toContain('delete_doc');
+  const unknownRec = await find(String(unknown.headers['x-request-id']));
+  expect(unknownRec).toMatchObject({ tool: null, user_id: 'alice', tenant_id: 'acme', auth_methods: ['jwt'], response_status: 404 });
+});
