@@ -72,3 +72,20 @@ export function compileScrubber(values: Iterable<string>): Scrubber {
     },
   };
 }
+
+/** Compiled scrubbers by their values: the same few credentials recur on every call of a tool. */
+const cache = new Map<string, Scrubber>();
+const CACHE_LIMIT = 256;
+
+/** {@link compileScrubber}, remembered for the same values (a rotated secret gets a new entry). */
+export function scrubberFor(values: readonly string[]): Scrubber {
+  if (values.length === 0) return NO_SCRUB;
+  const key = values.join('\u0000');
+  let s = cache.get(key);
+  if (!s) {
+    s = compileScrubber(values);
+    if (cache.size >= CACHE_LIMIT) cache.delete(cache.keys().next().value!);
+    cache.set(key, s);
+  }
+  return s;
+}

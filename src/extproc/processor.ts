@@ -1,6 +1,6 @@
 import { GatewayError, toGatewayError } from '../errors.js';
 import { log } from '../log.js';
-import { compileScrubber, NO_SCRUB } from '../credentials/scrub.js';
+import { scrubberFor } from '../credentials/scrub.js';
 import { immediateError, type ExtprocDeps, type ResponsePlan } from './deps.js';
 import { baseMode, joinDecision, noDecision, onRequestBody, onRequestHeaders, readMetadata } from './request.js';
 import { finishExchange, forwardedRecord } from './finish.js';
@@ -206,7 +206,7 @@ export class StreamProcessor {
       jsonRpc: Boolean(tool.mcp) || this.request.rpc.isJsonRpc,
       res: this.response,
       scanner: plan.scanner,
-      scrubber: values.length > 0 ? compileScrubber(values) : NO_SCRUB,
+      scrubber: scrubberFor(values),
     };
     return this.ctx;
   }

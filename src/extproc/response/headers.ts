@@ -11,6 +11,17 @@ function entries(h: ProtoHttpHeaders | undefined): [string, string][] {
   return (h?.headers?.headers ?? []).map(({ key, value, rawValue }) => [key.toLowerCase(), rawValue && rawValue.length > 0 ? rawValue.toString('utf8') : (value ?? '')]);
 }
 
+/** Whether no header value holds a finding or an injected credential (values joined by newlines). */
+function clean(all: readonly [string, string][], ctx: TransformContext): boolean {
+  const joined = all
+    .filter(([k, v]) => !SKIP.has(k) && v.length > 0)
+    .map(([, v]) => v)
+    .join('\n');
+  if (joined.length === 0) return true;
+  if (ctx.scanner && applyDlp(ctx.scanner, joined).findings.length > 0) return false;
+  return ctx.scrubber.empty || ctx.scrubber.find(joined).length === 0;
+}
+
 /**
  * Scans every response header value (DLP when the tool runs it, the injected-credential scrub
  * always) and returns the mutation that replaces each changed header with its redacted values:
@@ -19,6 +30,8 @@ function entries(h: ProtoHttpHeaders | undefined): [string, string][] {
  */
 export function inspectResponseHeaders(h: ProtoHttpHeaders | undefined, ctx: TransformContext): ProtoHeaderMutation {
   const all = entries(h);
+  // Most responses carry nothing: one pass over all values together decides that.
+  if (clean(all, ctx)) return {};
   const changed = new Set<string>();
   const values = new Map<string, string[]>();
   for (const [key, value] of all) {

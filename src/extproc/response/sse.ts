@@ -37,20 +37,29 @@ type Json = Record<string, unknown> | unknown[];
  * what came before it on the same path, may be a piece of a secret the next event completes;
  * only an event with such a string waits for the next (see {@link SseInspector}).
  */
-const TOKEN_PREFIXES = [...new Set(BUILTIN_RULES.filter((r) => r.keywordOffset === 0).flatMap((r) => r.keywords ?? []))].filter((k) => k.length >= 4).map((k) => k.toLowerCase());
+const TOKEN_CHARS = /^[a-z0-9+/=_.~-]+$/;
+const TOKEN_PREFIXES = [...new Set(BUILTIN_RULES.filter((r) => r.keywordOffset === 0).flatMap((r) => r.keywords ?? []))]
+  .map((k) => k.toLowerCase())
+  .filter((k) => k.length >= 4 && TOKEN_CHARS.test(k));
+const TOKEN_SET = new Set(TOKEN_PREFIXES);
+const TOKEN_LENGTHS = [...new Set(TOKEN_PREFIXES.map((k) => k.length))];
 const PARTIAL_PREFIXES = new Set(TOKEN_PREFIXES.flatMap((k) => Array.from({ length: k.length - 3 }, (_, i) => k.slice(0, i + 3))));
 const LONGEST_PREFIX = Math.max(...TOKEN_PREFIXES.map((k) => k.length));
-const WORD_CHAR = /[a-z0-9]/;
-const STARTED_TOKEN = new RegExp(`(?:^|[^a-z0-9])(?:${TOKEN_PREFIXES.map((k) => k.replace(/[.*+?^\${}()|[\]\\/-]/g, (c) => `\\${c}`)).join('|')})[A-Za-z0-9+/=_.~-]{0,512}$`, 'i');
+/** The run of token characters a text ends with (bounded: a token longer than this has long matched). */
+const TRAILING_TOKEN = /[A-Za-z0-9+/=_.~-]{1,600}$/;
 
 /** Whether a string ends where a secret token may have started (see TOKEN_PREFIXES). */
 function mayContinue(text: string): boolean {
-  const tail = text.toLowerCase();
-  for (let n = 3; n < LONGEST_PREFIX && n <= tail.length; n++) {
+  const trailing = TRAILING_TOKEN.exec(text)?.[0].toLowerCase();
+  if (!trailing) return false;
+  for (let start = 0; start < trailing.length; start++) {
     // A token starts a word: `…key AKI` may go on, `delta` (ending like `LTAI`'s start) does not.
-    if (PARTIAL_PREFIXES.has(tail.slice(-n)) && (n === tail.length || !WORD_CHAR.test(tail[tail.length - n - 1]!))) return true;
+    if (start > 0 && /[a-z0-9]/.test(trailing[start - 1]!)) continue;
+    const rest = trailing.length - start;
+    if (rest >= 3 && rest < LONGEST_PREFIX && PARTIAL_PREFIXES.has(trailing.slice(start))) return true;
+    for (const k of TOKEN_LENGTHS) if (k <= rest && TOKEN_SET.has(trailing.slice(start, start + k))) return true;
   }
-  return STARTED_TOKEN.test(tail);
+  return false;
 }
 
 /** One string of an event's data: where it sits, so its redacted text can be put back. */
@@ -112,6 +121,9 @@ interface PathStream {
   next: number;
   /** The last characters fed, so a prefix split over events is seen whole. */
   tail: string;
+  /** The value this path has had in every event so far, while it has had only one. */
+  constant: string | null;
+  varies: boolean;
   /** Where recent segments lie in the concatenation, and their events (to attribute findings). */
   readonly spans: { index: number; start: number; end: number; event: HeldEvent }[];
   total: number;
@@ -219,12 +231,20 @@ export class SseInspector {
     if (!p) {
       // Bounded: past MAX_PATHS, further paths share one stream (still scanned, across less context).
       const key = this.paths.size >= MAX_PATHS ? '\u0000overflow' : path;
-      p = this.paths.get(key) ?? { redactor: createSegmentRedactor(this.ctx.scanner!), slots: new Map(), next: 0, tail: '', spans: [], total: 0 };
+      p = this.paths.get(key) ?? { redactor: createSegmentRedactor(this.ctx.scanner!), slots: new Map(), next: 0, tail: '', constant: null, varies: false, spans: [], total: 0 };
       this.paths.set(key, p);
       if (key !== path) this.paths.set(path, p);
     }
+    // A field that has had the same value in every event so far (`"type":"delta"`) carries no
+    // pieces of anything: the event's own pass scans it. A field that has varied once is
+    // followed in full from then on, repeats included.
+    if (!p.varies) {
+      if (text === p.constant) return;
+      if (p.constant !== null) p.varies = true;
+      p.constant = text;
+    }
     const index = p.next++;
-    p.tail = (p.tail + text).slice(-(LONGEST_PREFIX + 520));
+    p.tail = (p.tail + text).slice(-(LONGEST_PREFIX + 600));
     if (mayContinue(p.tail)) event.hold = true;
     p.slots.set(index, { event, leaf });
     p.spans.push({ index, start: p.total, end: p.total + text.length, event });
