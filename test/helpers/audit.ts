@@ -1,3 +1,4 @@
+import { buildAuditRecord, type AuditRecord } from '../../src/audit/record.js';
 import { readFileSync } from 'node:fs';
 
 /**
@@ -18,4 +19,19 @@ export function readAuditFile(file: string, opts: { all?: boolean } = {}): Recor
     .filter((l) => l.trim() !== '')
     .map((l) => JSON.parse(l) as Record<string, unknown>)
     .filter((r) => opts.all === true || r.record_type === 'exchange');
+}
+
+/** The exchange record of a plain allowed call number `i` (fixed time and ids), for sink and chain tests. */
+export function sampleRecord(i: number, over: Partial<Parameters<typeof buildAuditRecord>[0]> = {}): AuditRecord {
+  return buildAuditRecord({
+    time: new Date(Date.UTC(2024, 0, 1, 0, 0, i)),
+    requestId: `req-${i}`,
+    tool: 'weather',
+    method: 'GET',
+    path: `/tools/weather/${i}`,
+    decision: { allowed: true, rule: 'allow', reason: null, policy_version: 'v1', dry_run: false },
+    responseStatus: 200,
+    upstreamStatus: 200,
+    ...over,
+  });
 }

@@ -7,6 +7,7 @@ import { GENESIS_HASH, canonicalJson, sha256Hex } from '../../../src/audit/chain
 import { buildAuditRecord, type AuditRecord } from '../../../src/audit/record.js';
 import { AuditLogger, HashChainFileSink, StdoutSink, fromConfig } from '../../../src/audit/sinks.js';
 import { verifyAuditFile } from '../../../src/audit/verify.js';
+import { sampleRecord } from '../../helpers/audit.js';
 import { registry } from '../../../src/metrics.js';
 
 let dir: string;
@@ -20,19 +21,7 @@ afterEach(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
-function record(i: number, over: Partial<Parameters<typeof buildAuditRecord>[0]> = {}): AuditRecord {
-  return buildAuditRecord({
-    time: new Date(Date.UTC(2024, 0, 1, 0, 0, i)),
-    requestId: `req-${i}`,
-    tool: 'weather',
-    method: 'GET',
-    path: `/tools/weather/${i}`,
-    decision: { allowed: true, rule: 'allow', reason: null, policy_version: 'v1', dry_run: false },
-    responseStatus: 200,
-    upstreamStatus: 200,
-    ...over,
-  });
-}
+const record = sampleRecord;
 
 async function writeRecords(path: string, from: number, to: number): Promise<void> {
   const sink = await HashChainFileSink.open(path);

@@ -7,9 +7,10 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { AnchorFile, readAnchors } from '../../../src/audit/anchors.js';
 import { GENESIS_HEAD, sealLine, type ChainHead } from '../../../src/audit/chain.js';
 import { CheckpointSigner, generateCheckpointKeys, keyIdOf, publicKeyFromPem } from '../../../src/audit/checkpoint.js';
-import { buildAuditRecord, buildForwardedRecord, type AuditRecord } from '../../../src/audit/record.js';
+import { buildForwardedRecord, type AuditRecord } from '../../../src/audit/record.js';
 import { AuditLogger, HashChainFileSink, fromConfig, type FileSinkOptions } from '../../../src/audit/sinks.js';
 import { verifyAuditFile } from '../../../src/audit/verify.js';
+import { sampleRecord } from '../../helpers/audit.js';
 import { GatewayError } from '../../../src/errors.js';
 
 let dir: string;
@@ -28,17 +29,7 @@ afterEach(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
-function record(i: number): AuditRecord {
-  return buildAuditRecord({
-    time: new Date(Date.UTC(2024, 0, 1, 0, 0, i)),
-    requestId: `req-${i}`,
-    tool: 'weather',
-    method: 'GET',
-    path: `/tools/weather/${i}`,
-    decision: { allowed: true, rule: 'allow', reason: null, policy_version: 'v1', dry_run: false },
-    responseStatus: 200,
-  });
-}
+const record = sampleRecord;
 
 function forwarded(i: number): ReturnType<typeof buildForwardedRecord> {
   return buildForwardedRecord({
