@@ -153,6 +153,11 @@ export interface AuditExchange {
   readonly method: string;
   /** Raw request path including any query string; redacted here. */
   readonly path: string;
+  /**
+   * `path` already redacted by {@link redactPath} with the logger's scanner (an exchange whose
+   * two records, or whose access log line, redact the same path do it once); used as given.
+   */
+  readonly redactedPath?: string;
   /** MCP JSON-RPC method and tool name (the ext_authz metadata's `mcp_method`/`mcp_tool`). */
   readonly mcp?: { readonly method: string | null; readonly tool: string | null } | null;
   /** Authorization decision; null when ext_authz's verdict is unknown (treated as not allowed). */
@@ -334,7 +339,7 @@ export function buildAuditRecord(x: AuditExchange, scanner?: Scanner | null): Au
 /** What the forwarded record reads: the request side of {@link AuditExchange}. */
 export type AuditForwarded = Pick<
   AuditExchange,
-  'time' | 'requestId' | 'traceparent' | 'identity' | 'authError' | 'tool' | 'method' | 'path' | 'mcp' | 'decision' | 'inspection' | 'dlpRequest'
+  'time' | 'requestId' | 'traceparent' | 'identity' | 'authError' | 'tool' | 'method' | 'path' | 'redactedPath' | 'mcp' | 'decision' | 'inspection' | 'dlpRequest'
 >;
 
 /** Assembles the record of a request being forwarded to its tool. Pure, like {@link buildAuditRecord}. */
@@ -363,7 +368,7 @@ function baseOf(x: AuditForwarded, scanner: Scanner | null | undefined): AuditRe
     auth_error: x.authError ?? null,
     tool: x.tool ?? null,
     method: x.method,
-    path: redactPath(x.path, scanner),
+    path: x.redactedPath ?? redactPath(x.path, scanner),
     mcp: x.mcp && (x.mcp.method !== null || x.mcp.tool !== null) ? { method: x.mcp.method ?? null, tool: x.mcp.tool ?? null } : null,
     decision: {
       allowed: d?.allowed ?? false,

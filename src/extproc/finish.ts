@@ -1,4 +1,5 @@
 import { auditFromAuthz } from '../authz/audit.js';
+import { redactPath } from '../audit/record.js';
 import type { AuditDecision } from '../audit/record.js';
 import type { ExtprocDeps } from './deps.js';
 import type { RequestState, ResponseState, StreamState } from './state.js';
@@ -20,7 +21,7 @@ function noDecision(st: StreamState): AuditDecision {
 }
 
 /** The forwarded record of a request about to reach its tool: what ext_authz decided and what ext_proc found. */
-export function forwardedRecord(st: StreamState, req: RequestState): Parameters<ExtprocDeps['audit']['forwarded']>[0] {
+export function forwardedRecord(deps: ExtprocDeps, st: StreamState, req: RequestState): Parameters<ExtprocDeps['audit']['forwarded']>[0] {
   const meta = st.meta!;
   return {
     ...auditFromAuthz(meta),
@@ -28,9 +29,16 @@ export function forwardedRecord(st: StreamState, req: RequestState): Parameters<
     traceparent: req.traceparent,
     method: req.method,
     path: req.path,
+    redactedPath: auditPath(deps, req),
     inspection: { size: req.size, schema: req.schema, errors: req.schemaErrors, injection: req.injection },
     dlpRequest: req.dlp,
   };
+}
+
+/** The request path as audit records carry it, redacted once per exchange (the audit logger's scanner is the gateway's). */
+function auditPath(deps: ExtprocDeps, req: RequestState): string {
+  req.auditPath ??= redactPath(req.path, deps.scanner);
+  return req.auditPath;
 }
 
 /**
@@ -57,6 +65,7 @@ export function finishExchange(deps: ExtprocDeps, st: StreamState, req: RequestS
     tool,
     method: req.method,
     path: req.path,
+    redactedPath: auditPath(deps, req),
     inspection: { size: req.size, schema: req.schema, errors: req.schemaErrors, injection: req.injection },
     dlpRequest: req.dlp,
     dlpResponse: responseDlp(res),

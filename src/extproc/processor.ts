@@ -190,7 +190,7 @@ export class StreamProcessor {
     if (st.forwarded || !st.meta) return;
     st.forwarded = true;
     if (st.meta.forwarded_recorded) return;
-    await this.deps.audit.forwarded(forwardedRecord(st, this.request));
+    await this.deps.audit.forwarded(forwardedRecord(this.deps, st, this.request));
   }
 
   /** The transform context of this exchange's response (built once, at the response headers). */

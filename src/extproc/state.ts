@@ -65,6 +65,8 @@ export interface RequestState {
   inspectMs: number;
   /** Redacted payload excerpt, kept only when audit payload capture is on. */
   payload: string | null;
+  /** `path` as audit records carry it (redacted once, for both records of the exchange). */
+  auditPath: string | null;
 }
 
 /**
@@ -119,6 +121,7 @@ export function newRequestState(): RequestState {
     dlp: emptyDlp(),
     inspectMs: 0,
     payload: null,
+    auditPath: null,
   };
 }
 

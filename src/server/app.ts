@@ -172,10 +172,10 @@ function auditDenial(audit: AuditLogger, req: ProtoCheckRequest, outcome: CheckO
  * goes to the tool straight after the Check: the forwarded record is written, durably, here.
  * A sink that cannot take it turns the decision into a denial (fail closed), recorded as such.
  */
-async function recordForwardedAtCheck(audit: AuditLogger, req: ProtoCheckRequest, outcome: CheckOutcome): Promise<CheckOutcome> {
+async function recordForwardedAtCheck(audit: AuditLogger, req: ProtoCheckRequest, outcome: CheckOutcome, redactedPath: string): Promise<CheckOutcome> {
   if (!outcome.allowed || req.attributes?.contextExtensions?.[ROUTE_BODY_EXTENSION] !== 'none') return outcome;
   try {
-    await audit.forwarded({ ...auditFromAuthz(outcome.metadata), inspection: { size: 0, schema: 'skipped' } });
+    await audit.forwarded({ ...auditFromAuthz(outcome.metadata), redactedPath, inspection: { size: 0, schema: 'skipped' } });
     outcome.metadata.forwarded_recorded = true;
     return outcome;
   } catch (err) {
@@ -219,9 +219,11 @@ export async function serve(configPath: string): Promise<App> {
       .check(call.request)
       .then(async (outcome) => {
         auditDenial(audit, call.request, outcome);
-        const decided = await recordForwardedAtCheck(audit, call.request, outcome);
+        // Redacted once, for the access log and the forwarded record alike.
+        const path = redactPath(outcome.metadata.path, scanner);
+        const decided = await recordForwardedAtCheck(audit, call.request, outcome, path);
         const response = toCheckResponse(decided, handoff);
-        addAccessLogFields(response.dynamicMetadata, { path: redactPath(outcome.metadata.path, scanner) });
+        addAccessLogFields(response.dynamicMetadata, { path });
         cb(null, response);
       })
       .catch((err: unknown) => {

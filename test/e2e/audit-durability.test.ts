@@ -3,7 +3,7 @@ import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { dirname, join } from 'node:path';
 import { readAuditFile, repoPath, send, startStack, type Stack } from '../helpers/index.js';
-import { mintToken } from '../../src/identity/mint.js';
+import { token as demoToken } from './authz-support.js';
 
 /**
  * The audit trail survives a crash: a write that reached its tool is on record even when
@@ -36,7 +36,7 @@ async function cli(args: string[]): Promise<{ code: number; stdout: string; stde
 beforeAll(async () => {
   stack = await startStack();
   auditFile = join(dirname(stack.configPath), 'audit.log');
-  token = await mintToken({ issuer: 'https://issuer.demo.portcullis', audience: 'portcullis', agent: 'helpdesk', user: 'alice', tenant: 'acme', roles: ['support'], ttlS: 600, privateJwkPath: stack.prepared.privateJwkPath });
+  token = await demoToken(stack);
 }, 60_000);
 
 afterAll(async () => {
@@ -101,7 +101,7 @@ it('joins the forwarded and completion records of a normal exchange by request i
 });
 
 it('names the MCP method and tool of a denied tools/call, and the caller of a denial made before any tool was found', async () => {
-  const viewer = await mintToken({ issuer: 'https://issuer.demo.portcullis', audience: 'portcullis', agent: 'reporter', user: 'bob', tenant: 'acme', roles: ['viewer'], ttlS: 600, privateJwkPath: stack.prepared.privateJwkPath });
+  const viewer = await demoToken(stack, { agent: 'reporter', user: 'bob', roles: ['viewer'] });
   const del = await send(stack, '/tools/docs/', { bearer: viewer, body: JSON.stringify({ jsonrpc: '2.0', id: 9, method: 'tools/call', params: { name: 'delete_doc', arguments: { doc_id: 'd-1', tenant: 'acme' } } }) });
   const unknown = await send(stack, '/tools/nowhere/x', { bearer: token });
   expect(unknown.status).toBe(404);

@@ -3,7 +3,7 @@ import { request as httpRequest, type IncomingHttpHeaders, type ServerResponse }
 import { connect as http2Connect } from 'node:http2';
 import { dirname, join } from 'node:path';
 import { readAuditFile, startStack, type Stack } from '../helpers/index.js';
-import { mintToken } from '../../src/identity/mint.js';
+import { token as demoToken } from './authz-support.js';
 
 /**
  * Every byte that leaves is inspected, tried the way a tool (or whoever controls one) would get
@@ -97,7 +97,7 @@ beforeAll(async () => {
       tickets.response = { ...tickets.response, dlp_overrides: { 'pii.email': { action: 'flag' } } };
     },
   });
-  token = await mintToken({ issuer: 'https://issuer.demo.portcullis', audience: 'portcullis', agent: 'helpdesk', user: 'alice', tenant: 'acme', roles: ['support'], ttlS: 600, privateJwkPath: stack.prepared.privateJwkPath });
+  token = await demoToken(stack);
   weatherKey = stack.prepared.secrets['secrets/weather-api-key']!;
   expect(weatherKey.length).toBeGreaterThan(8);
 }, 60_000);
@@ -338,7 +338,7 @@ describe('memory for held responses is bounded', () => {
       setTimeout(() => res.end(big.subarray(2 * 1024 * 1024)), 1500);
     });
     stack.tool.handle('/weather/small', (_req, res) => res.writeHead(200, { 'content-type': 'application/json' }).end('{"ok":true}'));
-    const other = await mintToken({ issuer: 'https://issuer.demo.portcullis', audience: 'portcullis', agent: 'helpdesk', user: 'bob', tenant: 'acme', roles: ['support'], ttlS: 600, privateJwkPath: stack.prepared.privateJwkPath });
+    const other = await demoToken(stack, { user: 'bob' });
     const large = Array.from({ length: 6 }, () => raw('/tools/weather/large'));
     await sleep(500);
     const small = await Promise.all(Array.from({ length: 10 }, () => raw('/tools/weather/small', { bearer: other })));
