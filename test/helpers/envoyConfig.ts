@@ -134,6 +134,18 @@ export function loadEnvoyConfig(): Json {
 }
 
 /**
+ * Points the endpoints of cluster `name` at 127.0.0.1:`port` in a parsed envoy.yaml (for an
+ * `editEnvoy` callback): a test that runs its own upstream for one tool (an MCP server made
+ * with the official SDK, say) while the other tools keep the sample tool.
+ */
+export function pointCluster(cfg: Json, name: string, port: number): void {
+  const resources = obj(cfg.static_resources, 'static_resources');
+  const cluster = list(resources.clusters, 'clusters').map((c) => obj(c, 'clusters[]')).find((c) => c.name === name);
+  if (!cluster) throw new Error(`envoy.yaml: no cluster named "${name}"`);
+  setClusterPort(cluster, port);
+}
+
+/**
  * envoy/envoy.yaml with its ports replaced for a test stack. Items are found by name (admin,
  * listener `agents`, cluster `portcullis`, clusters `tool_*`), not by text substitution, and a
  * missing item is an error so the harness cannot silently test a different topology. With
