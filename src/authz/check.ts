@@ -18,6 +18,7 @@ import type { RateLimiter } from '../limits/tokenBucket.js';
 import type { ProtoCheckRequest } from './request.js';
 import { HeaderHygiene, hasMethodOverrideParam, METHOD_OVERRIDE_PARAM } from '../tools/headerHygiene.js';
 import { stageTimer, recordDecision } from './metrics.js';
+import { oauthResources } from '../mcp/oauth.js';
 
 /** Prefix of headers the gateway itself sets upstream; a caller can never supply them. */
 export const GATEWAY_HEADER_PREFIX = 'x-portcullis-';
@@ -85,6 +86,8 @@ export interface CheckDenied {
   readonly policyBody: string | null;
   readonly policyHeaders: readonly HeaderValue[];
   readonly metadata: AuthzMetadata;
+  /** `WWW-Authenticate` of a 401 for an OAuth protected resource (src/mcp/oauth.ts); absent otherwise. */
+  readonly challenge?: string | null;
 }
 
 /** Result of one Check. */
@@ -253,6 +256,7 @@ export class Authorizer {
         policyBody: ctx.decision && !ctx.decision.allowed ? ctx.decision.body : null,
         policyHeaders: ctx.decision && !ctx.decision.allowed ? headerList(ctx.decision.headers) : [],
         metadata: this.metadata(deps, ctx, false, error.rule ?? null, error.message),
+        challenge: error.code === 'unauthenticated' ? oauthResources(deps.config).challengeFor(ctx.tool?.name, ctx.authError === 'identity.jwt') : null,
       };
     }
   }
@@ -385,6 +389,8 @@ export class Authorizer {
         rawBody: ctx.rawBody,
         bodyTruncated: ctx.truncated,
         toolName: tool?.name ?? null,
+        // A protected resource accepts only JWTs issued for it (RFC 8707).
+        resource: oauthResources(deps.config).forTool(tool?.name)?.binding ?? null,
         nowMs: Date.now(),
         method: ctx.method,
         path: ctx.path,

@@ -3,6 +3,8 @@ import type { HeaderValue } from '../credentials/inject.js';
 import { toStruct, type ProtoStruct } from '../server/struct.js';
 import type { CheckOutcome } from './check.js';
 import { METADATA_KEY, sealHandoff, type HandoffKey } from './handoff.js';
+import type { ProtoCheckRequest } from './request.js';
+import type { OAuthResources } from '../mcp/oauth.js';
 
 export { AUTHZ_METADATA_NAMESPACE, METADATA_KEY } from './handoff.js';
 
@@ -49,7 +51,8 @@ export function toCheckResponse(outcome: CheckOutcome, key: HandoffKey): CheckRe
   }
   const { error, metadata: meta } = outcome;
   const headers: HeaderValue[] = [{ key: 'content-type', value: 'application/json' }];
-  if (error.code === 'unauthenticated') headers.push({ key: 'www-authenticate', value: 'Bearer realm="portcullis"' });
+  // A protected resource's 401 names its metadata document (RFC 9728 section 5.1).
+  if (error.code === 'unauthenticated') headers.push({ key: 'www-authenticate', value: outcome.challenge ?? 'Bearer realm="portcullis"' });
   if (error.retryAfterS !== undefined) headers.push({ key: 'retry-after', value: String(error.retryAfterS) });
   headers.push(...outcome.policyHeaders.filter((h) => h.key !== 'content-type' || outcome.policyBody !== null));
   const body =
@@ -63,5 +66,32 @@ export function toCheckResponse(outcome: CheckOutcome, key: HandoffKey): CheckRe
     status: { code: error.code === 'unauthenticated' ? GRPC_UNAUTHENTICATED : GRPC_PERMISSION_DENIED, message: error.code },
     deniedResponse: { status: { code: error.httpStatus }, headers: opts(headers, 'OVERWRITE_IF_EXISTS_OR_ADD'), body },
     dynamicMetadata: toStruct(metadata),
+  };
+}
+
+/**
+ * The local reply for a request to the OAuth protected resource metadata path (see
+ * src/mcp/oauth.ts), or null for any other path. Envoy's ext_authz sends a denied response as a
+ * local reply with its status, so the document goes back as a "denial" with status 200: the
+ * request never reaches a route's upstream, whatever the route.
+ */
+export function wellKnownResponse(req: ProtoCheckRequest, oauth: OAuthResources): CheckResponseObject | null {
+  const http = req.attributes?.request?.http ?? {};
+  const headers = http.headers ?? {};
+  const answer = oauth.answer(http.method ?? headers[':method'] ?? 'GET', http.path ?? headers[':path'] ?? '/');
+  if (!answer) return null;
+  if (answer.kind === 'document') {
+    return {
+      status: { code: GRPC_PERMISSION_DENIED, message: 'oauth_metadata' },
+      deniedResponse: { status: { code: answer.status }, headers: opts(answer.headers, 'OVERWRITE_IF_EXISTS_OR_ADD'), body: answer.body },
+      dynamicMetadata: toStruct({}),
+    };
+  }
+  const requestId = headers['x-request-id'] ?? http.id ?? null;
+  const replyHeaders: HeaderValue[] = [{ key: 'content-type', value: 'application/json' }, ...answer.headers];
+  return {
+    status: { code: GRPC_PERMISSION_DENIED, message: answer.error.code },
+    deniedResponse: { status: { code: answer.error.httpStatus }, headers: opts(replyHeaders, 'OVERWRITE_IF_EXISTS_OR_ADD'), body: JSON.stringify(errorBody(answer.error, requestId)) },
+    dynamicMetadata: toStruct({}),
   };
 }

@@ -242,6 +242,20 @@ export const configSchema = {
               },
             },
           },
+          // OAuth protected resource (RFC 9728 metadata, RFC 8707 audience); URLs are checked
+          // further at load (src/mcp/oauth.ts).
+          oauth: {
+            type: 'object',
+            additionalProperties: false,
+            required: ['resource', 'authorization_servers'],
+            properties: {
+              resource: { type: 'string', pattern: '^https?://[^#?\\s]+$' },
+              authorization_servers: { type: 'array', minItems: 1, uniqueItems: true, items: { type: 'string', pattern: '^https?://[^#?\\s]+$' } },
+              // RFC 6750 scope tokens (NQCHAR), so they can be quoted in WWW-Authenticate as is.
+              scopes: { type: 'array', uniqueItems: true, default: [], items: { type: 'string', pattern: '^[\\x21\\x23-\\x5B\\x5D-\\x7E]+$' } },
+              resource_name: { type: 'string', minLength: 1, maxLength: 200, pattern: '^[^\\u0000-\\u001f\\u007f]+$' },
+            },
+          },
           response: {
             type: 'object',
             additionalProperties: false,

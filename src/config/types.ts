@@ -121,6 +121,22 @@ export interface McpToolConfig {
   readonly input_schema?: string;
 }
 
+/**
+ * A tool published as an OAuth 2.0 protected resource (RFC 9728) for MCP clients: the gateway
+ * serves its metadata document, names it in every 401, and accepts for the tool only JWTs whose
+ * `aud` contains `resource` (RFC 8707), issued by one of `authorization_servers`.
+ */
+export interface ToolOAuthConfig {
+  /** Canonical URI of the endpoint as clients call it (https, or http on loopback; no query or fragment). */
+  readonly resource: string;
+  /** Issuer identifiers of the authorization servers; each must be a configured `identity.jwt` issuer. */
+  readonly authorization_servers: readonly string[];
+  /** Scopes advertised (`scopes_supported`, and `scope` in the 401 challenge); default none. */
+  readonly scopes: readonly string[];
+  /** Human-readable name shown by clients (`resource_name`). */
+  readonly resource_name?: string;
+}
+
 /** A logical tool agents call as `/tools/<name>/...`. */
 export interface ToolConfig {
   readonly name: string;
@@ -158,6 +174,8 @@ export interface ToolConfig {
   readonly mcp?: {
     readonly tools: Readonly<Record<string, McpToolConfig>>;
   };
+  /** OAuth protected resource metadata and audience binding for MCP clients (see {@link ToolOAuthConfig}). */
+  readonly oauth?: ToolOAuthConfig;
   readonly response: {
     /** JSON field paths (dot-separated, `*` for any key/index) dropped before DLP. */
     readonly drop_fields: readonly string[];

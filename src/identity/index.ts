@@ -2,13 +2,14 @@ import type { IdentityConfig } from '../config/types.js';
 import type { SecretStore } from '../credentials/secrets.js';
 import { ApiKeyVerifier } from './apiKey.js';
 import { unauthenticated, type IdentityClaim } from './claim.js';
-import { bearerToken, JwtVerifier } from './jwt.js';
+import { bearerToken, JwtVerifier, type ResourceBinding } from './jwt.js';
 import { MtlsVerifier } from './mtls.js';
 import type { SharedStore } from '../limits/store.js';
 import { SignatureVerifier } from './signature.js';
 import type { AuthMethod, Principal } from './types.js';
 
 export type { AuthMethod, Principal } from './types.js';
+export type { ResourceBinding } from './jwt.js';
 
 /** What identity verification reads from a Check request. */
 export interface IdentityRequest {
@@ -21,6 +22,11 @@ export interface IdentityRequest {
   /** True when ext_authz forwarded only part of the body. */
   readonly bodyTruncated: boolean;
   readonly toolName: string | null;
+  /**
+   * The tool's OAuth protected resource, when it is one: a bearer JWT must then be issued for it
+   * (RFC 8707, see {@link ResourceBinding}) instead of for one of its issuer's `audiences`.
+   */
+  readonly resource?: ResourceBinding | null | undefined;
   readonly nowMs: number;
   /** HTTP method and path (with query) as Envoy reports them; signatures of scheme `v1` cover them. */
   readonly method?: string | undefined;
@@ -87,7 +93,7 @@ export class IdentityVerifier {
     // OPA-Envoy policy may decode the token itself.
     if (this.jwt.enabled) {
       const authorization = req.headers.authorization;
-      if (authorization !== undefined) claims.push(await this.jwt.verify(bearerToken(authorization), req.nowMs));
+      if (authorization !== undefined) claims.push(await this.jwt.verify(bearerToken(authorization), req.nowMs, req.resource ?? null));
     }
     return claims.length === 0 ? null : merge(claims);
   }

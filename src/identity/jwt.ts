@@ -31,10 +31,25 @@ interface Issuer {
   readonly keys: KeySource;
 }
 
+/**
+ * RFC 8707 audience binding of an OAuth protected resource (a tool with `oauth`): a JWT is
+ * accepted for it only when its `aud` (a string, or an array of which one element is enough)
+ * equals `resource` exactly and its issuer is one of `issuers`. The issuer's own `audiences`
+ * do not count for such a tool, and `resource` does not count for any other tool.
+ */
+export interface ResourceBinding {
+  /** The resource identifier as configured (`tools[].oauth.resource`). */
+  readonly resource: string;
+  /** Issuers whose tokens the resource accepts (`tools[].oauth.authorization_servers`). */
+  readonly issuers: readonly string[];
+}
+
 /** A token that verified: what it proved, and what must still hold to reuse that. */
 interface CachedToken {
   readonly claim: IdentityClaim;
   readonly issuer: Issuer;
+  /** The token's `aud`: the audience is checked on every use, since it depends on the tool. */
+  readonly aud: unknown;
   /** Key set version the signature was checked under. */
   readonly keysVersion: number;
   readonly exp: number;
@@ -122,14 +137,21 @@ export class JwtVerifier {
     return this.cache.size;
   }
 
-  /** Verifies a compact JWT at time `nowMs`; throws `unauthenticated` with the precise reason. */
-  async verify(token: string, nowMs: number): Promise<IdentityClaim> {
+  /**
+   * Verifies a compact JWT at time `nowMs`, for the protected resource `resource` when the call
+   * goes to one (else for one of the issuer's audiences); throws `unauthenticated` with the
+   * precise reason.
+   */
+  async verify(token: string, nowMs: number, resource: ResourceBinding | null = null): Promise<IdentityClaim> {
     if (!Number.isFinite(nowMs)) throw new TypeError('nowMs must be a finite number');
     const cacheKey = this.cache.capacity > 0 ? createHash('sha256').update(token).digest('base64') : null;
     if (cacheKey !== null) {
       const hit = this.cache.get(cacheKey);
       if (hit !== undefined) {
-        if (stillValid(hit, nowMs)) return hit.claim;
+        if (stillValid(hit, nowMs)) {
+          checkAudience(hit.issuer, hit.aud, resource);
+          return hit.claim;
+        }
         // Verify again from scratch: the precise reason (expired, key gone) comes from there.
         this.cache.delete(cacheKey);
       }
@@ -149,10 +171,12 @@ export class JwtVerifier {
     if (signature === 'weak-key') throw unauthenticated('jwt', `the bearer token could not be verified: the signing key of issuer ${iss} is shorter than ${MIN_RSA_BITS} bits`);
     if (signature !== 'valid') throw unauthenticated('jwt', 'the bearer token signature is invalid');
 
-    const { exp, nbf } = checkClaims(issuer, jws.payload, nowMs);
+    const { exp, nbf } = checkClaims(issuer, jws.payload, nowMs, resource);
     const claim = toClaim(issuer, jws.payload);
     // Stamped with the key set the key came from; if that set was replaced since, do not keep it.
-    if (cacheKey !== null && keysVersion !== null && issuer.keys.isCurrent(keysVersion)) this.cache.set(cacheKey, { claim, issuer, keysVersion, exp, nbf });
+    if (cacheKey !== null && keysVersion !== null && issuer.keys.isCurrent(keysVersion)) {
+      this.cache.set(cacheKey, { claim, issuer, aud: jws.payload.aud, keysVersion, exp, nbf });
+    }
     return claim;
   }
 
@@ -217,14 +241,11 @@ async function resolveKey(issuer: Issuer, alg: string, jws: DecodedJws): Promise
  * when present. JSON numbers such as `1e400` parse to Infinity, which jose takes as a date (an
  * `exp` that never comes); here they are invalid. Returns the times a cache hit re-checks.
  */
-function checkClaims(issuer: Issuer, payload: JwtPayload, nowMs: number): { exp: number; nbf: number | undefined } {
+function checkClaims(issuer: Issuer, payload: JwtPayload, nowMs: number, resource: ResourceBinding | null): { exp: number; nbf: number | undefined } {
   for (const claim of ['iss', 'aud', 'exp']) {
     if (!Object.hasOwn(payload, claim)) throw unauthenticated('jwt', `the bearer token has no "${claim}" claim, which is required`);
   }
-  const audiences = issuer.cfg.audiences;
-  const aud = payload.aud;
-  const audienceOk = typeof aud === 'string' ? audiences.includes(aud) : Array.isArray(aud) && audiences.some((a) => aud.includes(a));
-  if (!audienceOk) throw unauthenticated('jwt', `the bearer token audience is not accepted; expected one of: ${audiences.join(', ')}`);
+  checkAudience(issuer, payload.aud, resource);
   const now = Math.floor(nowMs / 1000);
   const skew = issuer.skewS;
   numericDate(payload, 'iat');
@@ -235,6 +256,35 @@ function checkClaims(issuer: Issuer, payload: JwtPayload, nowMs: number): { exp:
   const exp = numericDate(payload, 'exp') as number;
   if (exp <= now - skew) throw unauthenticated('jwt', `the bearer token expired at ${isoTime(exp)} (clock skew allowed: ${skew}s)`);
   return { exp, nbf };
+}
+
+/** Whether a JWT `aud` (a string or an array of strings) contains `expected`. */
+function audienceContains(aud: unknown, expected: string): boolean {
+  return typeof aud === 'string' ? aud === expected : Array.isArray(aud) && aud.includes(expected);
+}
+
+/**
+ * The audience rule: for a protected resource, `aud` must contain the resource and the issuer
+ * must be one of its authorization servers (see {@link ResourceBinding}); otherwise `aud` must
+ * contain one of the issuer's configured audiences.
+ */
+function checkAudience(issuer: Issuer, aud: unknown, resource: ResourceBinding | null): void {
+  if (resource === null) {
+    const audiences = issuer.cfg.audiences;
+    if (!audiences.some((a) => audienceContains(aud, a))) {
+      throw unauthenticated('jwt', `the bearer token audience is not accepted; expected one of: ${audiences.join(', ')}`);
+    }
+    return;
+  }
+  if (!resource.issuers.includes(issuer.cfg.issuer)) {
+    throw unauthenticated('jwt', `the bearer token issuer ${quote(issuer.cfg.issuer)} is not an authorization server of resource ${quote(resource.resource)}; get a token from: ${resource.issuers.join(', ')}`);
+  }
+  if (!audienceContains(aud, resource.resource)) {
+    throw unauthenticated(
+      'jwt',
+      `the bearer token was not issued for resource ${quote(resource.resource)}: its "aud" must contain it (request the token with resource=${resource.resource}, RFC 8707)`,
+    );
+  }
 }
 
 /** A NumericDate claim (RFC 7519 section 2): undefined when absent, else a finite number or a denial. */

@@ -8,7 +8,8 @@ import type { GatewayConfig } from '../config/types.js';
 import { log, setLogLevel } from '../log.js';
 import { registry } from '../metrics.js';
 import { Authorizer, type AuthzDeps } from '../authz/check.js';
-import { toCheckResponse, type CheckResponseObject } from '../authz/response.js';
+import { toCheckResponse, wellKnownResponse, type CheckResponseObject } from '../authz/response.js';
+import { oauthResources } from '../mcp/oauth.js';
 import type { ProtoCheckRequest } from '../authz/request.js';
 import { IdentityVerifier } from '../identity/index.js';
 import { PolicyEngine } from '../policy/engine.js';
@@ -119,6 +120,8 @@ export async function buildDeps(config: GatewayConfig, policy: PolicyEngine, lim
     const schemas = compileToolSchemas(config.tools, config.base_dir);
     const injection = compileInjectionRules();
     const tools = new ToolRegistry(config.tools);
+    // OAuth protected resources: checked (URLs, issuers) and compiled now, not on the first call.
+    oauthResources(config);
     const identity = await IdentityVerifier.create(config.identity, config.base_dir, secrets);
     const credentials = new CredentialInjector(config.tools, secrets);
     for (const p of credentials.problems()) log.warn(p, 'upstream credential not available; calls to this tool will be denied until it is');
@@ -215,6 +218,13 @@ export async function serve(configPath: string): Promise<App> {
   const check = (call: ServerUnaryCall<ProtoCheckRequest, CheckResponseObject>, cb: sendUnaryData<CheckResponseObject>): void => {
     const { audit, scanner } = built.extproc;
     const { handoff } = built;
+    // OAuth protected resource metadata is public: answered before identity and every other stage.
+    const metadata = wellKnownResponse(call.request, oauthResources(authorizer.current.config));
+    if (metadata) {
+      addAccessLogFields(metadata.dynamicMetadata, { path: redactPath(call.request.attributes?.request?.http?.path ?? '/', scanner) });
+      cb(null, metadata);
+      return;
+    }
     authorizer
       .check(call.request)
       .then(async (outcome) => {
