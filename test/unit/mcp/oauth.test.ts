@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { ConfigError, parseConfig } from '../../../src/config/load.js';
 import type { GatewayConfig } from '../../../src/config/types.js';
@@ -155,5 +156,20 @@ describe('protected resource metadata', () => {
     expect(refused?.deniedResponse?.status.code).toBe(405);
     expect(JSON.parse(refused?.deniedResponse?.body ?? '{}')).toMatchObject({ error: { type: 'invalid_request', request_id: 'rid-1', rule: 'oauth.metadata_method' } });
     expect(wellKnownResponse(req('GET', '/tools/docs/'), resources)).toBeNull();
+  });
+});
+
+describe('the demo configuration', () => {
+  it('documents an oauth block for the docs tool that loads and compiles as written once uncommented', () => {
+    const path = 'scripts/demo/portcullis.yaml';
+    const text = readFileSync(path, 'utf8');
+    const block = /^ {4}# oauth:\n(?: {4}# {3}.*\n)+/m.exec(text)?.[0];
+    expect(block).toBeDefined();
+    const cfg = parseConfig(text.replace(block ?? '', (block ?? '').replace(/^ {4}# /gm, '    ')), path);
+    const docsTool = cfg.tools.find((t) => t.name === 'docs');
+    expect(docsTool?.oauth?.resource).toBe('http://127.0.0.1:10000/tools/docs/');
+    const r = OAuthResources.compile(cfg).forTool('docs');
+    expect(r?.metadataUrl).toBe('http://127.0.0.1:10000/.well-known/oauth-protected-resource/tools/docs/');
+    expect(r?.binding.issuers).toEqual(['https://issuer.demo.portcullis']);
   });
 });
