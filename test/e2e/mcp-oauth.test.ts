@@ -8,6 +8,7 @@ import { z } from 'zod';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { ClientCredentialsProvider } from '@modelcontextprotocol/sdk/client/auth-extensions.js';
+import { discoverOAuthProtectedResourceMetadata } from '@modelcontextprotocol/sdk/client/auth.js';
 import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
 import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
 import { startStack, type Stack } from '../helpers/index.js';
@@ -272,6 +273,33 @@ describe('OAuth discovery for MCP clients (RFC 9728, RFC 8707)', () => {
     }
   });
 
+  it('challenges a batch, a token sent in the query string instead of the header, and a non-Bearer scheme', async () => {
+    const batch = JSON.stringify([
+      { jsonrpc: '2.0', id: 1, method: 'tools/list' },
+      { jsonrpc: '2.0', id: 2, method: 'tools/call', params: { name: 'search_docs', arguments: { query: 'q', tenant: 'acme' } } },
+    ]);
+    const b = await mcpPost(null, batch);
+    expect(b.status).toBe(401);
+    expect((JSON.parse(b.text) as { id: number }[]).map((e) => e.id)).toEqual([1, 2]);
+    expect(challengeParams(b.headers.get('www-authenticate')).resource_metadata).toBe(metadataUrl());
+
+    // bearer_methods_supported is ["header"]: a valid token elsewhere is no credential.
+    const good = await signed({ iss: asIssuer, aud: resource });
+    const q = await call(`${stack.envoyUrl}/tools/docs/?access_token=${good}`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream' },
+      body: initialize,
+    });
+    expect(q.status).toBe(401);
+    expect(challengeParams(q.headers.get('www-authenticate')).error).toBeUndefined();
+
+    const basic = await mcpPost(null, initialize, { authorization: `Basic ${Buffer.from('helpdesk:x').toString('base64')}` });
+    expect(basic.status).toBe(401);
+    expect(challengeParams(basic.headers.get('www-authenticate')).error).toBe('invalid_token');
+    // The scheme name is case-insensitive (RFC 7235): the same token as "bearer" is accepted.
+    expect((await mcpPost(null, initialize, { authorization: `bearer ${good}` })).status).toBe(200);
+  });
+
   it('builds the metadata URL from the configured resource, never from the Host header', async () => {
     for (const host of ['evil.example', 'evil.example:443', `127.0.0.1:1`]) {
       const r = await raw('/tools/docs/', { method: 'POST', headers: { host, 'content-type': 'application/json', accept: 'application/json, text/event-stream' }, body: initialize });
@@ -299,6 +327,32 @@ describe('OAuth discovery for MCP clients (RFC 9728, RFC 8707)', () => {
     const withBadToken = await call(metadataUrl(), { headers: { authorization: 'Bearer not.a.token' } });
     expect(withBadToken.status).toBe(200);
     expect((JSON.parse(withBadToken.text) as { resource: string }).resource).toBe(resource);
+  });
+
+  it('lets the SDK find the document by path-aware discovery alone (without the challenge)', async () => {
+    const doc = await discoverOAuthProtectedResourceMetadata(new URL(resource));
+    expect(doc.resource).toBe(resource);
+    expect(doc.authorization_servers).toEqual([asIssuer]);
+  });
+
+  it('keeps the last good configuration when a reload brings an oauth block it cannot serve', async () => {
+    const before = await call(metadataUrl());
+    const cfg = parse(readFileSync(stack.configPath, 'utf8')) as { tools: Record<string, unknown>[] };
+    const good = readFileSync(stack.configPath, 'utf8');
+    const docs = cfg.tools.find((t) => t.name === 'docs') as Record<string, unknown>;
+    docs.oauth = { resource, authorization_servers: ['https://stranger.example'] };
+    writeFileSync(stack.configPath, stringify(cfg));
+    try {
+      const r = await call(`${stack.adminUrl}/reload`, { method: 'POST' });
+      expect(r.status).not.toBe(200);
+      expect(r.text).toContain('is not a configured identity.jwt issuer');
+      const after = await call(metadataUrl());
+      expect(after.status).toBe(200);
+      expect(after.text).toBe(before.text);
+    } finally {
+      writeFileSync(stack.configPath, good);
+      expect((await call(`${stack.adminUrl}/reload`, { method: 'POST' })).status).toBe(200);
+    }
   });
 
   it('publishes no document for tools without oauth, nor at the root, and never reaches a tool from the well-known path', async () => {
