@@ -18,7 +18,7 @@ import type { RateLimiter } from '../limits/tokenBucket.js';
 import type { ProtoCheckRequest } from './request.js';
 import { HeaderHygiene, hasMethodOverrideParam, METHOD_OVERRIDE_PARAM } from '../tools/headerHygiene.js';
 import { stageTimer, recordDecision } from './metrics.js';
-import { oauthResources } from '../mcp/oauth.js';
+import { challengeFor, oauthResources } from '../mcp/oauth.js';
 
 /** Prefix of headers the gateway itself sets upstream; a caller can never supply them. */
 export const GATEWAY_HEADER_PREFIX = 'x-portcullis-';
@@ -256,7 +256,7 @@ export class Authorizer {
         policyBody: ctx.decision && !ctx.decision.allowed ? ctx.decision.body : null,
         policyHeaders: ctx.decision && !ctx.decision.allowed ? headerList(ctx.decision.headers) : [],
         metadata: this.metadata(deps, ctx, false, error.rule ?? null, error.message),
-        challenge: error.code === 'unauthenticated' ? oauthResources(deps.config).challengeFor(ctx.tool?.name, ctx.authError === 'identity.jwt') : null,
+        challenge: error.code === 'unauthenticated' ? challengeFor(deps.config, ctx.tool?.name, ctx.authError === 'identity.jwt') : null,
       };
     }
   }

@@ -288,3 +288,16 @@ export function oauthResources(config: Pick<GatewayConfig, 'tools' | 'identity'>
   }
   return r;
 }
+
+/**
+ * The `WWW-Authenticate` value of a 401 for `tool` under a configuration (see
+ * {@link OAuthResources.challengeFor}), or null. Never throws: it is called while a denial is
+ * rendered, and a configuration that cannot be compiled never got past load anyway.
+ */
+export function challengeFor(config: Pick<GatewayConfig, 'tools' | 'identity'>, tool: string | null | undefined, invalidToken: boolean): string | null {
+  try {
+    return oauthResources(config).challengeFor(tool, invalidToken);
+  } catch {
+    return null;
+  }
+}
