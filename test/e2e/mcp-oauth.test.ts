@@ -13,7 +13,7 @@ import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
 import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
 import { startStack, type Stack } from '../helpers/index.js';
 import { pointCluster } from '../helpers/envoyConfig.js';
-import { call, expectDenial, ISSUER, token, type Reply } from './authz-support.js';
+import { call, eventually, expectDenial, ISSUER, token, type Reply } from './authz-support.js';
 
 /**
  * OAuth discovery for MCP clients through the real Envoy: the docs tool is configured as a
@@ -419,4 +419,15 @@ describe('OAuth discovery for MCP clients (RFC 9728, RFC 8707)', () => {
     // weather is no protected resource: its 401 names no metadata.
     expect(refused.headers.get('www-authenticate')).toBe('Bearer realm="portcullis"');
   });
+
+  it('is logged by Envoy like any request: the path portcullis handed over, the catch-all route, status 200', async () => {
+    expect((await call(metadataUrl())).status).toBe(200);
+    const logged = (): boolean =>
+      stack
+        .logs()
+        .split('\n')
+        .some((l) => l.includes('"path":"/.well-known/oauth-protected-resource/tools/docs/"') && l.includes('"status":200') && l.includes('"route":"unknown_tool"'));
+    // Envoy flushes its stdout log on a timer (10 s by default).
+    expect(await eventually(async () => logged(), 30_000)).toBe(true);
+  }, 60_000);
 });
