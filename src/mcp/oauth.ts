@@ -10,6 +10,7 @@
 
 import type { GatewayConfig, ToolConfig, ToolOAuthConfig } from '../config/types.js';
 import { GatewayError } from '../errors.js';
+import type { HeaderValue } from '../credentials/inject.js';
 import type { ResourceBinding } from '../identity/index.js';
 
 /** Path prefix of RFC 9728 protected resource metadata. */
@@ -21,22 +22,17 @@ export const METADATA_MAX_AGE_S = 3600;
 /** The HTTP methods the metadata path answers. */
 const METADATA_METHODS = 'GET, HEAD, OPTIONS';
 
-/** One header of a local reply. */
-export interface ReplyHeader {
-  readonly key: string;
-  readonly value: string;
-}
-
 /**
  * What the gateway answers itself on the well-known path (no tool is called): the status,
  * headers and body of the local reply. Errors carry the gateway's error instead of a body.
  */
 export type WellKnownAnswer =
-  | { readonly kind: 'document'; readonly status: 200 | 204; readonly headers: readonly ReplyHeader[]; readonly body: string }
-  | { readonly kind: 'error'; readonly error: GatewayError; readonly headers: readonly ReplyHeader[] };
+  | { readonly kind: 'document'; readonly status: 200 | 204; readonly headers: readonly HeaderValue[]; readonly body: string }
+  | { readonly kind: 'error'; readonly error: GatewayError; readonly headers: readonly HeaderValue[] };
 
 /** One compiled protected resource (a tool with `oauth`). */
 export interface ProtectedResource {
+  /** Name of the tool. */
   readonly tool: string;
   /** The resource identifier, as configured (canonical form, checked at load). */
   readonly resource: string;
@@ -238,7 +234,7 @@ export class OAuthResources {
         headers: [],
       };
     }
-    const cors: ReplyHeader[] = [{ key: 'access-control-allow-origin', value: '*' }];
+    const cors: HeaderValue[] = [{ key: 'access-control-allow-origin', value: '*' }];
     const m = method.toUpperCase();
     if (m === 'GET' || m === 'HEAD') {
       return {
