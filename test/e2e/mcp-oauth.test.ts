@@ -244,6 +244,20 @@ describe('OAuth discovery for MCP clients (RFC 9728, RFC 8707)', () => {
     }
   });
 
+  it('a client holding a token for another resource is told invalid_token and recovers through discovery', async () => {
+    tokenRequests.length = 0;
+    const provider = new ClientCredentialsProvider({ clientId: CLIENT_ID, clientSecret: CLIENT_SECRET, expectedIssuer: asIssuer });
+    const stale = await signed({ iss: asIssuer, aud: `${stack.envoyUrl}/tools/weather/` });
+    provider.saveTokens({ access_token: stale, token_type: 'Bearer' });
+    const client = new Client({ name: 'oauth-e2e-stale', version: '1.0.0' });
+    await client.connect(new StreamableHTTPClientTransport(new URL(resource), { authProvider: provider }));
+    const result = await client.callTool({ name: 'search_docs', arguments: { query: 'again', tenant: 'acme' } });
+    expect(result.content).toEqual([{ type: 'text', text: 'found: again' }]);
+    await client.close();
+    expect(tokenRequests.map((f) => f.get('resource'))).toEqual([resource]);
+    expect(provider.tokens()?.access_token).not.toBe(stale);
+  });
+
   it('answers an unauthenticated curl-style call with 401, a JSON-RPC error and the resource metadata challenge', async () => {
     const r = await mcpPost(null);
     expect(r.status).toBe(401);
