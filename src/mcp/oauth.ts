@@ -159,6 +159,12 @@ export class OAuthResources {
         // gateway would refuse is a dead end.
         else if (!issuers.has(as)) problems.push({ path: `${where}.authorization_servers[${j}]`, message: `"${as}" is not a configured identity.jwt issuer, so its tokens would be refused` });
       });
+      // A resource among an issuer's audiences would make its tokens good for every other tool.
+      for (const j of config.identity.jwt) {
+        if (j.audiences.includes(oauth.resource)) {
+          problems.push({ path: `${where}.resource`, message: `"${oauth.resource}" is also an audience of issuer "${j.issuer}", so its tokens would be accepted by every tool; remove it from identity.jwt audiences` });
+        }
+      }
       if (problems.length > before) return;
       const other = byResource.get(oauth.resource);
       if (other !== undefined) {

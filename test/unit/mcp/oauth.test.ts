@@ -81,6 +81,16 @@ describe('tools[].oauth configuration', () => {
     expect(problems(config(plain('https://gw.example/tools/docs/'), plain('https://other.example/tools/docs/')))).toEqual([
       expect.stringMatching(/^\$\.tools\[1\]\.oauth\.resource: its metadata path \/\.well-known\/oauth-protected-resource\/tools\/docs\/ is also that of tool "docs"/),
     ]);
+    // The resource as an issuer audience would make a docs token good for every tool.
+    const leaky = parseConfig(
+      `
+identity: { jwt: [{ issuer: "${AS}", audiences: [portcullis, "https://gw.example/tools/docs/"], jwks_file: jwks.json, algorithms: [ES256] }] }
+policy: { bundle: b.tar.gz }
+tools: [{ name: docs, upstream: tool_docs, oauth: ${plain('https://gw.example/tools/docs/')} }]
+`,
+      'test.yaml',
+    );
+    expect(problems(leaky)).toEqual([expect.stringMatching(/^\$\.tools\[0\]\.oauth\.resource: .*also an audience of issuer "https:\/\/as\.example", so its tokens would be accepted by every tool/)]);
     expect(() => oauthResources(config(plain('http://gw.example/tools/docs/')))).toThrow(/tools\[0\]\.oauth\.resource/);
     expect(oauthResources(config(null)).enabled).toBe(false);
   });
