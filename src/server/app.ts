@@ -219,9 +219,16 @@ export async function serve(configPath: string): Promise<App> {
     const { audit, scanner } = built.extproc;
     const { handoff } = built;
     // OAuth protected resource metadata is public: answered before identity and every other stage.
-    const metadata = wellKnownResponse(call.request, oauthResources(authorizer.current.config));
+    let metadata: CheckResponseObject | null;
+    try {
+      metadata = wellKnownResponse(call.request, oauthResources(authorizer.current.config));
+      if (metadata) addAccessLogFields(metadata.dynamicMetadata, { path: redactPath(call.request.attributes?.request?.http?.path ?? '/', scanner) });
+    } catch (err) {
+      log.error({ err: (err as Error)?.message }, 'failed to answer the OAuth metadata path');
+      cb({ code: INTERNAL, details: 'portcullis failed to render a decision' });
+      return;
+    }
     if (metadata) {
-      addAccessLogFields(metadata.dynamicMetadata, { path: redactPath(call.request.attributes?.request?.http?.path ?? '/', scanner) });
       cb(null, metadata);
       return;
     }
