@@ -62,6 +62,20 @@ function mayContinue(text: string): boolean {
   return false;
 }
 
+/**
+ * Whether event data is a JSON-RPC request or response (an `id` with a `method`, `result` or
+ * `error`), alone or in a batch: the point where an MCP server waits for the agent's reply or
+ * ends the stream, after which no piece of a split string follows.
+ */
+function isTurn(doc: unknown): boolean {
+  const one = (m: unknown): boolean => {
+    if (m === null || typeof m !== 'object' || Array.isArray(m)) return false;
+    const o = m as Record<string, unknown>;
+    return o.jsonrpc === '2.0' && (typeof o.id === 'string' || typeof o.id === 'number') && ('method' in o || 'result' in o || 'error' in o);
+  };
+  return Array.isArray(doc) ? doc.some(one) : one(doc);
+}
+
 /** One string of an event's data: where it sits, so its redacted text can be put back. */
 interface Leaf {
   readonly parent: Json;
@@ -217,6 +231,15 @@ export class SseInspector {
       }
     }
     const event: HeldEvent = { others, raw, terminator, doc, data: json, changed: json !== text, waiting: 0, hold: false, sent: false };
+    if (this.ctx.scanner && isTurn(doc)) {
+      // The server now waits for the agent (a request such as an elicitation) or is done (a
+      // response): nothing may wait for an event that will not come. What is held goes out,
+      // and the streams start afresh after it; the event's own pass scans it whole.
+      this.finishSegments();
+      this.paths.clear();
+      this.queue.push(event);
+      return;
+    }
     this.queue.push(event);
     if (!this.ctx.scanner || text === null) return;
     const found: { path: string; leaf: Leaf | null; text: string }[] = [];

@@ -112,6 +112,26 @@ describe('SSE inspection', () => {
     expect(ctx.res.dlp.rules).toEqual(new Set(['aws.access_key_id']));
   });
 
+  it('never holds an event after which the server waits for the agent (a JSON-RPC request) or is done (a response)', () => {
+    const sse = new SseInspector(compilePipeline(compileFieldFilter([])), context({ jsonRpc: true }), 'r5');
+    const progress = (message: string): Buffer => Buffer.from(`data: ${JSON.stringify({ jsonrpc: '2.0', method: 'notifications/progress', params: { message } })}\n\n`);
+    // A notification ending like the start of a key waits, as in any token stream ...
+    expect(sse.push(progress('checking AKI'), false).text).toBe('');
+    // ... until a server request arrives: the server now waits for the agent's reply, so both go out.
+    const ask = { jsonrpc: '2.0', id: 7, method: 'elicitation/create', params: { message: 'Which key? sk-ant', requestedSchema: { type: 'object' } } };
+    const out = sse.push(Buffer.from(`data: ${JSON.stringify(ask)}\n\n`), false).text;
+    expect(out.match(/^data: /gm)).toHaveLength(2);
+    expect(out).toContain('checking AKI');
+    expect(out).toContain('elicitation/create');
+    // A final response ending in a prefix is not held either.
+    const done = sse.push(Buffer.from(`data: ${JSON.stringify({ jsonrpc: '2.0', id: 1, result: { content: [{ type: 'text', text: 'token ghp_' }] } })}\n\n`), false).text;
+    expect(done).toContain('token ghp_');
+    // The streams start afresh: a key split over the next notifications is still caught.
+    const rest = [sse.push(progress('key AKIA2OG'), false).text, sse.push(progress('YBAH6TQWERTYU'), false).text, sse.push(Buffer.alloc(0), true).text].join('');
+    expect(rest).not.toMatch(/2OG|AH6TQ/);
+    expect(rest).toContain('[REDACTED:aws.access_key_id]');
+  });
+
   it('ends the stream with an error event on a block and delivers nothing after it', () => {
     const sse = new SseInspector(pipeline, context(), 'r2');
     const r = sse.push(Buffer.from('data: ok\n\ndata: -----BEGIN PRIVATE KEY-----\ndata: MIIEvQIBADANBgkqhkiG9w0BAQEFAASC\ndata: -----END PRIVATE KEY-----\n\n'), false);
