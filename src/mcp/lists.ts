@@ -16,7 +16,7 @@ import type { ItemPolicy } from './itemPolicy.js';
  * - an item without its string name / URI is hidden;
  * - a result whose id matches no request of this exchange (a server replaying answers on
  *   another stream) is replaced by a JSON-RPC error: the gateway cannot tell what it lists;
- * - a body or event that is not JSON while a list was asked for ends the response.
+ * - a successful body or event that is not JSON while a list was asked for ends the response.
  * `nextCursor` and every other member of the result are kept as they are: a page emptied by
  * filtering still points to the next one. The whole document is re-serialised whenever a list
  * result was read, so what leaves is exactly what was judged (no duplicate keys survive).
@@ -120,6 +120,9 @@ export function mcpListTransform(): JsonTransform {
     unparsed(text, ctx) {
       const m = ctx.mcp;
       if (!m || !m.exchange.hasList || m.dryRun || (text !== null && text.trim() === '')) return;
+      // An error status is no list (clients treat it as a failed request): its text, e.g. Envoy's own, goes as is.
+      const status = ctx.res.upstreamStatus;
+      if (status !== null && (status < 200 || status > 299)) return;
       throw new GatewayError('unavailable', `the response of tool "${ctx.tool}" to a list request is not JSON, so it could not be checked against policy`, {
         rule: 'mcp.list_unreadable',
       });
