@@ -65,9 +65,17 @@ export interface ListRequest {
   readonly headers: Readonly<Record<string, string>>;
 }
 
+/**
+ * Most distinct items evaluated in one exchange. Each evaluation is a policy run on the event
+ * loop; a server listing more than this (no real list page does) would stall other streams, so
+ * the items past it are hidden without evaluation (fail closed).
+ */
+export const MAX_ITEM_EVALUATIONS = 10_000;
+
 /** Judges the items of one exchange's lists. */
 export class ItemPolicy {
   private readonly cache = new Map<string, boolean>();
+  private capped = false;
   private readonly request: ProtoCheckRequest;
   private readonly identity: Principal | null;
 
@@ -76,6 +84,7 @@ export class ItemPolicy {
     private readonly tool: ToolConfig,
     meta: AuthzMetadata,
     list: ListRequest,
+    private readonly maxEvaluations = MAX_ITEM_EVALUATIONS,
   ) {
     this.identity = principalFromHandoff(meta);
     this.request = { attributes: { request: { http: { method: list.method, path: list.path, headers: { ...list.headers } } } } };
@@ -86,6 +95,11 @@ export class ItemPolicy {
     const key = `${kind}\u0000${value}`;
     const cached = this.cache.get(key);
     if (cached !== undefined) return cached;
+    if (this.cache.size >= this.maxEvaluations) {
+      if (!this.capped) log.warn({ tool: this.tool.name, limit: this.maxEvaluations }, 'MCP list has more distinct items than are evaluated per exchange; hiding the rest');
+      this.capped = true;
+      return false;
+    }
     const allowed = this.evaluate(kind, value);
     this.cache.set(key, allowed);
     return allowed;

@@ -46,14 +46,14 @@ interface Exchange {
 }
 
 /** One exchange: the request body as ext_proc parsed it, and a pipeline for its response. */
-function exchange(request: unknown, who: AuthzMetadata = VIEWER, opts: { dryRun?: boolean; policy?: PolicyEngine; status?: number } = {}): Exchange {
+function exchange(request: unknown, who: AuthzMetadata = VIEWER, opts: { dryRun?: boolean; policy?: PolicyEngine; status?: number; maxEvaluations?: number } = {}): Exchange {
   const ex = newMcpExchange();
   noteRequests(ex, parseJsonRpc(JSON.stringify(request))!.calls);
   const res = newResponseState();
   res.upstreamStatus = opts.status ?? 200;
   const mcp: McpListContext = {
     exchange: ex,
-    items: new ItemPolicy(opts.policy ?? engine, docs, who, { method: 'POST', path: '/tools/docs/', headers: { 'content-type': 'application/json' } }),
+    items: new ItemPolicy(opts.policy ?? engine, docs, who, { method: 'POST', path: '/tools/docs/', headers: { 'content-type': 'application/json' } }, opts.maxEvaluations),
     dryRun: opts.dryRun ?? false,
     requestId: 'r-1',
   };
@@ -192,6 +192,13 @@ describe('MCP list filtering', () => {
     const unloaded = new PolicyEngine({ bundlePath: 'missing.tar.gz', decision: DECISION, watch: false });
     const e = exchange(list(1), SUPPORT, { policy: unloaded });
     expect(names(e.run(result(1, { tools: TOOLS })))).toEqual([]);
+    expect(e.ex.hidden).toBe(2);
+  });
+
+  it('hides the items past the evaluation bound without evaluating them (a server cannot stall the gateway)', () => {
+    const e = exchange(list(1), SUPPORT, { maxEvaluations: 2 });
+    const many = ['search_docs', 'delete_doc', 'search_docs', 'other_1', 'other_2'].map((name) => ({ name }));
+    expect(names(e.run(result(1, { tools: many })))).toEqual(['search_docs', 'delete_doc', 'search_docs']);
     expect(e.ex.hidden).toBe(2);
   });
 
