@@ -263,3 +263,30 @@ describe('MCP lists filtered by policy', () => {
     }
   });
 });
+
+describe('MCP lists of a tool in dry run', () => {
+  let stack: Stack;
+  let viewer: string;
+
+  beforeAll(async () => {
+    stack = await startStack({
+      editConfig: (cfg) => {
+        const docs = (cfg.tools as Json[]).find((t) => t.name === 'docs')!;
+        docs.dry_run = true;
+      },
+    });
+    viewer = await token(stack, { agent: 'reporter', user: 'vera', roles: ['viewer'] });
+  }, 90_000);
+  afterAll(async () => {
+    await stack?.stop();
+  });
+
+  it('hides nothing and records how many items would have been hidden', async () => {
+    const r = await send(stack, viewer, rpc(1, 'tools/list'));
+    expect(r.status, r.text).toBe(200);
+    expect(names(r.json as Json)).toEqual(['search_docs', 'delete_doc']);
+    const rec = await exchangeRecord(stack, String(r.headers['x-request-id']));
+    expect(rec.decision).toMatchObject({ allowed: true, dry_run: true });
+    expect(rec.mcp).toMatchObject({ method: 'tools/list', hidden: 0, would_hide: 1 });
+  });
+});
