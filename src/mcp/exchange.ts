@@ -48,11 +48,26 @@ export interface McpExchange {
   hidden: number;
   /** List items policy would have removed (dry run: nothing removed). */
   wouldHide: number;
+  /** The same counts per list method (for metrics). */
+  readonly byMethod: Map<ListMethod, { hidden: number; wouldHide: number }>;
+}
+
+/** Counts the items one list result lost (or, in dry run, would have lost). */
+export function noteHidden(ex: McpExchange, method: ListMethod, count: number, dryRun: boolean): void {
+  const m = ex.byMethod.get(method) ?? { hidden: 0, wouldHide: 0 };
+  if (dryRun) {
+    ex.wouldHide += count;
+    m.wouldHide += count;
+  } else {
+    ex.hidden += count;
+    m.hidden += count;
+  }
+  ex.byMethod.set(method, m);
 }
 
 /** Fresh MCP exchange state. */
 export function newMcpExchange(): McpExchange {
-  return { requests: new Map(), hasList: false, session: null, protocolVersion: null, headers: null, hidden: 0, wouldHide: 0 };
+  return { requests: new Map(), hasList: false, session: null, protocolVersion: null, headers: null, hidden: 0, wouldHide: 0, byMethod: new Map() };
 }
 
 /** Records the requests (calls with an id) of a JSON-RPC body. */

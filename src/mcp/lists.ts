@@ -1,6 +1,6 @@
 import { GatewayError, jsonRpcErrorBody } from '../errors.js';
 import type { JsonTransform, TransformContext } from '../extproc/response/pipeline.js';
-import { LIST_SHAPES, isListMethod, methodsFor, type ListMethod, type McpExchange } from './exchange.js';
+import { LIST_SHAPES, isListMethod, methodsFor, noteHidden, type ListMethod, type McpExchange } from './exchange.js';
 import type { ItemPolicy } from './itemPolicy.js';
 
 /**
@@ -80,11 +80,8 @@ function filterMessage(msg: unknown, ctx: TransformContext, m: McpListContext): 
     if (ok || m.dryRun) kept.push(item);
     if (!ok) hidden += 1;
   }
-  if (m.dryRun) m.exchange.wouldHide += hidden;
-  else {
-    m.exchange.hidden += hidden;
-    result[shape.key] = kept;
-  }
+  noteHidden(m.exchange, method, hidden, m.dryRun);
+  if (!m.dryRun) result[shape.key] = kept;
   // Counted as a change even when nothing was hidden: the judged document is what leaves.
   return { msg, changes: 1 + (m.dryRun ? 0 : hidden) };
 }

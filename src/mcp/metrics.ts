@@ -45,8 +45,8 @@ const calls = new Counter({
 
 const listItems = new Counter({
   name: 'portcullis_mcp_list_items_hidden_total',
-  help: 'MCP list items removed from results by policy (would_hide: dry run), by logical tool',
-  labelNames: ['tool', 'mode'] as const,
+  help: 'MCP list items removed from results by policy (would_hide: dry run), by logical tool and list method',
+  labelNames: ['tool', 'method', 'mode'] as const,
   registers: [registry],
 });
 
@@ -69,6 +69,8 @@ export function countMcpCalls(tool: ToolConfig | null, mcp: readonly McpCall[], 
 
 /** Counts the list items one exchange hid (or would have hidden, in dry run). */
 export function countHidden(tool: string, ex: McpExchange): void {
-  if (ex.hidden > 0) listItems.inc({ tool, mode: 'hidden' }, ex.hidden);
-  if (ex.wouldHide > 0) listItems.inc({ tool, mode: 'would_hide' }, ex.wouldHide);
+  for (const [method, n] of ex.byMethod) {
+    if (n.hidden > 0) listItems.inc({ tool, method, mode: 'hidden' }, n.hidden);
+    if (n.wouldHide > 0) listItems.inc({ tool, method, mode: 'would_hide' }, n.wouldHide);
+  }
 }

@@ -187,7 +187,7 @@ describe('MCP lists filtered by policy', () => {
     // The exchange record (and the hidden count) is written at the end of the exchange.
     await sleep(200);
     const text = await (await fetch(`${stack.adminUrl}/metrics`)).text();
-    expect(text).toMatch(/portcullis_mcp_list_items_hidden_total\{tool="docs",mode="hidden"\} [1-9]/);
+    expect(text).toMatch(/portcullis_mcp_list_items_hidden_total\{tool="docs",method="tools\/list",mode="hidden"\} [1-9]/);
     expect(text).toMatch(/portcullis_mcp_calls_total\{tool="docs",method="tools\/list",mcp_tool="_none",outcome="allow"\} [1-9]/);
     expect(text).toMatch(/portcullis_mcp_calls_total\{tool="docs",method="prompts\/get",mcp_tool="_none",outcome="deny"\} [1-9]/);
     expect(text).toMatch(/portcullis_mcp_calls_total\{tool="docs",method="tools\/call",mcp_tool="delete_doc",outcome="deny"\} [1-9]/);
@@ -288,5 +288,8 @@ describe('MCP lists of a tool in dry run', () => {
     const rec = await exchangeRecord(stack, String(r.headers['x-request-id']));
     expect(rec.decision).toMatchObject({ allowed: true, dry_run: true });
     expect(rec.mcp).toMatchObject({ method: 'tools/list', hidden: 0, would_hide: 1 });
+    const text = await (await fetch(`${stack.adminUrl}/metrics`)).text();
+    expect(text).toMatch(/portcullis_mcp_list_items_hidden_total\{tool="docs",method="tools\/list",mode="would_hide"\} [1-9]/);
+    expect(text).not.toMatch(/portcullis_mcp_list_items_hidden_total\{[^}]*mode="hidden"\}/);
   });
 });
