@@ -218,11 +218,17 @@ describe('MCP lists filtered by policy', () => {
   });
 
   it('a list answer that is not one JSON document is refused, not passed on unfiltered; a BOM is read as the encoding mark', async () => {
-    let framing: 'bom' | 'two' = 'bom';
+    let framing: 'bom' | 'two' | 'bytes' = 'bom';
     const remove = stack.tool.handle('/mcp/', (_req, res, body) => {
       const msg = JSON.parse(body) as Json;
       const doc = JSON.stringify({ jsonrpc: '2.0', id: msg.id, result: { tools: [{ name: 'delete_doc' }, { name: 'search_docs' }] } });
       // Two documents: a reader that takes the first line would see the whole list.
+      if (framing === 'bytes') {
+        // Not valid UTF-8: read as bytes, not as a document, yet a lenient decoder would read the whole list.
+        const [head, tail] = doc.split('delete_doc');
+        res.writeHead(200, { 'content-type': 'application/json' }).end(Buffer.concat([Buffer.from(`${head}delete_doc`), Buffer.from([0xff]), Buffer.from(tail!)]));
+        return;
+      }
       res.writeHead(200, { 'content-type': 'application/json' }).end(framing === 'bom' ? `\ufeff${doc}` : `${doc}\n${doc}`);
     });
     try {
@@ -234,6 +240,10 @@ describe('MCP lists filtered by policy', () => {
       const two = await send(stack, viewer, rpc(52, 'tools/list'));
       expect(two.text).not.toContain('delete_doc');
       expect(two.json).toMatchObject({ jsonrpc: '2.0', id: 52, error: { data: { type: 'unavailable', rule: 'mcp.list_unreadable' } } });
+      framing = 'bytes';
+      const bytes = await send(stack, viewer, rpc(53, 'tools/list'));
+      expect(bytes.text).not.toContain('delete_doc');
+      expect(bytes.json).toMatchObject({ jsonrpc: '2.0', id: 53, error: { data: { type: 'unavailable', rule: 'mcp.list_unreadable' } } });
     } finally {
       remove();
     }
