@@ -2,6 +2,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { dirname, join } from 'node:path';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
+import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
+import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
+import { z } from 'zod';
 import { readAuditFile, send as sendRaw, startStack, type Reply, type SendOptions, type Stack } from '../helpers/index.js';
 import { token } from './authz-support.js';
 
@@ -249,14 +252,15 @@ describe('MCP lists filtered by policy', () => {
     }
   });
 
+  const connect = async (bearer: string, path = '/tools/docs/?sse=1'): Promise<Client> => {
+    const client = new Client({ name: 'portcullis-e2e', version: '1.0.0' });
+    const transport = new StreamableHTTPClientTransport(new URL(path, stack.envoyUrl), { requestInit: { headers: { authorization: `Bearer ${bearer}` } } });
+    await client.connect(transport);
+    return client;
+  };
+
   it('the official MCP client sees the filtered list and cannot call what is hidden', async () => {
     // Event-stream answers (?sse=1): the sample server's JSON replies carry an echo of the request the SDK's strict schema refuses.
-    const connect = async (bearer: string): Promise<Client> => {
-      const client = new Client({ name: 'portcullis-e2e', version: '1.0.0' });
-      const transport = new StreamableHTTPClientTransport(new URL('/tools/docs/?sse=1', stack.envoyUrl), { requestInit: { headers: { authorization: `Bearer ${bearer}` } } });
-      await client.connect(transport);
-      return client;
-    };
     const v = await connect(viewer);
     try {
       expect((await v.listTools()).tools.map((t) => t.name)).toEqual(['search_docs']);
@@ -270,6 +274,38 @@ describe('MCP lists filtered by policy', () => {
       expect((await s.listTools()).tools.map((t) => t.name)).toEqual(['search_docs', 'delete_doc']);
     } finally {
       await s.close();
+    }
+  });
+  it('the official MCP server answering in event streams, through the gateway to the official client: lists filtered, hidden items refused', async () => {
+    const text = (t: string) => ({ content: [{ type: 'text' as const, text: t }] });
+    const remove = stack.tool.handle('/mcp/', (req, res, body) => {
+      // Stateless: one server and transport per request, answers as SSE (no JSON responses).
+      const server = new McpServer({ name: 'docs-sdk', version: '1.0.0' });
+      server.registerTool('search_docs', { description: 'Search', inputSchema: { query: z.string(), tenant: z.string() } }, ({ query }) => text(`found ${query}`));
+      server.registerTool('delete_doc', { description: 'Delete', inputSchema: { doc_id: z.string(), tenant: z.string() } }, () => text('deleted'));
+      server.registerPrompt('summarize_doc', { description: 'Summarize' }, () => ({ messages: [{ role: 'user', content: { type: 'text', text: 'summarize' } }] }));
+      server.registerPrompt('draft_reply', { description: 'Draft' }, () => ({ messages: [{ role: 'user', content: { type: 'text', text: 'draft' } }] }));
+      server.registerResource('handbook', 'docs://public/handbook.md', { mimeType: 'text/markdown' }, (uri) => ({ contents: [{ uri: uri.href, text: '# Handbook' }] }));
+      server.registerResource('salaries', 'docs://internal/salaries.md', { mimeType: 'text/markdown' }, (uri) => ({ contents: [{ uri: uri.href, text: '# Salaries' }] }));
+      const transport = new StreamableHTTPServerTransport({ sessionIdGenerator: undefined });
+      res.on('close', () => {
+        void transport.close();
+        void server.close();
+      });
+      void server.connect(transport).then(() => transport.handleRequest(req, res, body === '' ? undefined : JSON.parse(body)));
+    });
+    const v = await connect(viewer, '/tools/docs/');
+    try {
+      expect((await v.listTools()).tools.map((t) => t.name)).toEqual(['search_docs']);
+      expect((await v.listPrompts()).prompts.map((p) => p.name)).toEqual(['summarize_doc']);
+      expect((await v.listResources()).resources.map((r) => r.uri)).toEqual(['docs://public/handbook.md']);
+      expect((await v.readResource({ uri: 'docs://public/handbook.md' })).contents[0]).toMatchObject({ text: '# Handbook' });
+      await expect(v.readResource({ uri: 'docs://internal/salaries.md' })).rejects.toThrow(/403|forbidden|resource/);
+      await expect(v.getPrompt({ name: 'draft_reply' })).rejects.toThrow(/403|forbidden|prompt/);
+      expect((await v.callTool({ name: 'search_docs', arguments: { query: 'vpn', tenant: 'acme' } })).content).toEqual([{ type: 'text', text: 'found vpn' }]);
+    } finally {
+      await v.close();
+      remove();
     }
   });
 });
