@@ -286,3 +286,134 @@ test_revoked_never_permitted_even_if_denials_were_empty if {
 	inp := call(with_jti(support, "tok-6"), tool("weather", false), "GET", "/tools/weather/forecast")
 	not authz.permitted with input as inp with data.portcullis.revoked as revocations(["tok-6"], [], []) with authz.denials as set()
 }
+
+# --- MCP tools, prompts and resources ---------------------------------------------------------
+
+mcp_input(ident, mcp) := object.union(call(ident, tool("docs", false), "POST", "/tools/docs/mcp"), {"mcp": mcp})
+
+# The input of a listed item, as the gateway builds it (see the header of authz.rego).
+listed_tool(ident, name) := mcp_input(ident, {"method": "tools/call", "tool": name, "arguments": null, "id": null, "prompt": null, "resource": null, "resource_template": null})
+
+listed_prompt(ident, name) := mcp_input(ident, {"method": "prompts/get", "tool": null, "arguments": null, "id": null, "prompt": name, "resource": null, "resource_template": null})
+
+listed_resource(ident, uri) := mcp_input(ident, {"method": "resources/read", "tool": null, "arguments": null, "id": null, "prompt": null, "resource": uri, "resource_template": null})
+
+listed_template(ident, t) := mcp_input(ident, {"method": "resources/read", "tool": null, "arguments": null, "id": null, "prompt": null, "resource": null, "resource_template": t})
+
+admin := identity("helpdesk", ["admin"], "acme")
+
+allows(inp) if {
+	d := authz.allow with input as inp
+	d.allowed == true
+}
+
+denies(inp, rule) if {
+	d := authz.allow with input as inp
+	denied_by(d, rule)
+}
+
+test_list_requests_themselves_are_allowed if {
+	every m in ["tools/list", "prompts/list", "resources/list", "resources/templates/list"] {
+		d := authz.allow with input as mcp_input(viewer, {"method": m, "id": 1, "tool": null, "arguments": null, "prompt": null, "resource": null})
+		d.allowed == true
+	}
+}
+
+test_listed_tools_differ_by_role if {
+	allows(listed_tool(viewer, "search_docs"))
+	not allows(listed_tool(viewer, "delete_doc"))
+	allows(listed_tool(support, "search_docs"))
+	allows(listed_tool(support, "delete_doc"))
+}
+
+test_tool_outside_the_roles_mcp_tools_is_denied if {
+	# A read-only tool the viewer's MCP section does not name.
+	inp := listed_tool(viewer, "list_docs")
+	d := authz.allow with input as inp with data.portcullis.tools.docs.mcp_tools.list_docs as {"mutating": false}
+	denied_by(d, "mcp.tool_not_allowed")
+}
+
+test_role_without_mcp_section_keeps_every_tool_but_no_prompt if {
+	auditor := identity("helpdesk", ["auditor"], "acme")
+	roles := object.union(data.portcullis.roles, {"auditor": {"read_only": false, "tools": ["docs"]}})
+	t := authz.allow with input as listed_tool(auditor, "delete_doc") with data.portcullis.roles as roles
+	t.allowed == true
+	d := authz.allow with input as listed_prompt(auditor, "summarize_doc") with data.portcullis.roles as roles
+	denied_by(d, "mcp.prompt_not_allowed")
+}
+
+test_prompts_by_role if {
+	allows(listed_prompt(viewer, "summarize_doc"))
+	denies(listed_prompt(viewer, "draft_reply"), "mcp.prompt_not_allowed")
+	allows(listed_prompt(support, "draft_reply"))
+	allows(listed_prompt(admin, "anything"))
+}
+
+test_prompt_denial_reason_names_the_prompt if {
+	d := authz.allow with input as listed_prompt(viewer, "draft_reply")
+	d.reason == "None of the caller's roles grants prompt \"draft_reply\" of tool \"docs\"."
+}
+
+test_prompts_get_without_a_name_is_denied if {
+	d := authz.allow with input as mcp_input(viewer, {"method": "prompts/get", "id": 3, "tool": null, "arguments": null, "prompt": null, "resource": null})
+	denied_by(d, "mcp.prompt_not_allowed")
+}
+
+test_prompt_completion_is_judged_like_the_prompt if {
+	inp := mcp_input(viewer, {"method": "completion/complete", "id": 4, "tool": null, "arguments": null, "prompt": "draft_reply", "resource": null})
+	denies(inp, "mcp.prompt_not_allowed")
+}
+
+test_resources_by_prefix if {
+	allows(listed_resource(viewer, "docs://public/handbook.md"))
+	denies(listed_resource(viewer, "docs://internal/salaries.md"), "mcp.resource_not_allowed")
+	allows(listed_resource(support, "docs://internal/salaries.md"))
+	denies(listed_resource(support, "docs://secret/x"), "mcp.resource_not_allowed")
+	allows(listed_resource(admin, "file:///anything"))
+}
+
+test_resource_prefix_cannot_be_escaped if {
+	every uri in [
+		"docs://public/../internal/salaries.md",
+		"docs://public/./../internal/x",
+		"docs://public/%2e%2e/internal/x",
+		"docs://public/%2E%2E%2Finternal",
+		"docs://public/..\\internal\\x",
+		"docs://public/..",
+	] {
+		denies(listed_resource(viewer, uri), "mcp.resource_not_allowed")
+	}
+}
+
+test_resource_prefix_is_case_sensitive if {
+	denies(listed_resource(viewer, "DOCS://public/handbook.md"), "mcp.resource_not_allowed")
+}
+
+test_resources_read_without_a_uri_is_denied if {
+	d := authz.allow with input as mcp_input(viewer, {"method": "resources/read", "id": 5, "tool": null, "arguments": null, "prompt": null, "resource": null})
+	denied_by(d, "mcp.resource_not_allowed")
+}
+
+test_resource_subscribe_is_judged_like_a_read if {
+	d := authz.allow with input as mcp_input(viewer, {"method": "resources/subscribe", "id": 6, "tool": null, "arguments": null, "prompt": null, "resource": "docs://internal/x"})
+	denied_by(d, "mcp.resource_not_allowed")
+}
+
+test_templates_by_literal_prefix if {
+	allows(listed_template(viewer, "docs://public/{path}"))
+	# The literal part does not stay inside the viewer's prefix: the template could reach anything.
+	denies(listed_template(viewer, "docs://{section}/x"), "mcp.resource_not_allowed")
+	denies(listed_template(viewer, "docs://internal/{id}"), "mcp.resource_not_allowed")
+	allows(listed_template(support, "docs://internal/{id}"))
+	allows(listed_template(admin, "{+anything}"))
+}
+
+test_template_literal_cannot_escape if {
+	denies(listed_template(viewer, "docs://public/../internal/{id}"), "mcp.resource_not_allowed")
+}
+
+test_mcp_names_never_permitted_even_if_denials_were_empty if {
+	not authz.permitted with input as listed_prompt(viewer, "draft_reply") with authz.denials as set()
+	not authz.permitted with input as listed_resource(viewer, "docs://internal/x") with authz.denials as set()
+	not authz.permitted with input as listed_template(viewer, "docs://{x}") with authz.denials as set()
+}

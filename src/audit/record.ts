@@ -32,10 +32,22 @@ export interface AuditDecision {
   readonly dry_run: boolean;
 }
 
-/** The MCP JSON-RPC call of a request: its method and, for `tools/call`, the tool named. */
+/**
+ * The MCP JSON-RPC call of a request (first call of a batch): its method, the tool, prompt or
+ * resource it names, the session and protocol version headers, and for list requests how many
+ * items policy hid (`hidden`; in dry run `would_hide`, nothing being hidden).
+ */
 export interface AuditMcp {
   readonly method: string | null;
   readonly tool: string | null;
+  readonly prompt?: string | null;
+  readonly resource?: string | null;
+  readonly session?: string | null;
+  readonly protocol_version?: string | null;
+  /** Items removed from list results; null when the exchange filtered no list. */
+  readonly hidden?: number | null;
+  /** Items policy would have removed in dry run; null when not in dry run or no list. */
+  readonly would_hide?: number | null;
 }
 
 /** Fields the forwarded and the exchange record share, in the order they are written. */
@@ -158,8 +170,8 @@ export interface AuditExchange {
    * two records, or whose access log line, redact the same path do it once); used as given.
    */
   readonly redactedPath?: string;
-  /** MCP JSON-RPC method and tool name (the ext_authz metadata's `mcp_method`/`mcp_tool`). */
-  readonly mcp?: { readonly method: string | null; readonly tool: string | null } | null;
+  /** MCP call of the request (the ext_authz metadata's `mcp_*` fields; ext_proc adds list counts). */
+  readonly mcp?: AuditMcp | null;
   /** Authorization decision; null when ext_authz's verdict is unknown (treated as not allowed). */
   readonly decision: AuditDecision | null;
   readonly inspection?: {
@@ -369,7 +381,7 @@ function baseOf(x: AuditForwarded, scanner: Scanner | null | undefined): AuditRe
     tool: x.tool ?? null,
     method: x.method,
     path: x.redactedPath ?? redactPath(x.path, scanner),
-    mcp: x.mcp && (x.mcp.method !== null || x.mcp.tool !== null) ? { method: x.mcp.method ?? null, tool: x.mcp.tool ?? null } : null,
+    mcp: mcpOf(x.mcp),
     decision: {
       allowed: d?.allowed ?? false,
       rule: d?.rule ?? null,
@@ -377,6 +389,20 @@ function baseOf(x: AuditForwarded, scanner: Scanner | null | undefined): AuditRe
       policy_version: d?.policy_version ?? null,
       dry_run: d?.dry_run ?? false,
     },
+  };
+}
+
+function mcpOf(m: AuditMcp | null | undefined): AuditMcp | null {
+  if (!m || (m.method === null && m.tool === null)) return null;
+  return {
+    method: m.method ?? null,
+    tool: m.tool ?? null,
+    prompt: m.prompt ?? null,
+    resource: m.resource ?? null,
+    session: m.session ?? null,
+    protocol_version: m.protocol_version ?? null,
+    hidden: m.hidden ?? null,
+    would_hide: m.would_hide ?? null,
   };
 }
 

@@ -11,9 +11,17 @@ export function auditDecision(m: AuthzMetadata): AuditDecision {
   return { allowed: m.allowed, rule: m.rule, reason: m.reason, policy_version: m.policy_version, dry_run: m.dry_run };
 }
 
-/** The MCP JSON-RPC method and tool of the request (first call of a batch), or null for none. */
+/** The MCP call of the request (first call of a batch) and its session headers, or null for none. */
 export function auditMcp(m: AuthzMetadata): AuditMcp | null {
-  return m.mcp_method === null && m.mcp_tool === null ? null : { method: m.mcp_method, tool: m.mcp_tool };
+  if (m.mcp_method === null && m.mcp_tool === null) return null;
+  return {
+    method: m.mcp_method,
+    tool: m.mcp_tool,
+    prompt: m.mcp_prompt,
+    resource: m.mcp_resource,
+    session: m.mcp_session,
+    protocol_version: m.mcp_protocol_version,
+  };
 }
 
 /**

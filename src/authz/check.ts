@@ -19,6 +19,8 @@ import type { ProtoCheckRequest } from './request.js';
 import { HeaderHygiene, hasMethodOverrideParam, METHOD_OVERRIDE_PARAM } from '../tools/headerHygiene.js';
 import { stageTimer, recordDecision } from './metrics.js';
 import { challengeFor, oauthResources } from '../mcp/oauth.js';
+import { headerToken } from '../mcp/exchange.js';
+import { countMcpCalls } from '../mcp/metrics.js';
 
 /** Prefix of headers the gateway itself sets upstream; a caller can never supply them. */
 export const GATEWAY_HEADER_PREFIX = 'x-portcullis-';
@@ -55,6 +57,18 @@ export interface AuthzMetadata {
   policy_version: string | null;
   mcp_method: string | null;
   mcp_tool: string | null;
+  /** Prompt named by the first call (`prompts/get`, prompt completion), null otherwise. */
+  mcp_prompt: string | null;
+  /** Resource URI named by the first call (`resources/read`, ...), null otherwise. */
+  mcp_resource: string | null;
+  /** `mcp-session-id` request header (printable, bounded), null when absent. */
+  mcp_session: string | null;
+  /** `mcp-protocol-version` request header (printable, bounded), null when absent. */
+  mcp_protocol_version: string | null;
+  /** How the principal was proven (issuers, key ids; never a secret), for ext_proc's policy input. */
+  proven_by: string[];
+  /** The bearer token's `jti`, for ext_proc's policy input. */
+  jti: string | null;
   /**
    * SHA-256 (hex) of the whole body a JSON tool's decision was made on, `null` when there was
    * none; ext_proc refuses to forward a body that differs.
@@ -237,6 +251,7 @@ export class Authorizer {
       this.limit(deps, ctx);
       const outcome = this.allow(deps, ctx, hygiene);
       recordDecision(outcome.metadata.dry_run ? 'dry_run_allow' : 'allow', 'none', ctx.tool?.name ?? null, outcome.metadata.rule);
+      countMcpCalls(ctx.tool, ctx.mcp, outcome.metadata.dry_run ? 'dry_run_allow' : 'allow');
       return outcome;
     } catch (err) {
       const error = toGatewayError(err, 'the gateway could not decide');
@@ -247,6 +262,7 @@ export class Authorizer {
       if (!ctx.isJsonRpc) peekJsonRpc(ctx, ctx.authenticated && ctx.tool?.mcp !== undefined);
       if (error.code === 'internal') log.error({ err: (err as Error)?.message, request_id: ctx.requestId }, 'check failed; denying');
       recordDecision('deny', error.code, ctx.tool?.name ?? null, error.rule ?? null);
+      countMcpCalls(ctx.tool, ctx.mcp, 'deny');
       return {
         allowed: false,
         error,
@@ -575,6 +591,12 @@ export class Authorizer {
       policy_version: deps.policy.status().version,
       mcp_method: firstCall?.method ?? null,
       mcp_tool: firstCall?.tool ?? null,
+      mcp_prompt: firstCall?.prompt ?? null,
+      mcp_resource: firstCall?.resource ?? null,
+      mcp_session: headerToken(ctx.headers['mcp-session-id']),
+      mcp_protocol_version: headerToken(ctx.headers['mcp-protocol-version']),
+      proven_by: p ? [...p.proven_by] : [],
+      jti: p?.jti ?? null,
       body_sha256: ctx.bodySha256,
       authz_ms: Number(process.hrtime.bigint() - ctx.started) / 1e6,
     };

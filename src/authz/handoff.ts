@@ -56,6 +56,12 @@ const FIELDS: Readonly<Record<keyof AuthzMetadata, Kind>> = {
   policy_version: 'string?',
   mcp_method: 'string?',
   mcp_tool: 'string?',
+  mcp_prompt: 'string?',
+  mcp_resource: 'string?',
+  mcp_session: 'string?',
+  mcp_protocol_version: 'string?',
+  proven_by: 'string[]',
+  jti: 'string?',
   authz_ms: 'number',
   body_sha256: 'string?',
 };

@@ -67,6 +67,65 @@ const MCP_TOOLS = [
   },
 ];
 
+/** Prompts of the docs server (prompts/list, prompts/get). */
+const MCP_PROMPTS = [
+  { name: 'summarize_doc', description: 'Summarizes one document.', arguments: [{ name: 'doc_id', required: true }] },
+  { name: 'draft_reply', description: 'Drafts a reply to a support ticket from the documentation.', arguments: [{ name: 'ticket', required: true }] },
+  { name: 'export_all', description: 'Exports every document of the tenant.', arguments: [] },
+];
+
+/** Resources of the docs server (resources/list, resources/read), one page of `PAGE_SIZE` at a time. */
+const MCP_RESOURCES = [
+  { uri: 'docs://public/handbook.md', name: 'handbook', mimeType: 'text/markdown', text: '# Handbook\nWelcome.' },
+  { uri: 'docs://internal/salaries.md', name: 'salaries', mimeType: 'text/markdown', text: '# Salaries\nConfidential.' },
+  { uri: 'docs://internal/roadmap.md', name: 'roadmap', mimeType: 'text/markdown', text: '# Roadmap\nNext year.' },
+  { uri: 'docs://secret/keys.md', name: 'keys', mimeType: 'text/markdown', text: '# Keys\nNothing to see.' },
+  { uri: 'docs://public/faq.md', name: 'faq', mimeType: 'text/markdown', text: '# FAQ\nAsk away.' },
+];
+
+const MCP_TEMPLATES = [
+  { uriTemplate: 'docs://public/{path}', name: 'public document' },
+  { uriTemplate: 'docs://internal/{path}', name: 'internal document' },
+  { uriTemplate: 'docs://{section}/{path}', name: 'any document' },
+];
+
+/** Items per page of every MCP list (tools fit on one page; resources take three). */
+const PAGE_SIZE = 2;
+
+/**
+ * One page of a list: the cursor is the opaque `params.cursor` of the previous page's
+ * `nextCursor` (`page-<offset>`); an unknown cursor is a JSON-RPC invalid-params error.
+ */
+function page<T>(id: unknown, params: Json, items: readonly T[], key: string, map: (item: T) => Json = (i) => i as Json): Json {
+  const cursor = params.cursor;
+  let offset = 0;
+  if (cursor !== undefined) {
+    const m = typeof cursor === 'string' ? /^page-(\d+)$/.exec(cursor) : null;
+    offset = m ? Number(m[1]) : -1;
+    if (offset < 0 || offset >= items.length) return rpcError(id, -32602, `invalid cursor: ${JSON.stringify(cursor)}`);
+  }
+  const slice = items.slice(offset, offset + PAGE_SIZE).map(map);
+  const next = offset + PAGE_SIZE < items.length ? { nextCursor: `page-${offset + PAGE_SIZE}` } : {};
+  return { jsonrpc: '2.0', id, result: { [key]: slice, ...next } };
+}
+
+function getPrompt(id: unknown, params: Json): Json {
+  const prompt = MCP_PROMPTS.find((p) => p.name === params.name);
+  if (!prompt) return rpcError(id, -32602, `unknown prompt: ${String(params.name)}`);
+  const args = (typeof params.arguments === 'object' && params.arguments !== null ? params.arguments : {}) as Json;
+  return {
+    jsonrpc: '2.0',
+    id,
+    result: { description: prompt.description, messages: [{ role: 'user', content: { type: 'text', text: `${prompt.description} ${JSON.stringify(args)}` } }] },
+  };
+}
+
+function readResource(id: unknown, params: Json): Json {
+  const r = MCP_RESOURCES.find((x) => x.uri === params.uri);
+  if (!r) return { jsonrpc: '2.0', id: id ?? null, error: { code: -32002, message: 'Resource not found', data: { uri: params.uri ?? null } } };
+  return { jsonrpc: '2.0', id, result: { contents: [{ uri: r.uri, mimeType: r.mimeType, text: r.text }] } };
+}
+
 const FORECAST = ['sunny', 'cloudy', 'rain', 'showers', 'windy'];
 
 function forecast(city: string): Json {
@@ -182,17 +241,58 @@ function rpcOne(msg: unknown): Json | null {
       return {
         jsonrpc: '2.0',
         id,
-        result: { protocolVersion: '2025-06-18', capabilities: { tools: { listChanged: false } }, serverInfo: { name: 'portcullis-sample-docs', version: '1.0.0' } },
+        result: {
+          protocolVersion: '2025-06-18',
+          capabilities: { tools: { listChanged: false }, prompts: { listChanged: false }, resources: { listChanged: false, subscribe: false } },
+          serverInfo: { name: 'portcullis-sample-docs', version: '1.0.0' },
+        },
       };
     case 'ping':
       return { jsonrpc: '2.0', id, result: {} };
     case 'tools/list':
-      return { jsonrpc: '2.0', id, result: { tools: MCP_TOOLS } };
+      return page(id, params, MCP_TOOLS, 'tools');
     case 'tools/call':
       return callTool(id, params);
+    case 'prompts/list':
+      return page(id, params, MCP_PROMPTS, 'prompts');
+    case 'prompts/get':
+      return getPrompt(id, params);
+    case 'resources/list':
+      return page(id, params, MCP_RESOURCES, 'resources', ({ uri, name, mimeType }) => ({ uri, name, mimeType }));
+    case 'resources/templates/list':
+      return page(id, params, MCP_TEMPLATES, 'resourceTemplates');
+    case 'resources/read':
+      return readResource(id, params);
     default:
       return rpcError(id, -32601, `method not found: ${String(m.method)}`);
   }
+}
+
+/**
+ * Whether an MCP reply goes out as an event stream: the request's `Accept` ranks
+ * `text/event-stream` above `application/json` (by q, then by order), or the `sse` query
+ * parameter asks for it (a test hook).
+ */
+export function prefersEventStream(accept: string | undefined, query: URLSearchParams): boolean {
+  if (query.get('sse') === '1') return true;
+  if (!accept) return false;
+  let best: { type: string; q: number } | null = null;
+  for (const part of accept.split(',')) {
+    const [type = '', ...params] = part.split(';').map((x) => x.trim().toLowerCase());
+    if (type !== 'text/event-stream' && type !== 'application/json') continue;
+    const qp = params.find((p) => p.startsWith('q='));
+    const q = qp ? Number(qp.slice(2)) : 1;
+    if (!Number.isFinite(q) || q <= 0) continue;
+    if (!best || q > best.q) best = { type, q };
+  }
+  return best?.type === 'text/event-stream';
+}
+
+/** Replies as SSE `message` events, one per JSON-RPC response. */
+function sendEvents(res: ServerResponse, replies: readonly Json[]): void {
+  res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' });
+  for (const r of replies) res.write(`event: message\ndata: ${JSON.stringify(r)}\n\n`);
+  res.end();
 }
 
 function mcp(method: string, body: string): Reply | { status: number; batch: Json[] } {
@@ -258,6 +358,11 @@ export async function startSampleTool(opts: { port: number; host?: string }): Pr
       return;
     }
     const reply = route(method, url.pathname, url.searchParams, body);
+    const isMcp = url.pathname === '/mcp/' || url.pathname === '/mcp';
+    if (isMcp && reply.status === 200 && prefersEventStream(req.headers.accept, url.searchParams)) {
+      sendEvents(res, 'batch' in reply ? reply.batch : reply.body ? [reply.body] : []);
+      return;
+    }
     if ('batch' in reply) {
       send(res, reply.status, reply.batch);
       return;

@@ -12,6 +12,7 @@ import { errorBody, rpcErrorBody, type GatewayError, type RpcErrorTarget } from 
 import { setHeader, type ProcessingResponse } from './proto.js';
 import { compilePipeline, type ResponsePipeline } from './response/pipeline.js';
 import type { MemoryBudget } from './response/budget.js';
+import type { PolicyEngine } from '../policy/engine.js';
 
 /** What ext_proc compiled for one tool's responses. */
 export interface ResponsePlan {
@@ -38,6 +39,8 @@ export interface ExtprocDeps {
   readonly credentials: CredentialInjector;
   /** Memory for held response bodies, shared by every stream (kept across reloads). */
   readonly budget: MemoryBudget;
+  /** The policy the Check decides with; ext_proc asks it which MCP list items a caller may see. */
+  readonly policy: PolicyEngine;
 }
 
 /**
@@ -52,7 +55,7 @@ export function compileResponses(config: GatewayConfig, scanner: Scanner): Map<s
         const o = t.response.dlp_overrides;
         toolScanner = o && Object.keys(o).length > 0 ? compileCatalog({ ...config.dlp, overrides: { ...config.dlp?.overrides, ...o } }) : scanner;
       }
-      return [t.name, { pipeline: compilePipeline(compileFieldFilter(t.response.drop_fields)), scanner: toolScanner }];
+      return [t.name, { pipeline: compilePipeline(compileFieldFilter(t.response.drop_fields), Boolean(t.mcp)), scanner: toolScanner }];
     }),
   );
 }

@@ -4,6 +4,8 @@ import type { AuditDecision } from '../audit/record.js';
 import type { ExtprocDeps } from './deps.js';
 import type { RequestState, ResponseState, StreamState } from './state.js';
 import { countFindings, countInjections } from './metrics.js';
+import { exchangeMcp } from '../mcp/audit.js';
+import { countHidden } from '../mcp/metrics.js';
 
 function ms(fromNs: bigint): number {
   return Math.round(Number(process.hrtime.bigint() - fromNs) / 1e3) / 1e3;
@@ -56,10 +58,13 @@ export function finishExchange(deps: ExtprocDeps, st: StreamState, req: RequestS
     const dlpEvents = req.dlp.count + res.dlp.count + res.scrubbed;
     const acted = req.dlp.action === 'redacted' || req.dlp.action === 'blocked' || res.dlp.action === 'redacted' || res.dlp.action === 'blocked' || res.scrubbed > 0;
     if (principal && acted) deps.alerter.note(principal, tool, dlpEvents, Date.now());
+    countHidden(tool, req.mcp);
   }
   const authzMs = meta?.authz_ms ?? null;
+  const authz = meta ? auditFromAuthz(meta) : null;
   deps.audit.record({
-    ...(meta ? auditFromAuthz(meta) : { identity: null, decision: noDecision(st) }),
+    ...(authz ?? { identity: null, decision: noDecision(st) }),
+    mcp: authz ? exchangeMcp(authz.mcp, req.mcp, meta?.dry_run === true || deps.config.policy.dry_run || st.tool?.dry_run === true) : null,
     requestId: req.requestId ?? meta?.request_id ?? null,
     traceparent: req.traceparent,
     tool,

@@ -12,6 +12,7 @@ import { BodyCollector, budgetExhausted, inspectWholeBody } from './response/bod
 import { SseInspector } from './response/sse.js';
 import { Reservation } from './response/budget.js';
 import type { TransformContext } from './response/pipeline.js';
+import { mcpListContext } from '../mcp/context.js';
 
 /**
  * Largest response Envoy is asked to buffer (BUFFERED mode): the listener's
@@ -207,6 +208,7 @@ export class StreamProcessor {
       res: this.response,
       scanner: plan.scanner,
       scrubber: scrubberFor(values),
+      mcp: mcpListContext(this.deps, tool, this.stream, this.request),
     };
     return this.ctx;
   }
@@ -254,6 +256,8 @@ export class StreamProcessor {
     }
     const textual = res.contentType === '' || TEXTUAL.test(res.contentType);
     if (!textual && tool.response.binary === 'pass') {
+      // A list answer must be read to be filtered: never passed unread.
+      plan.pipeline.unparsed(null, ctx);
       res.notInspected = 'binary_pass';
       return reply();
     }

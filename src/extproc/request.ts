@@ -9,6 +9,7 @@ import { checkBatchSize } from '../inspect/mcp.js';
 import { applyDlp } from '../dlp/index.js';
 import type { ExtprocDeps } from './deps.js';
 import { noteFindings, type RequestState, type StreamState } from './state.js';
+import { noteHeaders, noteRequests } from '../mcp/exchange.js';
 import { headerMap, setHeader, type ProcessingRequest, type ProcessingResponse, type ProtoHttpBody, type ProtoProcessingMode } from './proto.js';
 
 /** Bodies are inspected only through the modes the exchange asks for (each phase is a round trip). */
@@ -79,6 +80,7 @@ export function onRequestHeaders(deps: ExtprocDeps, st: StreamState, req: Reques
   req.requestId = h['x-request-id'] ?? req.requestId;
   req.traceparent = h['traceparent'] ?? req.traceparent;
   req.contentType = h['content-type'] ?? null;
+  if (st.tool?.mcp) noteHeaders(req.mcp, h, new Set(st.tool.credentials.map((c) => c.header.toLowerCase())));
   const inspectBody = !msg.requestHeaders?.endOfStream && needsRequestBody(deps, st);
   return {
     requestHeaders: {
@@ -118,6 +120,7 @@ interface Scanned {
 function validate(deps: ExtprocDeps, tool: ToolConfig, req: RequestState, read: RequestBody): Scanned[] {
   const rpc = read.rpc;
   if (rpc) {
+    noteRequests(req.mcp, rpc.calls);
     req.rpc.isJsonRpc = true;
     req.rpc.id = rpc.calls[0]?.id ?? null;
     if (rpc.batch) req.rpc.batchIds = rpc.calls.flatMap((c) => (c.id === null ? [] : [c.id]));

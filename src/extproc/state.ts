@@ -2,6 +2,7 @@ import type { ToolConfig } from '../config/types.js';
 import type { AuthzMetadata } from '../authz/check.js';
 import type { Finding } from '../dlp/index.js';
 import type { GatewayError, RpcErrorTarget } from '../errors.js';
+import { newMcpExchange, type McpExchange } from '../mcp/exchange.js';
 
 /** DLP outcome for one direction of an exchange. */
 export interface DirectionDlp {
@@ -67,6 +68,8 @@ export interface RequestState {
   payload: string | null;
   /** `path` as audit records carry it (redacted once, for both records of the exchange). */
   auditPath: string | null;
+  /** MCP requests of this exchange (ids and methods), session headers, list items hidden. */
+  readonly mcp: McpExchange;
 }
 
 /**
@@ -122,6 +125,7 @@ export function newRequestState(): RequestState {
     inspectMs: 0,
     payload: null,
     auditPath: null,
+    mcp: newMcpExchange(),
   };
 }
 

@@ -15,6 +15,24 @@ export interface McpCall {
   readonly tool: string | null;
   /** `params.arguments` of a `tools/call`; otherwise `null`. */
   readonly arguments: unknown;
+  /**
+   * The prompt named: `params.name` of a `prompts/get`, or `params.ref.name` of a
+   * `completion/complete` about a prompt (`ref/prompt`); otherwise `null` (always set by the parser).
+   */
+  readonly prompt?: string | null;
+  /**
+   * The resource URI named: `params.uri` of a `resources/read`, `resources/subscribe` or
+   * `resources/unsubscribe`, or `params.ref.uri` of a `completion/complete` about a resource
+   * (`ref/resource`); otherwise `null` (always set by the parser).
+   */
+  readonly resource?: string | null;
+}
+
+/** Methods whose `params.uri` names the resource they read or watch. */
+const RESOURCE_METHODS: ReadonlySet<string> = new Set(['resources/read', 'resources/subscribe', 'resources/unsubscribe']);
+
+function stringOf(v: unknown): string | null {
+  return typeof v === 'string' ? v : null;
 }
 
 /** Result of {@link parseJsonRpc}. */
@@ -46,11 +64,22 @@ function toCall(msg: Json): McpCall | null {
   if (typeof msg.method !== 'string') return null;
   let tool: string | null = null;
   let args: unknown = null;
-  if (msg.method === 'tools/call' && isObject(msg.params)) {
-    tool = typeof msg.params.name === 'string' ? msg.params.name : null;
-    args = msg.params.arguments ?? null;
+  let prompt: string | null = null;
+  let resource: string | null = null;
+  const params = isObject(msg.params) ? msg.params : null;
+  if (params && msg.method === 'tools/call') {
+    tool = stringOf(params.name);
+    args = params.arguments ?? null;
+  } else if (params && msg.method === 'prompts/get') {
+    prompt = stringOf(params.name);
+  } else if (params && RESOURCE_METHODS.has(msg.method)) {
+    resource = stringOf(params.uri);
+  } else if (params && msg.method === 'completion/complete' && isObject(params.ref)) {
+    // Completions reveal a prompt's or resource template's arguments: judged like using it.
+    if (params.ref.type === 'ref/prompt') prompt = stringOf(params.ref.name);
+    else if (params.ref.type === 'ref/resource') resource = stringOf(params.ref.uri);
   }
-  return { method: msg.method, id: rpcId(msg.id), tool, arguments: args };
+  return { method: msg.method, id: rpcId(msg.id), tool, arguments: args, prompt, resource };
 }
 
 function parseJson(body: string): unknown {

@@ -144,6 +144,7 @@ export async function buildDeps(config: GatewayConfig, policy: PolicyEngine, lim
         audit,
         alerter: new DlpAlerter(config.alerting.dlp_threshold, config.alerting.window_s),
         handoff,
+        policy,
       },
       secrets,
       handoff,

@@ -89,6 +89,12 @@ function handoff(rng: Rng, key: HandoffKey | null): Json {
     policy_version: null,
     mcp_method: null,
     mcp_tool: null,
+    mcp_prompt: null,
+    mcp_resource: null,
+    mcp_session: null,
+    mcp_protocol_version: null,
+    proven_by: [],
+    jti: null,
     authz_ms: 1,
     body_sha256: null,
   };

@@ -186,7 +186,11 @@ async function inspectNow(raw: Buffer, res: ResponseState, pipeline: ResponsePip
   }
   const reading = readText(bytes, res.charset ?? undefined);
   res.view = reading ? reading.view : 'binary';
-  if (!reading) return { bytes: inspectBinary(bytes, ctx), text: null };
+  if (!reading) {
+    // Not text: a transform that must read the document (MCP list filtering) refuses it.
+    pipeline.unparsed(null, ctx);
+    return { bytes: inspectBinary(bytes, ctx), text: null };
+  }
   const text = await applyTextSliced(pipeline, pipeline.applyJson(reading.text, ctx), ctx);
   return { bytes: writeText(reading, text, bytes), text };
 }

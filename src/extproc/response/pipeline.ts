@@ -3,6 +3,7 @@ import { applyDlp, type Scanner } from '../../dlp/index.js';
 import type { Scrubber } from '../../credentials/scrub.js';
 import type { FieldFilter } from '../fieldFilter.js';
 import { noteFindings, type ResponseState } from '../state.js';
+import { mcpListTransform, type McpListContext } from '../../mcp/lists.js';
 
 /**
  * The response transforms, in order: field filter, DLP, injected-credential scrub. The same
@@ -14,6 +15,11 @@ import { noteFindings, type ResponseState } from '../state.js';
 export interface JsonTransform {
   readonly name: string;
   apply(doc: unknown, ctx: TransformContext): number;
+  /**
+   * Called instead of `apply` when a text is not JSON (`null`: a body that is not text at all);
+   * a transform that must see the document throws to refuse it (fail closed).
+   */
+  unparsed?(text: string | null, ctx: TransformContext): void;
 }
 
 /** What the transforms of one exchange read and record into. */
@@ -26,6 +32,8 @@ export interface TransformContext {
   readonly scanner: Scanner | null;
   /** Credentials injected into this call; always applied. */
   readonly scrubber: Scrubber;
+  /** MCP list filtering of this exchange (MCP tools); absent or null otherwise. */
+  readonly mcp?: McpListContext | null;
 }
 
 /** The field filter as a JSON transform; in a JSON-RPC batch it applies to every response. */
@@ -66,16 +74,22 @@ export class ResponsePipeline {
   applyJson(text: string, ctx: TransformContext): string {
     if (this.json.length === 0) return text;
     const t = text.trimStart();
-    if (t[0] !== '{' && t[0] !== '[') return text;
+    if (t[0] !== '{' && t[0] !== '[') return this.unparsed(text, ctx);
     let doc: unknown;
     try {
       doc = JSON.parse(text);
     } catch {
-      return text;
+      return this.unparsed(text, ctx);
     }
     let changes = 0;
     for (const tr of this.json) changes += tr.apply(doc, ctx);
     return changes > 0 ? JSON.stringify(doc) : text;
+  }
+
+  /** A text (or, with `null`, a body) that is not JSON: each transform may refuse it. */
+  unparsed(text: string | null, ctx: TransformContext): string {
+    for (const tr of this.json) tr.unparsed?.(text, ctx);
+    return text ?? '';
   }
 
   /** Text transforms: DLP (throws `blocked_content` on a block rule), then the credential scrub. */
@@ -104,7 +118,14 @@ export function scrubText(text: string, ctx: TransformContext): string {
   return s.text;
 }
 
-/** Compiles the pipeline of a tool from its config. */
-export function compilePipeline(filter: FieldFilter): ResponsePipeline {
-  return new ResponsePipeline(filter.empty ? [] : [fieldFilterTransform(filter)]);
+/**
+ * Compiles the pipeline of a tool from its config. An MCP server's responses always go through
+ * list filtering first (before any field is dropped, on what the server sent), so they are
+ * always parsed.
+ */
+export function compilePipeline(filter: FieldFilter, mcp = false): ResponsePipeline {
+  const json: JsonTransform[] = [];
+  if (mcp) json.push(mcpListTransform());
+  if (!filter.empty) json.push(fieldFilterTransform(filter));
+  return new ResponsePipeline(json);
 }

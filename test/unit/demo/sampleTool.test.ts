@@ -84,11 +84,52 @@ describe('sample tool', () => {
     expect(del.json.result.structuredContent.deleted).toBe('d1');
   });
 
+  it('lists prompts, resources and templates a page at a time, following nextCursor to the end', async () => {
+    const uris: string[] = [];
+    let cursor: string | undefined;
+    for (let pages = 0; pages < 10; pages++) {
+      const r = await call('/mcp/', rpc({ jsonrpc: '2.0', id: pages, method: 'resources/list', params: cursor === undefined ? {} : { cursor } }));
+      expect(r.json.result.resources.length).toBeLessThanOrEqual(2);
+      uris.push(...r.json.result.resources.map((x: { uri: string }) => x.uri));
+      cursor = r.json.result.nextCursor;
+      if (cursor === undefined) break;
+    }
+    expect(uris).toEqual(['docs://public/handbook.md', 'docs://internal/salaries.md', 'docs://internal/roadmap.md', 'docs://secret/keys.md', 'docs://public/faq.md']);
+    const prompts = await call('/mcp/', rpc({ jsonrpc: '2.0', id: 1, method: 'prompts/list' }));
+    expect(prompts.json.result.prompts.map((p: { name: string }) => p.name)).toEqual(['summarize_doc', 'draft_reply']);
+    expect(prompts.json.result.nextCursor).toBe('page-2');
+    const templates = await call('/mcp/', rpc({ jsonrpc: '2.0', id: 2, method: 'resources/templates/list', params: { cursor: 'page-2' } }));
+    expect(templates.json.result).toEqual({ resourceTemplates: [{ uriTemplate: 'docs://{section}/{path}', name: 'any document' }] });
+    const bad = await call('/mcp/', rpc({ jsonrpc: '2.0', id: 3, method: 'tools/list', params: { cursor: 'page-99' } }));
+    expect(bad.json.error.code).toBe(-32602);
+  });
+
+  it('answers prompts/get and resources/read, with errors for unknown names and URIs', async () => {
+    const p = await call('/mcp/', rpc({ jsonrpc: '2.0', id: 1, method: 'prompts/get', params: { name: 'summarize_doc', arguments: { doc_id: 'd1' } } }));
+    expect(p.json.result.messages[0].content.text).toContain('d1');
+    expect((await call('/mcp/', rpc({ jsonrpc: '2.0', id: 2, method: 'prompts/get', params: { name: 'nope' } }))).json.error.code).toBe(-32602);
+    const r = await call('/mcp/', rpc({ jsonrpc: '2.0', id: 3, method: 'resources/read', params: { uri: 'docs://internal/salaries.md' } }));
+    expect(r.json.result.contents[0].text).toContain('Confidential');
+    expect((await call('/mcp/', rpc({ jsonrpc: '2.0', id: 4, method: 'resources/read', params: { uri: 'docs://none' } }))).json.error.code).toBe(-32002);
+  });
+
+  it('answers as an event stream when Accept prefers it (or ?sse=1), one event per response', async () => {
+    const body = JSON.stringify([{ jsonrpc: '2.0', id: 1, method: 'tools/list' }, { jsonrpc: '2.0', id: 2, method: 'ping' }]);
+    const sse = await fetch(`${base}/mcp/`, { method: 'POST', headers: { 'content-type': 'application/json', accept: 'text/event-stream, application/json;q=0.5' }, body });
+    expect(sse.headers.get('content-type')).toBe('text/event-stream');
+    const events = (await sse.text()).split('\n\n').filter((e) => e !== '');
+    expect(events.map((e) => JSON.parse(e.split('data: ')[1]!).id)).toEqual([1, 2]);
+    const json = await fetch(`${base}/mcp/`, { method: 'POST', headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream' }, body });
+    expect(json.headers.get('content-type')).toBe('application/json');
+    const hook = await fetch(`${base}/mcp/?sse=1`, { method: 'POST', headers: { 'content-type': 'application/json' }, body });
+    expect(hook.headers.get('content-type')).toBe('text/event-stream');
+  });
+
   it('returns JSON-RPC errors for unknown tools, unknown methods and bad JSON; 202 for notifications', async () => {
     const unknownTool = await call('/mcp/', rpc({ jsonrpc: '2.0', id: 5, method: 'tools/call', params: { name: 'rm_rf' } }));
     expect(unknownTool.json.error.code).toBe(-32602);
     expect(unknownTool.json.id).toBe(5);
-    const unknownMethod = await call('/mcp/', rpc({ jsonrpc: '2.0', id: 6, method: 'resources/list' }));
+    const unknownMethod = await call('/mcp/', rpc({ jsonrpc: '2.0', id: 6, method: 'sampling/createMessage' }));
     expect(unknownMethod.json.error.code).toBe(-32601);
     const bad = await call('/mcp/', { method: 'POST', body: '{' });
     expect(bad.status).toBe(400);

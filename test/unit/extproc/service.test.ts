@@ -20,6 +20,7 @@ import type { ProcessingRequest, ProcessingResponse } from '../../../src/extproc
 import { AUTHZ_METADATA_NAMESPACE, HandoffKey, handoffStruct, sealHandoff } from '../../../src/authz/handoff.js';
 import type { AuthzMetadata } from '../../../src/authz/check.js';
 import { repoPath } from '../../helpers/paths.js';
+import { PolicyEngine } from '../../../src/policy/engine.js';
 
 /**
  * The ext_proc stream loop driven without Envoy: a fake duplex call receives the messages Envoy
@@ -114,6 +115,7 @@ function setup(opts: { config?: GatewayConfig; scanner?: Scanner; budget?: numbe
     audit: new AuditLogger([sink], config.audit.payload),
     alerter: new DlpAlerter(config.alerting.dlp_threshold, config.alerting.window_s),
     handoff: KEY,
+    policy: new PolicyEngine({ bundlePath: 'policy.tar.gz', decision: 'envoy/authz/allow', watch: false }),
   };
   return { service: new ExtprocService(deps), sink };
 }
@@ -146,6 +148,12 @@ function meta(tool: string, over: Partial<AuthzMetadata> = {}): AuthzMetadata {
     policy_version: 'sha256:test',
     mcp_method: null,
     mcp_tool: null,
+    mcp_prompt: null,
+    mcp_resource: null,
+    mcp_session: null,
+    mcp_protocol_version: null,
+    proven_by: [],
+    jti: null,
     body_sha256: null,
     authz_ms: 1,
     ...over,

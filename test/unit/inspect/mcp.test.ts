@@ -7,14 +7,14 @@ describe('parseJsonRpc', () => {
     expect(parseJsonRpc(JSON.stringify(message))).toEqual({
       batch: false,
       size: 1,
-      calls: [{ method: 'tools/call', id: 7, tool: 'search_docs', arguments: { query: 'q', tenant: 'acme' } }],
+      calls: [{ method: 'tools/call', id: 7, tool: 'search_docs', arguments: { query: 'q', tenant: 'acme' }, prompt: null, resource: null }],
       messages: [message],
     });
   });
 
   it('reads other methods without tool or arguments', () => {
     expect(parseJsonRpc('{"jsonrpc":"2.0","id":"a-1","method":"tools/list","params":{"name":"x"}}')?.calls).toEqual([
-      { method: 'tools/list', id: 'a-1', tool: null, arguments: null },
+      { method: 'tools/list', id: 'a-1', tool: null, arguments: null, prompt: null, resource: null },
     ]);
   });
 
@@ -24,9 +24,9 @@ describe('parseJsonRpc', () => {
   });
 
   it('tolerates a tools/call without params or with a non-string name', () => {
-    expect(parseJsonRpc('{"jsonrpc":"2.0","id":1,"method":"tools/call"}')?.calls).toEqual([{ method: 'tools/call', id: 1, tool: null, arguments: null }]);
+    expect(parseJsonRpc('{"jsonrpc":"2.0","id":1,"method":"tools/call"}')?.calls).toEqual([{ method: 'tools/call', id: 1, tool: null, arguments: null, prompt: null, resource: null }]);
     expect(parseJsonRpc('{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":5,"arguments":[1]}}')?.calls).toEqual([
-      { method: 'tools/call', id: 1, tool: null, arguments: [1] },
+      { method: 'tools/call', id: 1, tool: null, arguments: [1], prompt: null, resource: null },
     ]);
   });
 

@@ -61,7 +61,7 @@ describe('readRequestBody', () => {
   });
   it('recognises JSON-RPC from the same value', () => {
     const r = readRequestBody(Buffer.from('{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x","arguments":{}}}'), 'application/json', plainTool);
-    expect(r.rpc?.calls).toEqual([{ method: 'tools/call', id: 1, tool: 'x', arguments: {} }]);
+    expect(r.rpc?.calls).toEqual([{ method: 'tools/call', id: 1, tool: 'x', arguments: {}, prompt: null, resource: null }]);
   });
   it('leaves text bodies of other tools as text, but refuses ambiguous JSON documents in them', () => {
     expect(readRequestBody(Buffer.from('{not json'), 'text/plain', plainTool)).toMatchObject({ json: false, value: undefined, text: '{not json' });
