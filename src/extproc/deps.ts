@@ -8,6 +8,7 @@ import type { CredentialInjector } from '../credentials/inject.js';
 import { compileFieldFilter } from './fieldFilter.js';
 import type { DlpAlerter } from './alerts.js';
 import type { HandoffKey } from '../authz/handoff.js';
+import type { PolicyEngine } from '../policy/engine.js';
 import { errorBody, rpcErrorBody, type GatewayError, type RpcErrorTarget } from '../errors.js';
 import { setHeader, type ProcessingResponse } from './proto.js';
 import { compilePipeline, type ResponsePipeline } from './response/pipeline.js';
@@ -38,6 +39,8 @@ export interface ExtprocDeps {
   readonly credentials: CredentialInjector;
   /** Memory for held response bodies, shared by every stream (kept across reloads). */
   readonly budget: MemoryBudget;
+  /** The policy engine, for decisions ext_proc makes on what only it reads (the whole body). */
+  readonly policy: PolicyEngine;
 }
 
 /**

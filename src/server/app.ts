@@ -35,6 +35,7 @@ import { startGrpcServer, INTERNAL, type GrpcServer } from './grpc.js';
 import { startAdminServer, type ReloadResult } from './admin.js';
 import { grpcChannel, isLoopback } from '../config/server.js';
 import { HANDOFF_MIN_KEY_BYTES, HandoffKey } from '../authz/handoff.js';
+import { sessionBinder } from '../mcp/session.js';
 
 const reloads = new Counter({
   name: 'portcullis_config_reloads_total',
@@ -128,7 +129,7 @@ export async function buildDeps(config: GatewayConfig, policy: PolicyEngine, lim
     if (adminToken && tokenProblem) throw new Error(`server.admin_token (${SecretStore.describe(adminToken)}): ${tokenProblem}`);
     audit = await AuditLogger.fromConfig(config.audit, config.base_dir, scanner);
     return {
-      deps: { config, tools, identity, policy, credentials, limiter, scanner },
+      deps: { config, tools, identity, policy, credentials, limiter, scanner, sessions: sessionBinder(handoff) },
       extproc: {
         config,
         tools,
@@ -141,6 +142,7 @@ export async function buildDeps(config: GatewayConfig, policy: PolicyEngine, lim
         audit,
         alerter: new DlpAlerter(config.alerting.dlp_threshold, config.alerting.window_s),
         handoff,
+        policy,
       },
       secrets,
       handoff,

@@ -91,6 +91,8 @@ function handoff(rng: Rng, key: HandoffKey | null): Json {
     mcp_tool: null,
     authz_ms: 1,
     body_sha256: null,
+    principal_json: null,
+    mcp_decided_on: null,
   };
   const signer = key ?? HandoffKey.ephemeral();
   const struct = handoffStruct(sealHandoff(meta, signer)) as unknown as { fields: { portcullis: { structValue: { fields: Json } } } };

@@ -20,6 +20,7 @@ import type { ProcessingRequest, ProcessingResponse } from '../../../src/extproc
 import { AUTHZ_METADATA_NAMESPACE, HandoffKey, handoffStruct, sealHandoff } from '../../../src/authz/handoff.js';
 import type { AuthzMetadata } from '../../../src/authz/check.js';
 import { repoPath } from '../../helpers/paths.js';
+import { PolicyEngine } from '../../../src/policy/engine.js';
 
 /**
  * The ext_proc stream loop driven without Envoy: a fake duplex call receives the messages Envoy
@@ -114,6 +115,8 @@ function setup(opts: { config?: GatewayConfig; scanner?: Scanner; budget?: numbe
     audit: new AuditLogger([sink], config.audit.payload),
     alerter: new DlpAlerter(config.alerting.dlp_threshold, config.alerting.window_s),
     handoff: KEY,
+    // Never loaded: a decision ext_proc would have to make itself denies (fail closed).
+    policy: new PolicyEngine({ bundlePath: config.policy.bundle, decision: config.policy.decision, watch: false }),
   };
   return { service: new ExtprocService(deps), sink };
 }
@@ -147,6 +150,8 @@ function meta(tool: string, over: Partial<AuthzMetadata> = {}): AuthzMetadata {
     mcp_method: null,
     mcp_tool: null,
     body_sha256: null,
+    principal_json: null,
+    mcp_decided_on: null,
     authz_ms: 1,
     ...over,
   };
