@@ -398,13 +398,19 @@ export class Authorizer {
   private mcpTransport(deps: AuthzDeps, ctx: Ctx): void {
     const tool = ctx.tool as ToolConfig;
     if (!tool.mcp) return;
-    transportGuard(tool).check(ctx.headers, ctx.req.attributes?.request?.http?.host);
-    const presented = ctx.headers[SESSION_HEADER];
-    if (presented !== undefined) {
-      if (!deps.sessions) throw new GatewayError('invalid_request', 'MCP session not found: this gateway issues no sessions', { rule: 'mcp.session_invalid', httpStatus: 404 });
-      ctx.upstreamSession = resolveSession(deps.sessions, sessionIdentity(ctx.principal), tool.name, presented);
+    try {
+      transportGuard(tool).check(ctx.headers, ctx.req.attributes?.request?.http?.host);
+      const presented = ctx.headers[SESSION_HEADER];
+      if (presented !== undefined) {
+        if (!deps.sessions) throw new GatewayError('invalid_request', 'MCP session not found: this gateway issues no sessions', { rule: 'mcp.session_invalid', httpStatus: 404 });
+        ctx.upstreamSession = resolveSession(deps.sessions, sessionIdentity(ctx.principal), tool.name, presented);
+      }
+      ctx.mcpHeaders = readStandardHeaders(ctx.headers);
+    } catch (err) {
+      // A bodiless MCP request (GET stream, DELETE) is answered as JSON-RPC too, without an id.
+      if (!ctx.rawBody) ctx.isJsonRpc = true;
+      throw err;
     }
-    ctx.mcpHeaders = readStandardHeaders(ctx.headers);
   }
 
   /**
