@@ -44,7 +44,7 @@ export function normalizeOrigin(value: string): string | null {
 /** Splits `name[:port]` (IPv6 in brackets) into a lower-cased name and a port; null when malformed. */
 export function splitHost(value: string): { name: string; port: string | null } | null {
   const v = value.trim().toLowerCase();
-  const m = /^(\[[0-9a-f:.]+\]|[a-z0-9*](?:[a-z0-9.-]*[a-z0-9])?|\*)(?::(\d{1,5}))?$/.exec(v);
+  const m = /^(\[[0-9a-f:.]+\]|[a-z0-9*](?:[a-z0-9.-]*[a-z0-9])?\.?|\*)(?::(\d{1,5}))?$/.exec(v);
   if (!m) return null;
   const name = m[1] as string;
   return { name: name.endsWith('.') ? name.slice(0, -1) : name, port: m[2] ?? null };
