@@ -398,19 +398,13 @@ export class Authorizer {
   private mcpTransport(deps: AuthzDeps, ctx: Ctx): void {
     const tool = ctx.tool as ToolConfig;
     if (!tool.mcp) return;
-    try {
-      transportGuard(tool).check(ctx.headers, ctx.req.attributes?.request?.http?.host);
-      const presented = ctx.headers[SESSION_HEADER];
-      if (presented !== undefined) {
-        if (!deps.sessions) throw new GatewayError('invalid_request', 'MCP session not found: this gateway issues no sessions', { rule: 'mcp.session_invalid', httpStatus: 404 });
-        ctx.upstreamSession = resolveSession(deps.sessions, sessionIdentity(ctx.principal), tool.name, presented);
-      }
-      ctx.mcpHeaders = readStandardHeaders(ctx.headers);
-    } catch (err) {
-      // A bodiless MCP request (GET stream, DELETE) is answered as JSON-RPC too, without an id.
-      if (!ctx.rawBody) ctx.isJsonRpc = true;
-      throw err;
+    transportGuard(tool).check(ctx.headers, ctx.req.attributes?.request?.http?.host);
+    const presented = ctx.headers[SESSION_HEADER];
+    if (presented !== undefined) {
+      if (!deps.sessions) throw new GatewayError('invalid_request', 'MCP session not found: this gateway issues no sessions', { rule: 'mcp.session_invalid', httpStatus: 404 });
+      ctx.upstreamSession = resolveSession(deps.sessions, sessionIdentity(ctx.principal), tool.name, presented);
     }
+    ctx.mcpHeaders = readStandardHeaders(ctx.headers);
   }
 
   /**
@@ -532,7 +526,8 @@ export class Authorizer {
       const findings = scanOutsideBody(deps.scanner, {
         path: ctx.path,
         headers: ctx.headers,
-        skipHeader: (name) => hygiene.strips(name) || replaced.has(name) || name.startsWith(GATEWAY_HEADER_PREFIX),
+        // A verified session binding is replaced by the tool's own session id: it never leaves.
+        skipHeader: (name) => hygiene.strips(name) || replaced.has(name) || name.startsWith(GATEWAY_HEADER_PREFIX) || (name === SESSION_HEADER && ctx.upstreamSession !== null),
       });
       const refused = findings.filter((f) => f.action === 'redact' || f.action === 'block');
       if (refused.length > 0) {

@@ -15,6 +15,8 @@ export const NAME_HEADER = 'mcp-name';
 export const VERSION_HEADER = 'mcp-protocol-version';
 /** First protocol version whose clients must send the standard headers. */
 export const HEADERS_REQUIRED_FROM = '2026-07-28';
+/** Where a 2026-07-28 message states its protocol version (`params._meta`). */
+const BODY_VERSION_KEY = 'io.modelcontextprotocol/protocolVersion';
 /** JSON-RPC error code the spec assigns to a header/body mismatch (`HeaderMismatch`). */
 export const HEADER_MISMATCH_CODE = -32020;
 
@@ -138,10 +140,12 @@ function shown(v: string): string {
  * (values are case-sensitive), `Mcp-Name` equals `params.name` (tools/call, prompts/get) or
  * `params.uri` (resources/read) and is absent for other methods. Headers describe one message:
  * a batch, or a body with no request or notification in it (a response), cannot carry them.
- * Without headers, a request that declares a protocol version requiring them is refused too.
+ * Without headers, a request that declares a protocol version requiring them is refused too, and
+ * `MCP-Protocol-Version` must match the version a message states in `params._meta`.
  * Throws `invalid_request` (400, rule `mcp.header_mismatch`).
  */
 export function checkHeadersAgree(h: StandardHeaders, rpc: JsonRpcBody): void {
+  checkVersionAgrees(h, rpc);
   if (!hasStandardHeaders(h)) {
     if (headersRequired(h) && rpc.calls.length > 0) {
       throw mismatch(`protocol version ${h.protocolVersion} requires the Mcp-Method header (and Mcp-Name for tools/call, prompts/get and resources/read)`);
@@ -164,6 +168,19 @@ export function checkHeadersAgree(h: StandardHeaders, rpc: JsonRpcBody): void {
   if (h.name === null) throw mismatch(`method ${shown(call.method)} requires the Mcp-Name header`, { header: 'Mcp-Name' });
   if (h.name !== expected) {
     throw mismatch(`header mismatch: Mcp-Name ${shown(h.name)} does not match the body's ${NAME_SOURCE[call.method]} ${shown(expected)}`, { header: 'Mcp-Name' });
+  }
+}
+
+/** `MCP-Protocol-Version` must equal the version each message states in `params._meta`, if any. */
+function checkVersionAgrees(h: StandardHeaders, rpc: JsonRpcBody): void {
+  if (h.protocolVersion === null) return;
+  for (const message of rpc.messages) {
+    const params = isObject(message) && isObject(message.params) ? message.params : null;
+    const meta = params && isObject(params._meta) ? params._meta : null;
+    const stated = meta?.[BODY_VERSION_KEY];
+    if (stated !== undefined && stated !== h.protocolVersion) {
+      throw mismatch(`header mismatch: MCP-Protocol-Version ${shown(h.protocolVersion)} does not match the body's ${BODY_VERSION_KEY} ${shown(String(stated))}`, { header: 'MCP-Protocol-Version' });
+    }
   }
 }
 

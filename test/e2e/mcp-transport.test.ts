@@ -177,6 +177,15 @@ function raw(stack: Stack, opts: { method?: string; path?: string; headers?: Rec
   });
 }
 
+/** The gateway's error of a denial without a JSON-RPC body (GET, DELETE): its type and rule. */
+function plainError(r: Raw): { type: string; rule?: string; message: string; request_id: string | null } {
+  expect(r.headers['content-type'], r.text).toMatch(/^application\/json/);
+  const e = (JSON.parse(r.text) as { error: { type: string; rule?: string; message: string; request_id: string | null } }).error;
+  expect(e.message.length).toBeGreaterThan(10);
+  expect(e.request_id).toBe(r.headers['x-request-id']);
+  return e;
+}
+
 /** The JSON-RPC error of a denial: the gateway's error data with its type and rule. */
 function rpcError(r: Raw): { code: number; message: string; data: { type: string; rule?: string; request_id: string | null } } {
   const body = JSON.parse(r.text) as Json;
@@ -371,7 +380,7 @@ describe('MCP transport through the gateway', () => {
       expect(owner.headers['content-type']).toMatch(/^text\/event-stream/);
       const other = await raw(stack, { method: 'GET', headers: { ...bearer(bob), accept: 'text/event-stream', 'mcp-session-id': sid, 'mcp-protocol-version': '2025-11-25' } });
       expect(other.status, other.text).toBe(404);
-      expect(rpcError(other).data.rule).toBe('mcp.session_foreign');
+      expect(plainError(other).rule).toBe('mcp.session_foreign');
     });
 
     it('resumption with Last-Event-ID replays the stream through the gateway, for the owner only', async () => {
@@ -388,12 +397,25 @@ describe('MCP transport through the gateway', () => {
       expect(replayed.some((m) => m.id === 20 && JSON.stringify(m.result).includes('results for resume-me')), replay.text).toBe(true);
       const other = await raw(stack, { method: 'GET', headers: { ...resumeHeaders, ...bearer(bob) } });
       expect(other.status, other.text).toBe(404);
+      expect(plainError(other).rule).toBe('mcp.session_foreign');
+    });
+
+    it('the policy sees GET and DELETE: a read-only caller ends its own session, an agent not bound to the tool is refused', async () => {
+      const viewer = await token(stack, { agent: 'reporter', user: 'victor', roles: ['viewer'] });
+      const sid = await openSession(viewer);
+      const del = await raw(stack, { method: 'DELETE', headers: { ...bearer(viewer), 'mcp-session-id': sid, 'mcp-protocol-version': '2025-11-25' } });
+      expect(del.status, del.text).toBe(200);
+      const unbound = await token(stack, { agent: 'alerts', user: 'alice', roles: ['support'] });
+      const get = await raw(stack, { method: 'GET', headers: { ...bearer(unbound), accept: 'text/event-stream' } });
+      expect(get.status, get.text).toBe(403);
+      expect(plainError(get).rule).toBe('agent.not_bound');
     });
 
     it('DELETE by another principal is 404 and leaves the session; the owner\'s DELETE ends it', async () => {
       const sid = await openSession(alice);
       const other = await raw(stack, { method: 'DELETE', headers: { ...bearer(bob), 'mcp-session-id': sid, 'mcp-protocol-version': '2025-11-25' } });
       expect(other.status, other.text).toBe(404);
+      expect(plainError(other).rule).toBe('mcp.session_foreign');
       const still = await raw(stack, { headers: { ...bearer(alice), 'mcp-session-id': sid, 'mcp-protocol-version': '2025-11-25' }, body: JSON.stringify({ jsonrpc: '2.0', id: 30, method: 'tools/list' }), until: (t) => t.includes('search_docs') });
       expect(still.status, still.text).toBe(200);
       const owner = await raw(stack, { method: 'DELETE', headers: { ...bearer(alice), 'mcp-session-id': sid, 'mcp-protocol-version': '2025-11-25' } });
@@ -523,7 +545,7 @@ describe('MCP transport through the gateway', () => {
     it('the Check really decides without the body there: without Mcp-Method the JSON body cannot be decided (413)', async () => {
       const r = await raw(stack, { headers: { ...bearer(alice), ...HEADER_ROUTE }, body: JSON.stringify(toolCall(70, 'search_docs', { query: 'x', tenant: 'acme' })) });
       expect(r.status, r.text).toBe(413);
-      expect((JSON.parse(r.text) as { error: { rule: string } }).error.rule).toBe('inspect.body_window');
+      expect(plainError(r).rule).toBe('inspect.body_window');
     });
 
     it('headers that agree with the body pass to the server', async () => {

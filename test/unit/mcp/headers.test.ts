@@ -119,3 +119,13 @@ describe('a call read from the headers alone', () => {
     expect(refusal(() => callFromHeaders(std({ 'mcp-name': 'x' }))).rule).toBe('mcp.header_mismatch');
   });
 });
+
+describe('protocol version header and body', () => {
+  const withMeta = (version: string): unknown => ({ jsonrpc: '2.0', id: 1, method: 'tools/list', params: { _meta: { 'io.modelcontextprotocol/protocolVersion': version } } });
+
+  it('must state the same version', () => {
+    checkHeadersAgree(std({ 'mcp-protocol-version': '2026-07-28', 'mcp-method': 'tools/list' }), rpc(withMeta('2026-07-28')));
+    expect(refusal(() => checkHeadersAgree(std({ 'mcp-protocol-version': '2026-07-28', 'mcp-method': 'tools/list' }), rpc(withMeta('2025-11-25')))).rule).toBe('mcp.header_mismatch');
+    expect(refusal(() => checkHeadersAgree(std({ 'mcp-protocol-version': '2025-11-25' }), rpc(withMeta('2026-07-28')))).rule).toBe('mcp.header_mismatch');
+  });
+});
