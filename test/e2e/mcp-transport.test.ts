@@ -75,12 +75,13 @@ function mcpServer(up: Upstream): McpServer {
     return { content: [{ type: 'text', text: `deleted ${doc_id}` }] };
   });
   // Asks the client (elicitation) before answering: the client's reply is a POST of a JSON-RPC response.
-  server.registerTool('confirm_delete', { inputSchema: { doc_id: z.string(), tenant: z.string() } }, async ({ doc_id }) => {
+  server.registerTool('confirm_delete', { inputSchema: { doc_id: z.string(), tenant: z.string() } }, async ({ doc_id }, extra) => {
     up.executed.push('confirm_delete');
-    const answer = await server.server.elicitInput({
-      message: `Delete ${doc_id}?`,
-      requestedSchema: { type: 'object', properties: { confirm: { type: 'boolean' } }, required: ['confirm'] },
-    });
+    // Sent on the call's own response stream (not the GET stream, which may not be open yet).
+    const answer = await server.server.elicitInput(
+      { message: `Delete ${doc_id}?`, requestedSchema: { type: 'object', properties: { confirm: { type: 'boolean' } }, required: ['confirm'] } },
+      { relatedRequestId: extra.requestId },
+    );
     return { content: [{ type: 'text', text: `answer ${answer.action} ${JSON.stringify(answer.content ?? {})}` }] };
   });
   return server;
@@ -439,7 +440,7 @@ describe('MCP transport through the gateway', () => {
     it('an elicitation reply (a JSON-RPC response POSTed by the client) reaches the server', async () => {
       const { client } = await connect(alice, { elicitation: {} });
       client.setRequestHandler(ElicitRequestSchema, async () => ({ action: 'accept', content: { confirm: true } }));
-      const result = await client.callTool({ name: 'confirm_delete', arguments: { doc_id: 'd-1', tenant: 'acme' } });
+      const result = await client.callTool({ name: 'confirm_delete', arguments: { doc_id: 'd-1', tenant: 'acme' } }, undefined, { timeout: 10_000 });
       expect(JSON.stringify(result.content)).toContain('answer accept');
       expect(JSON.stringify(result.content)).toContain('confirm');
       await client.close();
@@ -591,6 +592,12 @@ describe('MCP transport through the gateway', () => {
       expect(e.data.rule).toBe('tenant.mismatch');
       expect((JSON.parse(r.text) as Json).id).toBe(74);
       expect(up.executed.length).toBe(before);
+      // The exchange record says the Check allowed on the headers and ext_proc refused on the body.
+      const rid = r.headers['x-request-id'] as string;
+      expect(await eventually(async () => auditRecords(stack).some((x) => x.request_id === rid), 5_000)).toBe(true);
+      const rec = auditRecords(stack).find((x) => x.request_id === rid) as { decision: { allowed: boolean }; error: { type: string; rule: string } };
+      expect(rec.decision.allowed).toBe(true);
+      expect(rec.error).toEqual({ type: 'forbidden', rule: 'tenant.mismatch' });
     });
 
     it('a batch on the header route is refused (headers describe one message)', async () => {
