@@ -9,9 +9,12 @@ import type { JsonRpcBody, McpCall } from '../inspect/mcp.js';
  * requires them to agree, and where it decides on the headers alone it checks the body later.
  */
 
-/** Lower-case header names (Envoy lower-cases header names; case variants arrive as these). */
+// Header names in lower case: Envoy lower-cases them, so every case variant arrives as these.
+/** `Mcp-Method`: the JSON-RPC method of the message. */
 export const METHOD_HEADER = 'mcp-method';
+/** `Mcp-Name`: the tool or prompt name, or the resource URI. */
 export const NAME_HEADER = 'mcp-name';
+/** `MCP-Protocol-Version`: the protocol version the client speaks. */
 export const VERSION_HEADER = 'mcp-protocol-version';
 /** First protocol version whose clients must send the standard headers. */
 export const HEADERS_REQUIRED_FROM = '2026-07-28';

@@ -36,6 +36,7 @@ import { startAdminServer, type ReloadResult } from './admin.js';
 import { grpcChannel, isLoopback } from '../config/server.js';
 import { HANDOFF_MIN_KEY_BYTES, HandoffKey } from '../authz/handoff.js';
 import { sessionBinder } from '../mcp/session.js';
+import { transportGuard } from '../mcp/origin.js';
 
 const reloads = new Counter({
   name: 'portcullis_config_reloads_total',
@@ -120,6 +121,8 @@ export async function buildDeps(config: GatewayConfig, policy: PolicyEngine, lim
     const schemas = compileToolSchemas(config.tools, config.base_dir);
     const injection = compileInjectionRules();
     const tools = new ToolRegistry(config.tools);
+    // MCP Origin / Host allow-lists: compiled now, so a bad entry refuses the configuration.
+    for (const t of config.tools) if (t.mcp) transportGuard(t);
     const identity = await IdentityVerifier.create(config.identity, config.base_dir, secrets);
     const credentials = new CredentialInjector(config.tools, secrets);
     for (const p of credentials.problems()) log.warn(p, 'upstream credential not available; calls to this tool will be denied until it is');
