@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import type { ToolConfig } from '../../../src/config/types.js';
 import { GatewayError } from '../../../src/errors.js';
 import { compileTransportGuard, normalizeOrigin } from '../../../src/mcp/origin.js';
+import { parseConfig } from '../../../src/config/load.js';
 
 function tool(mcp: { allowed_origins?: string[]; allowed_hosts?: string[] }): ToolConfig {
   return {
@@ -86,5 +87,29 @@ describe('hosts', () => {
 
   it('an entry that is not a host is a configuration error', () => {
     expect(() => compileTransportGuard(tool({ allowed_hosts: ['http://localhost'] }))).toThrow(/allowed_hosts/);
+  });
+});
+
+describe('configuration', () => {
+  const yaml = (mcp: string): string => `
+policy: { bundle: b.tar.gz }
+tools:
+  - name: docs
+    upstream: tool_docs
+    mcp: { tools: { search_docs: {} }${mcp} }
+`;
+
+  it('defaults to no allowed origin and no host check', () => {
+    const t = parseConfig(yaml(''), '/etc/portcullis/c.yaml').tools[0]!;
+    expect(t.mcp?.allowed_origins).toEqual([]);
+    expect(t.mcp?.allowed_hosts).toBeUndefined();
+  });
+
+  it('accepts origins and hosts, refuses entries that are neither', () => {
+    const t = parseConfig(yaml(', allowed_origins: [https://app.example.com, "*"], allowed_hosts: [localhost, "gw.example.com:443", "*.example.com", "[::1]"]'), '/etc/portcullis/c.yaml').tools[0]!;
+    expect(t.mcp?.allowed_hosts).toHaveLength(4);
+    expect(() => parseConfig(yaml(', allowed_origins: [app.example.com]'), '/etc/portcullis/c.yaml')).toThrow(/allowed_origins/);
+    expect(() => parseConfig(yaml(', allowed_origins: ["https://app.example.com/path"]'), '/etc/portcullis/c.yaml')).toThrow(/allowed_origins/);
+    expect(() => parseConfig(yaml(', allowed_hosts: ["http://localhost"]'), '/etc/portcullis/c.yaml')).toThrow(/allowed_hosts/);
   });
 });
