@@ -21,6 +21,9 @@ import { stageTimer, recordDecision } from './metrics.js';
 import { challengeFor, oauthResources } from '../mcp/oauth.js';
 import { headerToken } from '../mcp/exchange.js';
 import { countMcpCalls } from '../mcp/metrics.js';
+import { transportGuard } from '../mcp/origin.js';
+import { resolveSession, sessionIdentity, SESSION_HEADER, type SessionBinder } from '../mcp/session.js';
+import { callFromHeaders, checkHeadersAgree, hasStandardHeaders, readStandardHeaders, type StandardHeaders } from '../mcp/headers.js';
 
 /** Prefix of headers the gateway itself sets upstream; a caller can never supply them. */
 export const GATEWAY_HEADER_PREFIX = 'x-portcullis-';
@@ -75,6 +78,12 @@ export interface AuthzMetadata {
    */
   body_sha256: string | null;
   authz_ms: number;
+  /**
+   * `"headers"` when the decision was made on the MCP standard headers without the body (a
+   * route that does not send it to the Check); ext_proc then checks the body against them and
+   * decides again on the body. `null` otherwise.
+   */
+  mcp_decided_on: string | null;
 }
 
 /** Allowed: what Envoy must change on the upstream request. */
@@ -117,6 +126,8 @@ export interface AuthzDeps {
   readonly limiter: RateLimiter;
   /** DLP scanner (compiled at load) for what leaves besides the body: URL and headers. */
   readonly scanner: Scanner;
+  /** Verifies MCP session bindings; without it every presented session id is refused (404). */
+  readonly sessions?: SessionBinder;
 }
 
 interface Ctx {
@@ -150,6 +161,12 @@ interface Ctx {
   batchIds: (string | number)[] | null;
   decision: Decision | null;
   dryRun: boolean;
+  /** MCP standard headers (`Mcp-Method`, `Mcp-Name`) of a request to an MCP tool. */
+  mcpHeaders: StandardHeaders | null;
+  /** The server's own MCP session id, sent upstream in place of the binding the agent presented. */
+  upstreamSession: string | null;
+  /** Decided on the MCP standard headers: the route did not send the body to the Check. */
+  headerDecided: boolean;
 }
 
 function headerList(obj: Readonly<Record<string, string | readonly string[]>> | null | undefined): HeaderValue[] {
@@ -242,6 +259,7 @@ export class Authorizer {
       if (hasMethodOverrideParam(ctx.path)) {
         throw new GatewayError('invalid_request', `the "${METHOD_OVERRIDE_PARAM}" query parameter is not accepted: send the HTTP method itself`, { rule: 'request.method_override' });
       }
+      this.mcpTransport(deps, ctx);
       this.inspectBody(deps, ctx);
       // A policy or data file just changed (e.g. a revocation): decide with the new one.
       const settling = deps.policy.settled();
@@ -305,6 +323,9 @@ export class Authorizer {
       batchIds: null,
       decision: null,
       dryRun: false,
+      mcpHeaders: null,
+      upstreamSession: null,
+      headerDecided: false,
     };
   }
 
@@ -346,6 +367,14 @@ export class Authorizer {
     const contentType = ctx.headers['content-type'];
     requireJsonContentType(tool, contentType);
     if (isJsonTool(tool)) {
+      // A route that does not send the body: decide on the MCP standard headers; ext_proc reads
+      // the whole body, checks it agrees with them and decides again on it.
+      if (!ctx.rawBody && tool.mcp && ctx.mcpHeaders && hasStandardHeaders(ctx.mcpHeaders)) {
+        ctx.headerDecided = true;
+        ctx.isJsonRpc = true;
+        ctx.mcp = [callFromHeaders(ctx.mcpHeaders)];
+        return;
+      }
       // Never decide on part of a JSON body (or on none of it): the policy, the schema and the
       // tool read it whole.
       if (ctx.truncated || !ctx.rawBody) {
@@ -368,10 +397,29 @@ export class Authorizer {
       noteJsonRpc(ctx, rpc);
       checkBatchSize(rpc, deps.config.inspect.max_batch_calls);
       if (rpc.batch) ctx.batchMessages = rpc.messages;
+      // The policy decides on the body; headers that say something else must not reach the tool.
+      if (tool.mcp && ctx.mcpHeaders && !ctx.truncated) checkHeadersAgree(ctx.mcpHeaders, rpc);
     }
     if (tool.mcp && !ctx.truncated && !rpc) {
       throw new GatewayError('invalid_request', `tool "${tool.name}" is an MCP server and expects a JSON-RPC 2.0 body`, { rule: 'inspect.jsonrpc' });
     }
+  }
+
+  /**
+   * MCP transport rules, before policy: the Origin / Host allow-list, the session binding (the
+   * id must be one the gateway issued to this principal for this tool), and the standard
+   * headers read once for the body check and header-decided routes.
+   */
+  private mcpTransport(deps: AuthzDeps, ctx: Ctx): void {
+    const tool = ctx.tool as ToolConfig;
+    if (!tool.mcp) return;
+    transportGuard(tool).check(ctx.headers, ctx.req.attributes?.request?.http?.host);
+    const presented = ctx.headers[SESSION_HEADER];
+    if (presented !== undefined) {
+      if (!deps.sessions) throw new GatewayError('invalid_request', 'MCP session not found: this gateway issues no sessions', { rule: 'mcp.session_invalid', httpStatus: 404 });
+      ctx.upstreamSession = resolveSession(deps.sessions, sessionIdentity(ctx.principal), tool.name, presented);
+    }
+    ctx.mcpHeaders = readStandardHeaders(ctx.headers);
   }
 
   /**
@@ -495,7 +543,8 @@ export class Authorizer {
       const findings = scanOutsideBody(deps.scanner, {
         path: ctx.path,
         headers: ctx.headers,
-        skipHeader: (name) => hygiene.strips(name) || replaced.has(name) || name.startsWith(GATEWAY_HEADER_PREFIX),
+        // A verified session binding is replaced by the tool's own session id: it never leaves.
+        skipHeader: (name) => hygiene.strips(name) || replaced.has(name) || name.startsWith(GATEWAY_HEADER_PREFIX) || (name === SESSION_HEADER && ctx.upstreamSession !== null),
       });
       const refused = findings.filter((f) => f.action === 'redact' || f.action === 'block');
       if (refused.length > 0) {
@@ -541,6 +590,8 @@ export class Authorizer {
         ['x-portcullis-tenant', p?.tenant ?? null],
       ];
       for (const [key, value] of identityHeaders) if (value) set.push({ key, value });
+      // The tool gets its own session id back, never the binding the agent holds.
+      if (ctx.upstreamSession !== null) set.push({ key: SESSION_HEADER, value: ctx.upstreamSession });
       // An uncompressed response can be inspected without decoding it first.
       if (tool.response.dlp || tool.response.drop_fields.length > 0) set.push({ key: 'accept-encoding', value: 'identity' });
       // Policy headers never override credentials the gateway injects.
@@ -599,6 +650,7 @@ export class Authorizer {
       jti: p?.jti ?? null,
       body_sha256: ctx.bodySha256,
       authz_ms: Number(process.hrtime.bigint() - ctx.started) / 1e6,
+      mcp_decided_on: ctx.headerDecided ? 'headers' : null,
     };
   }
 }

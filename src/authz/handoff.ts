@@ -64,6 +64,7 @@ const FIELDS: Readonly<Record<keyof AuthzMetadata, Kind>> = {
   jti: 'string?',
   authz_ms: 'number',
   body_sha256: 'string?',
+  mcp_decided_on: 'string?',
 };
 
 /** Field names in signing order (sorted, so declaration order does not matter). */
@@ -107,6 +108,16 @@ export class HandoffKey {
     if (given.length !== 32) return false;
     if (timingSafeEqual(given, mac(key, data))) return true;
     return this.previous !== null && timingSafeEqual(given, mac(this.previous, data));
+  }
+
+  /**
+   * A key for another purpose (e.g. MCP session bindings), derived from this one by HMAC over
+   * `label`, so a value signed for one purpose never verifies for another. Returns the key
+   * derived from the current value and, after a rotation, the one from the value before.
+   */
+  derive(label: string): { readonly current: Buffer; readonly previous: Buffer | null } {
+    const key = this.resolve();
+    return { current: mac(key, label), previous: this.previous === null ? null : mac(this.previous, label) };
   }
 
   private resolve(): Buffer {

@@ -240,6 +240,17 @@ export const configSchema = {
                   },
                 },
               },
+              // DNS-rebinding protection (src/mcp/origin.ts): a present Origin must be listed;
+              // the Host is checked only when allowed_hosts is set.
+              allowed_origins: {
+                type: 'array',
+                default: [],
+                items: { type: 'string', pattern: '^(\\*|null|[A-Za-z][A-Za-z0-9+.-]*://[^/?#\\s]+/?)$' },
+              },
+              allowed_hosts: {
+                type: 'array',
+                items: { type: 'string', pattern: '^(\\*|(\\*\\.)?[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?(:[0-9]{1,5})?|\\[[0-9A-Fa-f:.]+\\](:[0-9]{1,5})?)$' },
+              },
             },
           },
           // OAuth protected resource (RFC 9728 metadata, RFC 8707 audience); URLs are checked

@@ -173,6 +173,16 @@ export interface ToolConfig {
   };
   readonly mcp?: {
     readonly tools: Readonly<Record<string, McpToolConfig>>;
+    /**
+     * Browser origins (`scheme://host[:port]`, or `*`) allowed to call this MCP server. A request
+     * without `Origin` passes; one with an origin not listed is refused (403). Default: none.
+     */
+    readonly allowed_origins?: readonly string[];
+    /**
+     * Host names (`name`, `name:port`, `*.suffix`, `*`) the server may be called under (the
+     * request's Host / `:authority`). Absent: any host (Envoy's virtual host domains decide).
+     */
+    readonly allowed_hosts?: readonly string[];
   };
   /** OAuth protected resource metadata and audience binding for MCP clients (see {@link ToolOAuthConfig}). */
   readonly oauth?: ToolOAuthConfig;

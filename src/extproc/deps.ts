@@ -8,11 +8,11 @@ import type { CredentialInjector } from '../credentials/inject.js';
 import { compileFieldFilter } from './fieldFilter.js';
 import type { DlpAlerter } from './alerts.js';
 import type { HandoffKey } from '../authz/handoff.js';
+import type { PolicyEngine } from '../policy/engine.js';
 import { errorBody, rpcErrorBody, type GatewayError, type RpcErrorTarget } from '../errors.js';
 import { setHeader, type ProcessingResponse } from './proto.js';
 import { compilePipeline, type ResponsePipeline } from './response/pipeline.js';
 import type { MemoryBudget } from './response/budget.js';
-import type { PolicyEngine } from '../policy/engine.js';
 
 /** What ext_proc compiled for one tool's responses. */
 export interface ResponsePlan {
@@ -39,7 +39,7 @@ export interface ExtprocDeps {
   readonly credentials: CredentialInjector;
   /** Memory for held response bodies, shared by every stream (kept across reloads). */
   readonly budget: MemoryBudget;
-  /** The policy the Check decides with; ext_proc asks it which MCP list items a caller may see. */
+  /** The policy the Check decides with: ext_proc asks it which MCP list items a caller may see, and decides again on what only it reads (a body decided on its headers). */
   readonly policy: PolicyEngine;
 }
 

@@ -8,6 +8,7 @@ import { phaseTimer } from './metrics.js';
 import { headerMap, setHeader, type ProcessingRequest, type ProcessingResponse, type ProtoHeaderMutation, type ProtoHttpBody } from './proto.js';
 import { newRequestState, newResponseState, newStreamState, rpcTarget, type RequestState, type ResponseState, type StreamState } from './state.js';
 import { inspectResponseHeaders } from './response/headers.js';
+import { bindResponseSession } from '../mcp/transport.js';
 import { BodyCollector, budgetExhausted, inspectWholeBody } from './response/body.js';
 import { SseInspector } from './response/sse.js';
 import { Reservation } from './response/budget.js';
@@ -246,6 +247,7 @@ export class StreamProcessor {
     const encoding = (h['content-encoding'] ?? 'identity').trim().toLowerCase();
     const ctx = this.context();
     const mutation: ProtoHeaderMutation = inspectResponseHeaders(msg.responseHeaders, ctx);
+    bindResponseSession(this.deps, st, msg.responseHeaders, mutation);
     const mode = baseMode('NONE');
     const reply = (): ProcessingResponse => ({ responseHeaders: { response: { status: 'CONTINUE', headerMutation: mutation } }, modeOverride: mode });
     if (msg.responseHeaders?.endOfStream) return reply();

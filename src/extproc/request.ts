@@ -10,6 +10,7 @@ import { applyDlp } from '../dlp/index.js';
 import type { ExtprocDeps } from './deps.js';
 import { noteFindings, type RequestState, type StreamState } from './state.js';
 import { noteHeaders, noteRequests } from '../mcp/exchange.js';
+import { checkMcpBody, decidedOnHeaders, noteMcpRequestHeaders } from '../mcp/transport.js';
 import { headerMap, setHeader, type ProcessingRequest, type ProcessingResponse, type ProtoHttpBody, type ProtoProcessingMode } from './proto.js';
 
 /** Bodies are inspected only through the modes the exchange asks for (each phase is a round trip). */
@@ -81,6 +82,7 @@ export function onRequestHeaders(deps: ExtprocDeps, st: StreamState, req: Reques
   req.traceparent = h['traceparent'] ?? req.traceparent;
   req.contentType = h['content-type'] ?? null;
   if (st.tool?.mcp) noteHeaders(req.mcp, h, new Set(st.tool.credentials.map((c) => c.header.toLowerCase())));
+  noteMcpRequestHeaders(st, req, msg.requestHeaders);
   const inspectBody = !msg.requestHeaders?.endOfStream && needsRequestBody(deps, st);
   return {
     requestHeaders: {
@@ -166,15 +168,20 @@ export function onRequestBody(deps: ExtprocDeps, st: StreamState, req: RequestSt
     });
   }
   // A JSON tool's policy decision was made on the whole body: forward only that very body.
-  if (isJsonTool(tool)) {
+  // A call decided on its MCP headers was decided without the body: checkMcpBody decides on it.
+  if (isJsonTool(tool) && !decidedOnHeaders(st)) {
     const digest = buf.length === 0 ? null : createHash('sha256').update(buf).digest('hex');
     if (digest !== (st.meta?.body_sha256 ?? null)) {
       throw new GatewayError('invalid_request', 'the request body differs from the one the authorization decision was made on', { rule: 'inspect.body_mismatch' });
     }
   }
-  if (buf.length === 0) return { requestBody: { response: { status: 'CONTINUE' } } };
+  if (buf.length === 0) {
+    checkMcpBody(deps, st, req, null);
+    return { requestBody: { response: { status: 'CONTINUE' } } };
+  }
   // The same strict reader as the Check: one meaning for the policy, the schema and the tool.
   const read = readRequestBody(buf, req.contentType ?? undefined, tool);
+  checkMcpBody(deps, st, req, read);
   const text = read.text;
   const values = validate(deps, tool, req, read);
   if (tool.request.injection !== 'off') {

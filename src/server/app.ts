@@ -36,6 +36,8 @@ import { startGrpcServer, INTERNAL, type GrpcServer } from './grpc.js';
 import { startAdminServer, type ReloadResult } from './admin.js';
 import { grpcChannel, isLoopback } from '../config/server.js';
 import { HANDOFF_MIN_KEY_BYTES, HandoffKey } from '../authz/handoff.js';
+import { sessionBinder } from '../mcp/session.js';
+import { transportGuard } from '../mcp/origin.js';
 
 const reloads = new Counter({
   name: 'portcullis_config_reloads_total',
@@ -122,6 +124,8 @@ export async function buildDeps(config: GatewayConfig, policy: PolicyEngine, lim
     const tools = new ToolRegistry(config.tools);
     // OAuth protected resources: checked (URLs, issuers) and compiled now, not on the first call.
     oauthResources(config);
+    // MCP Origin / Host allow-lists: compiled now, so a bad entry refuses the configuration.
+    for (const t of config.tools) if (t.mcp) transportGuard(t);
     const identity = await IdentityVerifier.create(config.identity, config.base_dir, secrets);
     const credentials = new CredentialInjector(config.tools, secrets);
     for (const p of credentials.problems()) log.warn(p, 'upstream credential not available; calls to this tool will be denied until it is');
@@ -131,7 +135,7 @@ export async function buildDeps(config: GatewayConfig, policy: PolicyEngine, lim
     if (adminToken && tokenProblem) throw new Error(`server.admin_token (${SecretStore.describe(adminToken)}): ${tokenProblem}`);
     audit = await AuditLogger.fromConfig(config.audit, config.base_dir, scanner);
     return {
-      deps: { config, tools, identity, policy, credentials, limiter, scanner },
+      deps: { config, tools, identity, policy, credentials, limiter, scanner, sessions: sessionBinder(handoff) },
       extproc: {
         config,
         tools,

@@ -49,7 +49,8 @@ function mcp(opts: { method: 'GET' | 'POST'; id: string; accept: string; abortAf
       {
         method: opts.method,
         agent: false,
-        headers: { authorization: `Bearer ${token}`, accept: opts.accept, 'mcp-session-id': `s-${opts.id}`, ...(body ? { 'content-type': 'application/json' } : {}) },
+        // No Mcp-Session-Id: the gateway forwards only session ids it issued (this tool issues none).
+        headers: { authorization: `Bearer ${token}`, accept: opts.accept, ...(body ? { 'content-type': 'application/json' } : {}) },
       },
       (r) => {
         res = r;

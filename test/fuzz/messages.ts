@@ -97,6 +97,7 @@ function handoff(rng: Rng, key: HandoffKey | null): Json {
     jti: null,
     authz_ms: 1,
     body_sha256: null,
+    mcp_decided_on: null,
   };
   const signer = key ?? HandoffKey.ephemeral();
   const struct = handoffStruct(sealHandoff(meta, signer)) as unknown as { fields: { portcullis: { structValue: { fields: Json } } } };

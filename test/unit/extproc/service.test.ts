@@ -115,7 +115,8 @@ function setup(opts: { config?: GatewayConfig; scanner?: Scanner; budget?: numbe
     audit: new AuditLogger([sink], config.audit.payload),
     alerter: new DlpAlerter(config.alerting.dlp_threshold, config.alerting.window_s),
     handoff: KEY,
-    policy: new PolicyEngine({ bundlePath: 'policy.tar.gz', decision: 'envoy/authz/allow', watch: false }),
+    // Never loaded: a decision ext_proc would have to make itself denies (fail closed).
+    policy: new PolicyEngine({ bundlePath: config.policy.bundle, decision: config.policy.decision, watch: false }),
   };
   return { service: new ExtprocService(deps), sink };
 }
@@ -155,6 +156,7 @@ function meta(tool: string, over: Partial<AuthzMetadata> = {}): AuthzMetadata {
     proven_by: [],
     jti: null,
     body_sha256: null,
+    mcp_decided_on: null,
     authz_ms: 1,
     ...over,
   };
