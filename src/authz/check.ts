@@ -644,7 +644,8 @@ export class Authorizer {
       mcp_tool: firstCall?.tool ?? null,
       mcp_prompt: firstCall?.prompt ?? null,
       mcp_resource: firstCall?.resource ?? null,
-      mcp_session: headerToken(ctx.headers['mcp-session-id']),
+      // The tool's own session id once the binding verified (what its logs name), else what was presented.
+      mcp_session: ctx.upstreamSession ?? headerToken(ctx.headers['mcp-session-id']),
       mcp_protocol_version: headerToken(ctx.headers['mcp-protocol-version']),
       proven_by: p ? [...p.proven_by] : [],
       jti: p?.jti ?? null,

@@ -14,8 +14,9 @@ import type { ItemPolicy } from './itemPolicy.js';
  * - a list result that is not shaped as the method's result (no item array) is replaced by a
  *   JSON-RPC error with its id: the agent learns the list could not be checked;
  * - an item without its string name / URI is hidden;
- * - a result whose id matches no request of this exchange (a server replaying answers on
- *   another stream) is replaced by a JSON-RPC error: the gateway cannot tell what it lists;
+ * - a result whose id matches no request of this exchange (a stream resumed with
+ *   `Last-Event-ID` replays earlier answers) is read by its shape: every item array a list
+ *   result has (`tools`, `prompts`, `resources`, `resourceTemplates`) is filtered;
  * - a successful body or event that is not JSON while a list was asked for ends the response.
  * `nextCursor` and every other member of the result are kept as they are: a page emptied by
  * filtering still points to the next one. The whole document is re-serialised whenever a list
@@ -57,20 +58,37 @@ function replaceInPlace(target: Json, next: Json): void {
 function filterMessage(msg: unknown, ctx: TransformContext, m: McpListContext): { msg: unknown; changes: number } {
   if (!isObject(msg) || !Object.hasOwn(msg, 'result')) return { msg, changes: 0 };
   const methods = methodsFor(m.exchange, msg.id);
-  if (methods.length === 0) {
-    if (m.dryRun) return { msg, changes: 0 };
-    const err = new GatewayError('unavailable', `tool "${ctx.tool}" sent a result for id ${JSON.stringify(msg.id) ?? 'undefined'}, which answers no request of this exchange; it was withheld`, {
-      rule: 'mcp.unmatched_result',
-    });
-    return { msg: withheld(msg, err, m), changes: 1 };
-  }
-  const lists = [...new Set(methods.filter(isListMethod))];
+  // A result for no request of this exchange (a stream resumed with Last-Event-ID replays the
+  // answers of earlier requests): read by its shape, every item array a list result has is
+  // filtered; anything else is no list and goes on through the rest of the pipeline.
+  const lists = methods.length > 0 ? [...new Set(methods.filter(isListMethod))] : listsByShape(msg.result);
+  if (methods.length === 0 && lists.length > 1) return filterShapes(msg, lists, m);
   if (lists.length === 0) return { msg, changes: 0 };
   if (lists.length > 1) return malformed(msg, ctx, m, lists[0]!, `its id answers several list requests (${lists.join(', ')})`);
   const method = lists[0]!;
   const shape = LIST_SHAPES[method];
   const result = msg.result;
   if (!isObject(result) || !Array.isArray(result[shape.key])) return malformed(msg, ctx, m, method, `result.${shape.key} is not an array`);
+  // Counted as a change even when nothing was hidden: the judged document is what leaves.
+  return { msg, changes: 1 + filterItems(result, method, m) };
+}
+
+/** The list methods whose item array a result carries (for a result of unknown request). */
+function listsByShape(result: unknown): ListMethod[] {
+  if (!isObject(result)) return [];
+  return (Object.keys(LIST_SHAPES) as ListMethod[]).filter((method) => Array.isArray(result[LIST_SHAPES[method].key]));
+}
+
+/** Filters every item array of a result of unknown request that carries several. */
+function filterShapes(msg: Json, lists: readonly ListMethod[], m: McpListContext): { msg: unknown; changes: number } {
+  let changes = 1;
+  for (const method of lists) changes += filterItems(msg.result as Json, method, m);
+  return { msg, changes };
+}
+
+/** Keeps the items of one list the principal may use; returns how many were hidden (0 in dry run). */
+function filterItems(result: Json, method: ListMethod, m: McpListContext): number {
+  const shape = LIST_SHAPES[method];
   const items = result[shape.key] as unknown[];
   const kept: unknown[] = [];
   let hidden = 0;
@@ -82,8 +100,7 @@ function filterMessage(msg: unknown, ctx: TransformContext, m: McpListContext): 
   }
   noteHidden(m.exchange, method, hidden, m.dryRun);
   if (!m.dryRun) result[shape.key] = kept;
-  // Counted as a change even when nothing was hidden: the judged document is what leaves.
-  return { msg, changes: 1 + (m.dryRun ? 0 : hidden) };
+  return m.dryRun ? 0 : hidden;
 }
 
 function malformed(msg: Json, ctx: TransformContext, m: McpListContext, method: ListMethod, why: string): { msg: unknown; changes: number } {

@@ -16,11 +16,10 @@ import { token } from './authz-support.js';
 
 type Json = Record<string, any>;
 
-const SESSION = 'sess-4f1c2a';
 const VERSION = '2025-11-25';
 
 function send(stack: Stack, bearer: string, body: unknown, opts: Omit<SendOptions, 'bearer' | 'body'> = {}): Promise<Reply> {
-  const headers = { accept: 'application/json, text/event-stream', 'mcp-session-id': SESSION, 'mcp-protocol-version': VERSION, ...opts.headers };
+  const headers = { accept: 'application/json, text/event-stream', 'mcp-protocol-version': VERSION, ...opts.headers };
   return sendRaw(stack, '/tools/docs/', { ...opts, headers, bearer, body: JSON.stringify(body) });
 }
 
@@ -171,13 +170,14 @@ describe('MCP lists filtered by policy', () => {
   it('audit records name the method, tool/prompt/resource, session, protocol version and the hidden count', async () => {
     const list = await send(stack, viewer, rpc(21, 'tools/list'));
     const rec = await exchangeRecord(stack, String(list.headers['x-request-id']));
-    expect(rec.mcp).toEqual({ method: 'tools/list', tool: null, prompt: null, resource: null, session: SESSION, protocol_version: VERSION, hidden: 1, would_hide: null });
+    // The sample server is stateless (no session); session binding and its record: mcp-transport.test.ts.
+    expect(rec.mcp).toEqual({ method: 'tools/list', tool: null, prompt: null, resource: null, session: null, protocol_version: VERSION, hidden: 1, would_hide: null });
 
     const denied = await send(stack, viewer, rpc(22, 'prompts/get', { name: 'export_all' }));
     expect(denied.status).toBe(403);
     const drec = await exchangeRecord(stack, String(denied.headers['x-request-id']));
     expect(drec.decision).toMatchObject({ allowed: false, rule: 'mcp.prompt_not_allowed' });
-    expect(drec.mcp).toMatchObject({ method: 'prompts/get', prompt: 'export_all', session: SESSION, protocol_version: VERSION });
+    expect(drec.mcp).toMatchObject({ method: 'prompts/get', prompt: 'export_all', session: null, protocol_version: VERSION });
 
     const read = await send(stack, viewer, rpc(23, 'resources/read', { uri: 'docs://public/faq.md' }));
     const rrec = await exchangeRecord(stack, String(read.headers['x-request-id']));
@@ -198,7 +198,7 @@ describe('MCP lists filtered by policy', () => {
     expect(text).not.toContain('made_up_tool_9f3e');
   });
 
-  it('a server answering with a list for an id the exchange did not send, or a list not shaped as one, gets it withheld', async () => {
+  it('a list for an id the exchange did not send is filtered by its shape; a list not shaped as one is withheld', async () => {
     const remove = stack.tool.handle('/mcp/', (_req, res, body) => {
       const msg = JSON.parse(body) as Json;
       const answer =
@@ -210,7 +210,7 @@ describe('MCP lists filtered by policy', () => {
     try {
       const replay = await send(stack, viewer, rpc(41, 'ping'));
       expect(replay.status, replay.text).toBe(200);
-      expect(replay.json).toEqual([{ jsonrpc: '2.0', id: 41, result: {} }, expect.objectContaining({ id: 'other', error: expect.objectContaining({ data: expect.objectContaining({ rule: 'mcp.unmatched_result' }) }) })]);
+      expect(replay.json).toEqual([{ jsonrpc: '2.0', id: 41, result: {} }, { jsonrpc: '2.0', id: 'other', result: { tools: [] } }]);
       const odd = await send(stack, viewer, rpc(42, 'tools/list'));
       expect(odd.status, odd.text).toBe(200);
       expect(odd.json).toMatchObject({ jsonrpc: '2.0', id: 42, error: { data: { type: 'unavailable', rule: 'mcp.list_malformed' } } });

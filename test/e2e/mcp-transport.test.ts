@@ -328,6 +328,13 @@ describe('MCP transport through the gateway', () => {
       expect(rec.decision.allowed).toBe(false);
       expect(rec.decision.rule).toBe('mcp.session_foreign');
       expect(rec.user_id).toBe('bob');
+      // The owner's call is recorded with the tool's own session id (what its logs name), not the binding.
+      const ok = await raw(stack, { headers: { ...bearer(alice), 'mcp-session-id': sid }, body: JSON.stringify(toolCall(9, 'search_docs', { query: 'x', tenant: 'acme' })) });
+      expect(ok.status, ok.text).toBe(200);
+      const okId = ok.headers['x-request-id'] as string;
+      const serverId = sid.slice(4, sid.lastIndexOf('.'));
+      const named = (): boolean => auditRecords(stack).some((x) => x.request_id === okId && (x as { mcp?: { session?: string } }).mcp?.session === serverId);
+      expect(await eventually(async () => named(), 5_000)).toBe(true);
     });
 
     it('the same user through another agent is another principal: 404', async () => {

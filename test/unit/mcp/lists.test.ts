@@ -116,14 +116,20 @@ describe('MCP list filtering', () => {
     expect(names(z.run(result(null, { tools: TOOLS })))).toEqual(['search_docs']);
   });
 
-  it('withholds a result that answers no request of the exchange (a replayed list), as a JSON-RPC error with its id', () => {
+  it('filters a result that answers no request of the exchange (a replayed list) by its shape', () => {
     const e = exchange({ jsonrpc: '2.0', id: 1, method: 'ping' });
     const out = e.run([result(1, {}), result(99, { tools: TOOLS })]) as Record<string, any>[];
     expect(out[0]).toEqual(result(1, {}));
-    expect(out[1]).toMatchObject({ jsonrpc: '2.0', id: 99, error: { data: { type: 'unavailable', rule: 'mcp.unmatched_result', request_id: 'r-1' } } });
-    expect(out[1]!.result).toBeUndefined();
+    // Read by its shape: the item array is filtered as the list it looks like.
+    expect(names(out[1])).toEqual(['search_docs']);
+    // A stream resumed with Last-Event-ID replays earlier answers: lists are filtered by shape,
+    // every item array of a result, and other results pass as they are.
     const get = exchange({ jsonrpc: '2.0', method: 'notifications/initialized' });
-    expect(get.run(result('x', { tools: TOOLS }))).toMatchObject({ id: 'x', error: { data: { rule: 'mcp.unmatched_result' } } });
+    const both = get.run(result('x', { tools: TOOLS, resources: [{ uri: 'docs://internal/salaries.md' }, { uri: 'docs://public/faq.md' }] })) as Record<string, any>;
+    expect(names(both)).toEqual(['search_docs']);
+    expect(both.result.resources).toEqual([{ uri: 'docs://public/faq.md' }]);
+    const call = result('y', { content: [{ type: 'text', text: 'ok' }] });
+    expect(get.run(call)).toEqual(call);
   });
 
   it('leaves a JSON-RPC error answering a list request as it is', () => {
