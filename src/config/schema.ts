@@ -227,19 +227,27 @@ export const configSchema = {
           mcp: {
             type: 'object',
             additionalProperties: false,
-            required: ['tools'],
             properties: {
+              // Optional overrides: tools the server lists are learned without being named here.
               tools: {
                 type: 'object',
+                default: {},
                 additionalProperties: {
                   type: 'object',
                   additionalProperties: false,
                   properties: {
-                    mutating: { type: 'boolean', default: false },
+                    mutating: { type: 'boolean' },
                     input_schema: { type: 'string', minLength: 1 },
                   },
                 },
               },
+              server_url: { type: 'string', pattern: '^https?://[^\\s]+$' },
+              on_change: { enum: ['flag', 'hide', 'block'], default: 'block' },
+              poisoning: { enum: ['flag', 'hide', 'block'], default: 'hide' },
+              pins: { type: 'object', default: {}, additionalProperties: { type: 'string', pattern: '^[0-9a-f]{64}$' } },
+              pins_file: { type: 'string', minLength: 1 },
+              refresh_s: { type: 'integer', minimum: 1, maximum: 86400, default: 300 },
+              discovery_timeout_ms: { type: 'integer', minimum: 100, maximum: 60000, default: 5000 },
             },
           },
           response: {

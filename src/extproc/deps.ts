@@ -10,8 +10,11 @@ import type { DlpAlerter } from './alerts.js';
 import type { HandoffKey } from '../authz/handoff.js';
 import { errorBody, rpcErrorBody, type GatewayError, type RpcErrorTarget } from '../errors.js';
 import { setHeader, type ProcessingResponse } from './proto.js';
-import { compilePipeline, type ResponsePipeline } from './response/pipeline.js';
+import { compilePipeline, type JsonTransform } from './response/pipeline.js';
 import type { MemoryBudget } from './response/budget.js';
+import type { McpCatalog } from '../mcp/catalog.js';
+import { definitionsTransform } from '../mcp/listTransform.js';
+import { ResponsePipeline, fieldFilterTransform } from './response/pipeline.js';
 
 /** What ext_proc compiled for one tool's responses. */
 export interface ResponsePlan {
@@ -38,13 +41,15 @@ export interface ExtprocDeps {
   readonly credentials: CredentialInjector;
   /** Memory for held response bodies, shared by every stream (kept across reloads). */
   readonly budget: MemoryBudget;
+  /** MCP tool definitions learned and pinned, shared with the Check (kept across reloads). */
+  readonly mcp?: McpCatalog;
 }
 
 /**
  * Compiles each tool's response plan: its pipeline, and its DLP rules (the global scanner, or
  * one compiled with the tool's overrides over the global ones).
  */
-export function compileResponses(config: GatewayConfig, scanner: Scanner): Map<string, ResponsePlan> {
+export function compileResponses(config: GatewayConfig, scanner: Scanner, mcp?: McpCatalog): Map<string, ResponsePlan> {
   return new Map(
     config.tools.map((t) => {
       let toolScanner: Scanner | null = null;
@@ -52,9 +57,16 @@ export function compileResponses(config: GatewayConfig, scanner: Scanner): Map<s
         const o = t.response.dlp_overrides;
         toolScanner = o && Object.keys(o).length > 0 ? compileCatalog({ ...config.dlp, overrides: { ...config.dlp?.overrides, ...o } }) : scanner;
       }
-      return [t.name, { pipeline: compilePipeline(compileFieldFilter(t.response.drop_fields)), scanner: toolScanner }];
+      let pipeline = compilePipeline(compileFieldFilter(t.response.drop_fields));
+      // MCP definitions are learned (and withheld) before any other transform sees the list.
+      if (t.mcp && mcp) pipeline = withFirst(definitionsTransform(mcp), compileFieldFilter(t.response.drop_fields));
+      return [t.name, { pipeline, scanner: toolScanner }];
     }),
   );
+}
+
+function withFirst(first: JsonTransform, filter: ReturnType<typeof compileFieldFilter>): ResponsePipeline {
+  return new ResponsePipeline(filter.empty ? [first] : [first, fieldFilterTransform(filter)]);
 }
 
 /**

@@ -4,6 +4,7 @@ import type { AuditDecision } from '../audit/record.js';
 import type { ExtprocDeps } from './deps.js';
 import type { RequestState, ResponseState, StreamState } from './state.js';
 import { countFindings, countInjections } from './metrics.js';
+import { definitionEventsOf } from '../mcp/audit.js';
 
 function ms(fromNs: bigint): number {
   return Math.round(Number(process.hrtime.bigint() - fromNs) / 1e3) / 1e3;
@@ -80,6 +81,7 @@ export function finishExchange(deps: ExtprocDeps, st: StreamState, req: RequestS
     },
     error: st.error ? { code: st.error.code, rule: st.error.rule } : null,
     payload: req.payload !== null || res.payload !== null ? { request: req.payload, response: res.payload } : undefined,
+    mcpDefinitions: definitionEventsOf(req, res),
   });
 }
 

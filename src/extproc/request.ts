@@ -9,6 +9,7 @@ import { checkBatchSize } from '../inspect/mcp.js';
 import { applyDlp } from '../dlp/index.js';
 import type { ExtprocDeps } from './deps.js';
 import { noteFindings, type RequestState, type StreamState } from './state.js';
+import { noteDefinitionEvents } from '../mcp/audit.js';
 import { headerMap, setHeader, type ProcessingRequest, type ProcessingResponse, type ProtoHttpBody, type ProtoProcessingMode } from './proto.js';
 
 /** Bodies are inspected only through the modes the exchange asks for (each phase is a round trip). */
@@ -115,7 +116,7 @@ interface Scanned {
  * Validates the parsed body: MCP `tools/call` arguments against each MCP tool's input schema,
  * or a plain JSON body against the tool's schema. Returns the values to scan for injection.
  */
-function validate(deps: ExtprocDeps, tool: ToolConfig, req: RequestState, read: RequestBody): Scanned[] {
+async function validate(deps: ExtprocDeps, tool: ToolConfig, req: RequestState, read: RequestBody): Promise<Scanned[]> {
   const rpc = read.rpc;
   if (rpc) {
     req.rpc.isJsonRpc = true;
@@ -128,7 +129,9 @@ function validate(deps: ExtprocDeps, tool: ToolConfig, req: RequestState, read: 
       req.rpc.id = call.id;
       if (!tool.mcp) continue;
       if (!call.tool) throw new GatewayError('invalid_request', 'tools/call needs params.name', { rule: 'inspect.jsonrpc' });
-      const r = deps.schemas.validateMcpArguments(tool.name, call.tool, call.arguments ?? {});
+      // The tool's definition (learned from the server, pinned) decides whether and how it may be called.
+      if (deps.mcp) noteDefinitionEvents(req, await deps.mcp.ensure(tool.name, call.tool));
+      const r = deps.mcp ? deps.mcp.validateCall(tool, call.tool, call.arguments ?? {}, deps.schemas) : deps.schemas.validateMcpArguments(tool.name, call.tool, call.arguments ?? {});
       if (!r.ok) throw schemaError(req, r.errors, `arguments of MCP tool "${call.tool}"`);
       req.schema = 'valid';
       args.push({ id: call.id, value: call.arguments });
@@ -152,7 +155,7 @@ function validate(deps: ExtprocDeps, tool: ToolConfig, req: RequestState, read: 
  * exfiltration DLP for external tools. Denials become immediate responses; redaction rewrites
  * the body before it leaves.
  */
-export function onRequestBody(deps: ExtprocDeps, st: StreamState, req: RequestState, body: ProtoHttpBody): ProcessingResponse {
+export async function onRequestBody(deps: ExtprocDeps, st: StreamState, req: RequestState, body: ProtoHttpBody): Promise<ProcessingResponse> {
   const tool = st.tool!;
   const buf = body.body ?? Buffer.alloc(0);
   req.size += buf.length;
@@ -173,7 +176,7 @@ export function onRequestBody(deps: ExtprocDeps, st: StreamState, req: RequestSt
   // The same strict reader as the Check: one meaning for the policy, the schema and the tool.
   const read = readRequestBody(buf, req.contentType ?? undefined, tool);
   const text = read.text;
-  const values = validate(deps, tool, req, read);
+  const values = await validate(deps, tool, req, read);
   if (tool.request.injection !== 'off') {
     let firstHit: Scanned | null = null;
     for (const v of values) {

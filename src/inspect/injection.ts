@@ -116,6 +116,53 @@ const BUILTIN: readonly RuleDef[] = [
   },
 ];
 
+/**
+ * Patterns aimed at the model through a tool's own definition (tool poisoning): hidden
+ * directive tags, orders to keep something from the user, to read credentials files, or to
+ * send data elsewhere. Scanned in tool descriptions with the argument rules above.
+ */
+const SENSITIVE_FILES = ['~/.ssh', '.ssh/', 'id_rsa', 'id_ed25519', 'id_ecdsa', '.env', '/etc/passwd', '/etc/shadow', '.aws/credentials', '.netrc', '.npmrc', '.pypirc', '.git-credentials', 'mcp.json', '.kube/config', 'private key'];
+
+const POISONING: readonly RuleDef[] = [
+  {
+    id: 'poisoning.directive_tag',
+    pattern: '<\\s{0,3}/?\\s{0,3}(?:important|critical|secret|hidden|instructions?|system_instructions?|ai_instructions?|note_to_(?:ai|model|assistant)|admin)\\s{0,3}>',
+  },
+  {
+    id: 'poisoning.conceal_from_user',
+    pattern:
+      "(?<![a-z])(?:(?:do\\s{1,3}not|don't|never|must\\s{1,3}not)\\s{1,3}(?:tell|inform|mention|reveal|show|notify|alert|disclose)(?:\\s{1,3}(?:this|it|anything))?\\s{1,3}(?:to\\s{1,3})?(?:the\\s{1,3})?users?|without\\s{1,3}(?:telling|informing|notifying|alerting|asking)\\s{1,3}(?:the\\s{1,3})?users?|(?:hide|conceal)\\s{1,3}(?:this|it)\\s{1,3}from\\s{1,3}(?:the\\s{1,3})?users?)(?![a-z])",
+  },
+  {
+    id: 'poisoning.read_sensitive_file',
+    pattern: '(?<![a-z])(?:read|open|cat|load|include|attach|upload|access|fetch|get|copy|pass|send)(?![a-z])',
+    near: SENSITIVE_FILES,
+    nearAfter: 80,
+  },
+  {
+    id: 'poisoning.sensitive_path',
+    pattern: '~/\\.ssh|\\.ssh/(?:id_|authorized_keys)|(?<![a-z0-9_])id_(?:rsa|ed25519|ecdsa)(?![a-z0-9_])|/etc/(?:passwd|shadow)|\\.aws/credentials|~/\\.(?:netrc|npmrc|git-credentials|kube)|~/\\.cursor/',
+  },
+  {
+    id: 'poisoning.before_using',
+    pattern: '(?<![a-z])(?:before|prior\\s{1,3}to)\\s{1,3}(?:using|calling|invoking|running|executing)\\s{1,3}(?:this|the|any|other)(?![a-z])',
+    near: ['read', 'send', 'pass', 'include', 'call', 'fetch', 'open', 'must', 'otherwise'],
+    nearAfter: 80,
+  },
+  {
+    id: 'poisoning.redirect_data',
+    pattern: '(?<![a-z])(?:always|must|should)\\s{1,3}(?:also\\s{1,3})?(?:send|forward|copy|bcc|cc|redirect|report)(?![a-z])',
+    near: ['@', 'http://', 'https://', 'webhook', 'attacker', 'proxy number', 'instead'],
+    nearAfter: 120,
+  },
+  {
+    id: 'poisoning.tool_shadowing',
+    pattern: '(?<![a-z])(?:when|whenever|if)\\s{1,3}(?:the\\s{1,3})?(?:user|you|agent|assistant)\\s{1,3}(?:call|use|invoke|run)s?\\s{1,3}(?:any\\s{1,3}other|another|the)\\s{1,3}(?:tool|function)',
+    near: ['instead', 'must', 'also', 'first', 'change', 'replace'],
+    nearAfter: 120,
+  },
+];
+
 interface Compiled {
   readonly id: string;
   readonly re: RegExp;
@@ -153,6 +200,14 @@ function matches(rule: Compiled, text: string): boolean {
   }
 }
 
+/**
+ * The detector for tool definitions (descriptions, schema property descriptions): the argument
+ * rules plus the tool-poisoning rules.
+ */
+export function compileToolPoisoningRules(): InjectionDetector {
+  return detector([...BUILTIN, ...POISONING].map(compileRule));
+}
+
 /** Deepest nesting walked; deeper values are reported as a finding rather than skipped. */
 const MAX_DEPTH = 64;
 
@@ -179,6 +234,10 @@ export function compileInjectionRules(extra: readonly { id: string; pattern: str
   if (problems.length > 0) {
     throw new GatewayError('internal', `invalid injection pattern: ${problems.join('; ')}`, { rule: 'inspect.injection.config', details: { problems } });
   }
+  return detector(rules);
+}
+
+function detector(rules: readonly Compiled[]): InjectionDetector {
   return {
     ruleCount: rules.length,
     detect(value: unknown): InjectionFinding[] {
