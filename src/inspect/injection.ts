@@ -126,12 +126,26 @@ const SENSITIVE_FILES = ['~/.ssh', '.ssh/', 'id_rsa', 'id_ed25519', 'id_ecdsa', 
 const POISONING: readonly RuleDef[] = [
   {
     id: 'poisoning.directive_tag',
-    pattern: '<\\s{0,3}/?\\s{0,3}(?:important|critical|secret|hidden|instructions?|system_instructions?|ai_instructions?|note_to_(?:ai|model|assistant)|admin)\\s{0,3}>',
+    pattern: '</?\\s{0,2}(?:important|critical|secret|hidden|instructions?|system_instructions?|ai_instructions?|note_to_(?:ai|model|assistant)|admin)\\s{0,2}>',
+  },
+  // One id, three shapes: "do not tell the user", "without telling the user", "hide it from the user".
+  {
+    id: 'poisoning.conceal_from_user',
+    pattern: "(?<![a-z])(?:do\\s{1,3}not|don't|never|must\\s{1,3}not)\\s{1,3}(?:tell|inform|mention|reveal|show|notify|alert|disclose)(?![a-z])",
+    near: ['user', 'human'],
+    nearAfter: 40,
   },
   {
     id: 'poisoning.conceal_from_user',
-    pattern:
-      "(?<![a-z])(?:(?:do\\s{1,3}not|don't|never|must\\s{1,3}not)\\s{1,3}(?:tell|inform|mention|reveal|show|notify|alert|disclose)(?:\\s{1,3}(?:this|it|anything))?\\s{1,3}(?:to\\s{1,3})?(?:the\\s{1,3})?users?|without\\s{1,3}(?:telling|informing|notifying|alerting|asking)\\s{1,3}(?:the\\s{1,3})?users?|(?:hide|conceal)\\s{1,3}(?:this|it)\\s{1,3}from\\s{1,3}(?:the\\s{1,3})?users?)(?![a-z])",
+    pattern: '(?<![a-z])without\\s{1,3}(?:telling|informing|notifying|alerting|asking)(?![a-z])',
+    near: ['user', 'human'],
+    nearAfter: 30,
+  },
+  {
+    id: 'poisoning.conceal_from_user',
+    pattern: '(?<![a-z])(?:hide|conceal)\\s{1,3}(?:this|it|that)\\s{1,3}from(?![a-z])',
+    near: ['user', 'human'],
+    nearAfter: 30,
   },
   {
     id: 'poisoning.read_sensitive_file',
