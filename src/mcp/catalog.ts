@@ -71,6 +71,8 @@ export interface PinView {
 const NOT_OFFERED_COOLDOWN_MS = 5_000;
 /** After a failed fetch, calls are refused without a new fetch for this long (ms). */
 const FAILURE_COOLDOWN_MS = 1_000;
+/** Definitions kept per logical tool; a server listing more has the rest withheld. */
+export const MAX_TOOLS_PER_SERVER = 2_000;
 /** Compiled argument validators kept (by definition hash). */
 const MAX_VALIDATORS = 1_000;
 
@@ -147,6 +149,8 @@ export class McpCatalog {
     const st = this.state(tool);
     st.listed = true;
     const fresh: DefinitionEvent[] = [];
+    const newPins: Record<string, Pin> = {};
+    const since = new Date().toISOString();
     for (const entry of entries) {
       const parsed = parseDefinition(entry);
       if (!parsed.ok) {
@@ -154,13 +158,21 @@ export class McpCatalog {
         // Nothing to validate arguments against: the tool is withheld rather than passed unchecked.
         hidden.add(parsed.name);
         if (st.invalid.get(parsed.name) !== parsed.problem) fresh.push({ name: parsed.name, hash: '', event: 'invalid', action: 'hide', rules: [parsed.problem] });
-        st.invalid.set(parsed.name, parsed.problem);
+        if (st.invalid.has(parsed.name) || st.invalid.size < MAX_TOOLS_PER_SERVER) st.invalid.set(parsed.name, parsed.problem);
         st.defs.delete(parsed.name);
         events.push({ name: parsed.name, hash: '', event: 'invalid', action: 'hide', rules: [parsed.problem] });
         continue;
       }
       const def = parsed.def;
       const prev = st.defs.get(def.name);
+      if (!prev && st.defs.size >= MAX_TOOLS_PER_SERVER) {
+        // Memory stays bounded whatever a server lists.
+        hidden.add(def.name);
+        const problem = `the server lists more than ${MAX_TOOLS_PER_SERVER} tools`;
+        if (st.invalid.size < MAX_TOOLS_PER_SERVER) st.invalid.set(def.name, problem);
+        events.push({ name: def.name, hash: def.hash, event: 'invalid', action: 'hide', rules: [problem] });
+        continue;
+      }
       const isNew = prev?.def.hash !== def.hash;
       const findings = isNew ? scanDefinition(def) : prev!.findings;
       st.defs.set(def.name, { def, findings });
@@ -178,28 +190,29 @@ export class McpCatalog {
           continue;
         }
       }
-      const pin = this.pinOf(s, def.name);
+      const pin = newPins[def.name] ?? this.pinOf(s, def.name);
       if (!pin) {
-        this.recordPin(s, def.name, def.hash, 'first_seen');
+        newPins[def.name] = { hash: def.hash, since, by: 'first_seen' };
         note({ name: def.name, hash: def.hash, event: 'pinned', action: 'none' });
         continue;
       }
       if (pin.hash === def.hash) continue;
       const action = s.mcp.on_change;
       note({ name: def.name, hash: def.hash, event: 'changed', action, pinned: pin.hash });
-      if (action === 'flag' && pin.by !== 'config') this.recordPin(s, def.name, def.hash, 'on_change_flag');
+      if (action === 'flag' && pin.by !== 'config') newPins[def.name] = { hash: def.hash, since, by: 'on_change_flag' };
       if (action === 'hide') hidden.add(def.name);
     }
+    if (Object.keys(newPins).length > 0) this.recordPins(s, newPins);
     this.report(tool, fresh);
     return { events, hidden, refusal };
   }
 
-  private recordPin(s: Settings, name: string, hash: string, by: string): void {
+  private recordPins(s: Settings, pins: Record<string, Pin>): void {
     try {
-      s.store.set(s.tool.name, name, { hash, since: new Date().toISOString(), by });
+      s.store.setMany(s.tool.name, pins);
     } catch (err) {
-      // The pin holds in memory; the next write (or restart) tries the file again.
-      log.error({ tool: s.tool.name, mcp_tool: name, file: s.store.path, reason: (err as Error).message }, 'MCP pin could not be written');
+      // The pins hold in memory; the next write tries the file again.
+      log.error({ tool: s.tool.name, mcp_tools: Object.keys(pins).slice(0, 20), file: s.store.path, reason: (err as Error).message }, 'MCP pins could not be written');
     }
   }
 

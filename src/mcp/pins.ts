@@ -78,9 +78,13 @@ export function writePinFile(path: string, doc: PinDocument): void {
 
 /** Sets one pin in a file (read, change, atomic write). */
 export function setPinInFile(path: string, tool: string, name: string, pin: Pin): void {
+  setPinsInFile(path, tool, { [name]: pin });
+}
+
+/** Sets pins of one tool in a file in one write. */
+export function setPinsInFile(path: string, tool: string, pins: Readonly<Record<string, Pin>>): void {
   const doc = readPinFile(path);
-  const pins = { ...doc.pins, [tool]: { ...doc.pins[tool], [name]: pin } };
-  writePinFile(path, { version: 1, pins });
+  writePinFile(path, { version: 1, pins: { ...doc.pins, [tool]: { ...doc.pins[tool], ...pins } } });
 }
 
 /**
@@ -110,9 +114,14 @@ export class PinStore {
 
   /** Records a pin (in memory, and in the file when there is one). A failed write is thrown; memory keeps the pin. */
   set(tool: string, name: string, pin: Pin): void {
-    this.doc = { version: 1, pins: { ...this.doc.pins, [tool]: { ...this.doc.pins[tool], [name]: pin } } };
+    this.setMany(tool, { [name]: pin });
+  }
+
+  /** Records several pins of one tool with one write (a first list of many tools). */
+  setMany(tool: string, pins: Readonly<Record<string, Pin>>): void {
+    this.doc = { version: 1, pins: { ...this.doc.pins, [tool]: { ...this.doc.pins[tool], ...pins } } };
     if (!this.path) return;
-    setPinInFile(this.path, tool, name, pin);
+    setPinsInFile(this.path, tool, pins);
     this.reload();
   }
 
