@@ -1,5 +1,6 @@
 import { execFile } from 'node:child_process';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -23,6 +24,10 @@ let stack: Stack;
 let mcp: TestMcpServer;
 let bearer: string;
 let nextId = 1;
+/** Policy data that calls every MCP tool of docs read-only: only the gateway's own `input.tool.mutating` then tells them apart. */
+const dataDir = mkdtempSync(join(tmpdir(), 'mcp-definitions-data-'));
+const policyData = join(dataDir, 'data.json');
+writeFileSync(policyData, JSON.stringify({ portcullis: { tools: { docs: { mcp_tools: Object.fromEntries(['add', 'write_note', 'drop_tables'].map((n) => [n, { mutating: false }])) } } } }));
 
 type Json = Record<string, unknown>;
 
@@ -36,6 +41,7 @@ beforeAll(async () => {
     env: { PORTCULLIS_ADMIN_TOKEN: ADMIN_TOKEN },
     editConfig: (cfg) => {
       (cfg.server as Json).admin_token = { env: 'PORTCULLIS_ADMIN_TOKEN' };
+      (cfg.policy as Json).data = policyData;
       const docs = docsTool(cfg);
       // Nothing about the server's tools is configured: only where to ask and where pins live.
       docs.mcp = { server_url: mcp.url, pins_file: 'mcp-pins.json' };
@@ -48,6 +54,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await stack?.stop();
   await mcp?.close();
+  rmSync(dataDir, { recursive: true, force: true });
 });
 
 /** One JSON-RPC message to the docs tool through Envoy. */
@@ -179,6 +186,22 @@ describe('tools the gateway was not told about', () => {
     const r = await rpc('tools/call', { name: 'write_note', arguments: { text: 'hello' } });
     expect(r.status, r.text).toBe(200);
     expect(mcp.calls.at(-1)).toEqual({ name: 'write_note', args: { text: 'hello' } });
+  });
+});
+
+describe('whether a learned tool changes state reaches the Check', () => {
+  it('readOnlyHint lets a read-only caller in; a tool without it, or one not known yet, counts as mutating', async () => {
+    const viewer = await token(stack, { roles: ['viewer'] });
+    const as = (name: string, args: Json): Promise<Reply> =>
+      send(stack, '/tools/docs/', { body: JSON.stringify({ jsonrpc: '2.0', id: nextId++, method: 'tools/call', params: { name, arguments: args } }), bearer: viewer, headers: { accept: 'application/json, text/event-stream' } });
+    const read = await as('add', { a: 4, b: 4 });
+    expect(read.status, read.text).toBe(200);
+    expect(message(read).result).toMatchObject({ content: [{ text: '8' }] });
+    for (const name of ['write_note', 'drop_tables']) {
+      const r = await as(name, { text: 'x' });
+      expect(r.status).toBe(403);
+      expect(rpcError(r).data).toMatchObject({ type: 'forbidden', rule: 'role.read_only' });
+    }
   });
 });
 
