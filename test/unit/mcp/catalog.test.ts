@@ -299,6 +299,30 @@ describe('discovery from server_url', () => {
     expect(refusal(() => catalog.validateCall(t, 'nope', {}, NO_SCHEMAS)).message).toMatch(/not offered by the MCP server/);
   });
 
+  it('catches a rug pull through its periodic refresh, with no list passing through', async () => {
+    // refresh_s 0: every call of a known tool asks for a background refresh.
+    const t = tool({ server_url: mcp.url, refresh_s: 0 });
+    const { catalog } = catalogFor(t);
+    await catalog.ensure('docs', 'hide_me');
+    expect(catalog.validateCall(t, 'hide_me', { text: 'x' }, NO_SCHEMAS).ok).toBe(true);
+    mcp.rugPulled.add('hide_me');
+    try {
+      let refused: GatewayError | null = null;
+      for (let i = 0; i < 100 && !refused; i++) {
+        expect(await catalog.ensure('docs', 'hide_me')).toEqual([]);
+        try {
+          catalog.validateCall(t, 'hide_me', { text: 'x' }, NO_SCHEMAS);
+          await new Promise((r) => setTimeout(r, 50));
+        } catch (err) {
+          refused = err as GatewayError;
+        }
+      }
+      expect(refused?.rule).toBe('mcp.definition_changed');
+    } finally {
+      mcp.rugPulled.delete('hide_me');
+    }
+  });
+
   it('refuses, retryable, when the server cannot be asked', async () => {
     const t = tool({ server_url: 'http://127.0.0.1:1/mcp', discovery_timeout_ms: 1000 });
     const { catalog } = catalogFor(t);
