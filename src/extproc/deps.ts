@@ -10,11 +10,10 @@ import type { DlpAlerter } from './alerts.js';
 import type { HandoffKey } from '../authz/handoff.js';
 import { errorBody, rpcErrorBody, type GatewayError, type RpcErrorTarget } from '../errors.js';
 import { setHeader, type ProcessingResponse } from './proto.js';
-import { compilePipeline, type JsonTransform } from './response/pipeline.js';
+import { compilePipeline, fieldFilterTransform, ResponsePipeline } from './response/pipeline.js';
 import type { MemoryBudget } from './response/budget.js';
 import type { McpCatalog } from '../mcp/catalog.js';
 import { definitionsTransform } from '../mcp/listTransform.js';
-import { ResponsePipeline, fieldFilterTransform } from './response/pipeline.js';
 
 /** What ext_proc compiled for one tool's responses. */
 export interface ResponsePlan {
@@ -57,16 +56,12 @@ export function compileResponses(config: GatewayConfig, scanner: Scanner, mcp?: 
         const o = t.response.dlp_overrides;
         toolScanner = o && Object.keys(o).length > 0 ? compileCatalog({ ...config.dlp, overrides: { ...config.dlp?.overrides, ...o } }) : scanner;
       }
-      let pipeline = compilePipeline(compileFieldFilter(t.response.drop_fields));
+      const filter = compileFieldFilter(t.response.drop_fields);
       // MCP definitions are learned (and withheld) before any other transform sees the list.
-      if (t.mcp && mcp) pipeline = withFirst(definitionsTransform(mcp), compileFieldFilter(t.response.drop_fields));
+      const pipeline = t.mcp && mcp ? new ResponsePipeline([definitionsTransform(mcp), ...(filter.empty ? [] : [fieldFilterTransform(filter)])]) : compilePipeline(filter);
       return [t.name, { pipeline, scanner: toolScanner }];
     }),
   );
-}
-
-function withFirst(first: JsonTransform, filter: ReturnType<typeof compileFieldFilter>): ResponsePipeline {
-  return new ResponsePipeline(filter.empty ? [first] : [first, fieldFilterTransform(filter)]);
 }
 
 /**
