@@ -125,7 +125,14 @@ async function validate(deps: ExtprocDeps, tool: ToolConfig, req: RequestState, 
     checkBatchSize(rpc, deps.config.inspect.max_batch_calls);
     const args: Scanned[] = [];
     for (const call of rpc.calls) {
-      if (call.method !== 'tools/call') continue;
+      if (call.method !== 'tools/call') {
+        // A server reading method names loosely would run such a call without its definition checked.
+        if (tool.mcp && call.method.trim().toLowerCase() === 'tools/call') {
+          req.rpc.id = call.id;
+          throw new GatewayError('invalid_request', `JSON-RPC method ${JSON.stringify(call.method.slice(0, 32))} is not "tools/call": MCP method names are exact`, { rule: 'inspect.jsonrpc' });
+        }
+        continue;
+      }
       req.rpc.id = call.id;
       if (!tool.mcp) continue;
       if (!call.tool) throw new GatewayError('invalid_request', 'tools/call needs params.name', { rule: 'inspect.jsonrpc' });

@@ -179,6 +179,16 @@ describe('tools the gateway was not told about', () => {
     expect(e.message).not.toMatch(/schema/);
   });
 
+  it('cannot be reached around the check with a near-miss method name', async () => {
+    const before = mcp.requests.length;
+    for (const method of ['Tools/Call', 'tools/call ', 'TOOLS/CALL']) {
+      const r = await rpc(method, { name: 'drop_tables', arguments: { sidenote: 'x' } });
+      expect(r.status).toBe(400);
+      expect(rpcError(r).message).toMatch(/is not "tools\/call": MCP method names are exact/);
+    }
+    expect(mcp.requests.length).toBe(before);
+  });
+
   it('are learned from a list passing through too, and stay callable after it', async () => {
     const list = await rpc('tools/list');
     expect(list.status).toBe(200);

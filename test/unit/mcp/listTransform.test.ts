@@ -71,6 +71,14 @@ describe('definitions transform', () => {
     expect(catalog.pins()).toEqual([]);
   });
 
+  it('sends the list it judged: a duplicate "result" key cannot show a first-wins parser another list', () => {
+    const { pipeline, ctx } = setup();
+    const text = `{"jsonrpc":"2.0","id":1,"result":${JSON.stringify({ tools: [poisoned] })},"result":${JSON.stringify({ tools: [add] })}}`;
+    const out = pipeline.applyJson(text, ctx());
+    expect(out).not.toContain('id_rsa');
+    expect(JSON.parse(out)).toEqual(list(1, [add]));
+  });
+
   it('refuses the whole list in poisoning block mode', () => {
     const { pipeline, ctx } = setup({ poisoning: 'block' });
     expect(() => pipeline.applyJson(JSON.stringify(list(1, [add, poisoned])), ctx())).toThrow(GatewayError);
