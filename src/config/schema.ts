@@ -247,7 +247,9 @@ export const configSchema = {
               pins: { type: 'object', default: {}, additionalProperties: { type: 'string', pattern: '^[0-9a-f]{64}$' } },
               pins_file: { type: 'string', minLength: 1 },
               refresh_s: { type: 'integer', minimum: 1, maximum: 86400, default: 300 },
-              discovery_timeout_ms: { type: 'integer', minimum: 100, maximum: 60000, default: 5000 },
+              // A call waits for the fetch inside ext_proc's request phase: keep this below the
+              // ext_proc filter's message_timeout in envoy/envoy.yaml (2s).
+              discovery_timeout_ms: { type: 'integer', minimum: 100, maximum: 60000, default: 1500 },
             },
           },
           response: {

@@ -141,7 +141,7 @@ export interface McpConfig {
   readonly pins_file?: string;
   /** Seconds after which a learned list is fetched again from `server_url` (in the background). */
   readonly refresh_s: number;
-  /** Time one fetch of the server's tool list may take. */
+  /** Time one fetch of the server's tool list may take (default 1500; below Envoy's ext_proc message_timeout). */
   readonly discovery_timeout_ms: number;
 }
 
