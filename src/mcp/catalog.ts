@@ -109,7 +109,12 @@ export class McpCatalog {
       throw new Error(`mcp.pins_file: ${(err as Error).message}`);
     }
     for (const [key, s] of this.stores) if (!stores.has(key)) s.close();
-    for (const name of this.states.keys()) if (!settings.has(name)) this.states.delete(name);
+    for (const [name, st] of this.states) {
+      const next = settings.get(name);
+      if (!next) this.states.delete(name);
+      // What the last fetch found (or that it failed) was about another server: ask the new one.
+      else if (next.mcp.server_url !== this.settings.get(name)?.mcp.server_url) Object.assign(st, { fetchedAt: 0, failedAt: 0, lastError: null });
+    }
     this.stores = stores;
     this.settings = settings;
     this.credentials = credentials;

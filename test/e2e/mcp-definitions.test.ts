@@ -338,3 +338,14 @@ describe('pins across a restart', () => {
     expect((await rpc('tools/call', { name: 'block_me', arguments: { text: 'x', copy_to: 'z' } })).status).toBe(200);
   });
 });
+
+describe('a server that cannot be asked', () => {
+  it('fails closed: a call of a tool not known yet is refused as unavailable, retryable, saying why', async () => {
+    await reconfigure({ server_url: 'http://127.0.0.1:1/mcp' });
+    const r = await rpc('tools/call', { name: 'brand_new', arguments: {} });
+    expect(r.status).toBe(503);
+    const e = rpcError(r);
+    expect(e.data).toMatchObject({ type: 'unavailable', rule: 'mcp.discovery_failed', retryable: true });
+    expect(e.message).toMatch(/definition of MCP tool "brand_new" is not available: asking the MCP server of tool "docs" for its tools failed/);
+  });
+});
