@@ -9,7 +9,7 @@ import { countDefinitionEvents, type DefinitionEvent } from './audit.js';
 import { mutatingFromAnnotations, parseDefinition, type HashedDefinition } from './definition.js';
 import { fetchToolList } from './discovery.js';
 import { PinStore, type Pin } from './pins.js';
-import { scanDefinition } from './poisoning.js';
+import { entryKey, scanEntry } from './poisoning.js';
 
 /**
  * The in-process catalog of MCP tool definitions, one per process, kept across configuration
@@ -23,6 +23,8 @@ import { scanDefinition } from './poisoning.js';
 /** A definition as learned, with what the gateway found in it. */
 interface Learned {
   readonly def: HashedDefinition;
+  /** Identity of the whole entry that was scanned (see poisoning.ts). */
+  readonly scanned: string;
   readonly findings: readonly InjectionFinding[];
 }
 
@@ -178,9 +180,10 @@ export class McpCatalog {
         events.push({ name: def.name, hash: def.hash, event: 'invalid', action: 'hide', rules: [problem] });
         continue;
       }
-      const isNew = prev?.def.hash !== def.hash;
-      const findings = isNew ? scanDefinition(def) : prev!.findings;
-      st.defs.set(def.name, { def, findings });
+      const scanned = entryKey(entry);
+      const isNew = prev?.def.hash !== def.hash || prev.scanned !== scanned;
+      const findings = isNew ? scanEntry(entry) : prev.findings;
+      st.defs.set(def.name, { def, scanned, findings });
       st.invalid.delete(def.name);
       const note = (e: DefinitionEvent): void => {
         events.push(e);
