@@ -28,7 +28,9 @@ export async function fetchToolList(target: DiscoveryTarget): Promise<unknown[]>
   const signal = AbortSignal.timeout(target.timeoutMs);
   // Credentials must not follow a redirect to another origin.
   const transport = new StreamableHTTPClientTransport(new URL(target.url), { requestInit: { headers: { ...target.headers }, redirect: 'error' } });
-  const client = new Client({ name: 'portcullis', version: '1' }, { capabilities: {} });
+  // The gateway lists on behalf of any agent: servers that offer some tools only to clients with
+  // these capabilities must list those too. Nothing is asked of this client before it closes.
+  const client = new Client({ name: 'portcullis', version: '1' }, { capabilities: { sampling: {}, elicitation: {}, roots: {} } });
   try {
     await client.connect(transport, { timeout: target.timeoutMs, signal });
     const tools: unknown[] = [];

@@ -1,11 +1,11 @@
-import { execFile } from 'node:child_process';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parse, stringify } from 'yaml';
-import { pointCluster, readAuditFile, repoPath, send, startStack, type Reply, type Stack } from '../helpers/index.js';
+import { freePort, pointCluster, readAuditFile, repoPath, send, startStack, type Reply, type Stack } from '../helpers/index.js';
 import { startTestMcpServer, type TestMcpServer } from '../helpers/mcpServer.js';
 import { call, token } from './authz-support.js';
 
@@ -347,5 +347,65 @@ describe('a server that cannot be asked', () => {
     const e = rpcError(r);
     expect(e.data).toMatchObject({ type: 'unavailable', rule: 'mcp.discovery_failed', retryable: true });
     expect(e.message).toMatch(/definition of MCP tool "brand_new" is not available: asking the MCP server of tool "docs" for its tools failed/);
+  });
+});
+
+describe('the reference MCP server (server-everything), nothing about its tools configured', () => {
+  let ref: ChildProcess | null = null;
+  let refStack: Stack;
+  let refBearer: string;
+  let session: string | undefined;
+
+  beforeAll(async () => {
+    const port = await freePort();
+    ref = spawn(process.execPath, [repoPath('node_modules', '@modelcontextprotocol', 'server-everything', 'dist', 'index.js'), 'streamableHttp'], { env: { ...process.env, PORT: String(port) }, stdio: ['ignore', 'ignore', 'pipe'] });
+    await new Promise<void>((resolve, reject) => {
+      let text = '';
+      ref!.stderr!.on('data', (c: Buffer) => {
+        text += c.toString('utf8');
+        if (text.includes('listening')) resolve();
+      });
+      ref!.once('exit', () => reject(new Error(`server-everything exited: ${text}`)));
+    });
+    refStack = await startStack({
+      editConfig: (cfg) => {
+        const docs = docsTool(cfg);
+        docs.mcp = { server_url: `http://127.0.0.1:${port}/mcp` };
+        docs.response = {};
+      },
+      editEnvoy: (cfg) => pointCluster(cfg, 'tool_docs', port),
+    });
+    refBearer = await token(refStack);
+  }, 120_000);
+  afterAll(async () => {
+    await refStack?.stop();
+    ref?.kill('SIGTERM');
+  });
+
+  const post = (body: Json): Promise<Reply> =>
+    send(refStack, '/tools/docs/', { body: JSON.stringify(body), bearer: refBearer, headers: { accept: 'application/json, text/event-stream', ...(session ? { 'mcp-session-id': session } : {}) } });
+
+  it('initializes through the gateway and calls tools before listing them, arguments checked against their advertised schema', async () => {
+    const init = await post({ jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'e2e', version: '1' } } });
+    expect(init.status, init.text).toBe(200);
+    session = init.headers['mcp-session-id'] as string | undefined;
+    expect(session).toBeTruthy();
+    expect((await post({ jsonrpc: '2.0', method: 'notifications/initialized' })).status).toBe(202);
+    const sum = await post({ jsonrpc: '2.0', id: 2, method: 'tools/call', params: { name: 'get-sum', arguments: { a: 20, b: 22 } } });
+    expect(sum.status, sum.text).toBe(200);
+    expect(JSON.stringify(message(sum).result)).toContain('42');
+    const echo = await post({ jsonrpc: '2.0', id: 3, method: 'tools/call', params: { name: 'echo', arguments: { message: 'hi' } } });
+    expect(JSON.stringify(message(echo).result)).toContain('hi');
+    const extra = await post({ jsonrpc: '2.0', id: 4, method: 'tools/call', params: { name: 'get-sum', arguments: { a: 1, b: 2, c: 3 } } });
+    expect(extra.status).toBe(400);
+    expect(rpcError(extra).message).toMatch(/\$\.c: is not allowed by the schema/);
+  });
+
+  it('lists every tool through the gateway, and calls work after the list', async () => {
+    const list = await post({ jsonrpc: '2.0', id: 5, method: 'tools/list' });
+    expect(list.status).toBe(200);
+    expect(listedNames(list)).toEqual(expect.arrayContaining(['echo', 'get-sum', 'get-tiny-image']));
+    const img = await post({ jsonrpc: '2.0', id: 6, method: 'tools/call', params: { name: 'get-tiny-image', arguments: {} } });
+    expect(img.status, img.text).toBe(200);
   });
 });
