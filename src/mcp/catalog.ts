@@ -158,8 +158,15 @@ export class McpCatalog {
     const fresh: DefinitionEvent[] = [];
     const newPins: Record<string, Pin> = {};
     const since = new Date().toISOString();
+    const seen = new Map<string, number>();
     for (const entry of entries) {
-      const parsed = parseDefinition(entry);
+      const n = (entry as { name?: unknown } | null)?.name;
+      if (typeof n === 'string') seen.set(n, (seen.get(n) ?? 0) + 1);
+    }
+    for (const entry of entries) {
+      let parsed = parseDefinition(entry);
+      // Two definitions under one name: which one a client uses is anyone's guess, so neither is offered.
+      if (parsed.ok && (seen.get(parsed.def.name) ?? 0) > 1) parsed = { ok: false, name: parsed.def.name, problem: 'the server lists this name more than once' };
       if (!parsed.ok) {
         if (parsed.name === null) continue;
         // Nothing to validate arguments against: the tool is withheld rather than passed unchecked.

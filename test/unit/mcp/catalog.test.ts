@@ -134,6 +134,15 @@ describe('learned definitions', () => {
     expect(refusal(() => catalog.validateCall(t, 'broken', {}, NO_SCHEMAS)).rule).toBe('mcp.definition_invalid');
   });
 
+  it('withhold a name listed twice, whichever of the two a client would pick', () => {
+    const t = tool({ on_change: 'flag' });
+    const { catalog } = catalogFor(t);
+    const r = catalog.ingest('docs', [note, changedNote, add]);
+    expect([...r.hidden]).toEqual(['note']);
+    expect(refusal(() => catalog.validateCall(t, 'note', { text: 'x' }, NO_SCHEMAS)).message).toMatch(/lists this name more than once/);
+    expect(catalog.validateCall(t, 'add', { a: 1, b: 1 }, NO_SCHEMAS).ok).toBe(true);
+  });
+
   it('survive a reconfiguration (reload), and forget a tool that is gone', () => {
     const t = tool();
     const { catalog, configure } = catalogFor(t);
