@@ -310,6 +310,16 @@ describe('a poisoned tool description', () => {
     expect(e.data).toMatchObject({ type: 'blocked_content', rule: 'mcp.poisoning' });
     expect(e.message).toMatch(/tool list of tool "docs" was refused: the definition of MCP tool "poisoned" carries instructions aimed at the model/);
     expect(list.text).not.toContain('id_rsa');
+    // Framed as an event stream, the list event is replaced by the gateway's error event.
+    mcp.sse = true;
+    try {
+      const streamed = await rpc('tools/list');
+      expect(streamed.headers['content-type']).toMatch(/^text\/event-stream/);
+      expect(streamed.text).not.toContain('id_rsa');
+      expect(streamed.text).toMatch(/event: error\ndata: .*"rule":"mcp.poisoning"/);
+    } finally {
+      mcp.sse = false;
+    }
   });
 
   it('flag: listed and callable, the finding in the audit record', async () => {
