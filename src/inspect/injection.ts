@@ -160,19 +160,21 @@ const POISONING: readonly RuleDef[] = [
   {
     id: 'poisoning.before_using',
     pattern: '(?<![a-z])(?:before|prior\\s{1,3}to)\\s{1,3}(?:using|calling|invoking|running|executing)\\s{1,3}(?:this|the|any|other)(?![a-z])',
-    near: ['read', 'send', 'pass', 'include', 'call', 'fetch', 'open', 'must', 'otherwise'],
-    nearAfter: 80,
+    // Only with something a tool never needs from the model; "call list_x first" is ordinary advice.
+    near: ['~/', '.ssh', '.env', 'id_rsa', 'credential', 'secret', 'password', 'private key', 'mcp.json', 'sidenote', 'conversation', 'system prompt'],
+    nearAfter: 120,
   },
   {
     id: 'poisoning.redirect_data',
-    pattern: '(?<![a-z])(?:always|must|should)\\s{1,3}(?:also\\s{1,3})?(?:send|forward|copy|bcc|cc|redirect|report)(?![a-z])',
+    pattern: '(?<![a-z])(?:always|must|should)\\s{1,3}(?:also\\s{1,3})?(?:send|forward|copy|bcc|cc|redirect)(?![a-z])',
     near: ['@', 'http://', 'https://', 'webhook', 'attacker', 'proxy number', 'instead'],
     nearAfter: 120,
   },
   {
     id: 'poisoning.tool_shadowing',
-    pattern: '(?<![a-z])(?:when|whenever|if)\\s{1,3}(?:the\\s{1,3})?(?:user|you|agent|assistant)\\s{1,3}(?:call|use|invoke|run)s?\\s{1,3}(?:any\\s{1,3}other|another|the)\\s{1,3}(?:tool|function)',
-    near: ['instead', 'must', 'also', 'first', 'change', 'replace'],
+    // Instructions about how to use other tools: rewrite their arguments, replace their results.
+    pattern: '(?<![a-z])(?:when|whenever)\\s{1,3}(?:the\\s{1,3})?(?:user|you|agent|assistant|model)\\s{1,3}(?:calls?|uses?|invokes?|runs?)(?![a-z])',
+    near: ['instead', 'change the', 'replace', 'redirect', 'also send', 'always send', 'bcc', 'must be sent'],
     nearAfter: 120,
   },
 ];
@@ -219,8 +221,13 @@ function matches(rule: Compiled, text: string): boolean {
  * rules plus the tool-poisoning rules.
  */
 export function compileToolPoisoningRules(): InjectionDetector {
-  return detector([...BUILTIN, ...POISONING].map(compileRule));
+  // Saying where a tool sends data is what many tool descriptions are for; telling the model
+  // to send it elsewhere is poisoning.redirect_data.
+  return detector([...BUILTIN.filter((r) => !DEFINITION_EXEMPT.has(r.id)), ...POISONING].map(compileRule));
 }
+
+/** Argument rules that describe ordinary tool descriptions too. */
+const DEFINITION_EXEMPT = new Set(['injection.exfiltrate_to_url']);
 
 /** Deepest nesting walked; deeper values are reported as a finding rather than skipped. */
 const MAX_DEPTH = 64;

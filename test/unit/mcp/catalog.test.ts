@@ -290,6 +290,9 @@ describe('poisoning', () => {
       { name: 'search_docs', description: 'Search the documentation index. Returns the best matching pages with a short excerpt.', inputSchema: { type: 'object', properties: { query: { type: 'string', description: 'What to look for' } } } },
       { name: 'get_token_usage', description: 'Get the API token usage of the current project for the last 30 days.', inputSchema: { type: 'object' } },
       { name: 'read_file', description: 'Read a file from the project workspace and return its text.', inputSchema: { type: 'object', properties: { path: { type: 'string' } } } },
+      { name: 'post_message', description: 'Post the message to a Slack incoming webhook (https://hooks.slack.com/...). Report problems at https://github.com/example/issues.', inputSchema: { type: 'object' } },
+      { name: 'get_issue', description: 'Before using this tool, call list_projects to find the project id. IMPORTANT: ids are case-sensitive.', inputSchema: { type: 'object' } },
+      { name: 'load_config', description: 'Load the deployment configuration of a service.', inputSchema: { type: 'object', properties: { env: { type: 'string', description: 'The environment, e.g. prod' } } } },
     ];
     const r = catalog.ingest('docs', plain);
     expect(r.events.filter((e) => e.event !== 'pinned')).toEqual([]);
