@@ -95,7 +95,6 @@ export function setPinsInFile(path: string, tool: string, pins: Readonly<Record<
 export class PinStore {
   private doc: PinDocument;
   private watch: FileWatch | null = null;
-  private readonly listeners = new Set<() => void>();
 
   constructor(readonly path: string | null) {
     this.doc = path ? readPinFile(path) : { version: 1, pins: {} };
@@ -125,11 +124,6 @@ export class PinStore {
     this.reload();
   }
 
-  /** Called after the pins changed (a write, or the file changed on disk). */
-  onChange(fn: () => void): void {
-    this.listeners.add(fn);
-  }
-
   /** Re-reads the file now. */
   reload(): void {
     if (!this.path) return;
@@ -137,9 +131,7 @@ export class PinStore {
       this.doc = readPinFile(this.path);
     } catch (err) {
       log.error({ file: this.path, reason: (err as Error).message }, 'MCP pin file unreadable; keeping the last good pins');
-      return;
     }
-    for (const fn of this.listeners) fn();
   }
 
   /** Stops watching the file. */
