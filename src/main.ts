@@ -6,6 +6,7 @@ import { ConfigError, loadConfig } from './config/load.js';
 import { MemoryBudget } from './extproc/response/budget.js';
 import { flushStdout, log } from './log.js';
 import { AUDIT_USAGE } from './audit/cli.js';
+import { MCP_USAGE } from './mcp/cli.js';
 
 const USAGE = `usage: portcullis <command> [options]
 
@@ -18,7 +19,7 @@ commands:
                                  mint a JWT for the configured (demo) issuer
   dlp scan [--json] [--config FILE]
                                  read stdin, print it redacted (or the findings as JSON lines)
-${AUDIT_USAGE}`;
+${AUDIT_USAGE}${MCP_USAGE}`;
 
 function fail(message: string, code = 2): never {
   process.stderr.write(`portcullis: ${message}\n`);
@@ -96,6 +97,7 @@ async function cmdCheck(argv: string[]): Promise<void> {
       for (const p of built.deps.credentials.problems()) problems.push(`$.tools[${p.tool}].credentials: ${p.secret}: ${p.problem}`);
       built.deps.identity.close();
       built.secrets.close();
+      built.extproc.mcp?.close();
       await built.extproc.audit.close();
     } catch (err) {
       // Schema problems were reported above; this is identity, DLP or audit sink set-up.
@@ -182,6 +184,11 @@ async function main(): Promise<void> {
       return cmdDlp(rest);
     case 'audit':
       return cmdAudit(rest);
+    case 'mcp': {
+      const { mcpCommand } = await import('./mcp/cli.js');
+      process.exitCode = await mcpCommand(rest, { out: process.stdout, err: process.stderr });
+      return;
+    }
     case undefined:
     case '-h':
     case '--help':

@@ -131,6 +131,21 @@ export interface AuditRecord extends AuditRecordBase {
     /** Which excerpts were cut at `max_bytes`. */
     readonly truncated?: readonly ('request' | 'response')[];
   };
+  /**
+   * MCP tool definitions this exchange learned or acted on: first seen and pinned, changed
+   * since pinned, poisoned, unusable; with the hash, the action taken and the rules matched.
+   */
+  readonly mcp_definitions?: readonly AuditMcpDefinition[];
+}
+
+/** One MCP tool definition event (see {@link AuditRecord.mcp_definitions}). */
+export interface AuditMcpDefinition {
+  readonly name: string;
+  readonly hash: string;
+  readonly event: string;
+  readonly action: string;
+  readonly pinned?: string;
+  readonly rules?: readonly string[];
 }
 
 /** DLP outcome as tracked during an exchange (`rules` may be a Set). */
@@ -203,6 +218,8 @@ export interface AuditExchange {
     readonly request?: string | null;
     readonly response?: string | null;
   };
+  /** MCP tool definition events (see {@link AuditRecord.mcp_definitions}); omitted when none. */
+  readonly mcpDefinitions?: readonly AuditMcpDefinition[];
 }
 
 /** At most this many schema error strings are kept per record. */
@@ -345,7 +362,8 @@ export function buildAuditRecord(x: AuditExchange, scanner?: Scanner | null): Au
     error: x.error ? { type: x.error.code, rule: x.error.rule ?? null } : null,
   };
   const payload = payloadOf(x.payload);
-  return payload ? { ...record, payload } : record;
+  const withPayload = payload ? { ...record, payload } : record;
+  return x.mcpDefinitions && x.mcpDefinitions.length > 0 ? { ...withPayload, mcp_definitions: x.mcpDefinitions.map((d) => ({ ...d })) } : withPayload;
 }
 
 /** What the forwarded record reads: the request side of {@link AuditExchange}. */

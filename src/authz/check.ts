@@ -7,6 +7,7 @@ import type { IdentityVerifier } from '../identity/index.js';
 import type { PolicyEngine } from '../policy/engine.js';
 import type { Decision } from '../policy/result.js';
 import { bodyTruncated, buildPolicyInput, parsedForm } from '../policy/input.js';
+import type { McpCatalog } from '../mcp/catalog.js';
 import { checkBatchSize, firstRpcId, jsonRpcFromValue, type JsonRpcBody, type McpCall } from '../inspect/mcp.js';
 import { parseStrictJson } from '../inspect/strictJson.js';
 import { isJsonTool, readRequestBody, requireJsonContentType, truncatedRequestBody } from '../inspect/requestBody.js';
@@ -128,6 +129,8 @@ export interface AuthzDeps {
   readonly scanner: Scanner;
   /** Verifies MCP session bindings; without it every presented session id is refused (404). */
   readonly sessions?: SessionBinder;
+  /** MCP tool definitions learned by this process (whether an MCP tool is read-only). */
+  readonly mcp?: McpCatalog;
 }
 
 interface Ctx {
@@ -496,7 +499,7 @@ export class Authorizer {
           });
         }
         const mcpTools = call?.tool ? [call.tool] : [];
-        const view = toolView(tool, isMutating(tool, ctx.method, mcpTools));
+        const view = toolView(tool, isMutating(tool, ctx.method, mcpTools, deps.mcp ? (t) => deps.mcp?.mutating(tool.name, t) : undefined));
         // Each call of a batch is judged on its own message, not on the whole batch: the input
         // stays small and the same call reads the same wherever it sits in a batch.
         const message = ctx.batchMessages?.[i];

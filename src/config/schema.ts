@@ -227,15 +227,16 @@ export const configSchema = {
           mcp: {
             type: 'object',
             additionalProperties: false,
-            required: ['tools'],
             properties: {
+              // Optional overrides: tools the server lists are learned without being named here.
               tools: {
                 type: 'object',
+                default: {},
                 additionalProperties: {
                   type: 'object',
                   additionalProperties: false,
                   properties: {
-                    mutating: { type: 'boolean', default: false },
+                    mutating: { type: 'boolean' },
                     input_schema: { type: 'string', minLength: 1 },
                   },
                 },
@@ -251,6 +252,15 @@ export const configSchema = {
                 type: 'array',
                 items: { type: 'string', pattern: '^(\\*|(\\*\\.)?[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?(:[0-9]{1,5})?|\\[[0-9A-Fa-f:.]+\\](:[0-9]{1,5})?)$' },
               },
+              server_url: { type: 'string', pattern: '^https?://[^\\s]+$' },
+              on_change: { enum: ['flag', 'hide', 'block'], default: 'block' },
+              poisoning: { enum: ['flag', 'hide', 'block'], default: 'hide' },
+              pins: { type: 'object', default: {}, additionalProperties: { type: 'string', pattern: '^[0-9a-f]{64}$' } },
+              pins_file: { type: 'string', minLength: 1 },
+              refresh_s: { type: 'integer', minimum: 1, maximum: 86400, default: 300 },
+              // A call waits for the fetch inside ext_proc's request phase: keep this below the
+              // ext_proc filter's message_timeout in envoy/envoy.yaml (2s).
+              discovery_timeout_ms: { type: 'integer', minimum: 100, maximum: 60000, default: 1500 },
             },
           },
           // OAuth protected resource (RFC 9728 metadata, RFC 8707 audience); URLs are checked

@@ -116,9 +116,43 @@ export interface RateLimitConfig {
 
 /** An MCP tool exposed behind a logical tool (for `tools/call`). */
 export interface McpToolConfig {
-  readonly mutating: boolean;
-  /** JSON Schema file for the tool's `arguments`. */
+  /** Overrides the learned `readOnlyHint` (absent: from the server's annotations; unknown: mutating). */
+  readonly mutating?: boolean;
+  /** JSON Schema file for the tool's `arguments`; overrides the server's `inputSchema`. */
   readonly input_schema?: string;
+}
+
+/** What happens to a tool whose definition differs from its pin, or whose description is poisoned. */
+export type McpDefinitionAction = 'flag' | 'hide' | 'block';
+
+/** A logical tool that is an MCP server: how its tool definitions are learned, pinned and checked. */
+export interface McpConfig {
+  /** Operator overrides per MCP tool name (optional: definitions are learned from the server). */
+  readonly tools: Readonly<Record<string, McpToolConfig>>;
+  /** URL of the MCP endpoint the gateway asks for `tools/list` when a call names a tool it does not know yet. */
+  readonly server_url?: string;
+  /** A definition differing from its pin: flag (use it, re-pin), hide (unlisted, uncallable), block (calls refused until approved). */
+  readonly on_change: McpDefinitionAction;
+  /** Injection patterns in a tool description: flag (audit), hide (unlisted, uncallable), block (the list is refused). */
+  readonly poisoning: McpDefinitionAction;
+  /** Definition hashes pinned by the operator (MCP tool name -> sha256 hex); these cannot be approved away. */
+  readonly pins: Readonly<Record<string, string>>;
+  /** JSON file of pins and approvals (shared by replicas, watched; written atomically). */
+  readonly pins_file?: string;
+  /** Seconds after which a learned list is fetched again from `server_url` (in the background). */
+  readonly refresh_s: number;
+  /** Time one fetch of the server's tool list may take (default 1500; below Envoy's ext_proc message_timeout). */
+  readonly discovery_timeout_ms: number;
+  /**
+   * Browser origins (`scheme://host[:port]`, or `*`) allowed to call this MCP server. A request
+   * without `Origin` passes; one with an origin not listed is refused (403). Default: none.
+   */
+  readonly allowed_origins?: readonly string[];
+  /**
+   * Host names (`name`, `name:port`, `*.suffix`, `*`) the server may be called under (the
+   * request's Host / `:authority`). Absent: any host (Envoy's virtual host domains decide).
+   */
+  readonly allowed_hosts?: readonly string[];
 }
 
 /**
@@ -171,19 +205,7 @@ export interface ToolConfig {
     /** Exfiltration DLP on bodies sent to external tools (rule actions apply). */
     readonly dlp: boolean;
   };
-  readonly mcp?: {
-    readonly tools: Readonly<Record<string, McpToolConfig>>;
-    /**
-     * Browser origins (`scheme://host[:port]`, or `*`) allowed to call this MCP server. A request
-     * without `Origin` passes; one with an origin not listed is refused (403). Default: none.
-     */
-    readonly allowed_origins?: readonly string[];
-    /**
-     * Host names (`name`, `name:port`, `*.suffix`, `*`) the server may be called under (the
-     * request's Host / `:authority`). Absent: any host (Envoy's virtual host domains decide).
-     */
-    readonly allowed_hosts?: readonly string[];
-  };
+  readonly mcp?: McpConfig;
   /** OAuth protected resource metadata and audience binding for MCP clients (see {@link ToolOAuthConfig}). */
   readonly oauth?: ToolOAuthConfig;
   readonly response: {

@@ -13,6 +13,8 @@ import { errorBody, rpcErrorBody, type GatewayError, type RpcErrorTarget } from 
 import { setHeader, type ProcessingResponse } from './proto.js';
 import { compilePipeline, type ResponsePipeline } from './response/pipeline.js';
 import type { MemoryBudget } from './response/budget.js';
+import type { McpCatalog } from '../mcp/catalog.js';
+import { definitionsTransform } from '../mcp/listTransform.js';
 
 /** What ext_proc compiled for one tool's responses. */
 export interface ResponsePlan {
@@ -41,13 +43,15 @@ export interface ExtprocDeps {
   readonly budget: MemoryBudget;
   /** The policy the Check decides with: ext_proc asks it which MCP list items a caller may see, and decides again on what only it reads (a body decided on its headers). */
   readonly policy: PolicyEngine;
+  /** MCP tool definitions learned and pinned, shared with the Check (kept across reloads). */
+  readonly mcp?: McpCatalog;
 }
 
 /**
  * Compiles each tool's response plan: its pipeline, and its DLP rules (the global scanner, or
  * one compiled with the tool's overrides over the global ones).
  */
-export function compileResponses(config: GatewayConfig, scanner: Scanner): Map<string, ResponsePlan> {
+export function compileResponses(config: GatewayConfig, scanner: Scanner, mcp?: McpCatalog): Map<string, ResponsePlan> {
   return new Map(
     config.tools.map((t) => {
       let toolScanner: Scanner | null = null;
@@ -55,7 +59,11 @@ export function compileResponses(config: GatewayConfig, scanner: Scanner): Map<s
         const o = t.response.dlp_overrides;
         toolScanner = o && Object.keys(o).length > 0 ? compileCatalog({ ...config.dlp, overrides: { ...config.dlp?.overrides, ...o } }) : scanner;
       }
-      return [t.name, { pipeline: compilePipeline(compileFieldFilter(t.response.drop_fields), Boolean(t.mcp)), scanner: toolScanner }];
+      const filter = compileFieldFilter(t.response.drop_fields);
+      // MCP definitions are learned (and withheld) before any other transform sees the list;
+      // the policy's list filter comes next, then the field filter.
+      const pipeline = t.mcp && mcp ? compilePipeline(filter, true, [definitionsTransform(mcp)]) : compilePipeline(filter, Boolean(t.mcp));
+      return [t.name, { pipeline, scanner: toolScanner }];
     }),
   );
 }

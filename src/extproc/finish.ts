@@ -6,6 +6,7 @@ import type { RequestState, ResponseState, StreamState } from './state.js';
 import { countFindings, countInjections } from './metrics.js';
 import { exchangeMcp } from '../mcp/audit.js';
 import { countHidden } from '../mcp/metrics.js';
+import { definitionEventsOf } from '../mcp/definitionEvents.js';
 
 function ms(fromNs: bigint): number {
   return Math.round(Number(process.hrtime.bigint() - fromNs) / 1e3) / 1e3;
@@ -85,6 +86,7 @@ export function finishExchange(deps: ExtprocDeps, st: StreamState, req: RequestS
     },
     error: st.error ? { code: st.error.code, rule: st.error.rule } : null,
     payload: req.payload !== null || res.payload !== null ? { request: req.payload, response: res.payload } : undefined,
+    mcpDefinitions: definitionEventsOf(req, res),
   });
 }
 

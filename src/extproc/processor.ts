@@ -148,7 +148,7 @@ export class StreamProcessor {
       }
       case 'requestBody': {
         // Buffered: the one body message; the request leaves with its reply.
-        const reply = onRequestBody(this.deps, this.stream, this.request, msg.requestBody ?? {});
+        const reply = await onRequestBody(this.deps, this.stream, this.request, msg.requestBody ?? {});
         await this.recordForwarded();
         return reply;
       }

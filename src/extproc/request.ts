@@ -11,6 +11,7 @@ import type { ExtprocDeps } from './deps.js';
 import { noteFindings, type RequestState, type StreamState } from './state.js';
 import { noteHeaders, noteRequests } from '../mcp/exchange.js';
 import { checkMcpBody, decidedOnHeaders, noteMcpRequestHeaders } from '../mcp/transport.js';
+import { noteDefinitionEvents } from '../mcp/definitionEvents.js';
 import { headerMap, setHeader, type ProcessingRequest, type ProcessingResponse, type ProtoHttpBody, type ProtoProcessingMode } from './proto.js';
 
 /** Bodies are inspected only through the modes the exchange asks for (each phase is a round trip). */
@@ -119,7 +120,7 @@ interface Scanned {
  * Validates the parsed body: MCP `tools/call` arguments against each MCP tool's input schema,
  * or a plain JSON body against the tool's schema. Returns the values to scan for injection.
  */
-function validate(deps: ExtprocDeps, tool: ToolConfig, req: RequestState, read: RequestBody): Scanned[] {
+async function validate(deps: ExtprocDeps, tool: ToolConfig, req: RequestState, read: RequestBody): Promise<Scanned[]> {
   const rpc = read.rpc;
   if (rpc) {
     noteRequests(req.mcp, rpc.calls);
@@ -129,11 +130,20 @@ function validate(deps: ExtprocDeps, tool: ToolConfig, req: RequestState, read: 
     checkBatchSize(rpc, deps.config.inspect.max_batch_calls);
     const args: Scanned[] = [];
     for (const call of rpc.calls) {
-      if (call.method !== 'tools/call') continue;
+      if (call.method !== 'tools/call') {
+        // A server reading method names loosely would run such a call without its definition checked.
+        if (tool.mcp && call.method.trim().toLowerCase() === 'tools/call') {
+          req.rpc.id = call.id;
+          throw new GatewayError('invalid_request', `JSON-RPC method ${JSON.stringify(call.method.slice(0, 32))} is not "tools/call": MCP method names are exact`, { rule: 'inspect.jsonrpc' });
+        }
+        continue;
+      }
       req.rpc.id = call.id;
       if (!tool.mcp) continue;
       if (!call.tool) throw new GatewayError('invalid_request', 'tools/call needs params.name', { rule: 'inspect.jsonrpc' });
-      const r = deps.schemas.validateMcpArguments(tool.name, call.tool, call.arguments ?? {});
+      // The tool's definition (learned from the server, pinned) decides whether and how it may be called.
+      if (deps.mcp) noteDefinitionEvents(req, await deps.mcp.ensure(tool.name, call.tool));
+      const r = deps.mcp ? deps.mcp.validateCall(tool, call.tool, call.arguments ?? {}, deps.schemas) : deps.schemas.validateMcpArguments(tool.name, call.tool, call.arguments ?? {});
       if (!r.ok) throw schemaError(req, r.errors, `arguments of MCP tool "${call.tool}"`);
       req.schema = 'valid';
       args.push({ id: call.id, value: call.arguments });
@@ -157,7 +167,7 @@ function validate(deps: ExtprocDeps, tool: ToolConfig, req: RequestState, read: 
  * exfiltration DLP for external tools. Denials become immediate responses; redaction rewrites
  * the body before it leaves.
  */
-export function onRequestBody(deps: ExtprocDeps, st: StreamState, req: RequestState, body: ProtoHttpBody): ProcessingResponse {
+export async function onRequestBody(deps: ExtprocDeps, st: StreamState, req: RequestState, body: ProtoHttpBody): Promise<ProcessingResponse> {
   const tool = st.tool!;
   const buf = body.body ?? Buffer.alloc(0);
   req.size += buf.length;
@@ -183,7 +193,7 @@ export function onRequestBody(deps: ExtprocDeps, st: StreamState, req: RequestSt
   const read = readRequestBody(buf, req.contentType ?? undefined, tool);
   checkMcpBody(deps, st, req, read);
   const text = read.text;
-  const values = validate(deps, tool, req, read);
+  const values = await validate(deps, tool, req, read);
   if (tool.request.injection !== 'off') {
     let firstHit: Scanned | null = null;
     for (const v of values) {

@@ -116,6 +116,69 @@ const BUILTIN: readonly RuleDef[] = [
   },
 ];
 
+/**
+ * Patterns aimed at the model through a tool's own definition (tool poisoning): hidden
+ * directive tags, orders to keep something from the user, to read credentials files, or to
+ * send data elsewhere. Scanned in tool descriptions with the argument rules above.
+ */
+const SENSITIVE_FILES = ['~/.ssh', '.ssh/', 'id_rsa', 'id_ed25519', 'id_ecdsa', '.env', '/etc/passwd', '/etc/shadow', '.aws/credentials', '.netrc', '.npmrc', '.pypirc', '.git-credentials', 'mcp.json', '.kube/config', 'private key'];
+
+const POISONING: readonly RuleDef[] = [
+  {
+    id: 'poisoning.directive_tag',
+    pattern: '</?\\s{0,2}(?:important|critical|secret|hidden|instructions?|system_instructions?|ai_instructions?|note_to_(?:ai|model|assistant)|admin)\\s{0,2}>',
+  },
+  // One id, three shapes: "do not tell the user", "without telling the user", "hide it from the user".
+  {
+    id: 'poisoning.conceal_from_user',
+    pattern: "(?<![a-z])(?:do\\s{1,3}not|don't|never|must\\s{1,3}not)\\s{1,3}(?:tell|inform|mention|reveal|show|notify|alert|disclose)(?![a-z])",
+    near: ['user', 'human'],
+    nearAfter: 40,
+  },
+  {
+    id: 'poisoning.conceal_from_user',
+    pattern: '(?<![a-z])without\\s{1,3}(?:telling|informing|notifying|alerting|asking)(?![a-z])',
+    near: ['user', 'human'],
+    nearAfter: 30,
+  },
+  {
+    id: 'poisoning.conceal_from_user',
+    pattern: '(?<![a-z])(?:hide|conceal)\\s{1,3}(?:this|it|that)\\s{1,3}from(?![a-z])',
+    near: ['user', 'human'],
+    nearAfter: 30,
+  },
+  {
+    id: 'poisoning.read_sensitive_file',
+    pattern: '(?<![a-z])(?:read|open|cat|load|include|attach|upload|access|fetch|get|copy|pass|send)(?![a-z])',
+    near: SENSITIVE_FILES,
+    nearAfter: 80,
+  },
+  {
+    id: 'poisoning.sensitive_path',
+    pattern: '~/\\.ssh|\\.ssh/(?:id_|authorized_keys)|(?<![a-z0-9_])id_(?:rsa|ed25519|ecdsa)(?![a-z0-9_])|/etc/(?:passwd|shadow)|\\.aws/credentials|~/\\.(?:netrc|npmrc|git-credentials|kube)|~/\\.cursor/',
+  },
+  {
+    id: 'poisoning.before_using',
+    pattern: '(?<![a-z])(?:before|prior\\s{1,3}to)\\s{1,3}(?:using|calling|invoking|running|executing)\\s{1,3}(?:this|the|any|other)(?![a-z])',
+    // Only with something a tool never needs from the model; "call list_x first" is ordinary advice.
+    near: ['~/', '.ssh', '.env', 'id_rsa', 'credential', 'secret', 'password', 'private key', 'mcp.json', 'sidenote', 'conversation', 'system prompt'],
+    nearAfter: 120,
+  },
+  {
+    id: 'poisoning.redirect_data',
+    pattern: '(?<![a-z])(?:always|must|should)\\s{1,3}(?:also\\s{1,3})?(?:send|forward|copy|bcc|cc|redirect)(?![a-z])',
+    near: ['@', 'http://', 'https://', 'webhook', 'attacker', 'proxy number', 'instead'],
+    nearAfter: 120,
+  },
+  {
+    id: 'poisoning.tool_shadowing',
+    // Instructions about how to use other tools: rewrite their arguments, replace their results.
+    pattern: '(?<![a-z])(?:when|whenever)\\s{1,3}(?:the\\s{1,3})?(?:user|you|agent|assistant|model)\\s{1,3}(?:calls?|uses?|invokes?|runs?)(?![a-z])',
+    near: ['instead', 'change the', 'replace', 'redirect', 'also send', 'always send', 'bcc', 'must be sent'],
+    nearAfter: 120,
+  },
+];
+
 interface Compiled {
   readonly id: string;
   readonly re: RegExp;
@@ -153,6 +216,19 @@ function matches(rule: Compiled, text: string): boolean {
   }
 }
 
+/**
+ * The detector for tool definitions (descriptions, schema property descriptions): the argument
+ * rules plus the tool-poisoning rules.
+ */
+export function compileToolPoisoningRules(): InjectionDetector {
+  // Saying where a tool sends data is what many tool descriptions are for; telling the model
+  // to send it elsewhere is poisoning.redirect_data.
+  return detector([...BUILTIN.filter((r) => !DEFINITION_EXEMPT.has(r.id)), ...POISONING].map(compileRule));
+}
+
+/** Argument rules that describe ordinary tool descriptions too. */
+const DEFINITION_EXEMPT = new Set(['injection.exfiltrate_to_url']);
+
 /** Deepest nesting walked; deeper values are reported as a finding rather than skipped. */
 const MAX_DEPTH = 64;
 
@@ -179,6 +255,10 @@ export function compileInjectionRules(extra: readonly { id: string; pattern: str
   if (problems.length > 0) {
     throw new GatewayError('internal', `invalid injection pattern: ${problems.join('; ')}`, { rule: 'inspect.injection.config', details: { problems } });
   }
+  return detector(rules);
+}
+
+function detector(rules: readonly Compiled[]): InjectionDetector {
   return {
     ruleCount: rules.length,
     detect(value: unknown): InjectionFinding[] {

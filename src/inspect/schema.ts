@@ -287,3 +287,47 @@ export function compileToolSchemas(tools: readonly ToolConfig[], baseDir: string
     },
   };
 }
+
+/** A compiled validator of one learned MCP `inputSchema`. */
+export type ArgumentValidator = (value: unknown) => SchemaResult;
+
+/**
+ * Engines for schemas a server advertises (MCP `inputSchema`). Not strict: a server's schema
+ * may carry keywords or formats this gateway does not know, which are ignored rather than
+ * refused. Closed like configured schemas. Each compiled schema is removed from the engine
+ * once compiled, so the engines hold nothing per schema (the caller bounds its own cache).
+ */
+const learnedEngines = new Map<Dialect, Ajv2019 | Ajv2020>();
+
+function learnedEngine(dialect: Dialect): Ajv2019 | Ajv2020 {
+  let ajv = learnedEngines.get(dialect);
+  if (!ajv) {
+    const opts = { strict: false, allErrors: true, allowUnionTypes: true, validateFormats: true, logger: false } as const;
+    if (dialect === '2020-12') {
+      ajv = new Ajv2020(opts);
+    } else {
+      ajv = new Ajv2019(opts);
+      if (dialect === 'draft-07') ajv.addMetaSchema(draft07MetaSchema());
+    }
+    addFormats.default(ajv);
+    learnedEngines.set(dialect, ajv);
+  }
+  return ajv;
+}
+
+/**
+ * Compiles a server-advertised JSON Schema (an MCP tool's `inputSchema`), closed to unknown
+ * properties (see the module comment). Throws an Error saying why a schema cannot be used
+ * (unsupported `$schema`, invalid schema, a reference outside the document).
+ */
+export function compileLearnedSchema(schema: Readonly<Record<string, unknown>>): ArgumentValidator {
+  const closed = closeObjectSchemas(schema) as Json;
+  const ajv = learnedEngine(dialectOf(schema as Json));
+  let validate: ValidateFunction;
+  try {
+    validate = ajv.compile(closed);
+  } finally {
+    ajv.removeSchema(closed);
+  }
+  return (value) => run(validate, value);
+}

@@ -2,6 +2,7 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { registry } from '../metrics.js';
 import { log } from '../log.js';
+import type { McpPinsAdmin } from '../mcp/admin.js';
 
 /** Readiness as reported on `/readyz`. */
 export interface Readiness {
@@ -32,6 +33,41 @@ export interface AdminOptions {
    * Read per request, so a rotated secret applies at once.
    */
   readonly token: () => string | null;
+  /** MCP definition pins: `GET /mcp/pins`, `POST /mcp/pins/approve` (token required). */
+  readonly mcpPins?: McpPinsAdmin;
+}
+
+/** Largest body accepted on `POST /mcp/pins/approve`. */
+const MAX_APPROVE_BYTES = 16 * 1024;
+
+/** Routes the MCP pins endpoints; false when the path is not one of them. */
+function servePins(req: IncomingMessage, res: ServerResponse, url: string, pins: McpPinsAdmin): boolean {
+  if (url === '/mcp/pins') {
+    if (req.method !== 'GET') {
+      res.writeHead(405, { allow: 'GET' }).end();
+      return true;
+    }
+    const r = pins.list();
+    json(res, r.status, r.body);
+    return true;
+  }
+  if (url !== '/mcp/pins/approve') return false;
+  if (req.method !== 'POST') {
+    res.writeHead(405, { allow: 'POST' }).end();
+    return true;
+  }
+  const chunks: Buffer[] = [];
+  let size = 0;
+  req.on('data', (c: Buffer) => {
+    size += c.length;
+    if (size <= MAX_APPROVE_BYTES) chunks.push(c);
+  });
+  req.on('end', () => {
+    if (size > MAX_APPROVE_BYTES) return json(res, 413, { error: `the body is larger than ${MAX_APPROVE_BYTES} bytes` });
+    const r = pins.approve(Buffer.concat(chunks).toString('utf8'));
+    json(res, r.status, r.body);
+  });
+  return true;
 }
 
 const JSON_TYPE = { 'content-type': 'application/json' };
@@ -83,6 +119,10 @@ export function startAdminServer(opts: AdminOptions): Promise<Server> {
         },
       );
       return;
+    }
+    if (opts.mcpPins && url?.startsWith('/mcp/pins')) {
+      if (!authorized(req, token)) return unauthorized(res);
+      if (servePins(req, res, url, opts.mcpPins)) return;
     }
     if (req.method !== 'GET' && req.method !== 'HEAD') {
       res.writeHead(405, { allow: 'GET, HEAD' }).end();

@@ -38,6 +38,8 @@ import { grpcChannel, isLoopback } from '../config/server.js';
 import { HANDOFF_MIN_KEY_BYTES, HandoffKey } from '../authz/handoff.js';
 import { sessionBinder } from '../mcp/session.js';
 import { transportGuard } from '../mcp/origin.js';
+import { McpCatalog } from '../mcp/catalog.js';
+import { mcpPinsAdmin } from '../mcp/admin.js';
 
 const reloads = new Counter({
   name: 'portcullis_config_reloads_total',
@@ -113,7 +115,7 @@ export function openPolicy(config: GatewayConfig, watch: boolean): Promise<Polic
  * Builds every request-path collaborator from a configuration: compiled, opened and watched
  * here, so Check only evaluates. `policy` is reused when the policy settings did not change.
  */
-export async function buildDeps(config: GatewayConfig, policy: PolicyEngine, limiter: RateLimiter, budget: MemoryBudget): Promise<Built> {
+export async function buildDeps(config: GatewayConfig, policy: PolicyEngine, limiter: RateLimiter, budget: MemoryBudget, mcp: McpCatalog = new McpCatalog()): Promise<Built> {
   const secrets = new SecretStore(config.base_dir);
   let audit: AuditLogger | null = null;
   try {
@@ -134,21 +136,24 @@ export async function buildDeps(config: GatewayConfig, policy: PolicyEngine, lim
     const tokenProblem = adminToken ? secrets.prepare(adminToken) : null;
     if (adminToken && tokenProblem) throw new Error(`server.admin_token (${SecretStore.describe(adminToken)}): ${tokenProblem}`);
     audit = await AuditLogger.fromConfig(config.audit, config.base_dir, scanner);
+    // Last: it switches the shared catalog to this configuration's MCP settings and pin files.
+    mcp.configure(config, credentials);
     return {
-      deps: { config, tools, identity, policy, credentials, limiter, scanner, sessions: sessionBinder(handoff) },
+      deps: { config, tools, identity, policy, credentials, limiter, scanner, sessions: sessionBinder(handoff), mcp },
       extproc: {
         config,
         tools,
         scanner,
         injection,
         schemas,
-        responses: compileResponses(config, scanner),
+        responses: compileResponses(config, scanner, mcp),
         credentials,
         budget,
         audit,
         alerter: new DlpAlerter(config.alerting.dlp_threshold, config.alerting.window_s),
         handoff,
         policy,
+        mcp,
       },
       secrets,
       handoff,
@@ -213,7 +218,9 @@ export async function serve(configPath: string): Promise<App> {
   const limiter = new RateLimiter();
   // Like the buckets, the response memory budget spans reloads: streams in flight keep holding it.
   const budget = new MemoryBudget(config.inspect.response_memory_budget_bytes);
-  let built = await buildDeps(config, policy, limiter, budget);
+  // Learned MCP definitions and pins outlive reloads too: one catalog for the Check and ext_proc.
+  const mcp = new McpCatalog();
+  let built = await buildDeps(config, policy, limiter, budget, mcp);
   const authorizer = new Authorizer(built.deps);
   const processBinding = withRawRequests(externalProcessorService(), 'Process');
   const extproc = new ExtprocService(built.extproc, processBinding.decode);
@@ -276,7 +283,7 @@ export async function serve(configPath: string): Promise<App> {
       const nextPolicy = samePolicy(current, next) ? policy : await openPolicy(next, true);
       let nextBuilt: Built;
       try {
-        nextBuilt = await buildDeps(next, nextPolicy, limiter, budget);
+        nextBuilt = await buildDeps(next, nextPolicy, limiter, budget, mcp);
       } catch (err) {
         if (nextPolicy !== policy) nextPolicy.close();
         throw err;
@@ -344,6 +351,7 @@ export async function serve(configPath: string): Promise<App> {
     readiness: () => ({ ready: isReady(), detail: { draining, policy: policy.status(), config_reload_error: lastReloadError } }),
     reload: reloadNow,
     token: adminToken,
+    mcpPins: mcpPinsAdmin(mcp),
   });
 
   const adminAddr = admin.address();
@@ -361,6 +369,7 @@ export async function serve(configPath: string): Promise<App> {
       await grpc.shutdown(authorizer.current.config.server.shutdown_grace_ms);
       await new Promise<void>((r) => admin.close(() => r()));
       policy.close();
+      mcp.close();
       built.deps.identity.close();
       built.secrets.close();
       await built.extproc.audit.close();

@@ -106,11 +106,12 @@ export function checkRouteBody(contextExtensions: Readonly<Record<string, string
 
 /**
  * Whether a call changes state: the tool's explicit setting wins, then the MCP tools being
- * called, then the HTTP method.
+ * called (`learned` answers from the definitions catalog, configured overrides first; an MCP
+ * tool nothing says anything about is mutating), then the HTTP method.
  */
-export function isMutating(tool: ToolConfig, method: string, mcpTools: readonly string[]): boolean {
+export function isMutating(tool: ToolConfig, method: string, mcpTools: readonly string[], learned?: (mcpTool: string) => boolean | undefined): boolean {
   if (tool.mutating !== undefined) return tool.mutating;
-  if (tool.mcp && mcpTools.length > 0) return mcpTools.some((t) => tool.mcp?.tools[t]?.mutating ?? true);
+  if (tool.mcp && mcpTools.length > 0) return mcpTools.some((t) => learned?.(t) ?? tool.mcp?.tools[t]?.mutating ?? true);
   if (tool.mcp) return false;
   return !SAFE_METHODS.has(method.toUpperCase());
 }

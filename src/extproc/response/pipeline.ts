@@ -119,12 +119,12 @@ export function scrubText(text: string, ctx: TransformContext): string {
 }
 
 /**
- * Compiles the pipeline of a tool from its config. An MCP server's responses always go through
- * list filtering first (before any field is dropped, on what the server sent), so they are
- * always parsed.
+ * Compiles the pipeline of a tool from its config: `first` (the MCP definitions transform), then
+ * for an MCP server list filtering (before any field is dropped, on what the server sent; its
+ * responses are then always parsed), then the field filter.
  */
-export function compilePipeline(filter: FieldFilter, mcp = false): ResponsePipeline {
-  const json: JsonTransform[] = [];
+export function compilePipeline(filter: FieldFilter, mcp = false, first: readonly JsonTransform[] = []): ResponsePipeline {
+  const json: JsonTransform[] = [...first];
   if (mcp) json.push(mcpListTransform());
   if (!filter.empty) json.push(fieldFilterTransform(filter));
   return new ResponsePipeline(json);

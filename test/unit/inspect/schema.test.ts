@@ -22,7 +22,7 @@ function tool(name: string, schema?: string, mcp?: Record<string, McpToolConfig>
     dry_run: false,
     credentials: [],
     request: { max_body_bytes: 1 << 20, injection: 'off', dlp: false, ...(schema ? { schema } : {}) },
-    ...(mcp ? { mcp: { tools: mcp } } : {}),
+    ...(mcp ? { mcp: { tools: mcp, on_change: 'block', poisoning: 'hide', pins: {}, refresh_s: 300, discovery_timeout_ms: 5000 } } : {}),
     response: { drop_fields: [], dlp: false, binary: 'inspect' },
   };
 }

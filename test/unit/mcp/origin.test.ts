@@ -12,7 +12,7 @@ function tool(mcp: { allowed_origins?: string[]; allowed_hosts?: string[] }): To
     dry_run: false,
     credentials: [],
     request: { max_body_bytes: 65536, injection: 'off', dlp: false },
-    mcp: { tools: {}, ...mcp },
+    mcp: { tools: {}, on_change: 'block', poisoning: 'hide', pins: {}, refresh_s: 300, discovery_timeout_ms: 1500, ...mcp },
     response: { drop_fields: [], dlp: false, binary: 'inspect' },
   };
 }
