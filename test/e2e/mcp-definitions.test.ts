@@ -27,7 +27,17 @@ let nextId = 1;
 /** Policy data that calls every MCP tool of docs read-only: only the gateway's own `input.tool.mutating` then tells them apart. */
 const dataDir = mkdtempSync(join(tmpdir(), 'mcp-definitions-data-'));
 const policyData = join(dataDir, 'data.json');
-writeFileSync(policyData, JSON.stringify({ portcullis: { tools: { docs: { mcp_tools: Object.fromEntries(['add', 'write_note', 'drop_tables'].map((n) => [n, { mutating: false }])) } } } }));
+// The viewer may call every MCP tool of this server (the shipped data names the demo's own), so
+// what decides below is whether the call changes state.
+writeFileSync(
+  policyData,
+  JSON.stringify({
+    portcullis: {
+      tools: { docs: { mcp_tools: Object.fromEntries(['add', 'write_note', 'drop_tables'].map((n) => [n, { mutating: false }])) } },
+      roles: { viewer: { mcp: { docs: { tools: ['*'] } } } },
+    },
+  }),
+);
 
 type Json = Record<string, unknown>;
 

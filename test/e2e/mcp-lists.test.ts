@@ -60,7 +60,14 @@ describe('MCP lists filtered by policy', () => {
   let support: string;
 
   beforeAll(async () => {
-    stack = await startStack();
+    stack = await startStack({
+      // These tests swap the server behind the docs tool (the sample server, fakes, the official
+      // SDK server): its tool definitions change on purpose, which is flagged, not blocked, here.
+      editConfig: (cfg) => {
+        const docs = (cfg.tools as Json[]).find((t) => t.name === 'docs')!;
+        docs.mcp = { ...(docs.mcp as Json), on_change: 'flag' };
+      },
+    });
     viewer = await token(stack, { agent: 'reporter', user: 'vera', roles: ['viewer'] });
     support = await token(stack, { agent: 'helpdesk', user: 'sam', roles: ['support'] });
   }, 90_000);
@@ -224,7 +231,7 @@ describe('MCP lists filtered by policy', () => {
     let framing: 'bom' | 'two' | 'bytes' = 'bom';
     const remove = stack.tool.handle('/mcp/', (_req, res, body) => {
       const msg = JSON.parse(body) as Json;
-      const doc = JSON.stringify({ jsonrpc: '2.0', id: msg.id, result: { tools: [{ name: 'delete_doc' }, { name: 'search_docs' }] } });
+      const doc = JSON.stringify({ jsonrpc: '2.0', id: msg.id, result: { tools: [{ name: 'delete_doc', inputSchema: { type: 'object' } }, { name: 'search_docs', inputSchema: { type: 'object' } }] } });
       // Two documents: a reader that takes the first line would see the whole list.
       if (framing === 'bytes') {
         // Not valid UTF-8: read as bytes, not as a document, yet a lenient decoder would read the whole list.

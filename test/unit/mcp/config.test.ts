@@ -28,7 +28,7 @@ function load(mcp: unknown): ReturnType<typeof loadConfig> {
 describe('tools[].mcp', () => {
   it('needs no tool list, and defaults to blocking changed definitions and hiding poisoned ones', () => {
     const mcp = load({}).tools[0]!.mcp!;
-    expect(mcp).toEqual({ tools: {}, on_change: 'block', poisoning: 'hide', pins: {}, refresh_s: 300, discovery_timeout_ms: 1500 });
+    expect(mcp).toEqual({ tools: {}, on_change: 'block', poisoning: 'hide', pins: {}, refresh_s: 300, discovery_timeout_ms: 1500, allowed_origins: [] });
   });
 
   it('keeps overrides optional per field: mutating left out is decided by the server annotations', () => {
