@@ -27,6 +27,12 @@ export interface ConformanceServerOptions {
    * gateway rewrites `Host` to.
    */
   extraHostnames?: string[];
+  /**
+   * No sessions: every POST gets its own server and transport and a JSON (not SSE) response, as
+   * a horizontally scaled MCP server runs. GET and DELETE are refused. For load tests, where one
+   * client sends the same request (same id) on many connections at once.
+   */
+  stateless?: boolean;
 }
 
 /** A running conformance target. */
@@ -110,11 +116,33 @@ export async function startConformanceServer(opts: ConformanceServerOptions = {}
     await transport.handleRequest(req, res, body);
   }
 
+  /**
+   * Stateless answers: each request gets a transport of its own (two requests at once may carry
+   * the same JSON-RPC id) and a server that nothing else uses while it runs, taken from a pool of
+   * idle servers rather than built anew, since building one costs more than answering a call.
+   */
+  const idle: McpServer[] = [];
+  async function answerStateless(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    if (req.method !== 'POST') {
+      res.setHeader('allow', 'POST');
+      return refuse(res, 405, -32000, 'this server is stateless: POST only');
+    }
+    const body = await readJson(req);
+    if (body === undefined) return refuse(res, 400, -32700, 'the body is not JSON');
+    const mcp = idle.pop() ?? newMcpServer();
+    const transport = new StreamableHTTPServerTransport({ sessionIdGenerator: undefined, enableJsonResponse: true });
+    // Closing the transport detaches the server, which can then serve another request.
+    res.on('close', () => void transport.close().then(() => idle.push(mcp)));
+    await mcp.connect(transport);
+    await transport.handleRequest(req, res, body);
+  }
+
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const path = new URL(req.url ?? '/', 'http://target').pathname;
     if (!PATHS.has(path)) return refuse(res, 404, -32601, `no MCP endpoint at ${path}`);
     const verdict = checkHostAndOrigin(req.headers, hostnames);
     if (verdict) return refuse(res, verdict.status, -32000, verdict.reason);
+    if (opts.stateless) return answerStateless(req, res);
 
     const header = req.headers['mcp-session-id'];
     const sessionId = typeof header === 'string' ? header : undefined;
