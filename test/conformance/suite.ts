@@ -34,6 +34,31 @@ export interface ScenarioResult {
   failures: string[];
 }
 
+/** How good a check's outcome is: a success over an observation over a warning over a failure. */
+const RANK: Readonly<Record<Check['status'], number>> = { SUCCESS: 3, INFO: 2, WARNING: 1, SKIPPED: 1, FAILURE: 0 };
+
+/**
+ * Checks of `before` whose best outcome is worse in `after`, or that `after` does not have at
+ * all, as `id (STATUS -> STATUS)`. A check id may repeat (one per SSE event seen): its best
+ * outcome counts. This catches a scenario that still "passes" on warnings because it was
+ * stopped early (a tool refused, a stream cut) and never got to the checks it made before.
+ */
+export function worsenedChecks(before: readonly Check[], after: readonly Check[]): string[] {
+  const best = (checks: readonly Check[]): Map<string, Check['status']> => {
+    const m = new Map<string, Check['status']>();
+    for (const c of checks) {
+      const prev = m.get(c.id);
+      if (prev === undefined || RANK[c.status] > RANK[prev]) m.set(c.id, c.status);
+    }
+    return m;
+  };
+  const now = best(after);
+  return [...best(before)].flatMap(([id, status]) => {
+    const later = now.get(id);
+    return later !== undefined && RANK[later] >= RANK[status] ? [] : [`${id} (${status} -> ${later ?? 'missing'})`];
+  });
+}
+
 /** A whole run against one URL. */
 export interface SuiteRun {
   url: string;

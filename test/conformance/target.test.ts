@@ -2,6 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { request } from 'node:http';
 import { checkHostAndOrigin, LOOPBACK_HOSTNAMES } from './rebinding.js';
 import { startConformanceServer, type ConformanceServer } from './server.js';
+import { worsenedChecks, type Check } from './suite.js';
 import { TOOL_INPUT_SCHEMAS } from './tools.js';
 
 /**
@@ -106,5 +107,16 @@ describe('stateless conformance target', () => {
     );
     // The tool echoes its arguments: every caller gets the answer to its own request.
     expect(answers.map((a) => [a.id, a.result.content[0]?.text])).toEqual(bodies.map((_, i) => [7, `JSON Schema 2020-12 tool called with: {"name":"caller-${i}"}`]));
+  });
+});
+
+describe('worsenedChecks', () => {
+  const c = (id: string, status: Check['status']): Check => ({ id, status });
+
+  it('reports checks that came out worse or not at all, by each id\'s best outcome', () => {
+    const direct = [c('call', 'SUCCESS'), c('event', 'INFO'), c('event', 'SUCCESS'), c('priming', 'WARNING'), c('stream', 'INFO')];
+    const gateway = [c('call', 'INFO'), c('event', 'INFO'), c('event', 'SUCCESS'), c('priming', 'WARNING'), c('refused', 'WARNING')];
+    expect(worsenedChecks(direct, gateway)).toEqual(['call (SUCCESS -> INFO)', 'stream (INFO -> missing)']);
+    expect(worsenedChecks(direct, direct)).toEqual([]);
   });
 });

@@ -1,20 +1,20 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { pointCluster, startStack, type Stack } from '../helpers/index.js';
+import { dirname, join } from 'node:path';
+import { pointCluster, readAuditFile, startStack, type Stack } from '../helpers/index.js';
 import { startBearerForwarder, type Forwarder } from '../conformance/forwarder.js';
 import { configureDocsTool, type ToolDefinitions } from '../conformance/gateway.js';
 import { startConformanceServer, type ConformanceServer } from '../conformance/server.js';
-import { listServerScenarios, runSuite, type ScenarioResult, type SuiteRun } from '../conformance/suite.js';
+import { listServerScenarios, runSuite, worsenedChecks, type ScenarioResult, type SuiteRun } from '../conformance/suite.js';
 import { token as demoToken } from './authz-support.js';
 
 /**
  * The official MCP conformance suite's server scenarios, run twice: directly against the
  * project's conformance target (an MCP server made with the official SDK), and through Envoy +
  * portcullis with the target standing in for the `docs` tool (identity required, the demo
- * policy, response DLP). The gateway must not break what the server does right: every check that
- * succeeds directly must succeed through the gateway. The direct run must pass every scenario,
+ * policy, response DLP). The gateway must not break what the server does right: every check a
+ * scenario makes directly must come out as well through the gateway. The direct run must pass every scenario,
  * so a broken target cannot make the comparison vacuous.
  */
 
@@ -38,6 +38,22 @@ const GATEWAY_BASELINE: Readonly<Record<string, string>> = {
     'response SSE inspection holds the elicitation/create event: its "User age" ends in "age", a partial prefix of the age-secret-key-1 rule, ' +
     'and a held event waits for the next event with no time bound, while the server waits for the reply to that very event (deadlock until the client times out)',
 };
+/** MCP methods the suite sends, each of which the gateway must have decided on and audited. */
+const MEDIATED_METHODS = [
+  'initialize',
+  'notifications/initialized',
+  'ping',
+  'logging/setLevel',
+  'completion/complete',
+  'tools/list',
+  'tools/call',
+  'resources/list',
+  'resources/read',
+  'resources/subscribe',
+  'resources/unsubscribe',
+  'prompts/list',
+  'prompts/get',
+];
 /** How the gateway gets the target's tool definitions (see ../conformance/gateway.ts). */
 const DEFINITIONS: ToolDefinitions = 'configured';
 /** Name Envoy's docs route rewrites `Host` to; the target must answer to it. */
@@ -66,6 +82,23 @@ afterAll(async () => {
   if (schemaDir) rmSync(schemaDir, { recursive: true, force: true });
 });
 
+/** MCP methods of the docs tool's exchange records, once every expected one is there (the file sink appends asynchronously). */
+async function auditedMethods(): Promise<Set<string>> {
+  const file = join(dirname(stack.configPath), 'audit.log');
+  let seen = new Set<string>();
+  for (let i = 0; i < 50; i++) {
+    seen = new Set(
+      readAuditFile(file)
+        .filter((r) => r.tool === 'docs')
+        .map((r) => (r.mcp as { method?: unknown } | null)?.method)
+        .filter((m): m is string => typeof m === 'string'),
+    );
+    if (MEDIATED_METHODS.every((m) => seen.has(m))) break;
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  return seen;
+}
+
 function verdict(r: ScenarioResult): string {
   if (!r.passed && r.scenario in GATEWAY_BASELINE) return `FAIL  (baseline) ${r.failures.join('; ')}`;
   if (!r.passed) return `FAIL  ${r.failures.join('; ')}`;
@@ -86,12 +119,12 @@ function tally(direct: SuiteRun, gateway: SuiteRun): string {
   return lines.join('\n');
 }
 
-/** What a scenario lost through the gateway: a failed scenario, or checks that no longer succeed. */
+/** What a scenario lost through the gateway: a failed scenario, or checks that came out worse or not at all. */
 function regression(d: ScenarioResult, g: ScenarioResult): string | null {
   if (!d.passed) return null;
   if (!g.passed) return g.failures.join('; ');
-  const lost = d.succeeded.filter((id) => !g.succeeded.includes(id));
-  return lost.length > 0 ? `checks no longer succeed: ${lost.join(', ')}` : null;
+  const worse = worsenedChecks(d.checks, g.checks);
+  return worse.length > 0 ? `checks worse than directly: ${worse.join(', ')}` : null;
 }
 
 describe('MCP conformance suite', () => {
@@ -115,6 +148,10 @@ describe('MCP conformance suite', () => {
     );
     const unexpected = [...lost].filter(([s]) => !(s in GATEWAY_BASELINE)).map(([s, why]) => `${s}: ${why}`);
     expect(unexpected, `scenarios that pass directly but not through the gateway:\n${stack.logs().slice(-6000)}`).toEqual([]);
+    // The gateway run went through the gateway: it decided on and audited every kind of call.
+    const audited = await auditedMethods();
+    expect(MEDIATED_METHODS.filter((m) => !audited.has(m)), 'MCP methods the gateway never audited').toEqual([]);
+
     const fixed = Object.keys(GATEWAY_BASELINE).filter((s) => !lost.has(s));
     expect(fixed, 'baseline scenarios that now pass through the gateway: remove them from GATEWAY_BASELINE').toEqual([]);
   }, 240_000);
