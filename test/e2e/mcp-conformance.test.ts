@@ -14,8 +14,8 @@ import { token as demoToken } from './authz-support.js';
  * project's conformance target (an MCP server made with the official SDK), and through Envoy +
  * portcullis with the target standing in for the `docs` tool (identity required, the demo
  * policy, response DLP). The gateway must not break what the server does right: every check a
- * scenario makes directly must come out as well through the gateway. The direct run must pass every scenario,
- * so a broken target cannot make the comparison vacuous.
+ * scenario makes directly must come out as well through the gateway. The direct run must pass
+ * every scenario, so a broken target cannot make the comparison vacuous.
  */
 
 /** Server scenarios of @modelcontextprotocol/conformance 0.1.16 (active and pending). */
@@ -56,7 +56,11 @@ const MEDIATED_METHODS = [
 ];
 /** How the gateway gets the target's tool definitions (see ../conformance/gateway.ts). */
 const DEFINITIONS: ToolDefinitions = 'configured';
-/** Name Envoy's docs route rewrites `Host` to; the target must answer to it. */
+/**
+ * Name Envoy's docs route rewrites `Host` to; the target must answer to it. The `Origin` of the
+ * suite's rebinding probe reaches the target unchanged, so through the gateway that scenario is
+ * decided by the target's own Origin check.
+ */
 const DOCS_HOST = 'docs.tools.internal';
 
 let target: ConformanceServer;
