@@ -74,7 +74,7 @@ export async function startMcpBench(dir: string): Promise<McpBench> {
     upstream: {
       cluster: 'tool_docs',
       port: server.port,
-      configure: (cfg) => configureDocsTool(cfg, { definitions: 'configured', schemaDir, serverUrl: server.url }),
+      configure: (cfg) => configureDocsTool(cfg, { definitions: 'configured', dir: schemaDir, serverUrl: server.url }),
     },
     scenarios: [
       { id: 'M0', title: 'Envoy -> MCP tools/call, no filters', kind: 'mcp', target: target('floor', callBody, false) },

@@ -26,19 +26,31 @@ export function writeToolSchemas(dir: string): Json {
   return tools;
 }
 
+/**
+ * Writes a policy data file into `dir` that tells the demo policy the target's tools change
+ * nothing (merged over the bundle's data), so a read-only role may call them; returns its path.
+ */
+export function writePolicyData(dir: string): string {
+  mkdirSync(dir, { recursive: true });
+  const mcpTools = Object.fromEntries(Object.keys(TOOL_INPUT_SCHEMAS).map((name) => [name, { mutating: false }]));
+  const file = join(dir, 'policy-data.json');
+  writeFileSync(file, JSON.stringify({ portcullis: { tools: { docs: { mcp_tools: mcpTools } } } }, null, 2));
+  return file;
+}
+
 /** Options for {@link configureDocsTool}. */
 export interface DocsToolOptions {
   definitions: ToolDefinitions;
-  /** Folder for the schema files (`configured`). */
-  schemaDir: string;
+  /** Folder for the files written (tool schemas, policy data). */
+  dir: string;
   /** The target's MCP endpoint as the gateway reaches it (`learned`). */
   serverUrl: string;
 }
 
 /**
  * Edits a gateway config (an `editConfig` callback) so the `docs` tool fronts the conformance
- * target: identity required, policy on (the demo policy), response DLP on, and the tool
- * definitions given the chosen way.
+ * target: identity required, policy on (the demo policy, told that the target's tools are
+ * read-only), response DLP on, and the tool definitions given the chosen way.
  */
 export function configureDocsTool(cfg: Json, opts: DocsToolOptions): void {
   const tools = cfg.tools as Json[];
@@ -47,6 +59,8 @@ export function configureDocsTool(cfg: Json, opts: DocsToolOptions): void {
   docs.identity_required = true;
   docs.dry_run = false;
   docs.response = { ...(docs.response as Json | undefined), dlp: true };
-  docs.mcp = opts.definitions === 'configured' ? { tools: writeToolSchemas(opts.schemaDir) } : { server_url: opts.serverUrl };
-  (cfg.policy as Json).dry_run = false;
+  docs.mcp = opts.definitions === 'configured' ? { tools: writeToolSchemas(opts.dir) } : { server_url: opts.serverUrl };
+  const policy = cfg.policy as Json;
+  policy.dry_run = false;
+  policy.data = writePolicyData(opts.dir);
 }

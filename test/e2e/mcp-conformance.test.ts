@@ -13,7 +13,7 @@ import { token as demoToken } from './authz-support.js';
  * The official MCP conformance suite's server scenarios, run twice: directly against the
  * project's conformance target (an MCP server made with the official SDK), and through Envoy +
  * portcullis with the target standing in for the `docs` tool (identity required, the demo
- * policy, response DLP). The gateway must not break what the server does right: every check a
+ * policy with a read-only caller, response DLP). The gateway must not break what the server does right: every check a
  * scenario makes directly must come out as well through the gateway. The direct run must pass
  * every scenario, so a broken target cannot make the comparison vacuous.
  */
@@ -73,9 +73,10 @@ beforeAll(async () => {
   schemaDir = mkdtempSync(join(tmpdir(), 'mcp-conformance-schemas-'));
   stack = await startStack({
     editEnvoy: (cfg) => pointCluster(cfg, 'tool_docs', target.port),
-    editConfig: (cfg) => configureDocsTool(cfg, { definitions: DEFINITIONS, schemaDir, serverUrl: target.url }),
+    editConfig: (cfg) => configureDocsTool(cfg, { definitions: DEFINITIONS, dir: schemaDir, serverUrl: target.url }),
   });
-  const bearer = await demoToken(stack);
+  // A read-only role: every tools/call passes the policy only because its data says the tool changes nothing.
+  const bearer = await demoToken(stack, { roles: ['viewer'] });
   forwarder = await startBearerForwarder(stack.envoyUrl, () => bearer);
 });
 
