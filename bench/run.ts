@@ -11,6 +11,8 @@
  *   E      direct gRPC Check load on portcullis
  *   E0     the same load on a do-nothing grpc-js Check server (the Node floor)
  *   F      the same load on OPA-Envoy running an equivalent Rego policy
+ *   M0, M  MCP tools/call through Envoy alone and through Envoy + portcullis (bench/mcp.ts)
+ *   M0-list, M-list  the same for tools/list
  *
  * Each round runs every scenario at saturation, then every scenario at one fixed moderate rate
  * (half the saturation of the slowest scenario of its kind in round 1, so none is overloaded)
@@ -43,13 +45,15 @@ import { killAllNow, run, terminateAll } from './lib/procs.js';
 import { firstEventProbe, type FirstEventResult } from './lib/sseProbe.js';
 import { SSE_EVENTS, SSE_GAP_PARAM, SSE_PATH, startBenchStack, type BenchStack } from './lib/stack.js';
 import type { EnvoyVariant } from './lib/envoy.js';
+import { mcpFloorOf, mcpSanityCheck, startMcpBench, type McpBench, type McpScenario, type McpScenarioId } from './mcp.js';
 
-type ScenarioId = 'A' | 'A-sse' | 'B' | 'C' | 'D' | 'E' | 'E0' | 'F';
+type ScenarioId = 'A' | 'A-sse' | 'B' | 'C' | 'D' | 'E' | 'E0' | 'F' | McpScenarioId;
 
 interface Scenario {
   id: ScenarioId;
   title: string;
-  kind: 'http' | 'grpc';
+  /** `mcp`: HTTP/1.1 JSON-RPC POSTs, with a fixed latency rate of their own. */
+  kind: 'http' | 'grpc' | 'mcp';
   /** Load target and, for CPU accounting, the process that does the scenario's work. */
   target(stack: BenchStack): { url: string; bodyFile?: string; headers: Record<string, string>; pid: number | null };
 }
@@ -125,7 +129,7 @@ function opaEnvoyVersion(bin: string): string {
   }
 }
 
-function scenarios(grpcBody: string): Scenario[] {
+function scenarios(grpcBody: string, mcp: readonly McpScenario[]): Scenario[] {
   const http = (variant: EnvoyVariant, path: string, pidOf: (s: BenchStack) => number | null) => (s: BenchStack) => ({
     url: `${s.envoys.get(variant)!.url}${path}`,
     headers: { authorization: `Bearer ${s.token}` },
@@ -157,6 +161,7 @@ function scenarios(grpcBody: string): Scenario[] {
       kind: 'grpc',
       target: (s) => ({ url: `http://127.0.0.1:${s.opaEnvoy!.port}${CHECK_PATH}`, bodyFile: grpcBody, headers: grpcHeaders, pid: s.opaEnvoy!.child.pid ?? null }),
     },
+    ...mcp,
   ];
 }
 
@@ -188,14 +193,14 @@ async function sanityCheck(stack: BenchStack, list: readonly Scenario[]): Promis
 
 function loadSpec(sc: Scenario, stack: BenchStack, opts: { durationS: number; warmupS: number; logFile?: string; totalRps?: number }): LoadSpec {
   const t = sc.target(stack);
-  const shape = sc.kind === 'http' ? (opts.totalRps ? { clients: HTTP_LAT_CLIENTS, streams: 1 } : HTTP_SAT) : opts.totalRps ? GRPC_LAT : GRPC_SAT;
+  const shape = sc.kind !== 'grpc' ? (opts.totalRps ? { clients: HTTP_LAT_CLIENTS, streams: 1 } : HTTP_SAT) : opts.totalRps ? GRPC_LAT : GRPC_SAT;
   return {
     url: t.url,
     clients: shape.clients,
     streams: shape.streams,
     durationS: opts.durationS,
     warmupS: opts.warmupS,
-    h1: sc.kind === 'http',
+    h1: sc.kind !== 'grpc',
     headers: t.headers,
     bodyFile: t.bodyFile,
     logFile: opts.logFile,
@@ -275,6 +280,7 @@ async function main(): Promise<void> {
   let stack: BenchStack | null = null;
   let baselineStack: BenchStack | null = null;
   let baselineCheckout: BaselineCheckout | null = null;
+  let mcpBench: McpBench | null = null;
   // One cleanup, shared: a signal and the failure it causes (h2load interrupted) both wait for it.
   let cleaning: Promise<void> | null = null;
   const cleanup = (): Promise<void> =>
@@ -282,6 +288,7 @@ async function main(): Promise<void> {
       // The baseline stack shares the current stack's sample tool: stop it first.
       await baselineStack?.stop().catch(() => undefined);
       await stack?.stop().catch(() => undefined);
+      await mcpBench?.close().catch(() => undefined);
       await terminateAll();
       baselineCheckout?.remove();
       if (values.keep) console.log(`bench: working folder kept: ${dir}`);
@@ -332,22 +339,25 @@ async function main(): Promise<void> {
       baseline = await buildBaseline(baselineCheckout, (line) => console.log(line));
       console.log(`bench: baseline built (policy bundle ${baseline.bundleSource}, envoy.yaml of the ${baseline.envoySource} checkout)`);
     }
-    console.log('bench: starting sample tool, portcullis, null Check server, OPA-Envoy and three Envoys ...');
-    stack = await startBenchStack({ dir, variants: ['floor', 'authz', 'full'], envoyRuntime, nullServer: true, opaEnvoyBin: opaSkip ? null : opaEnvoyBin, tokenCacheSize, grpcChannel }).catch(async (err: unknown) => {
+    console.log('bench: starting sample tool, MCP server, portcullis, null Check server, OPA-Envoy and three Envoys ...');
+    mcpBench = await startMcpBench(join(dir, 'mcp'));
+    const mcp = mcpBench.upstream;
+    stack = await startBenchStack({ dir, variants: ['floor', 'authz', 'full'], envoyRuntime, nullServer: true, opaEnvoyBin: opaSkip ? null : opaEnvoyBin, tokenCacheSize, grpcChannel, mcp }).catch(async (err: unknown) => {
       // OPA-Envoy is a reference, not the product: if it alone fails, measure everything else.
       if (opaSkip || !/OPA-Envoy/.test((err as Error).message)) throw err;
       opaSkip = `failed to start: ${(err as Error).message.split('\n')[0]}`;
       console.log(`bench: OPA-Envoy ${opaSkip}; continuing without scenario F`);
       meta.opaEnvoy = `skipped: ${opaSkip}`;
-      return startBenchStack({ dir, variants: ['floor', 'authz', 'full'], envoyRuntime, nullServer: true, opaEnvoyBin: null, tokenCacheSize, grpcChannel });
+      return startBenchStack({ dir, variants: ['floor', 'authz', 'full'], envoyRuntime, nullServer: true, opaEnvoyBin: null, tokenCacheSize, grpcChannel, mcp });
     });
     const s = stack;
     writeFileSync(grpcBody, grpcFrame(encodeCheckRequest(weatherCheckRequest(s.token))));
 
-    let list = scenarios(grpcBody).filter((sc) => (sc.id !== 'F' || !opaSkip) && (sc.id !== 'E' || grpcChannel === 'plaintext'));
+    let list = scenarios(grpcBody, mcpBench.scenarios).filter((sc) => (sc.id !== 'F' || !opaSkip) && (sc.id !== 'E' || grpcChannel === 'plaintext'));
     const only = typeof values.only === 'string' ? new Set(values.only.split(',')) : null;
     if (only) list = list.filter((sc) => only.has(sc.id));
     await sanityCheck(s, list);
+    await mcpSanityCheck(s, list, mcpBench);
 
     // The baseline runs C and D by default, or the B/C/D scenarios picked with --only.
     const baselineList = baseline ? list.filter((sc) => (only ? BASELINE_CAPABLE : BASELINE_DEFAULT).has(sc.id)) : [];
@@ -414,7 +424,8 @@ async function main(): Promise<void> {
       baseRss?.setLabel(key);
     };
     const results = new Map<string, Measurement[]>(allRuns.map((r) => [r.key, []]));
-    const rates = { http: 0, grpc: 0 };
+    const rates = { http: 0, grpc: 0, mcp: 0 };
+    const rateOf = (kind: Scenario['kind']): number => rates[kind];
 
     for (let round = 1; round <= rounds; round++) {
       const order = orderOf(round);
@@ -438,12 +449,13 @@ async function main(): Promise<void> {
         };
         rates.http = rateFor('http', HTTP_LAT_CLIENTS);
         rates.grpc = rateFor('grpc', GRPC_LAT.clients);
-        console.log(`  latency runs at ${rates.http} req/s (HTTP scenarios) and ${rates.grpc} req/s (gRPC scenarios)`);
+        rates.mcp = rateFor('mcp', HTTP_LAT_CLIENTS);
+        console.log(`  latency runs at ${rates.http} req/s (HTTP scenarios), ${rates.grpc} req/s (gRPC scenarios) and ${rates.mcp} req/s (MCP scenarios)`);
       }
       for (const r of order) {
         label(r.key);
         const lat = await h2load(
-          loadSpec(r.sc, r.stack, { durationS, warmupS, logFile: join(dir, `lat-${r.key}-${round}.log`), totalRps: r.sc.kind === 'http' ? rates.http : rates.grpc }),
+          loadSpec(r.sc, r.stack, { durationS, warmupS, logFile: join(dir, `lat-${r.key}-${round}.log`), totalRps: rateOf(r.sc.kind) }),
         );
         const m = results.get(r.key)!.find((x) => x.round === round)!;
         m.latency = lat;
@@ -485,10 +497,10 @@ async function main(): Promise<void> {
     const p50 = (m: Measurement): number | null => m.latency?.p50Ms ?? null;
     const p99 = (m: Measurement): number | null => m.latency?.p99Ms ?? null;
     // The floor each scenario is compared with: the same response without portcullis.
-    const floorOf = (id: ScenarioId): ScenarioId | null => (id === 'D' ? 'A-sse' : id === 'B' || id === 'C' ? 'A' : null);
+    const floorOf = (id: ScenarioId): ScenarioId | null => (id === 'D' ? 'A-sse' : id === 'B' || id === 'C' ? 'A' : mcpFloorOf(id));
 
     const rows = list.map((sc) => {
-      const floor = sc.kind === 'http' ? floorOf(sc.id) : null;
+      const floor = sc.kind !== 'grpc' ? floorOf(sc.id) : null;
       const errors = per(sc.id).reduce((n, m) => n + errorsOf(m.saturation) + (m.latency ? errorsOf(m.latency) : 0), 0);
       return {
         id: sc.id,
@@ -496,7 +508,7 @@ async function main(): Promise<void> {
         saturationRps: medianOf(sc.id, sat),
         p50Ms: medianOf(sc.id, p50),
         p99Ms: medianOf(sc.id, p99),
-        latencyRateRps: sc.kind === 'http' ? rates.http : rates.grpc,
+        latencyRateRps: rateOf(sc.kind),
         floor,
         throughputVsFloor: floor ? ratio(sc.id, floor, sat) : null,
         throughputVsA: sc.kind === 'http' && sc.id !== 'A' ? ratio(sc.id, 'A', sat) : null,
@@ -619,7 +631,7 @@ async function main(): Promise<void> {
     );
     lines.push(
       `saturation: HTTP/1.1 ${HTTP_SAT.clients} connections, gRPC ${GRPC_SAT.clients} connections x ${GRPC_SAT.streams} streams; ` +
-        `latency at fixed rate: HTTP ${rates.http} req/s (${HTTP_LAT_CLIENTS} conns), gRPC ${rates.grpc} req/s (${GRPC_LAT.clients} conns).`,
+        `latency at fixed rate: HTTP ${rates.http} req/s (${HTTP_LAT_CLIENTS} conns), gRPC ${rates.grpc} req/s (${GRPC_LAT.clients} conns), MCP ${rates.mcp} req/s (${HTTP_LAT_CLIENTS} conns).`,
     );
     lines.push('');
     const head = `${'scenario'.padEnd(6)} ${'description'.padEnd(36)} ${'sat req/s'.padStart(9)} ${'x floor'.padStart(7)} ${'p50 ms'.padStart(7)} ${'p99 ms'.padStart(7)} ${'+p50'.padStart(6)} ${'+p99'.padStart(6)} ${'cpu us/req'.padStart(10)} ${'RSS MB'.padStart(6)} ${'errors'.padStart(6)}`;
@@ -630,11 +642,11 @@ async function main(): Promise<void> {
       lines.push(
         `${r.id.padEnd(6)} ${r.title.padEnd(36)} ${fmt(r.saturationRps, 0).padStart(9)} ${fmt(floorRatio).padStart(7)} ${fmt(r.p50Ms).padStart(7)} ${fmt(r.p99Ms).padStart(7)} ` +
           `${fmt(r.addedP50Ms).padStart(6)} ${fmt(r.addedP99Ms).padStart(6)} ${fmt(r.serverCpuUsPerRequest, 0).padStart(10)} ` +
-          `${(r.id === 'A' || r.id === 'A-sse' || r.id === 'E0' || r.id === 'F' ? '-' : fmt(r.portcullisMaxRssMb, 0)).padStart(6)} ${String(r.errors).padStart(6)}`,
+          `${(r.id === 'A' || r.id === 'A-sse' || r.id === 'E0' || r.id === 'F' || r.id === 'M0' || r.id === 'M0-list' ? '-' : fmt(r.portcullisMaxRssMb, 0)).padStart(6)} ${String(r.errors).padStart(6)}`,
       );
     }
     lines.push('');
-    lines.push('x floor: throughput over the scenario\'s floor in the same round (B, C over A; D over A-sse; E over E0).');
+    lines.push('x floor: throughput over the scenario\'s floor in the same round (B, C over A; D over A-sse; E over E0; M over M0; M-list over M0-list).');
     lines.push('+p50/+p99: latency added over that floor at the same fixed rate. cpu us/req: CPU time of the server process');
     lines.push('(portcullis for B-E, the null server for E0, OPA-Envoy for F) per request at saturation. RSS MB: highest');
     lines.push('portcullis RSS while the scenario ran (it only grows during a run). errors: non-2xx and failed requests.');

