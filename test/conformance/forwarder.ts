@@ -24,10 +24,13 @@ function forwardable(headers: IncomingHttpHeaders): IncomingHttpHeaders {
   return out;
 }
 
-/** Forwards 127.0.0.1:<free port> to `upstream` (`http://host:port`), bearing `token()` on each request. */
-export async function startBearerForwarder(upstream: string, token: () => string): Promise<Forwarder> {
-  const target = new URL(upstream);
+/**
+ * Forwards 127.0.0.1:<free port> to `upstream()` (`http://host:port`, read per request, so the
+ * forwarder can start before what it forwards to), bearing `token()` on each request.
+ */
+export async function startBearerForwarder(upstream: () => string, token: () => string): Promise<Forwarder> {
   const server: Server = createServer((req, res) => {
+    const target = new URL(upstream());
     const headers = forwardable(req.headers);
     headers.authorization = `Bearer ${token()}`;
     const up = request({ host: target.hostname, port: target.port, method: req.method, path: req.url, headers }, (upRes) => {

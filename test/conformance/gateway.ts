@@ -34,7 +34,10 @@ export function writePolicyData(dir: string): string {
   mkdirSync(dir, { recursive: true });
   const mcpTools = Object.fromEntries(Object.keys(TOOL_INPUT_SCHEMAS).map((name) => [name, { mutating: false }]));
   const file = join(dir, 'policy-data.json');
-  writeFileSync(file, JSON.stringify({ portcullis: { tools: { docs: { mcp_tools: mcpTools } } } }, null, 2));
+  // The viewer role may use every tool, prompt and resource of this server (the shipped data
+  // names the demo's own), so list filtering hides nothing the suite expects to see.
+  const roles = { viewer: { mcp: { docs: { tools: ['*'], prompts: ['*'], resources: ['*'] } } } };
+  writeFileSync(file, JSON.stringify({ portcullis: { tools: { docs: { mcp_tools: mcpTools } }, roles } }, null, 2));
   return file;
 }
 
@@ -45,6 +48,9 @@ export interface DocsToolOptions {
   dir: string;
   /** The target's MCP endpoint as the gateway reaches it (`learned`). */
   serverUrl: string;
+  /** Browser origins and host names that may call the tool (the gateway's DNS-rebinding protection). */
+  allowedOrigins?: string[];
+  allowedHosts?: string[];
 }
 
 /**
@@ -59,7 +65,14 @@ export function configureDocsTool(cfg: Json, opts: DocsToolOptions): void {
   docs.identity_required = true;
   docs.dry_run = false;
   docs.response = { ...(docs.response as Json | undefined), dlp: true };
-  docs.mcp = opts.definitions === 'configured' ? { tools: writeToolSchemas(opts.dir) } : { server_url: opts.serverUrl };
+  // Learned: the schemas come from the server's tools/list; the operator only marks the tools
+  // read-only (the target sets no readOnlyHint, and a tool without one counts as mutating).
+  const readOnly = Object.fromEntries(Object.keys(TOOL_INPUT_SCHEMAS).map((name) => [name, { mutating: false }]));
+  docs.mcp = {
+    ...(opts.definitions === 'configured' ? { tools: writeToolSchemas(opts.dir) } : { server_url: opts.serverUrl, tools: readOnly }),
+    ...(opts.allowedOrigins ? { allowed_origins: opts.allowedOrigins } : {}),
+    ...(opts.allowedHosts ? { allowed_hosts: opts.allowedHosts } : {}),
+  };
   const policy = cfg.policy as Json;
   policy.dry_run = false;
   policy.data = writePolicyData(opts.dir);

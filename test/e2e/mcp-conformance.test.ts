@@ -33,11 +33,7 @@ const WARNING_ONLY: Readonly<Record<string, string>> = {
  * expected-failures idea). The test fails on any other scenario lost through the gateway, and on
  * a listed one that passes again, so the list only ever shrinks.
  */
-const GATEWAY_BASELINE: Readonly<Record<string, string>> = {
-  'elicitation-sep1034-defaults':
-    'response SSE inspection holds the elicitation/create event: its "User age" ends in "age", a partial prefix of the age-secret-key-1 rule, ' +
-    'and a held event waits for the next event with no time bound, while the server waits for the reply to that very event (deadlock until the client times out)',
-};
+const GATEWAY_BASELINE: Readonly<Record<string, string>> = {};
 /** MCP methods the suite sends, each of which the gateway must have decided on and audited. */
 const MEDIATED_METHODS = [
   'initialize',
@@ -55,11 +51,10 @@ const MEDIATED_METHODS = [
   'prompts/get',
 ];
 /** How the gateway gets the target's tool definitions (see ../conformance/gateway.ts). */
-const DEFINITIONS: ToolDefinitions = 'configured';
+const DEFINITIONS: ToolDefinitions = 'learned';
 /**
- * Name Envoy's docs route rewrites `Host` to; the target must answer to it. The `Origin` of the
- * suite's rebinding probe reaches the target unchanged, so through the gateway that scenario is
- * decided by the target's own Origin check.
+ * Name Envoy's docs route rewrites `Host` to; the target must answer to it. Through the gateway
+ * the suite's rebinding probe (a foreign Origin) is refused by portcullis' Origin allow-list.
  */
 const DOCS_HOST = 'docs.tools.internal';
 
@@ -71,13 +66,17 @@ let schemaDir: string;
 beforeAll(async () => {
   target = await startConformanceServer({ extraHostnames: [DOCS_HOST] });
   schemaDir = mkdtempSync(join(tmpdir(), 'mcp-conformance-schemas-'));
+  // The suite calls the forwarder, which adds the token; started first so the gateway can be told
+  // the one browser origin and host names that may call the tool (DNS-rebinding protection).
+  let bearer = '';
+  forwarder = await startBearerForwarder(() => stack.envoyUrl, () => bearer);
   stack = await startStack({
     editEnvoy: (cfg) => pointCluster(cfg, 'tool_docs', target.port),
-    editConfig: (cfg) => configureDocsTool(cfg, { definitions: DEFINITIONS, dir: schemaDir, serverUrl: target.url }),
+    editConfig: (cfg) =>
+      configureDocsTool(cfg, { definitions: DEFINITIONS, dir: schemaDir, serverUrl: target.url, allowedOrigins: [forwarder.url], allowedHosts: ['127.0.0.1', 'localhost'] }),
   });
   // A read-only role: every tools/call passes the policy only because its data says the tool changes nothing.
-  const bearer = await demoToken(stack, { roles: ['viewer'] });
-  forwarder = await startBearerForwarder(stack.envoyUrl, () => bearer);
+  bearer = await demoToken(stack, { roles: ['viewer'] });
 });
 
 afterAll(async () => {
@@ -156,6 +155,9 @@ describe('MCP conformance suite', () => {
     // The gateway run went through the gateway: it decided on and audited every kind of call.
     const audited = await auditedMethods();
     expect(MEDIATED_METHODS.filter((m) => !audited.has(m)), 'MCP methods the gateway never audited').toEqual([]);
+    // The rebinding probe was refused by the gateway itself, before it reached the target.
+    const refused = readAuditFile(join(dirname(stack.configPath), 'audit.log')).filter((r) => (r.decision as { rule?: unknown } | undefined)?.rule === 'mcp.origin');
+    expect(refused.length, 'the gateway refused no foreign Origin').toBeGreaterThan(0);
 
     const fixed = Object.keys(GATEWAY_BASELINE).filter((s) => !lost.has(s));
     expect(fixed, 'baseline scenarios that now pass through the gateway: remove them from GATEWAY_BASELINE').toEqual([]);
