@@ -5,15 +5,16 @@ import type { GatewayConfig } from '../config/types.js';
 import { readPinFile, setPinInFile } from './pins.js';
 
 /**
- * `portcullis mcp pins CONFIG` lists the pinned MCP tool definitions (configuration pins and
- * pin files); `portcullis mcp approve CONFIG --tool T --name N --hash H` approves a definition
+ * `portcullis mcp pins --config FILE` lists the pinned MCP tool definitions (configuration pins and
+ * pin files); `portcullis mcp approve --config FILE --tool T --name N --hash H` approves a definition
  * in the tool's pin file, which running replicas watch. Returns the exit code; nothing here
  * exits the process.
  */
 
 /** Usage lines of the `mcp` commands. */
-export const MCP_USAGE = `  mcp pins CONFIG [--json]      list pinned MCP tool definitions (mcp.pins and pin files)
-  mcp approve CONFIG --tool TOOL --name MCP_TOOL --hash SHA256
+export const MCP_USAGE = `  mcp pins --config FILE [--json]
+                                 list pinned MCP tool definitions (mcp.pins and pin files)
+  mcp approve --config FILE --tool TOOL --name MCP_TOOL --hash SHA256
                                  approve a changed MCP tool definition (written to the tool's mcp.pins_file)
 `;
 
@@ -51,22 +52,21 @@ export async function mcpCommand(argv: readonly string[], io: McpIo): Promise<nu
   const [sub, ...rest] = argv;
   try {
     if (sub === 'pins') {
-      const { values, positionals } = parseArgs({ args: [...rest], options: { json: { type: 'boolean', default: false } }, allowPositionals: true, strict: true });
-      if (positionals.length !== 1) throw new UsageError('mcp pins needs CONFIG');
-      const list = rows(loadConfig(resolve(positionals[0]!)));
+      const { values } = parseArgs({ args: [...rest], options: { config: { type: 'string' }, json: { type: 'boolean', default: false } }, strict: true });
+      if (!values.config) throw new UsageError('mcp pins needs --config FILE');
+      const list = rows(loadConfig(resolve(values.config)));
       if (values.json) io.out.write(`${JSON.stringify(list)}\n`);
       else for (const r of list) io.out.write(`${r.tool}\t${r.name}\t${r.hash}\t${r.by}\t${r.since}\n`);
       return 0;
     }
     if (sub === 'approve') {
-      const { values, positionals } = parseArgs({
+      const { values } = parseArgs({
         args: [...rest],
-        options: { tool: { type: 'string' }, name: { type: 'string' }, hash: { type: 'string' } },
-        allowPositionals: true,
+        options: { config: { type: 'string' }, tool: { type: 'string' }, name: { type: 'string' }, hash: { type: 'string' } },
         strict: true,
       });
-      if (positionals.length !== 1 || !values.tool || !values.name || !values.hash) throw new UsageError('mcp approve needs CONFIG --tool TOOL --name MCP_TOOL --hash SHA256');
-      const config = loadConfig(resolve(positionals[0]!));
+      if (!values.config || !values.tool || !values.name || !values.hash) throw new UsageError('mcp approve needs --config FILE --tool TOOL --name MCP_TOOL --hash SHA256');
+      const config = loadConfig(resolve(values.config));
       const tool = config.tools.find((t) => t.name === values.tool);
       if (!tool?.mcp) throw new Error(`tool "${values.tool}" is not an MCP tool of this configuration`);
       if (!/^[0-9a-f]{64}$/.test(values.hash)) throw new Error('--hash must be a sha256 hex digest (64 lower-case hex characters)');

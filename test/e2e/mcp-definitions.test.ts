@@ -241,9 +241,9 @@ describe('a definition that changes after it was pinned (rug pull)', () => {
     const hash = hashToApprove(refused);
 
     const main = repoPath('dist', 'main.js');
-    const listed = await run(process.execPath, [main, 'mcp', 'pins', stack.configPath, '--json'], { env: { ...process.env, ...stack.prepared.env } });
+    const listed = await run(process.execPath, [main, 'mcp', 'pins', '--config', stack.configPath, '--json'], { env: { ...process.env, ...stack.prepared.env } });
     expect((JSON.parse(listed.stdout) as { name: string; hash: string }[]).find((p) => p.name === 'block_me')!.hash).not.toBe(hash);
-    const approved = await run(process.execPath, [main, 'mcp', 'approve', stack.configPath, '--tool', 'docs', '--name', 'block_me', '--hash', hash], { env: { ...process.env, ...stack.prepared.env } });
+    const approved = await run(process.execPath, [main, 'mcp', 'approve', '--config', stack.configPath, '--tool', 'docs', '--name', 'block_me', '--hash', hash], { env: { ...process.env, ...stack.prepared.env } });
     expect(approved.stdout).toContain(`approved docs/block_me ${hash}`);
     // The running gateway watches the pin file: the approval applies without a reload.
     const ok = await untilCallable('block_me', { text: 'x', copy_to: 'archive' });

@@ -76,10 +76,10 @@ describe('portcullis mcp', () => {
   it('approve writes the tool pin file, and pins lists it beside the configuration pins', async () => {
     const config = writeConfig('cli', { pins_file: 'cli-pins.json', pins: { fixed: H1 } });
     const a = io();
-    expect(await mcpCommand(['approve', config, '--tool', 'docs', '--name', 'search', '--hash', H2], a.io)).toBe(0);
+    expect(await mcpCommand(['approve', '--config', config, '--tool', 'docs', '--name', 'search', '--hash', H2], a.io)).toBe(0);
     expect(readPinFile(join(dir, 'cli-pins.json')).pins.docs?.search).toMatchObject({ hash: H2, by: 'cli' });
     const l = io();
-    expect(await mcpCommand(['pins', config, '--json'], l.io)).toBe(0);
+    expect(await mcpCommand(['pins', '--config', config, '--json'], l.io)).toBe(0);
     const rows = JSON.parse(l.out.join('')) as { name: string; hash: string; by: string }[];
     expect(rows).toEqual([expect.objectContaining({ name: 'fixed', hash: H1, by: 'config' }), expect.objectContaining({ name: 'search', hash: H2, by: 'cli' })]);
   });
@@ -88,10 +88,10 @@ describe('portcullis mcp', () => {
     const withFile = writeConfig('refuse', { pins_file: 'refuse-pins.json', pins: { fixed: H1 } });
     const noFile = writeConfig('nofile', {});
     const cases: [string[], RegExp][] = [
-      [['approve', withFile, '--tool', 'docs', '--name', 'fixed', '--hash', H2], /pinned in the configuration/],
-      [['approve', withFile, '--tool', 'weather', '--name', 'x', '--hash', H2], /not an MCP tool/],
-      [['approve', withFile, '--tool', 'docs', '--name', 'x', '--hash', 'abc'], /sha256/],
-      [['approve', noFile, '--tool', 'docs', '--name', 'x', '--hash', H2], /has no mcp.pins_file.*POST \/mcp\/pins\/approve/],
+      [['approve', '--config', withFile, '--tool', 'docs', '--name', 'fixed', '--hash', H2], /pinned in the configuration/],
+      [['approve', '--config', withFile, '--tool', 'weather', '--name', 'x', '--hash', H2], /not an MCP tool/],
+      [['approve', '--config', withFile, '--tool', 'docs', '--name', 'x', '--hash', 'abc'], /sha256/],
+      [['approve', '--config', noFile, '--tool', 'docs', '--name', 'x', '--hash', H2], /has no mcp.pins_file.*POST \/mcp\/pins\/approve/],
     ];
     for (const [args, why] of cases) {
       const r = io();
@@ -99,7 +99,7 @@ describe('portcullis mcp', () => {
       expect(r.err.join('')).toMatch(why);
     }
     const usage = io();
-    expect(await mcpCommand(['approve', withFile, '--tool', 'docs'], usage.io)).toBe(2);
+    expect(await mcpCommand(['approve', '--config', withFile, '--tool', 'docs'], usage.io)).toBe(2);
   });
 });
 
