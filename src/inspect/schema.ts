@@ -3,7 +3,7 @@ import { extname, resolve } from 'node:path';
 import { createRequire } from 'node:module';
 import { Ajv2019 } from 'ajv/dist/2019.js';
 import { Ajv2020 } from 'ajv/dist/2020.js';
-import type { ErrorObject, ValidateFunction } from 'ajv';
+import type { ErrorObject, Options, ValidateFunction } from 'ajv';
 import addFormats from 'ajv-formats';
 import { parse as parseYaml } from 'yaml';
 import type { ToolConfig } from '../config/types.js';
@@ -200,14 +200,7 @@ class SchemaCompiler {
     if (!ajv) {
       // strictRequired stays off: `required` inside `oneOf`/`anyOf` branches naming the parent's
       // properties is a common, correct pattern that it would reject.
-      const opts = { strict: true, strictRequired: false, allErrors: true, allowUnionTypes: true, validateFormats: true } as const;
-      if (dialect === '2020-12') {
-        ajv = new Ajv2020(opts);
-      } else {
-        ajv = new Ajv2019(opts);
-        if (dialect === 'draft-07') ajv.addMetaSchema(draft07MetaSchema());
-      }
-      addFormats.default(ajv);
+      ajv = newEngine(dialect, { strict: true, strictRequired: false, allErrors: true, allowUnionTypes: true, validateFormats: true });
       this.engines.set(dialect, ajv);
     }
     return ajv;
@@ -291,6 +284,19 @@ export function compileToolSchemas(tools: readonly ToolConfig[], baseDir: string
 /** A compiled validator of one learned MCP `inputSchema`. */
 export type ArgumentValidator = (value: unknown) => SchemaResult;
 
+/** An ajv instance for one dialect, with the formats; draft-07 gets its meta-schema. */
+function newEngine(dialect: Dialect, opts: Options): Ajv2019 | Ajv2020 {
+  let ajv: Ajv2019 | Ajv2020;
+  if (dialect === '2020-12') {
+    ajv = new Ajv2020(opts);
+  } else {
+    ajv = new Ajv2019(opts);
+    if (dialect === 'draft-07') ajv.addMetaSchema(draft07MetaSchema());
+  }
+  addFormats.default(ajv);
+  return ajv;
+}
+
 /**
  * Engines for schemas a server advertises (MCP `inputSchema`). Not strict: a server's schema
  * may carry keywords or formats this gateway does not know, which are ignored rather than
@@ -302,14 +308,7 @@ const learnedEngines = new Map<Dialect, Ajv2019 | Ajv2020>();
 function learnedEngine(dialect: Dialect): Ajv2019 | Ajv2020 {
   let ajv = learnedEngines.get(dialect);
   if (!ajv) {
-    const opts = { strict: false, allErrors: true, allowUnionTypes: true, validateFormats: true, logger: false } as const;
-    if (dialect === '2020-12') {
-      ajv = new Ajv2020(opts);
-    } else {
-      ajv = new Ajv2019(opts);
-      if (dialect === 'draft-07') ajv.addMetaSchema(draft07MetaSchema());
-    }
-    addFormats.default(ajv);
+    ajv = newEngine(dialect, { strict: false, allErrors: true, allowUnionTypes: true, validateFormats: true, logger: false });
     learnedEngines.set(dialect, ajv);
   }
   return ajv;
