@@ -1,18 +1,27 @@
-import { Client } from '@modelcontextprotocol/sdk/client/index.js';
-import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
-import { z } from 'zod';
 
 /**
  * Asks an MCP server for its tools (`initialize`, then `tools/list` page by page) with the
  * official SDK client over streamable HTTP. The entries come back as the server sent them: the
  * catalog parses, hashes and scans them itself, exactly as it does a list passing through.
+ * The SDK (and zod) are loaded on the first fetch: a gateway whose MCP tools have no
+ * `server_url` never holds them in memory.
  */
 
 /** Pages followed at most; a server that never stops paginating is cut off here. */
 const MAX_PAGES = 50;
 
-/** Loose on purpose: the SDK's own tool schema strips fields the pin hash covers. */
-const ListResult = z.looseObject({ tools: z.array(z.unknown()), nextCursor: z.string().optional() });
+/** The SDK client pieces and the result schema, loaded once. */
+async function sdk() {
+  const [{ Client }, { StreamableHTTPClientTransport }, { z }] = await Promise.all([
+    import('@modelcontextprotocol/sdk/client/index.js'),
+    import('@modelcontextprotocol/sdk/client/streamableHttp.js'),
+    import('zod'),
+  ]);
+  // Loose on purpose: the SDK's own tool schema strips fields the pin hash covers.
+  const ListResult = z.looseObject({ tools: z.array(z.unknown()), nextCursor: z.string().optional() });
+  return { Client, StreamableHTTPClientTransport, ListResult };
+}
+let loaded: ReturnType<typeof sdk> | null = null;
 
 /** How to reach one server. */
 export interface DiscoveryTarget {
@@ -25,6 +34,7 @@ export interface DiscoveryTarget {
 
 /** Fetches every tool entry the server lists. Rejects with an Error saying what failed. */
 export async function fetchToolList(target: DiscoveryTarget): Promise<unknown[]> {
+  const { Client, StreamableHTTPClientTransport, ListResult } = await (loaded ??= sdk());
   const signal = AbortSignal.timeout(target.timeoutMs);
   // Credentials must not follow a redirect to another origin.
   const transport = new StreamableHTTPClientTransport(new URL(target.url), { requestInit: { headers: { ...target.headers }, redirect: 'error' } });
