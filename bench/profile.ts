@@ -3,11 +3,12 @@
  * under `node --cpu-prof`, drives one scenario at saturation, stops portcullis cleanly so V8
  * writes the profile, and prints the functions (and files) with the most self time.
  *
- *   npx vite-node bench/profile.ts [--scenario C|B|D|E] [--seconds 10] [--top 10]
+ *   npx vite-node bench/profile.ts [--scenario C|B|D|E|M|M-list] [--seconds 10] [--top 10]
  *
  * The profile is kept as bench/results/profile-<scenario>-<timestamp>.cpuprofile (open it in
  * Chrome DevTools or speedscope) next to a JSON summary.
  */
+import { startMcpBench, type McpBench } from './mcp.js';
 import { copyFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
@@ -85,11 +86,14 @@ export function selfTimes(profile: CpuProfile): { busyMs: number; idleMs: number
   return { busyMs: busy / 1000, idleMs: idle / 1000, functions: sorted(byName), files: sorted(byFile) };
 }
 
-const SCENARIOS: Record<string, { variant: EnvoyVariant | null; path: string }> = {
+const SCENARIOS: Record<string, { variant: EnvoyVariant | null; path: string; mcpBody?: 'call' | 'list' }> = {
   B: { variant: 'authz', path: '/tools/weather/payload?bytes=4000' },
   C: { variant: 'full', path: '/tools/weather/payload?bytes=4000' },
   D: { variant: 'full', path: `/tools${SSE_PATH}` },
   E: { variant: null, path: '/envoy.service.auth.v3.Authorization/Check' },
+  // MCP tools/call and tools/list against the SDK-built server (bench/mcp.ts).
+  M: { variant: 'full', path: '/tools/docs/', mcpBody: 'call' },
+  'M-list': { variant: 'full', path: '/tools/docs/', mcpBody: 'list' },
 };
 
 async function main(): Promise<void> {
@@ -106,10 +110,12 @@ async function main(): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), 'portcullis-profile-'));
   const profDir = join(dir, 'prof');
   let stack: BenchStack | null = null;
+  let mcp: McpBench | null = null;
   let cleaning: Promise<void> | null = null;
   const cleanup = (): Promise<void> =>
     (cleaning ??= (async () => {
       await stack?.stop().catch(() => undefined);
+      await mcp?.close().catch(() => undefined);
       await terminateAll();
       rmSync(dir, { recursive: true, force: true });
     })());
@@ -122,14 +128,19 @@ async function main(): Promise<void> {
   process.once('exit', killAllNow);
 
   try {
+    mcp = sc.mcpBody ? await startMcpBench(join(dir, 'mcp')) : null;
     stack = await startBenchStack({
       dir,
       variants: sc.variant ? [sc.variant] : [],
       portcullisNodeArgs: ['--cpu-prof', `--cpu-prof-dir=${profDir}`],
+      ...(mcp ? { mcp: mcp.upstream } : {}),
     });
     const s = stack;
     let spec: LoadSpec;
-    if (sc.variant) {
+    if (mcp) {
+      const target = mcp.scenarios.find((m) => m.id === id)!.target(s);
+      spec = { url: target.url, clients: 16, streams: 1, h1: true, durationS: seconds, warmupS: 1, headers: target.headers, bodyFile: target.bodyFile };
+    } else if (sc.variant) {
       spec = { url: `${s.envoys.get(sc.variant)!.url}${sc.path}`, clients: 32, streams: 1, h1: true, durationS: seconds, warmupS: 1, headers: { authorization: `Bearer ${s.token}` } };
     } else {
       const body = join(dir, 'check.bin');
