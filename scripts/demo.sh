@@ -118,6 +118,12 @@ Try:
   curl -s -H "authorization: Bearer \$VIEWER_TOKEN" -H 'content-type: application/json' \\
        -d '{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"delete_doc","arguments":{"doc_id":"d1","tenant":"acme"}}}' $URL/tools/docs/
 
+  # MCP lists filtered by policy: the viewer sees search_docs only, support sees delete_doc too
+  curl -s -H "authorization: Bearer \$VIEWER_TOKEN" -H 'content-type: application/json' \\
+       -d '{"jsonrpc":"2.0","id":3,"method":"tools/list"}' $URL/tools/docs/
+  curl -s -H "authorization: Bearer \$SUPPORT_TOKEN" -H 'content-type: application/json' \\
+       -d '{"jsonrpc":"2.0","id":4,"method":"tools/list"}' $URL/tools/docs/
+
   # denied: no credentials (401), unknown tool (404)
   curl -s '$URL/tools/weather/forecast?city=Berlin'
   curl -s -H "authorization: Bearer \$VIEWER_TOKEN" $URL/tools/payroll/
