@@ -15,7 +15,7 @@ ARG NODE_IMAGE=node:20.20.2-bookworm-slim
 
 FROM golang:1.26.8-bookworm AS opa
 ARG OPA_VERSION=1.22.2
-RUN GOBIN=/out CGO_ENABLED=0 go install "github.com/open-policy-agent/opa@v${OPA_VERSION}" \
+RUN GOBIN=/out go install "github.com/open-policy-agent/opa@v${OPA_VERSION}" \
   && /out/opa version | grep -qx "Version: ${OPA_VERSION}"
 
 FROM ${NODE_IMAGE} AS build

@@ -359,6 +359,9 @@ describe('helm chart: what the rollout depends on', () => {
     expect((dr.trafficPolicy.connectionPool.http as Json).maxRequestsPerConnection).toBe(500);
     const annotations = ((portcullisDeployment(everything).spec as Json).template as { metadata: { annotations: Record<string, string> } }).metadata.annotations;
     expect(annotations['traffic.sidecar.istio.io/excludeInboundPorts']).toBe('9191');
+    // A route bound to a tool the config does not have, or no tool paths at all, is refused.
+    expect(() => render({ istio: { enabled: true, routes: [{ tool: 'nope', route: 'docs' }] } })).toThrow(/tool "nope" is not in config.tools/);
+    expect(() => render({ istio: { enabled: true, paths: [] } })).toThrow(/istio.paths must name the tool paths/);
     // Without istio.enabled nothing of Istio is rendered.
     expect(defaults.some((d) => String(d.apiVersion).includes('istio.io'))).toBe(false);
   });
