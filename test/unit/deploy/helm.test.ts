@@ -1,4 +1,4 @@
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -372,11 +372,25 @@ describe('static manifests in envoy/k8s and envoy/istio', () => {
     const k8s = join(tmp, 'k8s.yaml');
     writeFileSync(k8s, readFileSync(repoPath('envoy', 'k8s', 'portcullis.yaml'), 'utf8'));
     expect(kubernetesProblems(k8s, MIN_KUBE)).toEqual([]);
-    for (const f of ['authorization-policy.yaml', 'destination-rule.yaml', 'ext-proc-envoyfilter.yaml']) {
+    const files = readdirSync(repoPath('envoy', 'istio')).filter((f) => f.endsWith('.yaml') && f !== 'mesh-config.yaml');
+    expect(files.length).toBe(4);
+    for (const f of files) {
       for (const d of yamlDocs(readFileSync(repoPath('envoy', 'istio', f), 'utf8'))) expect(istioProblems(d), f).toEqual([]);
+    }
+    // The plain files say what the chart renders, for the same names.
+    const chart = new Map(everything.filter((d) => String(d.apiVersion).includes('istio.io')).map((d) => [`${String(d.kind)}/${String((d.metadata as Json).name).replace(/^pc-/, '')}`, d.spec]));
+    for (const f of files) {
+      for (const d of yamlDocs(readFileSync(repoPath('envoy', 'istio', f), 'utf8'))) {
+        const key = `${String(d.kind)}/${String((d.metadata as Json).name)}`;
+        expect(chart.has(key), key).toBe(true);
+        const rendered = JSON.stringify(chart.get(key)).replaceAll(`pc-portcullis.${NS}.svc`, 'portcullis.portcullis.svc');
+        expect(JSON.parse(rendered), key).toEqual(d.spec);
+      }
     }
     const mesh = yamlDocs(readFileSync(repoPath('envoy', 'istio', 'mesh-config.yaml'), 'utf8'))[0]!.meshConfig as { extensionProviders: Json[] };
     const fields = meshProtoFields('EnvoyExternalAuthorizationGrpcProvider');
     for (const k of Object.keys(mesh.extensionProviders[0]!.envoyExtAuthzGrpc as Json)) expect(fields.has(k), k).toBe(true);
+    const fragment = ((one(everything, 'ConfigMap', 'pc-portcullis-istio-mesh').data as Record<string, string>)['mesh-config.yaml'])!;
+    expect(parse(fragment.replaceAll(`pc-portcullis.${NS}.svc`, 'portcullis.portcullis.svc'))).toEqual({ extensionProviders: mesh.extensionProviders });
   });
 });
