@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process';
-import { copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -134,6 +134,23 @@ describe('Dockerfile', () => {
     const health = /HEALTHCHECK[\s\S]*?127\.0\.0\.1:(\d+)(\/\w+)/.exec(runtime);
     expect(health?.[1]).toBe('9464');
     expect(readFileSync(repoPath('src', 'server', 'admin.ts'), 'utf8')).toContain(`url === '${health?.[2]}'`);
+  });
+
+  it('needs at run time only packages the production install keeps', () => {
+    const pkg = JSON.parse(readFileSync(repoPath('package.json'), 'utf8')) as { dependencies: Record<string, string> };
+    const files = readdirSync(repoPath('dist'), { recursive: true, encoding: 'utf8' }).filter((f) => f.endsWith('.js'));
+    expect(files.length).toBeGreaterThan(20);
+    const used = new Set<string>();
+    for (const f of files) {
+      const text = readFileSync(repoPath('dist', f), 'utf8');
+      for (const m of text.matchAll(/(?:\bfrom\s*|\bimport\s*\(\s*|\brequire(?:\.resolve)?\(\s*)['"]([^'"./][^'"]*)['"]/g)) {
+        const spec = m[1]!;
+        if (spec.startsWith('node:')) continue;
+        used.add(spec.startsWith('@') ? spec.split('/').slice(0, 2).join('/') : spec.split('/')[0]!);
+      }
+    }
+    expect(used.size).toBeGreaterThan(5);
+    for (const name of used) expect(pkg.dependencies, `${name} is imported by dist/ but is not a production dependency`).toHaveProperty([name]);
   });
 
   it('keeps local state and secrets out of the build context', () => {
