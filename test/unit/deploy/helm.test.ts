@@ -221,6 +221,18 @@ describe('helm chart: schemas', () => {
     expect(((perRoute['envoy.filters.http.ext_authz'] as Json).check_settings as Json).context_extensions).toEqual({ route_tool: 'docs' });
   }, 60_000);
 
+  it('refuses misspelt or mistyped values instead of ignoring them (values.schema.json)', () => {
+    for (const [values, key] of [
+      [{ networkPolicy: { enable: false } }, 'enable'],
+      [{ replicaCout: 3 }, 'replicaCout'],
+      [{ ports: { grpc: '9191' } }, 'grpc'],
+      [{ image: { repository: 'portcullis', tag: 'latest' } }, 'tag'],
+      [{ istio: { routes: [{ tool: 'docs' }] } }, 'route'],
+    ] as const) {
+      expect(() => render(values as unknown as Json), JSON.stringify(values)).toThrow(new RegExp(`values don't meet the specifications[\\s\\S]*${key}`));
+    }
+  });
+
   it('renders the ServiceMonitor only when the cluster has its CRD, scraping the admin port with the admin token', () => {
     expect(render({ serviceMonitor: { enabled: true } }).some((d) => d.kind === 'ServiceMonitor')).toBe(false);
     const sm = one(everything, 'ServiceMonitor');
@@ -251,6 +263,10 @@ describe('helm chart: what the rollout depends on', () => {
       expect(loaded.server.grpc_tls?.client_sans.length).toBeGreaterThan(0);
       expect(loaded.server.admin_token).toBeDefined();
     }
+    // The chart owns what the pod spec depends on: a config that moves the ports or binds admin
+    // to loopback would leave the probes and the Service pointing nowhere.
+    const own = renderedConfig(render({ config: { server: { grpc_port: 1234, admin_address: '127.0.0.1', admin_port: 1, grpc_socket_mode: '0600' } } })).cfg.server as Json;
+    expect(own).toMatchObject({ grpc_port: 9191, admin_address: '0.0.0.0', admin_port: 9464, grpc_socket_mode: '0600' });
     expect(renderedConfig(everything).cfg.policy).toEqual({ bundle: '/app/policies/build/bundle.tar.gz', data: '/etc/portcullis/data.json' });
     expect(JSON.parse(((one(everything, 'ConfigMap', 'pc-portcullis-config').data as Record<string, string>)['data.json'])!)).toEqual(EVERYTHING.policyData);
   });
@@ -288,7 +304,7 @@ describe('helm chart: what the rollout depends on', () => {
       expect(pdb.minAvailable).toBeLessThan(replicas);
       expect(((d.spec as Json).strategy as Json).rollingUpdate).toEqual({ maxUnavailable: 0, maxSurge: 1 });
     }
-    expect(() => render({ replicaCount: 1 })).toThrow(/replicaCount must be at least 2/);
+    expect(() => render({ replicaCount: 1 })).toThrow(/'\/replicaCount': minimum: got 1, want 2/);
   });
 
   it('drains for longer than server.shutdown_grace_ms after a preStop wait', () => {
