@@ -10,6 +10,14 @@ OPA_VERSION=1.22.2
 # system Node 20.
 NODE22_VERSION=22.23.5
 APT_PACKAGES=(redis-server wrk nghttp2-client)
+# Deployment checks (test/unit/deploy): helm renders the chart; kubernetes-validate (Kubernetes
+# JSON schemas) and check-jsonschema (ships the Compose Specification schema) validate what ships;
+# istio.io/api carries the Istio CRDs (their OpenAPI schemas) and the mesh config proto.
+HELM_VERSION=3.19.5
+KUBERNETES_VALIDATE_VERSION=1.37.0
+CHECK_JSONSCHEMA_VERSION=0.39.0
+ISTIO_API_VERSION=1.28.0
+ISTIO_API_SUM='h1:0fYY9G03CAdFwE/fCkpr0v7kKsy+Hz9OCCjLNBNLbnU='
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 TOOLS="$ROOT/.tools"
@@ -113,6 +121,63 @@ install_node22() {
   say node22 "$NODE22_VERSION (installed)"
 }
 
+# --- helm: built from source through the Go module proxy, pinned (about 4 minutes on 2 cores the
+# first time; the binary records its module version, which is what is checked). ---
+helm_version() { [[ -x "$BIN/helm" ]] && go version -m "$BIN/helm" 2>/dev/null | awk '$1 == "mod" { print $3 }' || true; }
+install_helm() {
+  command -v go >/dev/null || die "go is required to install helm (go install helm.sh/helm/v3/cmd/helm@v$HELM_VERSION)"
+  if [[ "$(helm_version)" == "v$HELM_VERSION" ]]; then
+    say helm "$HELM_VERSION (already installed)"
+    return
+  fi
+  say helm "building $HELM_VERSION (about 4 minutes on 2 cores)"
+  GOBIN="$BIN" go install "helm.sh/helm/v3/cmd/helm@v$HELM_VERSION" \
+    || die "go install helm.sh/helm/v3/cmd/helm@v$HELM_VERSION failed"
+  [[ "$(helm_version)" == "v$HELM_VERSION" ]] || die "helm reports module version '$(helm_version)', expected v$HELM_VERSION"
+  say helm "$HELM_VERSION (installed)"
+}
+
+# --- Schema validators, pinned, in the same venv as the Envoy wheel. ---
+py_version() { "$VENV/bin/python" -c 'import importlib.metadata as m, sys; print(m.version(sys.argv[1]))' "$1" 2>/dev/null || true; }
+install_validators() {
+  if [[ "$(py_version kubernetes-validate)" == "$KUBERNETES_VALIDATE_VERSION" && "$(py_version check-jsonschema)" == "$CHECK_JSONSCHEMA_VERSION" ]]; then
+    say validate "kubernetes-validate $KUBERNETES_VALIDATE_VERSION, check-jsonschema $CHECK_JSONSCHEMA_VERSION (already installed)"
+    return
+  fi
+  if [[ ! -x "$VENV/bin/pip" ]]; then
+    python3 -m venv "$VENV" || die "cannot create the Python venv at $VENV"
+  fi
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check \
+    "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION" "check-jsonschema==$CHECK_JSONSCHEMA_VERSION" \
+    || die "pip install kubernetes-validate==$KUBERNETES_VALIDATE_VERSION check-jsonschema==$CHECK_JSONSCHEMA_VERSION failed"
+  say validate "kubernetes-validate $KUBERNETES_VALIDATE_VERSION, check-jsonschema $CHECK_JSONSCHEMA_VERSION (installed)"
+}
+
+# --- Istio CRDs and mesh config proto from the istio.io/api module, checked against its pinned
+# hash, copied to .tools/schemas/istio/. ---
+ISTIO_DIR="$TOOLS/schemas/istio"
+install_istio_schemas() {
+  if [[ -f "$ISTIO_DIR/version" && "$(cat "$ISTIO_DIR/version")" == "$ISTIO_API_VERSION" ]]; then
+    say istio "api $ISTIO_API_VERSION schemas (already installed)"
+    return
+  fi
+  command -v go >/dev/null || die "go is required to fetch istio.io/api@v$ISTIO_API_VERSION"
+  local json sum dir
+  json="$(cd "$TOOLS" && GOFLAGS=-mod=mod go mod download -json "istio.io/api@v$ISTIO_API_VERSION" 2>&1)" \
+    || die "go mod download istio.io/api@v$ISTIO_API_VERSION failed: $json"
+  sum="$(sed -n 's/^[[:space:]]*"Sum": "\(.*\)",\{0,1\}$/\1/p' <<<"$json" | head -n1)"
+  dir="$(sed -n 's/^[[:space:]]*"Dir": "\(.*\)",\{0,1\}$/\1/p' <<<"$json" | head -n1)"
+  [[ "$sum" == "$ISTIO_API_SUM" ]] || die "istio.io/api@v$ISTIO_API_VERSION has checksum '$sum', expected $ISTIO_API_SUM"
+  [[ -f "$dir/kubernetes/customresourcedefinitions.gen.yaml" && -f "$dir/mesh/v1alpha1/config.proto" ]] \
+    || die "istio.io/api@v$ISTIO_API_VERSION has no CRD file or mesh config proto"
+  rm -rf "$ISTIO_DIR" && mkdir -p "$ISTIO_DIR"
+  cp "$dir/kubernetes/customresourcedefinitions.gen.yaml" "$ISTIO_DIR/crds.yaml"
+  cp "$dir/mesh/v1alpha1/config.proto" "$ISTIO_DIR/mesh-config.proto"
+  chmod u+w "$ISTIO_DIR"/*
+  printf '%s\n' "$ISTIO_API_VERSION" >"$ISTIO_DIR/version"
+  say istio "api $ISTIO_API_VERSION schemas (installed)"
+}
+
 # --- Node dependencies: reinstall only when the lockfile is newer than node_modules. ---
 install_node_modules() {
   local marker="$ROOT/node_modules/.package-lock.json"
@@ -128,4 +193,7 @@ install_envoy
 install_opa
 install_apt
 install_node22
+install_helm
+install_validators
+install_istio_schemas
 install_node_modules
