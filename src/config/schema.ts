@@ -383,6 +383,9 @@ export const configSchema = {
       type: 'object',
       additionalProperties: false,
       default: {},
+      // A redis store needs its connection settings.
+      if: { properties: { kind: { const: 'redis' } }, required: ['kind'] },
+      then: { required: ['redis'] },
       properties: {
         kind: { enum: ['memory', 'redis'], default: 'memory' },
         redis: {
