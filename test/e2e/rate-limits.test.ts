@@ -53,11 +53,11 @@ function weather(bearer: string): Promise<Reply> {
   return call(`${stack.envoyUrl}/tools/weather/forecast?city=Rome`, { headers: { authorization: `Bearer ${bearer}` } });
 }
 
-function docs(bearer: string, body: unknown): Promise<Reply> {
+function docs(bearer: string, body: unknown, raw?: string): Promise<Reply> {
   return call(`${stack.envoyUrl}/tools/docs/`, {
     method: 'POST',
     headers: { authorization: `Bearer ${bearer}`, 'content-type': 'application/json', accept: 'application/json, text/event-stream', 'mcp-protocol-version': VERSION },
-    body: JSON.stringify(body),
+    body: raw ?? JSON.stringify(body),
   });
 }
 
@@ -76,7 +76,7 @@ describe('a per-tenant limit shared by two replicas on one Redis', () => {
     const b0 = await decisions(stack.replicaAdminUrl as string, 'weather');
 
     const replies: Reply[] = [];
-    const extra = 9;
+    const extra = 17;
     for (let i = 0; i < WEATHER_BURST + extra; i++) replies.push(await weather(i % 2 === 0 ? alice : bob));
     expect(replies.map((r) => r.status), stack.logs().slice(-3000)).toEqual([...Array(WEATHER_BURST).fill(200), ...Array(extra).fill(429)]);
     // Both replicas decided some of them: with a bucket per replica, 2 x burst would have passed.
@@ -98,6 +98,12 @@ describe('a per-tenant limit shared by two replicas on one Redis', () => {
     expect(limited.headers.get('retry-after')).toBe(String(retry));
     expect(limited.headers.get('ratelimit-policy')).toBe('"tenant-weather";q=3;w=300');
     expect(limited.headers.get('ratelimit')).toBe(`"tenant-weather";r=0;t=${retry}`);
+
+    // Headers that name another tenant are not identity: still the caller's own bucket.
+    const spoofed = await call(`${stack.envoyUrl}/tools/weather/forecast?city=Rome`, {
+      headers: { authorization: `Bearer ${alice}`, 'x-portcullis-tenant': 'globex', 'x-tenant-id': 'globex', 'X-Portcullis-User': 'nobody' },
+    });
+    expectDenial(spoofed, 429, 'rate_limited', 'limits.tenant-weather');
 
     // Another tenant has its own bucket.
     const globex = await token(stack, { user: 'gina', tenant: 'globex' });
@@ -126,6 +132,12 @@ describe('a per-tenant limit shared by two replicas on one Redis', () => {
     expect(err).toMatchObject({ jsonrpc: '2.0', id: 5, error: { code: -32029, data: { type: 'rate_limited', rule: 'limits.tenant-docs' } } });
     expect(Number(single.headers.get('retry-after'))).toBe(err.error.data.retry_after_s);
     expect(single.headers.get('ratelimit-policy')).toBe('"tenant-docs";q=2;w=200');
+    // The same MCP tool named through a JSON escape is the same tool, and the same bucket.
+    const escaped = JSON.stringify(search(7, 'initech')).replace('search_docs', 'search\\u005fdocs');
+    expect(escaped).toContain('search\\u005fdocs');
+    const viaEscape = await docs(carol, null, escaped);
+    expect(viaEscape.status, viaEscape.text).toBe(429);
+    expect(JSON.parse(viaEscape.text)).toMatchObject({ id: 7, error: { data: { rule: 'limits.tenant-docs' } } });
     // tools/list names no MCP tool: its own bucket.
     const list = await docs(carol, { jsonrpc: '2.0', id: 6, method: 'tools/list', params: {} });
     expect(list.status, list.text).toBe(200);
