@@ -2,7 +2,7 @@ import { Redis } from 'ioredis';
 import { Counter } from 'prom-client';
 import { GatewayError } from '../errors.js';
 import { registry } from '../metrics.js';
-import type { BucketSpec, BucketTake, CounterHit, Store, StoreStatus } from './store.js';
+import { checkDistinct, type BucketRequest, type BucketSpec, type BucketTake, type CounterHit, type Store, type StoreStatus } from './store.js';
 
 /** Failed store operations, by operation; a fallback or a denial follows each. */
 export const storeErrors = new Counter({
@@ -27,29 +27,49 @@ export interface RedisStoreOptions {
 }
 
 /**
- * Token bucket on the server's clock (`TIME`), so every replica refills the same bucket at the
- * same rate whatever its own clock says. Same rule as `takeFrom` in store.ts. The key lives
- * until the bucket would be full again: an expired bucket and a full one are the same.
+ * Token buckets on the server's clock (`TIME`), so every replica refills the same bucket at the
+ * same rate whatever its own clock says; the same rule as `refill` in store.ts. All or nothing:
+ * every bucket is refilled and checked first, and tokens are taken only if each has enough. A
+ * key lives until its bucket would be full again: an expired bucket and a full one are the same.
+ * ARGV holds capacity, rate and cost per key. Returns `ok`, then per key: enough, whole tokens
+ * left, ms until full, ms until enough.
  */
-const TAKE_LUA = `
-local cap = tonumber(ARGV[1])
-local rate = tonumber(ARGV[2])
-local cost = tonumber(ARGV[3])
+const TAKE_ALL_LUA = `
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local h = redis.call('HMGET', KEYS[1], 'tk', 'ts')
-local tokens = tonumber(h[1])
-local ts = tonumber(h[2])
-if tokens == nil or ts == nil then tokens = cap ts = now end
-if now > ts then tokens = math.min(cap, tokens + (now - ts) * rate / 1000) ts = now end
-local allowed = 0
-if tokens >= cost then tokens = tokens - cost allowed = 1 end
-local reset = math.ceil((cap - tokens) * 1000 / rate)
-local retry = 0
-if allowed == 0 then retry = math.ceil((cost - tokens) * 1000 / rate) end
-redis.call('HSET', KEYS[1], 'tk', string.format('%.17g', tokens), 'ts', ts)
-redis.call('PEXPIRE', KEYS[1], reset + 1000)
-return {allowed, math.floor(tokens), reset, retry}
+local tokens = {}
+local ok = 1
+for i = 1, #KEYS do
+  local cap = tonumber(ARGV[3 * i - 2])
+  local rate = tonumber(ARGV[3 * i - 1])
+  local h = redis.call('HMGET', KEYS[i], 'tk', 'ts')
+  local tk = tonumber(h[1])
+  local ts = tonumber(h[2])
+  if tk == nil or ts == nil then tk = cap ts = now end
+  if now > ts then tk = math.min(cap, tk + (now - ts) * rate / 1000) end
+  tokens[i] = tk
+  if tk < tonumber(ARGV[3 * i]) then ok = 0 end
+end
+local out = {ok}
+for i = 1, #KEYS do
+  local cap = tonumber(ARGV[3 * i - 2])
+  local rate = tonumber(ARGV[3 * i - 1])
+  local cost = tonumber(ARGV[3 * i])
+  local tk = tokens[i]
+  local enough = 0
+  if tk >= cost then enough = 1 end
+  if ok == 1 then tk = tk - cost end
+  local reset = math.ceil((cap - tk) * 1000 / rate)
+  local retry = 0
+  if enough == 0 then retry = math.ceil((cost - tk) * 1000 / rate) end
+  redis.call('HSET', KEYS[i], 'tk', string.format('%.17g', tk), 'ts', now)
+  redis.call('PEXPIRE', KEYS[i], reset + 1000)
+  table.insert(out, enough)
+  table.insert(out, math.floor(tk))
+  table.insert(out, reset)
+  table.insert(out, retry)
+end
+return out
 `;
 
 /** Fixed window: the first increment opens the window; a key without expiry gets one. */
@@ -67,7 +87,7 @@ const LOST: ReadonlySet<string> = new Set(['reconnecting', 'end', 'close']);
 const MAX_KEY_BYTES = 512;
 
 type ScriptedRedis = Redis & {
-  portcullisTake(key: string, cap: string, rate: string, cost: string): Promise<[number, number, number, number]>;
+  portcullisTakeAll(numKeys: number, ...args: string[]): Promise<number[]>;
   portcullisIncr(key: string, windowMs: string): Promise<[number, number]>;
 };
 
@@ -101,17 +121,30 @@ export class RedisStore implements Store {
     });
     // Errors are counted per operation; the connection's own are expected while Redis is away.
     redis.on('error', () => undefined);
-    redis.defineCommand('portcullisTake', { numberOfKeys: 1, lua: TAKE_LUA });
+    // Without numberOfKeys the key count is the first argument (a request names several buckets).
+    redis.defineCommand('portcullisTakeAll', { lua: TAKE_ALL_LUA });
     redis.defineCommand('portcullisIncr', { numberOfKeys: 1, lua: INCR_LUA });
     this.redis = redis as ScriptedRedis;
   }
 
   async take(key: string, bucket: BucketSpec, cost: number): Promise<BucketTake> {
-    const [allowed, remaining, resetMs, retryAfterMs] = await this.run('take', () => {
-      checkKey(key);
-      return this.redis.portcullisTake(key, String(bucket.capacity), String(bucket.ratePerS), String(cost));
+    return (await this.takeAll([{ key, bucket, cost }]))[0] as BucketTake;
+  }
+
+  async takeAll(requests: readonly BucketRequest[]): Promise<BucketTake[]> {
+    if (requests.length === 0) return [];
+    const flat = await this.run('take', () => {
+      checkDistinct(requests);
+      for (const r of requests) checkKey(r.key);
+      const args = [...requests.map((r) => r.key), ...requests.flatMap((r) => [String(r.bucket.capacity), String(r.bucket.ratePerS), String(r.cost)])];
+      return this.redis.portcullisTakeAll(requests.length, ...args);
     });
-    return { allowed: allowed === 1, remaining, resetMs, retryAfterMs };
+    return requests.map((_, i) => ({
+      allowed: flat[1 + 4 * i] === 1,
+      remaining: Number(flat[2 + 4 * i]),
+      resetMs: Number(flat[3 + 4 * i]),
+      retryAfterMs: Number(flat[4 + 4 * i]),
+    }));
   }
 
   async increment(key: string, windowMs: number): Promise<CounterHit> {

@@ -32,6 +32,13 @@ export interface BucketSpec {
   readonly ratePerS: number;
 }
 
+/** One bucket of a {@link Store.takeAll}. */
+export interface BucketRequest {
+  readonly key: string;
+  readonly bucket: BucketSpec;
+  readonly cost: number;
+}
+
 /** Outcome of one fixed-window counter increment. */
 export interface CounterHit {
   /** The count after this increment, within the current window. */
@@ -59,6 +66,12 @@ export interface StoreStatus {
 export interface Store extends SharedStore {
   /** Takes `cost` tokens from the bucket `key` (created full), or none when fewer are left. */
   take(key: string, bucket: BucketSpec, cost: number): Promise<BucketTake>;
+  /**
+   * Takes from every bucket (distinct keys) at once, or from none: one atomic step, so a request
+   * refused by one limit costs nothing in the others. Each result's `allowed` says whether that
+   * bucket had enough; tokens were taken only when all did.
+   */
+  takeAll(requests: readonly BucketRequest[]): Promise<BucketTake[]>;
   /** Increments the counter `key`; its window of `windowMs` starts at the first increment. */
   increment(key: string, windowMs: number): Promise<CounterHit>;
   /** The value of `key`, null when absent or expired. */
@@ -87,21 +100,25 @@ interface Entry {
   expires: number;
 }
 
-/**
- * Refills `b` to `nowMs` and takes `cost` tokens when there are enough: the one token bucket
- * rule, shared with the Redis script (limits/redisStore.ts) so both stores answer alike.
- */
-export function takeFrom(b: Bucket, spec: BucketSpec, cost: number, nowMs: number): BucketTake {
+/** Refills `b` to `nowMs`: the token bucket rule, shared with the Redis script (limits/redisStore.ts). */
+function refill(b: Bucket, spec: BucketSpec, nowMs: number): void {
   if (nowMs > b.updatedMs) b.tokens = Math.min(spec.capacity, b.tokens + ((nowMs - b.updatedMs) / 1000) * spec.ratePerS);
   b.updatedMs = Math.max(b.updatedMs, nowMs);
-  const allowed = b.tokens >= cost;
-  if (allowed) b.tokens -= cost;
+}
+
+/** What a bucket reports after a take (or a refusal) of `cost`. */
+function report(b: Bucket, spec: BucketSpec, cost: number, enough: boolean): BucketTake {
   return {
-    allowed,
+    allowed: enough,
     remaining: Math.floor(b.tokens),
     resetMs: Math.ceil(((spec.capacity - b.tokens) * 1000) / spec.ratePerS),
-    retryAfterMs: allowed ? 0 : Math.ceil(((cost - b.tokens) * 1000) / spec.ratePerS),
+    retryAfterMs: enough ? 0 : Math.ceil(((cost - b.tokens) * 1000) / spec.ratePerS),
   };
+}
+
+/** Throws unless every key of a takeAll is distinct (one bucket cannot be read twice in one step). */
+export function checkDistinct(requests: readonly BucketRequest[]): void {
+  if (new Set(requests.map((r) => r.key)).size !== requests.length) throw new GatewayError('internal', 'one bucket named twice in one take', { rule: 'store.key' });
 }
 
 /**
@@ -161,13 +178,34 @@ export class MemoryStore implements Store {
     return Promise.resolve({ count: 1, ttlMs: Math.max(0, windowMs) });
   }
 
-  take(key: string, bucket: BucketSpec, cost: number): Promise<BucketTake> {
-    return Promise.resolve(this.takeNow(key, bucket, cost));
+  async take(key: string, bucket: BucketSpec, cost: number): Promise<BucketTake> {
+    return (await this.takeAll([{ key, bucket, cost }]))[0] as BucketTake;
   }
 
-  /** Synchronous {@link take}, for the local fallback buckets. */
-  takeNow(key: string, bucket: BucketSpec, cost: number): BucketTake {
+  takeAll(requests: readonly BucketRequest[]): Promise<BucketTake[]> {
+    try {
+      return Promise.resolve(this.takeAllNow(requests));
+    } catch (err) {
+      return Promise.reject(err);
+    }
+  }
+
+  /** Synchronous {@link takeAll}, for the local fallback buckets. */
+  takeAllNow(requests: readonly BucketRequest[]): BucketTake[] {
+    checkDistinct(requests);
     const now = this.now();
+    const buckets = requests.map((r) => this.bucket(r.key, r.bucket, now));
+    buckets.forEach((b, i) => refill(b, (requests[i] as BucketRequest).bucket, now));
+    const all = buckets.every((b, i) => b.tokens >= (requests[i] as BucketRequest).cost);
+    return buckets.map((b, i) => {
+      const r = requests[i] as BucketRequest;
+      const enough = b.tokens >= r.cost;
+      if (all) b.tokens -= r.cost;
+      return report(b, r.bucket, r.cost, enough);
+    });
+  }
+
+  private bucket(key: string, spec: BucketSpec, now: number): Bucket {
     let b = this.buckets.get(key);
     if (b) this.buckets.delete(key); // re-inserted below: Map order is recency
     else {
@@ -175,10 +213,10 @@ export class MemoryStore implements Store {
         const oldest = this.buckets.keys().next().value;
         if (oldest !== undefined) this.buckets.delete(oldest);
       }
-      b = { tokens: bucket.capacity, updatedMs: now };
+      b = { tokens: spec.capacity, updatedMs: now };
     }
     this.buckets.set(key, b);
-    return takeFrom(b, bucket, cost, now);
+    return b;
   }
 
   status(): StoreStatus {

@@ -170,7 +170,7 @@ export class RateLimiter {
       }
       for (const [key, cost] of costs) takes.push({ c, key, cost });
     }
-    const results = await Promise.all(takes.map((t) => this.take(t.c, t.key, t.cost, req.mutating)));
+    const results = await this.takeAll(takes, req.mutating);
     const taken = takes.map((t, i) => ({ c: t.c, cost: t.cost, r: results[i] as BucketTake }));
     const hit = taken.filter((t) => !t.r.allowed).sort((a, b) => b.r.retryAfterMs - a.r.retryAfterMs)[0];
     if (hit) {
@@ -190,22 +190,29 @@ export class RateLimiter {
     return { headers: headersFor(taken.slice(0, 1)) };
   }
 
-  private async take(c: CompiledRule, key: string, cost: number, mutating: boolean): Promise<BucketTake> {
-    const spec = { capacity: c.rule.burst, ratePerS: c.rule.rps };
+  /**
+   * Every bucket of the request in one atomic step (one round trip): a request refused by one
+   * limit costs nothing in the others. When the store cannot answer, a limit that denies
+   * without it refuses the request; otherwise this replica's own buckets decide.
+   */
+  private async takeAll(takes: readonly { c: CompiledRule; key: string; cost: number }[], mutating: boolean): Promise<BucketTake[]> {
+    const requests = takes.map((t) => ({ key: t.key, bucket: { capacity: t.c.rule.burst, ratePerS: t.c.rule.rps }, cost: t.cost }));
     try {
-      return await this.store.take(key, spec, cost);
+      return await this.store.takeAll(requests);
     } catch (err) {
-      const action = c.rule.on_store_error ?? (mutating ? 'deny' : 'allow_local');
-      fallbacks.inc({ limit: c.rule.name, action });
-      this.logStoreError(c.rule.name, action, err);
-      if (action === 'deny') {
-        throw new GatewayError('unavailable', `rate limit "${c.rule.name}" cannot be checked right now (the shared state store is unavailable), so the call is refused; retry shortly`, {
+      const rules = [...new Set(takes.map((t) => t.c.rule))];
+      const actionOf = (r: RateLimitRule): 'deny' | 'allow_local' => r.on_store_error ?? (mutating ? 'deny' : 'allow_local');
+      for (const r of rules) fallbacks.inc({ limit: r.name, action: actionOf(r) });
+      const denying = rules.find((r) => actionOf(r) === 'deny');
+      this.logStoreError(denying?.name ?? rules.map((r) => r.name).join(','), denying ? 'deny' : 'allow_local', err);
+      if (denying) {
+        throw new GatewayError('unavailable', `rate limit "${denying.name}" cannot be checked right now (the shared state store is unavailable), so the call is refused; retry shortly`, {
           rule: 'limits.store_unavailable',
           retryAfterS: 1,
-          details: { limit: c.rule.name },
+          details: { limit: denying.name },
         });
       }
-      return this.local.takeNow(key, spec, cost);
+      return this.local.takeAllNow(requests);
     }
   }
 

@@ -66,6 +66,23 @@ describe('RedisStore against a real redis-server', () => {
     expect(await c.take('k', { capacity: 3, ratePerS: 1 }, 3)).toMatchObject({ allowed: true, remaining: 0 });
   });
 
+  it('takeAll is all or nothing, in one script', async () => {
+    const s = store('all:');
+    const wide = { capacity: 5, ratePerS: 0.01 };
+    const tight = { capacity: 1, ratePerS: 0.01 };
+    const both = [
+      { key: 'wide', bucket: wide, cost: 1 },
+      { key: 'tight', bucket: tight, cost: 1 },
+    ];
+    expect((await s.takeAll(both)).map((r) => r.allowed)).toEqual([true, true]);
+    const refused = await s.takeAll(both);
+    expect(refused.map((r) => r.allowed)).toEqual([true, false]);
+    expect(refused[0]?.remaining).toBe(4);
+    // Nothing was taken from "wide" by the refusal.
+    expect(await s.take('wide', wide, 4)).toMatchObject({ allowed: true, remaining: 0 });
+    await expect(s.takeAll([both[0] as (typeof both)[number], both[0] as (typeof both)[number]])).rejects.toBeInstanceOf(GatewayError);
+  });
+
   it('refills on the server clock: a bucket refills with time, fractional tokens survive', async () => {
     const s = store('refill:');
     const spec = { capacity: 1, ratePerS: 20 };

@@ -77,6 +77,16 @@ describe('MemoryStore.take (token bucket)', () => {
     expect(await s.take('b', spec, 2)).toMatchObject({ allowed: true, remaining: 1 });
   });
 
+  it('takeAll takes from every bucket or from none', async () => {
+    const s = new MemoryStore(10, () => 0);
+    const a = { key: 'a', bucket: { capacity: 3, ratePerS: 1 }, cost: 1 };
+    const b = { key: 'b', bucket: { capacity: 1, ratePerS: 1 }, cost: 1 };
+    expect((await s.takeAll([a, b])).map((r) => r.allowed)).toEqual([true, true]);
+    expect((await s.takeAll([a, b])).map((r) => r.allowed)).toEqual([true, false]);
+    expect(await s.take('a', a.bucket, 2)).toMatchObject({ allowed: true, remaining: 0 });
+    await expect(s.takeAll([a, a])).rejects.toThrow(/twice/);
+  });
+
   it('never refills beyond the capacity however long it sat idle', async () => {
     let now = 0;
     const s = new MemoryStore(10, () => now);

@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { GatewayError } from '../../../src/errors.js';
 import { RateLimitedError, RateLimiter, type LimitRequest } from '../../../src/limits/tokenBucket.js';
-import { MemoryStore, type BucketSpec, type BucketTake, type Store } from '../../../src/limits/store.js';
+import { MemoryStore, type BucketRequest, type BucketTake, type Store } from '../../../src/limits/store.js';
 import { RedisStore } from '../../../src/limits/redisStore.js';
 import type { GatewayConfig, RateLimitRule, ToolConfig } from '../../../src/config/types.js';
 import type { Principal } from '../../../src/identity/types.js';
@@ -94,9 +94,9 @@ describe('rate limits by descriptor', () => {
     const keys: string[] = [];
     const inner = new MemoryStore();
     const spy: Store = Object.assign(Object.create(inner) as Store, {
-      take: (key: string, spec: BucketSpec, cost: number): Promise<BucketTake> => {
-        keys.push(key);
-        return inner.take(key, spec, cost);
+      takeAll: (requests: readonly BucketRequest[]): Promise<BucketTake[]> => {
+        keys.push(...requests.map((r) => r.key));
+        return inner.takeAll(requests);
       },
     });
     const docs = tool('docs', { rate_limits: [rule({ name: 'pair', per: ['tenant', 'user'], burst: 1 })] });
@@ -123,6 +123,18 @@ describe('rate limits by descriptor', () => {
     expect((await denial(rl.check(reloaded, req(reloaded.tools[0] as ToolConfig, p)))).rule).toBe('limits.tenant-wide');
   });
 
+  it('a request refused by one limit costs nothing in the others (all or nothing)', async () => {
+    const t = tool('t', { rate_limits: [rule({ name: 'tight', per: ['user'], burst: 1 })] });
+    const cfg = config([t], [rule({ name: 'wide', per: ['tenant'], burst: 3 })]);
+    const rl = new RateLimiter(new MemoryStore());
+    await rl.check(cfg, req(t, who({ tenant: 'x', user: 'u1' })));
+    // u1 is out of "tight": these refusals must not drain the tenant's "wide" bucket.
+    for (let i = 0; i < 5; i++) expect((await denial(rl.check(cfg, req(t, who({ tenant: 'x', user: 'u1' }))))).rule).toBe('limits.tight');
+    await rl.check(cfg, req(t, who({ tenant: 'x', user: 'u2' })));
+    await rl.check(cfg, req(t, who({ tenant: 'x', user: 'u3' })));
+    expect((await denial(rl.check(cfg, req(t, who({ tenant: 'x', user: 'u4' }))))).rule).toBe('limits.wide');
+  });
+
   it('the legacy rate_limit key is one limit named "rate", keyed per tool and by its key', async () => {
     const w = tool('weather', { rate_limit: { rps: 0.001, burst: 1, key: 'user' } });
     const cfg = config([w, tool('other', { rate_limit: { rps: 0.001, burst: 1, key: 'user' } })]);
@@ -144,7 +156,7 @@ describe('rate limits by descriptor', () => {
 
 /** A store that cannot answer, as when Redis is unreachable. */
 class DownStore extends MemoryStore {
-  override take(): Promise<BucketTake> {
+  override takeAll(): Promise<BucketTake[]> {
     return Promise.reject(new GatewayError('unavailable', 'the shared state store is unavailable', { rule: 'store.unavailable' }));
   }
 }
