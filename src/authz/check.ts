@@ -15,7 +15,7 @@ import { scanOutsideBody } from '../inspect/exfiltration.js';
 import type { Scanner } from '../dlp/index.js';
 import { checkRouteBinding, checkRouteBody, isMutating, toolView, type ToolLookup, type ToolRegistry } from '../tools/registry.js';
 import type { CredentialInjector, HeaderValue } from '../credentials/inject.js';
-import type { RateLimiter } from '../limits/tokenBucket.js';
+import { RateLimitedError, type RateLimiter } from '../limits/tokenBucket.js';
 import type { ProtoCheckRequest } from './request.js';
 import { HeaderHygiene, hasMethodOverrideParam, METHOD_OVERRIDE_PARAM } from '../tools/headerHygiene.js';
 import { stageTimer, recordDecision } from './metrics.js';
@@ -112,6 +112,8 @@ export interface CheckDenied {
   readonly metadata: AuthzMetadata;
   /** `WWW-Authenticate` of a 401 for an OAuth protected resource (src/mcp/oauth.ts); absent otherwise. */
   readonly challenge?: string | null;
+  /** `RateLimit-Policy` / `RateLimit` of a rate limited call; absent otherwise. */
+  readonly rateLimitHeaders?: readonly HeaderValue[];
 }
 
 /** Result of one Check. */
@@ -170,6 +172,8 @@ interface Ctx {
   upstreamSession: string | null;
   /** Decided on the MCP standard headers: the route did not send the body to the Check. */
   headerDecided: boolean;
+  /** `RateLimit-Policy` / `RateLimit` of the allowed call (the tightest limit). */
+  rateLimitHeaders: readonly HeaderValue[];
 }
 
 function headerList(obj: Readonly<Record<string, string | readonly string[]>> | null | undefined): HeaderValue[] {
@@ -269,7 +273,7 @@ export class Authorizer {
       if (settling) await settling;
       this.authorize(deps, ctx);
       this.exfiltration(deps, ctx, hygiene);
-      this.limit(deps, ctx);
+      await this.limit(deps, ctx);
       const outcome = this.allow(deps, ctx, hygiene);
       recordDecision(outcome.metadata.dry_run ? 'dry_run_allow' : 'allow', 'none', ctx.tool?.name ?? null, outcome.metadata.rule);
       countMcpCalls(ctx.tool, ctx.mcp, outcome.metadata.dry_run ? 'dry_run_allow' : 'allow');
@@ -294,6 +298,7 @@ export class Authorizer {
         policyHeaders: ctx.decision && !ctx.decision.allowed ? headerList(ctx.decision.headers) : [],
         metadata: this.metadata(deps, ctx, false, error.rule ?? null, error.message),
         challenge: error.code === 'unauthenticated' ? challengeFor(deps.config, ctx.tool?.name, ctx.authError === 'identity.jwt') : null,
+        rateLimitHeaders: err instanceof RateLimitedError ? err.headers : [],
       };
     }
   }
@@ -329,6 +334,7 @@ export class Authorizer {
       mcpHeaders: null,
       upstreamSession: null,
       headerDecided: false,
+      rateLimitHeaders: [],
     };
   }
 
@@ -561,13 +567,18 @@ export class Authorizer {
     }
   }
 
-  private limit(deps: AuthzDeps, ctx: Ctx): void {
+  /** Rate limits by descriptor, on the shared store (see limits/tokenBucket.ts). */
+  private async limit(deps: AuthzDeps, ctx: Ctx): Promise<void> {
+    const t = stageTimer('limits');
     const tool = ctx.tool as ToolConfig;
-    const rl = tool.rate_limit;
-    if (!rl) return;
-    const p = ctx.principal;
-    const key = (rl.key === 'user' ? p?.user : rl.key === 'tenant' ? p?.tenant : p?.agent) ?? p?.agent ?? 'anonymous';
-    deps.limiter.take(tool.name, rl, key, Date.now());
+    try {
+      const mcpTools = ctx.mcp.flatMap((c) => (c.tool ? [c.tool] : []));
+      const mutating = isMutating(tool, ctx.method, mcpTools, deps.mcp ? (n) => deps.mcp?.mutating(tool.name, n) : undefined);
+      const r = await deps.limiter.check(deps.config, { tool, principal: ctx.principal, httpMethod: ctx.method, calls: ctx.mcp, mutating });
+      ctx.rateLimitHeaders = r.headers;
+    } finally {
+      t();
+    }
   }
 
   private allow(deps: AuthzDeps, ctx: Ctx, hygiene: HeaderHygiene): CheckAllowed {
@@ -612,7 +623,7 @@ export class Authorizer {
         allowed: true,
         setHeaders: set,
         removeHeaders: [...remove],
-        responseHeadersToAdd: headerList(decision?.responseHeadersToAdd),
+        responseHeadersToAdd: [...headerList(decision?.responseHeadersToAdd), ...ctx.rateLimitHeaders],
         metadata: this.metadata(deps, ctx, true, decision?.rule ?? null, decision?.reason ?? null),
         policyMetadata: decision?.dynamicMetadata ?? null,
       };

@@ -54,6 +54,8 @@ export function toCheckResponse(outcome: CheckOutcome, key: HandoffKey): CheckRe
   // A protected resource's 401 names its metadata document (RFC 9728 section 5.1).
   if (error.code === 'unauthenticated') headers.push({ key: 'www-authenticate', value: outcome.challenge ?? 'Bearer realm="portcullis"' });
   if (error.retryAfterS !== undefined) headers.push({ key: 'retry-after', value: String(error.retryAfterS) });
+  // The limit that was hit, as draft-ietf-httpapi-ratelimit-headers describes it.
+  headers.push(...(outcome.rateLimitHeaders ?? []));
   headers.push(...outcome.policyHeaders.filter((h) => h.key !== 'content-type' || outcome.policyBody !== null));
   const body =
     outcome.policyBody ??

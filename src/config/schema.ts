@@ -18,6 +18,29 @@ const headerName = { type: 'string', pattern: '^[a-z0-9!#$%&\'*+.^_`|~-]+$' } as
 const roles = { type: 'array', items: { type: 'string', minLength: 1 }, uniqueItems: true } as const;
 const name = { type: 'string', pattern: '^[a-z0-9][a-z0-9_-]{0,62}$' } as const;
 
+/** One rate limit by descriptor (`rate_limits` entries, global and per tool). */
+const rateLimitRule = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['name', 'rps'],
+  properties: {
+    name,
+    per: {
+      type: 'array',
+      items: { enum: ['tenant', 'user', 'agent', 'agent_version', 'tool', 'mcp_tool', 'method'] },
+      uniqueItems: true,
+      maxItems: 7,
+      default: [],
+    },
+    rps: { type: 'number', exclusiveMinimum: 0 },
+    burst: { type: 'integer', minimum: 1, maximum: 1000000, default: 10 },
+    // No schema default: deny for mutating calls, allow_local for read-only ones (limits/limiter.ts).
+    on_store_error: { enum: ['deny', 'allow_local'] },
+  },
+} as const;
+
+const rateLimitRules = { type: 'array', items: rateLimitRule, maxItems: 32, default: [] } as const;
+
 /** Asymmetric JWS algorithms; `none` and HMAC are not accepted for JWKS-verified issuers. */
 export const ASYMMETRIC_ALGS = ['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA'] as const;
 
@@ -202,6 +225,7 @@ export const configSchema = {
               header: { ...headerName, default: 'x-portcullis-signature' },
             },
           },
+          rate_limits: rateLimitRules,
           rate_limit: {
             type: 'object',
             additionalProperties: false,
@@ -355,6 +379,30 @@ export const configSchema = {
         response_memory_budget_bytes: { type: 'integer', minimum: 1048576, maximum: 17179869184, default: 134217728 },
       },
     },
+    store: {
+      type: 'object',
+      additionalProperties: false,
+      default: {},
+      // A redis store needs its connection settings.
+      if: { properties: { kind: { const: 'redis' } }, required: ['kind'] },
+      then: { required: ['redis'] },
+      properties: {
+        kind: { enum: ['memory', 'redis'], default: 'memory' },
+        redis: {
+          type: 'object',
+          additionalProperties: false,
+          required: ['url'],
+          properties: {
+            url: { type: 'string', pattern: '^rediss?://' },
+            key_prefix: { type: 'string', maxLength: 64, default: 'portcullis:' },
+            timeout_ms: { type: 'integer', minimum: 1, maximum: 10000, default: 200 },
+            connect_timeout_ms: { type: 'integer', minimum: 1, maximum: 60000, default: 2000 },
+            max_retries: { type: 'integer', minimum: 0, maximum: 10, default: 1 },
+          },
+        },
+      },
+    },
+    rate_limits: rateLimitRules,
     strip_headers: {
       type: 'array',
       items: headerName,

@@ -114,6 +114,44 @@ export interface RateLimitConfig {
   readonly key: 'agent' | 'user' | 'tenant';
 }
 
+/** A request attribute a rate limit can be keyed by. */
+export type RateLimitDimension = 'tenant' | 'user' | 'agent' | 'agent_version' | 'tool' | 'mcp_tool' | 'method';
+
+/**
+ * A token bucket per combination of the `per` values of a call (`rate_limits` entries): `burst`
+ * calls at once, refilled at `rps`. A denial names it (`rule: limits.<name>`).
+ */
+export interface RateLimitRule {
+  /** Unique within its list; the denial's rule is `limits.<name>`. */
+  readonly name: string;
+  /** What the buckets are keyed by (empty: one bucket). `method` is the JSON-RPC method of an MCP call, else the HTTP method. */
+  readonly per: readonly RateLimitDimension[];
+  readonly rps: number;
+  readonly burst: number;
+  /**
+   * When the shared store cannot answer: `deny`, or `allow_local` (an in-process bucket of this
+   * replica). Absent: deny mutating calls, fall back for read-only ones.
+   */
+  readonly on_store_error?: 'deny' | 'allow_local';
+}
+
+/** Where shared state lives (`store`). */
+export interface StoreConfig {
+  /** `memory` (one replica, the default) or `redis` (shared by every replica). */
+  readonly kind: 'memory' | 'redis';
+  readonly redis?: {
+    readonly url: string;
+    /** Default `portcullis:`. */
+    readonly key_prefix: string;
+    /** Command timeout (default 200 ms). */
+    readonly timeout_ms: number;
+    /** Connection timeout (default 2000 ms). */
+    readonly connect_timeout_ms: number;
+    /** Retries of one command across reconnects (default 1). */
+    readonly max_retries: number;
+  };
+}
+
 /** An MCP tool exposed behind a logical tool (for `tools/call`). */
 export interface McpToolConfig {
   /** Overrides the learned `readOnlyHint` (absent: from the server's annotations; unknown: mutating). */
@@ -192,6 +230,8 @@ export interface ToolConfig {
    */
   readonly request_signing?: RequestSigningConfig;
   readonly rate_limit?: RateLimitConfig;
+  /** Rate limits by descriptor for this tool (buckets are per tool). */
+  readonly rate_limits?: readonly RateLimitRule[];
   readonly request: {
     /**
      * Largest request body. Default: `inspect.check_body_bytes` for JSON tools (request schema or
@@ -347,6 +387,10 @@ export interface GatewayConfig {
   readonly tools: readonly ToolConfig[];
   readonly audit: AuditConfig;
   readonly inspect: InspectConfig;
+  /** Shared state (rate limit buckets, one-time values). */
+  readonly store?: StoreConfig;
+  /** Rate limits by descriptor across every tool. */
+  readonly rate_limits?: readonly RateLimitRule[];
   /** Header names always removed from the upstream request, besides the built-in list (caller-supplied identity). */
   readonly strip_headers: readonly string[];
   /** Directory relative paths in the file are resolved against (the config file's folder). */

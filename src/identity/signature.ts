@@ -181,7 +181,8 @@ export class SignatureVerifier {
     try {
       fresh = await this.replay.setIfAbsent(`sig\u0000${signer.cfg.id}\u0000${version}\u0000${mac.toString('base64')}`, ttlMs);
     } catch (err) {
-      if (err instanceof GatewayError) throw err;
+      // An unreachable shared store is said in this verifier's terms; other refusals pass as they are.
+      if (err instanceof GatewayError && err.rule !== 'store.unavailable') throw err;
       throw new GatewayError('unavailable', 'seen request signatures cannot be checked right now; retry later', { rule: RULE, retryAfterS: 1, cause: err });
     }
     if (!fresh) {

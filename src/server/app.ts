@@ -19,6 +19,7 @@ import { toGatewayError } from '../errors.js';
 import { SecretStore } from '../credentials/secrets.js';
 import { CredentialInjector } from '../credentials/inject.js';
 import { RateLimiter } from '../limits/tokenBucket.js';
+import { openStore, storeSettings } from '../limits/open.js';
 import { compileCatalog } from '../dlp/index.js';
 import { compileInjectionRules } from '../inspect/injection.js';
 import { compileToolSchemas } from '../inspect/schema.js';
@@ -128,7 +129,10 @@ export async function buildDeps(config: GatewayConfig, policy: PolicyEngine, lim
     oauthResources(config);
     // MCP Origin / Host allow-lists: compiled now, so a bad entry refuses the configuration.
     for (const t of config.tools) if (t.mcp) transportGuard(t);
-    const identity = await IdentityVerifier.create(config.identity, config.base_dir, secrets);
+    // Rate limit names are checked now: a denial must name exactly one limit.
+    limiter.prepare(config);
+    // Seen signatures live in the shared store: a replayed signature is refused by every replica.
+    const identity = await IdentityVerifier.create(config.identity, config.base_dir, secrets, { replayStore: limiter.store });
     const credentials = new CredentialInjector(config.tools, secrets);
     for (const p of credentials.problems()) log.warn(p, 'upstream credential not available; calls to this tool will be denied until it is');
     const handoff = handoffKey(config, secrets);
@@ -214,8 +218,9 @@ export async function serve(configPath: string): Promise<App> {
   const config = loadConfig(configPath);
   setLogLevel(config.server.log_level);
   let policy = await openPolicy(config, true);
-  // Buckets outlive reloads: a config change must not hand every caller a fresh burst.
-  const limiter = new RateLimiter();
+  // The store and its buckets outlive reloads: a config change must not hand every caller a fresh burst.
+  const store = openStore(config.store);
+  const limiter = new RateLimiter(store);
   // Like the buckets, the response memory budget spans reloads: streams in flight keep holding it.
   const budget = new MemoryBudget(config.inspect.response_memory_budget_bytes);
   // Learned MCP definitions and pins outlive reloads too: one catalog for the Check and ext_proc.
@@ -279,6 +284,9 @@ export async function serve(configPath: string): Promise<App> {
       const current = authorizer.current.config;
       if (listenerSettings(next) !== listenerSettings(config)) {
         log.warn({ config: configPath }, 'server ports, addresses or the gRPC channel changed: they apply at the next restart; the rest applies now');
+      }
+      if (storeSettings(next.store) !== storeSettings(config.store)) {
+        log.warn({ config: configPath }, 'the store section changed: it applies at the next restart; the rest applies now');
       }
       const nextPolicy = samePolicy(current, next) ? policy : await openPolicy(next, true);
       let nextBuilt: Built;
@@ -348,7 +356,8 @@ export async function serve(configPath: string): Promise<App> {
   const admin: HttpServer = await startAdminServer({
     host: config.server.admin_address,
     port: config.server.admin_port,
-    readiness: () => ({ ready: isReady(), detail: { draining, policy: policy.status(), config_reload_error: lastReloadError } }),
+    // The store's state is shown, not required: each limit says what an unreachable store means.
+    readiness: () => ({ ready: isReady(), detail: { draining, policy: policy.status(), config_reload_error: lastReloadError, store: store.status() } }),
     reload: reloadNow,
     token: adminToken,
     mcpPins: mcpPinsAdmin(mcp),
@@ -373,6 +382,7 @@ export async function serve(configPath: string): Promise<App> {
       built.deps.identity.close();
       built.secrets.close();
       await built.extproc.audit.close();
+      await store.close();
     },
   };
 }

@@ -1,7 +1,8 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { parseDocument } from 'yaml';
 import { startSampleTool, type SampleTool } from '../../src/demo/sampleTool.js';
 import { prepareDemo, type PreparedDemo } from '../../src/demo/prepare.js';
 import { renderEnvoyConfig, type PortcullisChannel } from './envoyConfig.js';
@@ -18,6 +19,8 @@ export interface Stack {
   adminUrl: string;
   /** portcullis' gRPC TCP port (0 on a unix socket). */
   grpcPort: number;
+  /** With `replica: true`: the second portcullis' admin URL (its config is `portcullis-2.yaml`). */
+  replicaAdminUrl?: string;
   /** How Envoy reaches portcullis: mTLS files and SAN, or the unix socket path. */
   channel: PortcullisChannel;
   /** Temporary folder with the config, keys, secrets, policy bundle and audit log. */
@@ -63,6 +66,12 @@ export interface StackOptions {
    * or `unix` (a socket in the folder, Envoy's `pipe` address).
    */
   channel?: 'mtls' | 'unix';
+  /**
+   * Also start a second portcullis from the same prepared config on its own gRPC and admin ports
+   * (and audit file), as a second endpoint of Envoy's `portcullis` cluster (round robin): two
+   * replicas behind one Envoy. mTLS channel only.
+   */
+  replica?: boolean;
 }
 
 const READY_TIMEOUT_MS = 30_000;
@@ -173,10 +182,11 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
 
   let tool: SampleTool | null = null;
   let portcullis: ChildProcess | null = null;
+  let replica: ChildProcess | null = null;
   let envoy: ChildProcess | null = null;
 
   const stop = async (): Promise<void> => {
-    await Promise.all([terminate(envoy), terminate(portcullis)]);
+    await Promise.all([terminate(envoy), terminate(portcullis), terminate(replica)]);
     await tool?.close();
     rmSync(dir, { recursive: true, force: true });
   };
@@ -213,6 +223,34 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
 
     await startPortcullis();
 
+    // The second replica: the same prepared config on other ports, started the same way.
+    let replicaTarget: { port: number; adminUrl: string } | null = null;
+    if (opts.replica) {
+      if (channel.kind !== 'mtls') throw new Error('replica: needs the mtls channel');
+      const [port, admin] = [await freePort(), await freePort()];
+      const doc = parseDocument(readFileSync(prepared.configPath, 'utf8'));
+      doc.setIn(['server', 'grpc_port'], port);
+      doc.setIn(['server', 'admin_port'], admin);
+      if (doc.hasIn(['audit', 'file'])) doc.setIn(['audit', 'file'], 'audit-2.log');
+      const replicaConfig = join(dir, 'portcullis-2.yaml');
+      writeFileSync(replicaConfig, doc.toString());
+      const replicaLog = new LogTail('portcullis replica');
+      const child = launch(process.execPath, [...(opts.nodeArgs ?? []), mainJs, 'serve', '--config', replicaConfig], { cwd: dir, env }, replicaLog);
+      replica = child;
+      const target = { port, adminUrl: `http://127.0.0.1:${admin}` };
+      replicaTarget = target;
+      await waitFor('portcullis replica /readyz', async () => (await httpText(`${target.adminUrl}/readyz`))?.status === 200, child, () => [logs(), replicaLog.toString()].join('\n'));
+    }
+    const addReplica = (cfg: Record<string, unknown>): void => {
+      if (!replicaTarget) return;
+      const { clusters } = cfg.static_resources as { clusters: { name: string; load_assignment: { endpoints: { lb_endpoints: unknown[] }[] } }[] };
+      const group = clusters.find((c) => c.name === 'portcullis')?.load_assignment.endpoints[0];
+      if (!group) throw new Error('envoy.yaml: no portcullis endpoints to add the replica to');
+      group.lb_endpoints.push({ endpoint: { address: { socket_address: { address: '127.0.0.1', port_value: replicaTarget.port } } } });
+    };
+    const envoySeesReplica = async (): Promise<boolean> =>
+      !replicaTarget || ((await httpText(`${envoyAdminUrl}/clusters`))?.text.includes(`portcullis::127.0.0.1:${replicaTarget.port}::health_flags::healthy`) ?? false);
+
     const envoyConfig = join(dir, 'envoy.yaml');
     writeFileSync(
       envoyConfig,
@@ -221,7 +259,14 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
         {
           channel,
           ...(tls ? { tls: { certChain: tls.server.cert, privateKey: tls.server.key, trustedCa: tls.ca } } : {}),
-          ...(opts.editEnvoy ? { edit: opts.editEnvoy } : {}),
+          ...(opts.editEnvoy || opts.replica
+            ? {
+                edit: (cfg: Record<string, unknown>) => {
+                  addReplica(cfg);
+                  opts.editEnvoy?.(cfg);
+                },
+              }
+            : {}),
         },
       ),
     );
@@ -235,7 +280,7 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
     envoy = envoyChild;
     await waitFor(
       'envoy ready with a healthy portcullis',
-      async () => (await httpText(`${envoyAdminUrl}/ready`))?.text.trim() === 'LIVE' && (await envoySeesPortcullis()),
+      async () => (await httpText(`${envoyAdminUrl}/ready`))?.text.trim() === 'LIVE' && (await envoySeesPortcullis()) && (await envoySeesReplica()),
       envoyChild,
       logs,
     );
@@ -245,6 +290,7 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
       envoyAdminUrl,
       adminUrl,
       grpcPort: channel.kind === 'unix' ? 0 : grpcPort,
+      ...(replicaTarget ? { replicaAdminUrl: replicaTarget.adminUrl } : {}),
       channel,
       dir,
       tool,
