@@ -1,6 +1,5 @@
 import { GatewayError } from '../errors.js';
 import { log } from '../log.js';
-import type { ToolConfig } from '../config/types.js';
 import type { AuthzMetadata } from '../authz/check.js';
 import type { RequestBody } from '../inspect/requestBody.js';
 import type { ExtprocDeps } from '../extproc/deps.js';
@@ -47,14 +46,6 @@ export function decidedOnHeaders(st: StreamState): boolean {
   return st.meta?.mcp_decided_on === 'headers';
 }
 
-/** Headers the gateway set upstream (credentials, its own), which the policy never sees. */
-function policyHeaders(tool: ToolConfig, map: Readonly<Record<string, string>>): Record<string, string> {
-  const injected = new Set(tool.credentials.map((c) => c.header.toLowerCase()));
-  const out: Record<string, string> = {};
-  for (const [k, v] of Object.entries(map)) if (!injected.has(k) && !k.startsWith('x-portcullis-')) out[k] = v;
-  return out;
-}
-
 /**
  * The request body of an MCP tool, before its schema check: the standard headers ext_proc saw
  * must agree with it; a call decided on the headers must be one message, the very call the
@@ -82,7 +73,9 @@ export function checkMcpBody(deps: ExtprocDeps, st: StreamState, req: RequestSta
   if (call.method !== meta.mcp_method || (call.tool ?? null) !== (meta.mcp_tool ?? null)) {
     throw new GatewayError('invalid_request', 'the request body is not the call the authorization decision was made on', { rule: 'mcp.header_mismatch' });
   }
-  const http = { method: req.method, path: req.path, headers: policyHeaders(tool, headers.map), body: read?.text ?? '' };
+  // The request headers as the list filter's item inputs see them: without the credentials and
+  // identity headers the gateway set upstream, which are not the caller's.
+  const http = { method: req.method, path: req.path, headers: { ...(req.mcp.headers ?? {}) }, body: read?.text ?? '' };
   const input = buildPolicyInput(
     { attributes: { request: { http } } },
     {
