@@ -13,7 +13,7 @@ import { parseStrictJson } from '../inspect/strictJson.js';
 import { isJsonTool, readRequestBody, requireJsonContentType, truncatedRequestBody } from '../inspect/requestBody.js';
 import { scanOutsideBody } from '../inspect/exfiltration.js';
 import type { Scanner } from '../dlp/index.js';
-import { checkRouteBinding, checkRouteBody, isMutating, toolView, type ToolLookup, type ToolRegistry } from '../tools/registry.js';
+import { checkRouteBinding, checkRouteBody, injectedHeaders, isMutating, toolView, type ToolLookup, type ToolRegistry } from '../tools/registry.js';
 import type { CredentialInjector, HeaderValue } from '../credentials/inject.js';
 import { RateLimitedError, type RateLimiter } from '../limits/tokenBucket.js';
 import type { ProtoCheckRequest } from './request.js';
@@ -209,18 +209,6 @@ function peekJsonRpc(ctx: Ctx, mcpTool: boolean): void {
   }
 }
 
-/** Caller identity, method-override and routing headers, configured strips and the credentials identity consumed. */
-/** Headers each tool's credential injection overwrites, per tool config (built once per reload). */
-const injectedHeaders = new WeakMap<ToolConfig, ReadonlySet<string>>();
-
-function injectedBy(tool: ToolConfig): ReadonlySet<string> {
-  let names = injectedHeaders.get(tool);
-  if (!names) {
-    names = new Set(tool.credentials.map((c) => c.header));
-    injectedHeaders.set(tool, names);
-  }
-  return names;
-}
 
 function headerHygiene(deps: AuthzDeps): HeaderHygiene {
   const c = deps.config;
@@ -548,7 +536,7 @@ export class Authorizer {
     const t = stageTimer('dlp');
     try {
       // The caller's value of an injected header never reaches the tool: not scanned.
-      const replaced = injectedBy(tool);
+      const replaced = injectedHeaders(tool);
       const findings = scanOutsideBody(deps.scanner, {
         path: ctx.path,
         headers: ctx.headers,

@@ -10,6 +10,7 @@ import { applyDlp } from '../dlp/index.js';
 import type { ExtprocDeps } from './deps.js';
 import { noteFindings, type RequestState, type StreamState } from './state.js';
 import { noteHeaders, noteRequests } from '../mcp/exchange.js';
+import { injectedHeaders } from '../tools/registry.js';
 import { checkMcpBody, decidedOnHeaders, noteMcpRequestHeaders } from '../mcp/transport.js';
 import { noteDefinitionEvents } from '../mcp/definitionEvents.js';
 import { headerMap, setHeader, type ProcessingRequest, type ProcessingResponse, type ProtoHttpBody, type ProtoProcessingMode } from './proto.js';
@@ -82,7 +83,7 @@ export function onRequestHeaders(deps: ExtprocDeps, st: StreamState, req: Reques
   req.requestId = h['x-request-id'] ?? req.requestId;
   req.traceparent = h['traceparent'] ?? req.traceparent;
   req.contentType = h['content-type'] ?? null;
-  if (st.tool?.mcp) noteHeaders(req.mcp, h, new Set(st.tool.credentials.map((c) => c.header.toLowerCase())));
+  if (st.tool?.mcp) noteHeaders(req.mcp, h, injectedHeaders(st.tool));
   noteMcpRequestHeaders(st, req, msg.requestHeaders);
   const inspectBody = !msg.requestHeaders?.endOfStream && needsRequestBody(deps, st);
   return {

@@ -120,3 +120,19 @@ export function isMutating(tool: ToolConfig, method: string, mcpTools: readonly 
 export function toolView(tool: ToolConfig, mutating: boolean): ToolView {
   return { name: tool.name, upstream: tool.upstream, mutating, external: tool.external };
 }
+
+/** Headers each tool's credential injection sets, per tool config (built once per config load). */
+const injected = new WeakMap<ToolConfig, ReadonlySet<string>>();
+
+/**
+ * The (lower-case) header names a tool's credential injection sets upstream: a caller's value
+ * of one never reaches the tool, and none of them is the caller's to show to policy.
+ */
+export function injectedHeaders(tool: ToolConfig): ReadonlySet<string> {
+  let names = injected.get(tool);
+  if (!names) {
+    names = new Set(tool.credentials.map((c) => c.header.toLowerCase()));
+    injected.set(tool, names);
+  }
+  return names;
+}
