@@ -84,7 +84,7 @@ export function onRequestHeaders(deps: ExtprocDeps, st: StreamState, req: Reques
   req.traceparent = h['traceparent'] ?? req.traceparent;
   req.contentType = h['content-type'] ?? null;
   if (st.tool?.mcp) noteHeaders(req.mcp, h, injectedHeaders(st.tool));
-  noteMcpRequestHeaders(st, req, msg.requestHeaders);
+  noteMcpRequestHeaders(st, req, msg.requestHeaders, h);
   const inspectBody = !msg.requestHeaders?.endOfStream && needsRequestBody(deps, st);
   return {
     requestHeaders: {

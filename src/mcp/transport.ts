@@ -28,11 +28,10 @@ const seen = new WeakMap<RequestState, SeenHeaders>();
 
 /**
  * Request headers of an MCP tool: reads the standard headers once (a repeated one is refused:
- * 400), and keeps the header map for the body phase.
+ * 400), and keeps the header map (`map`, when the caller already built it) for the body phase.
  */
-export function noteMcpRequestHeaders(st: StreamState, req: RequestState, h: ProtoHttpHeaders | undefined): void {
+export function noteMcpRequestHeaders(st: StreamState, req: RequestState, h: ProtoHttpHeaders | undefined, map: Readonly<Record<string, string>> = headerMap(h)): void {
   if (!st.tool?.mcp) return;
-  const map = headerMap(h);
   try {
     seen.set(req, { map, standard: readStandardHeaders(map, repeatedHeaders(h?.headers?.headers ?? [])) });
   } catch (err) {

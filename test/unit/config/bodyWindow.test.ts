@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { ConfigError, DEFAULT_MAX_BODY_BYTES, parseConfig } from '../../../src/config/load.js';
+import { configProblems } from '../../helpers/config.js';
 
 function config(tools: string, inspect = ''): string {
   return `
@@ -10,15 +11,7 @@ ${tools}
 `;
 }
 
-function problems(text: string): string[] {
-  try {
-    parseConfig(text, 'test.yaml');
-  } catch (err) {
-    expect(err).toBeInstanceOf(ConfigError);
-    return (err as ConfigError).problems.map((p) => `${p.path}: ${p.message}`);
-  }
-  throw new Error('expected a ConfigError');
-}
+const problems = configProblems;
 
 describe('body limits against what the Check reads whole', () => {
   it('defaults a JSON tool to inspect.check_body_bytes and any other tool to 1 MiB', () => {

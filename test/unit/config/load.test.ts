@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { readFileSync } from 'node:fs';
-import { ConfigError, parseConfig } from '../../../src/config/load.js';
+import { parseConfig } from '../../../src/config/load.js';
+import { configProblems } from '../../helpers/config.js';
 
 const minimal = `
 policy: { bundle: b.tar.gz }
@@ -17,15 +18,7 @@ tools:
     upstream: tool_weather
 `;
 
-function problems(text: string): string[] {
-  try {
-    parseConfig(text, 'test.yaml');
-  } catch (err) {
-    expect(err).toBeInstanceOf(ConfigError);
-    return (err as ConfigError).problems.map((p) => `${p.path}: ${p.message}`);
-  }
-  throw new Error('expected a ConfigError');
-}
+const problems = configProblems;
 
 describe('config loading', () => {
   it('applies defaults to a minimal config', () => {

@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
-import { ConfigError, parseConfig } from '../../../src/config/load.js';
+import { parseConfig } from '../../../src/config/load.js';
 import { RateLimiter } from '../../../src/limits/tokenBucket.js';
+import { configProblems } from '../../helpers/config.js';
 
 const config = (extra: string, toolExtra = ''): string => `
 policy: { bundle: b.tar.gz }
@@ -11,15 +12,7 @@ tools:
 ${toolExtra}
 `;
 
-function problems(text: string): string[] {
-  try {
-    parseConfig(text, 'test.yaml');
-  } catch (err) {
-    expect(err).toBeInstanceOf(ConfigError);
-    return (err as ConfigError).problems.map((p) => `${p.path}: ${p.message}`);
-  }
-  throw new Error('expected a ConfigError');
-}
+const problems = configProblems;
 
 describe('store and rate_limits configuration', () => {
   it('defaults: an in-memory store and no limits', () => {
