@@ -74,10 +74,17 @@ return out
 
 /** Fixed window: the first increment opens the window; a key without expiry gets one. */
 const INCR_LUA = `
-local n = redis.call('INCR', KEYS[1])
+local n = redis.call('INCRBY', KEYS[1], ARGV[2])
 local ttl = redis.call('PTTL', KEYS[1])
 if ttl < 0 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) ttl = tonumber(ARGV[1]) end
 return {n, ttl}
+`;
+
+/** Compare and replace (or delete when ARGV[2] is empty and ARGV[4] is 1): 1 when it matched. */
+const SWAP_LUA = `
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if ARGV[4] == '1' then redis.call('DEL', KEYS[1]) else redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3]) end
+return 1
 `;
 
 /** Connection states in which a command would only wait for a reconnect. */
@@ -88,8 +95,14 @@ const MAX_KEY_BYTES = 512;
 
 type ScriptedRedis = Redis & {
   portcullisTakeAll(numKeys: number, ...args: string[]): Promise<number[]>;
-  portcullisIncr(key: string, windowMs: string): Promise<[number, number]>;
+  portcullisIncr(key: string, windowMs: string, by: string): Promise<[number, number]>;
+  portcullisSwap(key: string, expected: string, next: string, ttlMs: string, del: string): Promise<number>;
 };
+
+/** A TTL as Redis takes it: whole milliseconds, at least 1. */
+function ttlArg(ms: number): string {
+  return String(Math.max(1, Math.ceil(ms)));
+}
 
 function checkKey(key: string): void {
   if (Buffer.byteLength(key, 'utf8') > MAX_KEY_BYTES) throw new GatewayError('internal', `store key longer than ${MAX_KEY_BYTES} bytes`, { rule: 'store.key' });
@@ -124,6 +137,7 @@ export class RedisStore implements Store {
     // Without numberOfKeys the key count is the first argument (a request names several buckets).
     redis.defineCommand('portcullisTakeAll', { lua: TAKE_ALL_LUA });
     redis.defineCommand('portcullisIncr', { numberOfKeys: 1, lua: INCR_LUA });
+    redis.defineCommand('portcullisSwap', { numberOfKeys: 1, lua: SWAP_LUA });
     this.redis = redis as ScriptedRedis;
   }
 
@@ -147,12 +161,36 @@ export class RedisStore implements Store {
     }));
   }
 
-  async increment(key: string, windowMs: number): Promise<CounterHit> {
+  async increment(key: string, windowMs: number, by = 1): Promise<CounterHit> {
     const [count, ttlMs] = await this.run('increment', () => {
       checkKey(key);
-      return this.redis.portcullisIncr(key, String(Math.max(1, Math.ceil(windowMs))));
+      if (!Number.isSafeInteger(by)) throw new GatewayError('internal', 'a counter grows by whole numbers', { rule: 'store.value' });
+      return this.redis.portcullisIncr(key, ttlArg(windowMs), String(by));
     });
     return { count, ttlMs };
+  }
+
+  getMany(keys: readonly string[]): Promise<(string | null)[]> {
+    if (keys.length === 0) return Promise.resolve([]);
+    return this.run('get', () => {
+      for (const k of keys) checkKey(k);
+      return this.redis.mget(...keys);
+    });
+  }
+
+  async set(key: string, value: string, ttlMs: number): Promise<void> {
+    await this.run('set', () => {
+      checkKey(key);
+      return this.redis.set(key, value, 'PX', ttlArg(ttlMs));
+    });
+  }
+
+  async swap(key: string, expected: string, next: string | null, ttlMs: number): Promise<boolean> {
+    const r = await this.run('swap', () => {
+      checkKey(key);
+      return this.redis.portcullisSwap(key, expected, next ?? '', ttlArg(ttlMs), next === null ? '1' : '0');
+    });
+    return r === 1;
   }
 
   get(key: string): Promise<string | null> {
@@ -165,7 +203,7 @@ export class RedisStore implements Store {
   async setIfAbsent(key: string, ttlMs: number, value = '1'): Promise<boolean> {
     const r = await this.run('set_if_absent', () => {
       checkKey(key);
-      return this.redis.set(key, value, 'PX', Math.max(1, Math.ceil(ttlMs)), 'NX');
+      return this.redis.set(key, value, 'PX', ttlArg(ttlMs), 'NX');
     });
     return r === 'OK';
   }

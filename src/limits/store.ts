@@ -72,12 +72,25 @@ export interface Store extends SharedStore {
    * bucket had enough; tokens were taken only when all did.
    */
   takeAll(requests: readonly BucketRequest[]): Promise<BucketTake[]>;
-  /** Increments the counter `key`; its window of `windowMs` starts at the first increment. */
-  increment(key: string, windowMs: number): Promise<CounterHit>;
+  /**
+   * Adds `by` (a whole number, default 1) to the counter `key`; its window of `windowMs` starts
+   * at the first increment.
+   */
+  increment(key: string, windowMs: number, by?: number): Promise<CounterHit>;
   /** The value of `key`, null when absent or expired. */
   get(key: string): Promise<string | null>;
+  /** The values of `keys` in one round trip (null for each absent or expired one). */
+  getMany(keys: readonly string[]): Promise<(string | null)[]>;
   /** Records `key` = `value` for `ttlMs` unless present; true when this call recorded it. */
   setIfAbsent(key: string, ttlMs: number, value?: string): Promise<boolean>;
+  /** Records `key` = `value` for `ttlMs`, replacing any value. */
+  set(key: string, value: string, ttlMs: number): Promise<void>;
+  /**
+   * Atomically: if `key` holds exactly `expected`, replaces it with `next` for `ttlMs` (or
+   * deletes it when `next` is null) and resolves true; otherwise changes nothing and resolves
+   * false. Lets the owner of a marker finish or release it without touching a newer owner's.
+   */
+  swap(key: string, expected: string, next: string | null, ttlMs: number): Promise<boolean>;
   /** Current state, for readiness and logs. */
   status(): StoreStatus;
   /** Releases connections. */
@@ -162,20 +175,50 @@ export class MemoryStore implements Store {
     return Promise.resolve(e && e.expires > this.now() ? e.value : null);
   }
 
-  increment(key: string, windowMs: number): Promise<CounterHit> {
+  getMany(keys: readonly string[]): Promise<(string | null)[]> {
+    const now = this.now();
+    return Promise.resolve(
+      keys.map((k) => {
+        const e = this.keys.get(k);
+        return e && e.expires > now ? e.value : null;
+      }),
+    );
+  }
+
+  increment(key: string, windowMs: number, by = 1): Promise<CounterHit> {
     const now = this.now();
     const e = this.keys.get(key);
     if (e && e.expires > now) {
-      const count = Number(e.value) + 1;
+      const count = (Number(e.value) || 0) + by;
       e.value = String(count);
       return Promise.resolve({ count, ttlMs: e.expires - now });
     }
     try {
-      this.setIfAbsentNow(key, windowMs, '1');
+      this.setIfAbsentNow(key, windowMs, String(by));
     } catch (err) {
       return Promise.reject(err);
     }
-    return Promise.resolve({ count: 1, ttlMs: Math.max(0, windowMs) });
+    return Promise.resolve({ count: by, ttlMs: Math.max(0, windowMs) });
+  }
+
+  set(key: string, value: string, ttlMs: number): Promise<void> {
+    try {
+      this.keys.delete(key);
+      this.setIfAbsentNow(key, ttlMs, value);
+      return Promise.resolve();
+    } catch (err) {
+      return Promise.reject(err);
+    }
+  }
+
+  swap(key: string, expected: string, next: string | null, ttlMs: number): Promise<boolean> {
+    const e = this.keys.get(key);
+    if (!e || e.expires <= this.now() || e.value !== expected) return Promise.resolve(false);
+    if (next === null) {
+      this.keys.delete(key);
+      return Promise.resolve(true);
+    }
+    return this.set(key, next, ttlMs).then(() => true);
   }
 
   async take(key: string, bucket: BucketSpec, cost: number): Promise<BucketTake> {

@@ -3,6 +3,7 @@ import { Redis } from 'ioredis';
 import { GatewayError } from '../../../src/errors.js';
 import { RedisStore } from '../../../src/limits/redisStore.js';
 import { startRedis, type RedisServer } from '../../helpers/redis.js';
+import { valueOperationsContract } from '../../helpers/storeContract.js';
 
 let server: RedisServer;
 let raw: Redis;
@@ -35,6 +36,9 @@ afterAll(async () => {
 });
 
 describe('RedisStore against a real redis-server', () => {
+  let n = 0;
+  valueOperationsContract(() => store(`contract${++n}:`));
+
   it('token bucket: burst, denial with the wait, on keys under the prefix, with an expiry', async () => {
     const s = store('p1:');
     await until(async () => s.status().available, 'connect');

@@ -1,6 +1,25 @@
 import { describe, expect, it } from 'vitest';
 import { GatewayError } from '../../../src/errors.js';
 import { MemoryStore } from '../../../src/limits/store.js';
+import { valueOperationsContract } from '../../helpers/storeContract.js';
+
+describe('MemoryStore value operations', () => {
+  valueOperationsContract(() => new MemoryStore());
+
+  it('values expire with their TTL', async () => {
+    let now = 0;
+    const s = new MemoryStore(100, () => now);
+    await s.set('k', 'v', 100);
+    now = 99;
+    expect(await s.getMany(['k'])).toEqual(['v']);
+    expect(await s.swap('k', 'v', 'w', 100)).toBe(true);
+    now = 150;
+    expect(await s.get('k')).toBe('w');
+    now = 300;
+    expect(await s.getMany(['k'])).toEqual([null]);
+    expect(await s.swap('k', 'w', null, 100)).toBe(false);
+  });
+});
 
 describe('MemoryStore.setIfAbsent', () => {
   it('records a key once until it expires', async () => {
