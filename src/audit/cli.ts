@@ -6,7 +6,7 @@ import type { KeyObject } from 'node:crypto';
 import { readAnchors, type Anchor } from './anchors.js';
 import { generateCheckpointKeys, publicKeyFromPem } from './checkpoint.js';
 import { SHOW_DECISIONS, parseTimeBound, showAuditFile, type ShowDecision, type ShowOptions, type TextOut } from './show.js';
-import { verifyAuditFile, type AuditVerifyResult } from './verify.js';
+import { completedIn, verifyAuditFile, type AuditVerifyResult } from './verify.js';
 
 /**
  * The `portcullis audit` subcommands: verify, show, keygen. Each returns its exit code; nothing
@@ -33,10 +33,11 @@ export interface AuditIo {
   readonly isTTY: boolean;
 }
 
-export const AUDIT_USAGE = `  audit verify FILE [--public-key PEM]... [--key-id ID]... [--anchors FILE]
-                                 check an audit file: hash chain, checkpoint signatures, anchors;
+export const AUDIT_USAGE = `  audit verify FILE... [--public-key PEM]... [--key-id ID]... [--anchors FILE]
+                                 check audit files: hash chain, checkpoint signatures, anchors;
                                  exit 0 intact, 1 broken, 3 intact with findings (unanchored tail,
-                                 exchanges forwarded but never completed)
+                                 exchanges forwarded but never completed in any FILE given: pass
+                                 every replica's file together)
   audit show FILE [--since T] [--until T] [--agent A] [--user U] [--tenant T] [--tool T]
                   [--mcp-tool T] [--decision allowed|denied|blocked|failed|incomplete]
                   [--format json|table] [--verify]
@@ -97,15 +98,28 @@ async function cmdVerify(argv: string[], io: AuditIo): Promise<number> {
     strict: true,
     options: { 'public-key': { type: 'string', multiple: true }, 'key-id': { type: 'string', multiple: true }, anchors: { type: 'string' } },
   });
-  const file = one(positionals, 'audit FILE');
+  if (positionals.length === 0) throw new UsageError('expected one or more audit FILEs');
+  // Anchors are taken from one file's checkpoints: they prove nothing about another file.
+  if (values.anchors && positionals.length > 1) throw new UsageError('--anchors checks one file: verify each anchored file on its own');
   const publicKeys = readKeys(values['public-key'] ?? []);
   let anchors: Anchor[] | undefined;
   if (values.anchors) anchors = (await readAnchors(resolve(values.anchors))).anchors;
-  const r = await verifyAuditFile(resolve(file), { publicKeys, keyIds: values['key-id'] ?? [], ...(anchors ? { anchors } : {}) });
-  io.out.write(verifyReport(file, r));
-  if (!r.ok) return EXIT.broken;
-  const checkpointing = r.checkpoints.count > 0 || r.checkpoints.pinned;
-  return (checkpointing && r.unanchored > 0) || r.incomplete.length > 0 ? EXIT.findings : EXIT.ok;
+  const paths = positionals.map((f) => resolve(f));
+  let results: AuditVerifyResult[] = [];
+  for (const path of paths) results.push(await verifyAuditFile(path, { publicKeys, keyIds: values['key-id'] ?? [], ...(anchors ? { anchors } : {}) }));
+  // Files of several replicas: an exchange forwarded by one and completed by another is complete.
+  if (paths.length > 1) {
+    const done = await completedIn(paths, new Set(results.flatMap((r) => r.incomplete)));
+    results = results.map((r) => ({ ...r, incomplete: r.incomplete.filter((id) => !done.has(id)) }));
+  }
+  let code: number = EXIT.ok;
+  results.forEach((r, i) => {
+    io.out.write(verifyReport(positionals[i] as string, r));
+    const checkpointing = r.checkpoints.count > 0 || r.checkpoints.pinned;
+    if (!r.ok) code = EXIT.broken;
+    else if (code === EXIT.ok && ((checkpointing && r.unanchored > 0) || r.incomplete.length > 0)) code = EXIT.findings;
+  });
+  return code;
 }
 
 /** The text `audit verify` prints for a result. */

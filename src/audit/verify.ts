@@ -93,6 +93,31 @@ export class CompletionTracker {
   }
 }
 
+/**
+ * The ids among `ids` that have an exchange record in any of `files`. Several replicas each
+ * write their own file, and an exchange's forwarded record (written where it was decided) and
+ * its completion (written where it was inspected) can land in different ones; only ids still
+ * open are looked up, so memory stays bounded by those. Lines that do not parse are skipped
+ * (each file's own verification reports them).
+ */
+export async function completedIn(files: readonly string[], ids: ReadonlySet<string>): Promise<Set<string>> {
+  const done = new Set<string>();
+  if (ids.size === 0) return done;
+  for (const file of files) {
+    for await (const { bytes } of fileLines(file)) {
+      let record: unknown;
+      try {
+        record = JSON.parse(bytes.toString('utf8'));
+      } catch {
+        continue;
+      }
+      const r = record as { record_type?: unknown; request_id?: unknown } | null;
+      if (r?.record_type === 'exchange' && typeof r.request_id === 'string' && ids.has(r.request_id)) done.add(r.request_id);
+    }
+  }
+  return done;
+}
+
 /** Checks the signature and trust of one checkpoint; a reason, or null. */
 function checkpointProblem(time: string, cp: Parameters<typeof checkpointSignatureProblem>[1], trusted: ReadonlySet<string> | null): string | null {
   const sig = checkpointSignatureProblem(time, cp);

@@ -110,6 +110,11 @@ describe('envoy/envoy.yaml', () => {
     expect(typeof perConnection).toBe('number');
     // nghttp2's default burst is 1000 resets per connection: keep at least a 2x margin.
     expect(perConnection as number).toBeLessThanOrEqual(500);
+    // A dead replica is ejected on connection failures only (test/e2e/replicas.test.ts), never on
+    // the gRPC errors portcullis answers on purpose, which an agent could provoke.
+    const outlier = at(cfg, 'static_resources', 'clusters', 'portcullis').outlier_detection as Json;
+    expect(outlier).toMatchObject({ split_external_local_origin_errors: true, enforcing_consecutive_local_origin_failure: 100, enforcing_consecutive_5xx: 0, enforcing_consecutive_gateway_failure: 0, enforcing_success_rate: 0, enforcing_local_origin_success_rate: 0 });
+    expect(outlier.consecutive_local_origin_failure as number).toBeLessThanOrEqual(5);
     expect(proc.failure_mode_allow).toBe(false);
     expect(proc.allow_mode_override).toBe(true);
     expect(proc.message_timeout).toMatch(/^\d+(\.\d+)?s$/);

@@ -158,3 +158,38 @@ describe('audit verify and keygen', () => {
     expect(r.out).toMatch(/BROKEN at line 1 \(seq 1\): hash does not match/);
   });
 });
+
+describe('audit verify of several replicas’ files', () => {
+  it('an exchange forwarded by one replica and completed by another is complete; one completed nowhere is still named', async () => {
+    const a = join(dir, 'a.jsonl');
+    const b = join(dir, 'b.jsonl');
+    const base = { stdout: false, payload: { mode: 'off' as const, max_bytes: 0 }, fsync: false };
+    const la = await fromConfig({ ...base, file: a }, dir);
+    const lb = await fromConfig({ ...base, file: b }, dir);
+    const call = { identity: who('acme', 'ann'), tool: 'weather', method: 'GET', path: '/tools/weather/x', decision: allow };
+    // Decided (and forwarded) on replica a, inspected to the end on replica b.
+    await la.forwarded({ ...call, requestId: 'r-split' });
+    lb.record({ ...call, requestId: 'r-split', responseStatus: 200 });
+    // Forwarded on a, the replica then died: completed nowhere.
+    await la.forwarded({ ...call, requestId: 'r-gone' });
+    await la.close();
+    await lb.close();
+
+    // Alone, a's file cannot tell the two apart.
+    let r = await run('verify', a);
+    expect(r.code).toBe(EXIT.findings);
+    expect(r.out).toMatch(/2 exchange\(s\) forwarded but never completed: r-split, r-gone/);
+    // Together, only the one completed nowhere is reported; both chains are checked.
+    r = await run('verify', a, b);
+    expect(r.code).toBe(EXIT.findings);
+    expect(r.out).toContain(`${a}: ok, 2 records, chain intact`);
+    expect(r.out).toContain(`${b}: ok, 1 records, chain intact`);
+    expect(r.out).toMatch(/1 exchange\(s\) forwarded but never completed: r-gone\n/);
+    // A broken file among them is still reported broken.
+    await writeFile(b, (await readFile(b, 'utf8')).replace('"r-split"', '"r-other"'));
+    expect((await run('verify', a, b)).code).toBe(EXIT.broken);
+    // Anchors belong to one file.
+    expect((await run('verify', a, b, '--anchors', join(dir, 'x.jsonl'))).code).toBe(EXIT.usage);
+    expect((await run('verify')).code).toBe(EXIT.usage);
+  });
+});

@@ -367,6 +367,7 @@ describe('helm chart: what the rollout depends on', () => {
     expect(dr.trafficPolicy.portLevelSettings[0]!.port.number).toBe(9191);
     expect(dr.trafficPolicy.portLevelSettings[0]!.tls).toMatchObject({ mode: 'MUTUAL', subjectAltNames: ['spiffe://cluster.local/ns/portcullis/sa/portcullis'] });
     expect((dr.trafficPolicy.connectionPool.http as Json).maxRequestsPerConnection).toBe(500);
+    expect((dr.trafficPolicy as unknown as { outlierDetection: Json }).outlierDetection).toMatchObject({ splitExternalLocalOriginErrors: true, consecutiveLocalOriginFailures: 3, consecutive5xxErrors: 0, consecutiveGatewayErrors: 0 });
     const annotations = ((portcullisDeployment(everything).spec as Json).template as { metadata: { annotations: Record<string, string> } }).metadata.annotations;
     expect(annotations['traffic.sidecar.istio.io/excludeInboundPorts']).toBe('9191');
     // A route bound to a tool the config does not have, or no tool paths at all, is refused.
