@@ -10,24 +10,29 @@ import type { DecodedEncoding } from './types.js';
  * more scan of the text. Each view keeps the map back to the original offsets.
  */
 
+const NO_OFFSETS = new Int32Array(0);
+const NO_FLAGS = new Uint8Array(0);
+
 /**
  * Encoded pieces in order: piece `k` is the stretch `[os[k], oe[k])` of the original text and
  * decodes to `text[k]`; a weak piece (whitespace, a named entity) is decoded inside a region
  * but does not open one. Kept in flat arrays: a JSON body can hold one escape every few characters.
  */
 export class PieceList {
-  os = new Int32Array(64);
-  oe = new Int32Array(64);
-  weak = new Uint8Array(64);
+  // Empty until the first piece: most texts (every SSE event, most JSON strings) have none.
+  os: Int32Array = NO_OFFSETS;
+  oe: Int32Array = NO_OFFSETS;
+  weak: Uint8Array = NO_FLAGS;
   readonly text: string[] = [];
   size = 0;
 
   push(os: number, oe: number, text: string, weak: boolean): void {
     if (this.size === this.os.length) {
+      const cap = Math.max(64, this.size * 2);
       const grow = <T extends Int32Array | Uint8Array>(a: T, b: T): T => (b.set(a), b);
-      this.os = grow(this.os, new Int32Array(this.size * 2));
-      this.oe = grow(this.oe, new Int32Array(this.size * 2));
-      this.weak = grow(this.weak, new Uint8Array(this.size * 2));
+      this.os = grow(this.os, new Int32Array(cap));
+      this.oe = grow(this.oe, new Int32Array(cap));
+      this.weak = grow(this.weak, new Uint8Array(cap));
     }
     this.os[this.size] = os;
     this.oe[this.size] = oe;
