@@ -37,6 +37,7 @@ import { cpus, loadavg, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { repoPath } from '../test/helpers/paths.js';
+import { startRedis, type RedisServer } from '../test/helpers/redis.js';
 import { encodeCheckRequest, grpcFrame, weatherCheckRequest } from './lib/checkRequest.js';
 import { buildBaseline, checkoutBaseline, type BaselineBuild, type BaselineCheckout } from './lib/baseline.js';
 import { h2load, type LoadResult, type LoadSpec } from './lib/h2load.js';
@@ -47,7 +48,7 @@ import { SSE_EVENTS, SSE_GAP_PARAM, SSE_PATH, startBenchStack, type BenchStack }
 import type { EnvoyVariant } from './lib/envoy.js';
 import { mcpFloorOf, mcpSanityCheck, startMcpBench, type McpBench, type McpScenario, type McpScenarioId } from './mcp.js';
 
-type ScenarioId = 'A' | 'A-sse' | 'B' | 'C' | 'D' | 'E' | 'E0' | 'F' | McpScenarioId;
+type ScenarioId = 'A' | 'A-sse' | 'B' | 'B-r2' | 'C' | 'D' | 'E' | 'E0' | 'F' | McpScenarioId;
 
 interface Scenario {
   id: ScenarioId;
@@ -56,6 +57,8 @@ interface Scenario {
   kind: 'http' | 'grpc' | 'mcp';
   /** Load target and, for CPU accounting, the process that does the scenario's work. */
   target(stack: BenchStack): { url: string; bodyFile?: string; headers: Record<string, string>; pid: number | null };
+  /** Runs on a stack of its own (two replicas on Redis) instead of the main one. */
+  replicated?: boolean;
 }
 
 /** One measurement of one scenario in one round. */
@@ -141,6 +144,7 @@ function scenarios(grpcBody: string, mcp: readonly McpScenario[]): Scenario[] {
     { id: 'A', title: 'Envoy -> tool, no filters (floor)', kind: 'http', target: http('floor', PAYLOAD_PATH, () => null) },
     { id: 'A-sse', title: 'Envoy -> tool SSE, no filters', kind: 'http', target: http('floor', `/tools${SSE_PATH}`, () => null) },
     { id: 'B', title: '+ ext_authz (JWT, policy, creds)', kind: 'http', target: http('authz', PAYLOAD_PATH, portcullisPid) },
+    { id: 'B-r2', title: 'B on 2 replicas sharing Redis', kind: 'http', target: http('authz', PAYLOAD_PATH, portcullisPid), replicated: true },
     { id: 'C', title: '+ ext_proc, DLP on 4 KB JSON', kind: 'http', target: http('full', PAYLOAD_PATH, portcullisPid) },
     { id: 'D', title: '+ ext_proc, DLP on SSE stream', kind: 'http', target: http('full', `/tools${SSE_PATH}`, portcullisPid) },
     {
@@ -183,7 +187,7 @@ async function sanityCheck(stack: BenchStack, list: readonly Scenario[]): Promis
     }
     const seen = stack.tool.received[stack.tool.received.length - 1];
     const injected = seen?.headers['x-api-key'];
-    if (sc.id === 'B' || sc.id === 'C' || sc.id === 'D') {
+    if (sc.id === 'B' || sc.id === 'B-r2' || sc.id === 'C' || sc.id === 'D') {
       if (injected !== weatherKey) throw new Error(`scenario ${sc.id}: the tool did not receive the injected credential`);
     } else if (injected !== undefined) {
       throw new Error(`scenario ${sc.id}: the floor unexpectedly carries a credential`);
@@ -281,13 +285,17 @@ async function main(): Promise<void> {
   let baselineStack: BenchStack | null = null;
   let baselineCheckout: BaselineCheckout | null = null;
   let mcpBench: McpBench | null = null;
+  let replicatedStack: BenchStack | null = null;
+  let redis: RedisServer | null = null;
   // One cleanup, shared: a signal and the failure it causes (h2load interrupted) both wait for it.
   let cleaning: Promise<void> | null = null;
   const cleanup = (): Promise<void> =>
     (cleaning ??= (async () => {
       // The baseline stack shares the current stack's sample tool: stop it first.
       await baselineStack?.stop().catch(() => undefined);
+      await replicatedStack?.stop().catch(() => undefined);
       await stack?.stop().catch(() => undefined);
+      await redis?.stop().catch(() => undefined);
       await mcpBench?.close().catch(() => undefined);
       await terminateAll();
       baselineCheckout?.remove();
@@ -382,7 +390,18 @@ async function main(): Promise<void> {
       await sanityCheck(bs, baselineList);
     }
 
-    const currentRuns = new Map<ScenarioId, Run>(list.map((sc) => [sc.id, { key: sc.id, sc, stack: s }]));
+    // B-r2: the same Envoy variant as B in front of two portcullis processes on one Redis.
+    let rs: BenchStack | null = null;
+    const replicatedList = list.filter((sc) => sc.replicated === true);
+    if (replicatedList.length > 0) {
+      console.log('bench: starting redis-server and two portcullis replicas on it behind one more Envoy ...');
+      redis = await startRedis();
+      replicatedStack = await startBenchStack({ dir: join(dir, 'replicas'), variants: ['authz'], tool: s.tool, envoyRuntime, tokenCacheSize, grpcChannel, replicas: 2, redisUrl: redis.url });
+      rs = replicatedStack;
+      await sanityCheck(rs, replicatedList);
+    }
+
+    const currentRuns = new Map<ScenarioId, Run>(list.map((sc) => [sc.id, { key: sc.id, sc, stack: sc.replicated && rs ? rs : s }]));
     const baselineRuns = new Map<ScenarioId, Run>(bs ? baselineList.map((sc) => [sc.id, { key: baseKey(sc.id), sc, stack: bs }]) : []);
     const allRuns = [...currentRuns.values(), ...baselineRuns.values()];
     /**
@@ -432,9 +451,20 @@ async function main(): Promise<void> {
       for (const r of order) {
         label(r.key);
         const pid = r.sc.target(r.stack).pid;
-        const cpu0 = pid === null ? null : cpuMicros(pid);
+        // Every portcullis process of the stack serves the scenario: their CPU is summed.
+        const pids = pid === null ? [] : [pid, ...r.stack.replicas.flatMap((x) => (x.child.pid === undefined ? [] : [x.child.pid]))];
+        const cpuOf = (): number | null => {
+          let sum = 0;
+          for (const p of pids) {
+            const c = cpuMicros(p);
+            if (c === null) return null;
+            sum += c;
+          }
+          return pids.length > 0 ? sum : null;
+        };
+        const cpu0 = cpuOf();
         const sat = await h2load(loadSpec(r.sc, r.stack, { durationS, warmupS }));
-        const cpu1 = pid === null ? null : cpuMicros(pid);
+        const cpu1 = cpuOf();
         // CPU is counted over warm-up + measurement, so divide by the requests of both.
         const totalReq = sat.rps * (durationS + warmupS);
         const cpuUsPerRequest = cpu0 !== null && cpu1 !== null && totalReq > 0 ? (cpu1 - cpu0) / totalReq : null;
@@ -497,7 +527,7 @@ async function main(): Promise<void> {
     const p50 = (m: Measurement): number | null => m.latency?.p50Ms ?? null;
     const p99 = (m: Measurement): number | null => m.latency?.p99Ms ?? null;
     // The floor each scenario is compared with: the same response without portcullis.
-    const floorOf = (id: ScenarioId): ScenarioId | null => (id === 'D' ? 'A-sse' : id === 'B' || id === 'C' ? 'A' : mcpFloorOf(id));
+    const floorOf = (id: ScenarioId): ScenarioId | null => (id === 'D' ? 'A-sse' : id === 'B' || id === 'B-r2' || id === 'C' ? 'A' : mcpFloorOf(id));
 
     const rows = list.map((sc) => {
       const floor = sc.kind !== 'grpc' ? floorOf(sc.id) : null;
@@ -547,6 +577,9 @@ async function main(): Promise<void> {
 
     const ratios = {
       'B/A throughput': has('B') && has('A') ? ratio('B', 'A', sat) : null,
+      'B-r2/B throughput': has('B-r2') && has('B') ? ratio('B-r2', 'B', sat) : null,
+      'B-r2/B cpu per request': has('B-r2') && has('B') ? ratio('B-r2', 'B', (m) => m.cpuUsPerRequest) : null,
+      'B-r2 - B added p50 (ms)': has('B-r2') && has('B') ? added('B-r2', 'B', p50) : null,
       'C/A throughput': has('C') && has('A') ? ratio('C', 'A', sat) : null,
       'D/A throughput': has('D') && has('A') ? ratio('D', 'A', sat) : null,
       'D/A-sse throughput': has('D') && has('A-sse') ? ratio('D', 'A-sse', sat) : null,
@@ -646,7 +679,7 @@ async function main(): Promise<void> {
       );
     }
     lines.push('');
-    lines.push('x floor: throughput over the scenario\'s floor in the same round (B, C over A; D over A-sse; E over E0; M over M0; M-list over M0-list).');
+    lines.push('x floor: throughput over the scenario\'s floor in the same round (B, B-r2, C over A; D over A-sse; E over E0; M over M0; M-list over M0-list).');
     lines.push('+p50/+p99: latency added over that floor at the same fixed rate. cpu us/req: CPU time of the server process');
     lines.push('(portcullis for B-E, the null server for E0, OPA-Envoy for F) per request at saturation. RSS MB: highest');
     lines.push('portcullis RSS while the scenario ran (it only grows during a run). errors: non-2xx and failed requests.');

@@ -1,6 +1,6 @@
 import type { ChildProcess } from 'node:child_process';
 import { copyFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { startSampleTool, type SampleTool } from '../../src/demo/sampleTool.js';
 import { prepareDemo, type PreparedDemo } from '../../src/demo/prepare.js';
@@ -90,6 +90,33 @@ function withCluster(render: EnvoyRenderer, upstream: McpUpstream): EnvoyRendere
   };
 }
 
+/** A renderer that adds the replicas as further endpoints of the `portcullis` cluster. */
+function withReplicas(render: EnvoyRenderer, replicas: readonly BenchReplica[]): EnvoyRenderer {
+  return (ports, o) => {
+    const cfg = parse(render(ports, o)) as { static_resources: { clusters: { name: string; load_assignment: { endpoints: { lb_endpoints: unknown[] }[] } }[] } };
+    const group = cfg.static_resources.clusters.find((c) => c.name === 'portcullis')?.load_assignment.endpoints[0];
+    if (!group) throw new Error('envoy.yaml: no portcullis endpoints to add replicas to');
+    for (const r of replicas) group.lb_endpoints.push({ endpoint: { address: { socket_address: { address: '127.0.0.1', port_value: r.grpcPort } } } });
+    return stringify(cfg, { aliasDuplicateObjects: false, lineWidth: 0 });
+  };
+}
+
+/** Starts replica `n` from the prepared config on ports of its own (its own audit file too). */
+async function startReplica(n: number, dir: string, prepared: PreparedDemo, mainJs: string, nodeArgs: readonly string[]): Promise<BenchReplica> {
+  const [grpcPort, adminPort] = [await freePort(), await freePort()];
+  const cfg = parse(readFileSync(prepared.configPath, 'utf8')) as { server: Record<string, unknown>; audit?: Record<string, unknown> };
+  cfg.server.grpc_port = grpcPort;
+  cfg.server.admin_port = adminPort;
+  if (cfg.audit?.file) cfg.audit.file = `audit-${n}.log`;
+  const configPath = join(dirname(prepared.configPath), `portcullis-${n}.yaml`);
+  writeFileSync(configPath, stringify(cfg));
+  const logFile = join(dir, `portcullis-${n}.log`);
+  const child = launch(process.execPath, [...nodeArgs, mainJs, 'serve', '--config', configPath], { cwd: join(dir, 'gateway'), env: { ...process.env, ...prepared.env }, logFile });
+  const adminUrl = `http://127.0.0.1:${adminPort}`;
+  await waitFor(`portcullis replica ${n} /readyz`, async () => (await httpText(`${adminUrl}/readyz`))?.status === 200, child, logFile);
+  return { child, grpcPort, adminUrl, logFile };
+}
+
 /** What {@link startBenchStack} needs. */
 export interface BenchStackOptions {
   /** Working folder (config, keys, logs); the caller removes it. */
@@ -126,6 +153,21 @@ export interface BenchStackOptions {
   grpcChannel?: 'plaintext' | 'mtls';
   /** One tool served by an upstream of its own (the MCP scenarios). */
   mcp?: McpUpstream;
+  /**
+   * portcullis processes behind each Envoy (default 1): the others run the same prepared config
+   * on their own ports, as further endpoints of the `portcullis` cluster (round robin).
+   */
+  replicas?: number;
+  /** Shared state on this Redis (`store: {kind: redis}`) instead of each process' memory. */
+  redisUrl?: string;
+}
+
+/** One more portcullis process of a stack with {@link BenchStackOptions.replicas} > 1. */
+export interface BenchReplica {
+  child: ChildProcess;
+  grpcPort: number;
+  adminUrl: string;
+  logFile: string;
 }
 
 /** The running processes and how to reach them. */
@@ -136,6 +178,8 @@ export interface BenchStack {
   /** A valid bearer token for agent helpdesk / user alice / tenant acme / role support. */
   token: string;
   portcullis: { child: ChildProcess; grpcPort: number; adminUrl: string; logFile: string };
+  /** The other portcullis processes behind the same Envoys (none unless `replicas` > 1). */
+  replicas: BenchReplica[];
   envoys: Map<EnvoyVariant, EnvoyInstance>;
   nullServer: { child: ChildProcess; port: number } | null;
   opaEnvoy: { child: ChildProcess; port: number } | null;
@@ -187,13 +231,14 @@ export async function startBenchStack(opts: BenchStackOptions): Promise<BenchSta
   mkdirSync(dir, { recursive: true });
   let tool: SampleTool | null = null;
   let portcullis: ChildProcess | null = null;
+  const replicas: BenchReplica[] = [];
   const envoys = new Map<EnvoyVariant, EnvoyInstance>();
   let nullChild: ChildProcess | null = null;
   let opaChild: ChildProcess | null = null;
 
   const stop = async (): Promise<void> => {
     await Promise.all([...[...envoys.values()].map((e) => terminate(e.child)), terminate(nullChild), terminate(opaChild)]);
-    await terminate(portcullis);
+    await Promise.all([terminate(portcullis), ...replicas.map((r) => terminate(r.child))]);
     if (!opts.tool) await tool?.close();
   };
 
@@ -217,6 +262,7 @@ export async function startBenchStack(opts: BenchStackOptions): Promise<BenchSta
         if (!weather) throw new Error('demo config has no weather tool');
         weather.rate_limit = { rps: 1_000_000_000, burst: 1_000_000_000, key: 'agent' };
         if (opts.tokenCacheSize !== undefined) (cfg.identity as Record<string, unknown>).token_cache_size = opts.tokenCacheSize;
+        if (opts.redisUrl) cfg.store = { kind: 'redis', redis: { url: opts.redisUrl, key_prefix: 'bench:' } };
         opts.mcp?.configure(cfg);
       },
     });
@@ -246,6 +292,7 @@ export async function startBenchStack(opts: BenchStackOptions): Promise<BenchSta
         : { kind: 'plaintext' };
     // Over mTLS the Envoy variants' health checks below prove the channel instead.
     if (channel.kind === 'plaintext') await waitForCheckOk('portcullis allows the benchmark Check', grpcPort, token, portcullisChild, portcullisLog);
+    for (let i = 2; i <= (opts.replicas ?? 1); i++) replicas.push(await startReplica(i, dir, prepared, mainJs, opts.portcullisNodeArgs ?? []));
 
     let nullServer: BenchStack['nullServer'] = null;
     if (opts.nullServer) {
@@ -288,7 +335,8 @@ export async function startBenchStack(opts: BenchStackOptions): Promise<BenchSta
       opaEnvoy = { child: opaChild, port };
     }
 
-    const render = opts.mcp ? withCluster(opts.renderEnvoy ?? renderEnvoyConfig, opts.mcp) : opts.renderEnvoy;
+    const rendered = opts.mcp ? withCluster(opts.renderEnvoy ?? renderEnvoyConfig, opts.mcp) : opts.renderEnvoy;
+    const render = replicas.length > 0 ? withReplicas(rendered ?? renderEnvoyConfig, replicas) : rendered;
     for (const variant of opts.variants) {
       const [listener, admin] = [await freePort(), await freePort()];
       const cfgPath = join(dir, `envoy-${variant}.yaml`);
@@ -310,7 +358,7 @@ export async function startBenchStack(opts: BenchStackOptions): Promise<BenchSta
           if ((await httpText(`${adminUrl}/ready`))?.text.trim() !== 'LIVE') return false;
           if (variant === 'floor') return true;
           const clusters = await httpText(`${adminUrl}/clusters`);
-          return clusters?.text.includes(`portcullis::127.0.0.1:${grpcPort}::health_flags::healthy`) ?? false;
+          return [grpcPort, ...replicas.map((r) => r.grpcPort)].every((p) => clusters?.text.includes(`portcullis::127.0.0.1:${p}::health_flags::healthy`) ?? false);
         },
         child,
         log,
@@ -323,6 +371,7 @@ export async function startBenchStack(opts: BenchStackOptions): Promise<BenchSta
       prepared,
       token,
       portcullis: { child: portcullisChild, grpcPort, adminUrl, logFile: portcullisLog },
+      replicas,
       envoys,
       nullServer,
       opaEnvoy,
