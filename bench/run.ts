@@ -38,6 +38,7 @@ import { dirname, join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { repoPath } from '../test/helpers/paths.js';
 import { startRedis, type RedisServer } from '../test/helpers/redis.js';
+import { checksServed, redisCommandCounts } from './lib/redisOps.js';
 import { encodeCheckRequest, grpcFrame, weatherCheckRequest } from './lib/checkRequest.js';
 import { buildBaseline, checkoutBaseline, type BaselineBuild, type BaselineCheckout } from './lib/baseline.js';
 import { h2load, type LoadResult, type LoadSpec } from './lib/h2load.js';
@@ -573,6 +574,16 @@ async function main(): Promise<void> {
     if (has('E') && has('E0')) targets.push(check('E / E0 (Node floor) throughput', ratio('E', 'E0', sat), '>=', 0.6, 'x'));
     if (has('E') && has('F')) targets.push(check('E / F (OPA-Envoy) throughput', ratio('E', 'F', sat), '>=', 1.0, 'x'));
     targets.push(check('portcullis max RSS under load', rss.max / 2 ** 20, '<=', 150, 'MB'));
+    // What one call costs the shared store: Redis' own command count over the Checks both replicas answered.
+    // Commands run inside a Lua script are counted too; the scripts (eval/evalsha) are the round trips.
+    let redisPerCheck: { commands: Record<string, number>; checks: number; perCheck: number | null; scriptsPerCheck: number | null } | null = null;
+    if (redis && rs) {
+      const commands = await redisCommandCounts(redis.url);
+      const checks = await checksServed([rs.portcullis.adminUrl, ...rs.replicas.map((r) => r.adminUrl)]);
+      const total = Object.values(commands).reduce((a, b) => a + b, 0);
+      const scripts = (commands.eval ?? 0) + (commands.evalsha ?? 0);
+      redisPerCheck = { commands, checks, perCheck: checks > 0 ? total / checks : null, scriptsPerCheck: checks > 0 ? scripts / checks : null };
+    }
     const rssLine = `portcullis RSS: ${fmt(rssAtStartMb, 0)} MB idle after start, ${fmt(rss.max / 2 ** 20, 0)} MB max under load (sampled every 100 ms).`;
 
     const ratios = {
@@ -685,6 +696,10 @@ async function main(): Promise<void> {
     lines.push('portcullis RSS while the scenario ran (it only grows during a run). errors: non-2xx and failed requests.');
     lines.push('');
     lines.push(rssLine);
+    if (redisPerCheck) {
+      const by = Object.entries(redisPerCheck.commands).map(([k, v]) => `${k} ${v}`).join(', ');
+      lines.push(`B-r2 Redis: ${fmt(redisPerCheck.scriptsPerCheck)} scripts (round trips) and ${fmt(redisPerCheck.perCheck)} commands per Check (${redisPerCheck.checks} Checks; ${by || 'none'}).`);
+    }
     lines.push('ratios: ' + Object.entries(ratios).map(([k, v]) => `${k} ${fmt(v)}`).join(', '));
     lines.push('');
     lines.push('targets:');
@@ -772,7 +787,7 @@ async function main(): Promise<void> {
         : null;
     writeFileSync(
       outFile,
-      `${JSON.stringify({ meta: { ...meta, finished: new Date().toISOString(), loadavgAtEnd: loadavg() }, rates, scenarios: rows, ratios, targets, baseline: baselineJson, firstSseEvent, portcullisRssAtStartMb: rssAtStartMb, portcullisMaxRssMb: rss.max / 2 ** 20, raw, micro, table }, null, 2)}\n`,
+      `${JSON.stringify({ meta: { ...meta, finished: new Date().toISOString(), loadavgAtEnd: loadavg() }, rates, scenarios: rows, ratios, targets, baseline: baselineJson, firstSseEvent, redisPerCheck, portcullisRssAtStartMb: rssAtStartMb, portcullisMaxRssMb: rss.max / 2 ** 20, raw, micro, table }, null, 2)}\n`,
     );
     console.log(`\nresults: ${outFile}`);
   } finally {

@@ -1,0 +1,34 @@
+import { Redis } from 'ioredis';
+
+/** Redis commands that are not the gateway's work (connection setup, script loading, this probe). */
+const HOUSEKEEPING = new Set(['info', 'ping', 'script', 'client', 'hello', 'select', 'config', 'command', 'auth']);
+
+/**
+ * Data commands Redis has executed since start, by command (from `INFO commandstats`), without
+ * housekeeping: divided by the Checks served, the Redis operations one call costs.
+ */
+export async function redisCommandCounts(url: string): Promise<Record<string, number>> {
+  const client = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 1 });
+  try {
+    await client.connect();
+    const text = await client.info('commandstats');
+    const counts: Record<string, number> = {};
+    for (const m of text.matchAll(/^cmdstat_([\w|]+):calls=(\d+)/gm)) {
+      const name = (m[1] as string).toLowerCase();
+      if (!HOUSEKEEPING.has(name.split('|')[0] as string)) counts[name] = Number(m[2]);
+    }
+    return counts;
+  } finally {
+    client.disconnect();
+  }
+}
+
+/** Sum of `portcullis_authz_decisions_total` over the processes' `/metrics`: the Checks they answered. */
+export async function checksServed(adminUrls: readonly string[]): Promise<number> {
+  let total = 0;
+  for (const url of adminUrls) {
+    const text = await (await fetch(`${url}/metrics`, { signal: AbortSignal.timeout(5_000) })).text();
+    for (const m of text.matchAll(/^portcullis_authz_decisions_total\{[^}]*\} (\d+(?:\.\d+)?(?:e[+-]?\d+)?)$/gm)) total += Number(m[1]);
+  }
+  return total;
+}
