@@ -599,7 +599,8 @@ export class Authorizer {
     const t = stageTimer('idempotency');
     try {
       const mcpTools = ctx.mcp.flatMap((c) => (c.tool ? [c.tool] : []));
-      const announced = Number(ctx.headers['content-length'] ?? 0) > 0 || ctx.headers['transfer-encoding'] !== undefined;
+      // A body announced by its length that the Check was not sent cannot be fingerprinted.
+      const announced = Number(ctx.headers['content-length'] ?? 0) > 0;
       const r = await claimIdempotency(deps.limiter.store, {
         tool,
         principal: ctx.principal,

@@ -217,6 +217,23 @@ describe('a retried write with the same idempotency key', () => {
     }
   });
 
+  it('a call ext_proc refuses (schema) holds no key: the same call retried is refused the same way, not 409', async () => {
+    const alice = await token(stack, { user: 'alice' });
+    const key = fresh('schema');
+    const before = executed(CREATE);
+    const bad = { title: 'x', priority: 'urgent' };
+    expectDenial(await post('/tenants/acme/tickets', alice, bad, { 'idempotency-key': key }), 400, 'invalid_request', 'inspect.schema');
+    let retry: Reply | null = null;
+    expect(
+      await eventually(async () => {
+        retry = await post('/tenants/acme/tickets', alice, bad, { 'idempotency-key': key });
+        return retry.status !== 409;
+      }, 5_000, 200),
+    ).toBe(true);
+    expectDenial(retry!, 400, 'invalid_request', 'inspect.schema');
+    expect(executed(CREATE)).toBe(before);
+  });
+
   it('stores the redacted body: a secret DLP removed from the answer never comes back raw from the store', async () => {
     const alice = await token(stack, { user: 'alice' });
     const key = fresh('dlp');
