@@ -50,13 +50,11 @@ export class IdempotencyClaim {
    * Response headers as delivered (the tool's, with the gateway's mutation applied). A status
    * of 500 or more releases the claim now: the call may not have run, a retry must.
    */
-  noteHeaders(status: number | null, headers: Readonly<Record<string, string>>, mutation: ProtoHeaderMutation): void {
+  async noteHeaders(status: number | null, headers: Readonly<Record<string, string>>, mutation: ProtoHeaderMutation): Promise<void> {
     if (this.settled) return;
     this.status = status;
-    if (status === null || status < 200 || status >= 500) {
-      this.release(`upstream status ${String(status)}`);
-      return;
-    }
+    // Released before the answer leaves, so the agent's retry finds the key free.
+    if (status === null || status < 200 || status >= 500) return this.release(`upstream status ${String(status)}`);
     const out = new Map<string, string>();
     for (const [k, v] of Object.entries(headers)) if (STORED_HEADERS.has(k)) out.set(k, v);
     for (const k of mutation.removeHeaders ?? []) out.delete(k.toLowerCase());
@@ -98,13 +96,16 @@ export class IdempotencyClaim {
     }
   }
 
-  /** Gives the key back (a retry runs the call); in the background, never throws. */
-  release(why: string): void {
-    if (this.settled) return;
+  /**
+   * Gives the key back (a retry runs the call). Never rejects; callers on the reply path await
+   * it (one round trip), the end of an exchange does not.
+   */
+  release(why: string): Promise<void> {
+    if (this.settled) return Promise.resolve();
     this.settled = true;
     log.debug({ tool: this.tool, why }, 'idempotency claim released');
-    if (!this.store) return;
-    this.store.swap(this.key, this.claim, null, 0).then(
+    if (!this.store) return Promise.resolve();
+    return this.store.swap(this.key, this.claim, null, 0).then(
       () => countIdempotency(this.tool, 'released'),
       (err: unknown) => {
         countIdempotency(this.tool, 'store_error');

@@ -129,7 +129,7 @@ export class StreamProcessor {
     const st = this.stream;
     if (cancelled && !st.error) st.error = new GatewayError('unavailable', `exchange ended early: ${cancelled.message}`, { rule: 'extproc.cancelled' });
     // Not stored by now (reset, cancel, failure, no body seen): released so a retry runs.
-    this.idempotency()?.release(st.error ? `exchange failed (${st.error.rule ?? st.error.code})` : 'exchange ended without a stored answer');
+    void this.idempotency()?.release(st.error ? `exchange failed (${st.error.rule ?? st.error.code})` : 'exchange ended without a stored answer');
     // A stream that sent nothing saw no request: there is nothing to audit.
     if (st.audited || st.localReply || !st.sawMessage) return;
     st.audited = true;
@@ -259,7 +259,7 @@ export class StreamProcessor {
     const mutation: ProtoHeaderMutation = inspectResponseHeaders(msg.responseHeaders, ctx);
     bindResponseSession(this.deps, st, msg.responseHeaders, mutation);
     const claim = this.idempotency();
-    claim?.noteHeaders(res.upstreamStatus, h, mutation);
+    await claim?.noteHeaders(res.upstreamStatus, h, mutation);
     const mode = baseMode('NONE');
     const reply = (): ProcessingResponse => ({ responseHeaders: { response: { status: 'CONTINUE', headerMutation: mutation } }, modeOverride: mode });
     if (msg.responseHeaders?.endOfStream) {
@@ -276,7 +276,7 @@ export class StreamProcessor {
       // A list answer must be read to be filtered: never passed unread.
       plan.pipeline.unparsed(null, ctx);
       res.notInspected = 'binary_pass';
-      claim?.release('binary response passed unread');
+      await claim?.release('binary response passed unread');
       return reply();
     }
     if (!textual && tool.response.binary === 'block') {
@@ -286,7 +286,7 @@ export class StreamProcessor {
     if (res.contentType === 'text/event-stream') {
       if (encoding !== 'identity' && encoding !== '') throw new GatewayError('internal', 'compressed event streams cannot be inspected', { rule: 'dlp.encoding' });
       res.mode = 'sse';
-      claim?.release('event stream responses are not stored');
+      await claim?.release('event stream responses are not stored');
       this.sse = new SseInspector(plan.pipeline, ctx, this.request.requestId);
       mode.responseBodyMode = 'STREAMED';
       mutation.removeHeaders = [...removes, 'content-length'];

@@ -39,27 +39,27 @@ describe('ext_proc idempotency claims', () => {
   it('stores the delivered answer: status, replayable headers after the gateway mutation, the body', async () => {
     const { store, c } = await claimed();
     expect(c.needsBody).toBe(true);
-    c.noteHeaders(201, { ':status': '201', 'content-type': 'text/plain', 'set-cookie': 'sid=1', location: '/t/1', connection: 'close' }, { setHeaders: [setHeader('content-type', 'application/json')], removeHeaders: ['location'] });
+    await c.noteHeaders(201, { ':status': '201', 'content-type': 'text/plain', 'set-cookie': 'sid=1', location: '/t/1', connection: 'close' }, { setHeaders: [setHeader('content-type', 'application/json')], removeHeaders: ['location'] });
     await c.complete(Buffer.from('{"card":"[REDACTED]"}'));
     const entry = parseEntry((await store.get(KEY)) as string);
     expect(entry).toMatchObject({ state: 'done', status: 201, body_sha256: FP, headers: [['content-type', 'application/json']] });
     expect(Buffer.from((entry as { body: string }).body, 'base64').toString()).toBe('{"card":"[REDACTED]"}');
     expect(c.needsBody).toBe(false);
     // Settled once: a later release does not drop the stored answer.
-    c.release('late');
+    await c.release('late');
     await settle();
     expect(await store.get(KEY)).not.toBeNull();
   });
 
   it('releases on 5xx, an oversized or non-text body, and at the end of an exchange that stored nothing', async () => {
     const cases: ((c: IdempotencyClaim) => Promise<void>)[] = [
-      async (c) => c.noteHeaders(503, {}, {}),
+      async (c) => await c.noteHeaders(503, {}, {}),
       async (c) => {
-        c.noteHeaders(200, { 'content-type': 'application/json' }, {});
+        await c.noteHeaders(200, { 'content-type': 'application/json' }, {});
         await c.complete(Buffer.alloc(65, 'x'));
       },
       async (c) => {
-        c.noteHeaders(200, {}, {});
+        await c.noteHeaders(200, {}, {});
         await c.complete(Buffer.from([0xff, 0xfe, 0x00]));
       },
       async (c) => c.release('exchange failed'),
@@ -76,12 +76,12 @@ describe('ext_proc idempotency claims', () => {
   it('never touches a key another call holds now (its claim expired and was taken again)', async () => {
     const { store, c } = await claimed();
     await store.set(KEY, 'someone else', 5_000);
-    c.noteHeaders(200, {}, {});
+    await c.noteHeaders(200, {}, {});
     await c.complete(Buffer.from('{}'));
     expect(await store.get(KEY)).toBe('someone else');
     const other = await claimed();
     await other.store.set(KEY, 'newer', 5_000);
-    other.c.release('failed');
+    await other.c.release('failed');
     await settle();
     expect(await other.store.get(KEY)).toBe('newer');
   });
@@ -91,10 +91,10 @@ describe('ext_proc idempotency claims', () => {
     const claim = pendingMarker(FP, 1);
     store.swap = () => Promise.reject(new Error('redis down'));
     const c = IdempotencyClaim.of(store, meta(claim), CFG)!;
-    c.noteHeaders(200, {}, {});
+    await c.noteHeaders(200, {}, {});
     await expect(c.complete(Buffer.from('{}'))).resolves.toBeUndefined();
     const r = IdempotencyClaim.of(store, meta(claim), CFG)!;
-    expect(() => r.release('x')).not.toThrow();
+    await expect(r.release('x')).resolves.toBeUndefined();
     await settle();
   });
 });
