@@ -113,6 +113,8 @@ export class StreamProcessor {
       if (error.code === 'internal') log.error({ request_id: this.request.requestId, rule: error.rule, err: (err as Error)?.message }, 'ext_proc failure; failing closed');
       // An event stream has delivered earlier events: only a reset keeps the rest from the agent.
       if (phase === 'responseBody' && this.response.mode === 'sse') return { reply: null, last: true, abort: error };
+      // The gateway answers with an error: the key is free again before the agent can retry.
+      await this.idempotency()?.release(`exchange refused (${error.rule ?? error.code})`);
       this.response.status = error.httpStatus;
       return { reply: immediateError(error, this.request.requestId, rpcTarget(this.request)), last: true, abort: null };
     } finally {
