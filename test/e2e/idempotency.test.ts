@@ -358,3 +358,23 @@ describe('two replicas on one Redis', () => {
     expect(proven, 'a replay decided by the replica that did not claim the key').toBe(true);
   });
 });
+
+describe('the store is unreachable', () => {
+  it('a write with a key is refused (503 idempotency.store_unavailable, JSON-RPC error for MCP), never forwarded unprotected', async () => {
+    const alice = await token(stack, { user: 'alice' });
+    const before = executed(CREATE);
+    const mcpBefore = stack.tool.received.filter((r) => r.path.startsWith('/mcp')).length;
+    await redis.stop();
+    try {
+      const e = expectDenial(await post('/tenants/acme/tickets', alice, ticket('store down'), { 'idempotency-key': fresh('down') }), 503, 'unavailable', 'idempotency.store_unavailable');
+      expect(e.error.retryable).toBe(true);
+      const rpc = await docs(alice, { jsonrpc: '2.0', id: 'down-1', method: 'tools/call', params: { name: 'delete_doc', arguments: { doc_id: 'down', tenant: 'acme' } } });
+      expect(rpc.status, rpc.text).toBe(503);
+      expect(JSON.parse(rpc.text)).toMatchObject({ jsonrpc: '2.0', id: 'down-1', error: { data: { type: 'unavailable', rule: 'idempotency.store_unavailable' } } });
+      expect(executed(CREATE)).toBe(before);
+      expect(stack.tool.received.filter((r) => r.path.startsWith('/mcp')).length).toBe(mcpBefore);
+    } finally {
+      await redis.start();
+    }
+  });
+});
