@@ -264,7 +264,6 @@ function replayOf(done: DoneRecord, req: IdempotencyRequest): ReplayedResponse {
 }
 
 function storeDown(err: unknown): GatewayError {
-  if (err instanceof GatewayError && err.rule === 'idempotency.stored_invalid') return err;
   return new GatewayError('unavailable', 'the idempotency store is unavailable, so this call cannot be protected against running twice and was not run; retry shortly', {
     rule: 'idempotency.store_unavailable',
     retryAfterS: IN_FLIGHT_RETRY_S,

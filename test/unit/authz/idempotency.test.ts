@@ -152,6 +152,24 @@ describe('Check: idempotency stage', () => {
     expect(s.metadata.idempotency_key).toBeNull();
   });
 
+  it('a batch with a mutating call is tracked as one request: a duplicate gets a 409 for every id', async () => {
+    const { a } = authorizer();
+    const body = JSON.stringify([
+      { jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name: 'search_docs', arguments: { query: 'q' } } },
+      { jsonrpc: '2.0', id: 2, method: 'tools/call', params: { name: 'delete_doc', arguments: { doc_id: 'd9' } } },
+    ]);
+    const first = await a.check(request('/tools/docs/', body, { 'idempotency-key': 'batch-1' }));
+    expect(first.allowed && first.metadata.idempotency_claim).toBeTruthy();
+    const dup = await a.check(request('/tools/docs/', body, { 'idempotency-key': 'batch-1' }));
+    const r = toCheckResponse(dup, HandoffKey.ephemeral());
+    expect(r.deniedResponse?.status.code).toBe(409);
+    const replies = JSON.parse(r.deniedResponse?.body ?? '') as { id: number; error: { data: { type: string } } }[];
+    expect(replies.map((x) => [x.id, x.error.data.type])).toEqual([
+      [1, 'conflict'],
+      [2, 'conflict'],
+    ]);
+  });
+
   it('GET is never tracked, whatever key it sends', async () => {
     const { a, store } = authorizer();
     const get = await a.check(request('/tools/tickets/tenants/acme/tickets', '', { 'idempotency-key': 'g' }, 'GET'));
