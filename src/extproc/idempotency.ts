@@ -2,7 +2,7 @@ import { isUtf8 } from 'node:buffer';
 import type { AuthzMetadata } from '../authz/check.js';
 import type { IdempotencyConfig } from '../config/types.js';
 import { log } from '../log.js';
-import { countIdempotency, doneRecord, parseEntry, STORED_HEADERS } from '../limits/idempotency.js';
+import { countIdempotency, doneRecord, parseEntry, REPLAYABLE_STATUSES, STORED_HEADERS } from '../limits/idempotency.js';
 import type { Store } from '../limits/store.js';
 import type { ProtoHeaderMutation } from './proto.js';
 
@@ -48,13 +48,14 @@ export class IdempotencyClaim {
 
   /**
    * Response headers as delivered (the tool's, with the gateway's mutation applied). A status
-   * of 500 or more releases the claim now: the call may not have run, a retry must.
+   * of 500 or more releases the claim now (the call may not have run, a retry must), as does
+   * one Envoy could not replay.
    */
   async noteHeaders(status: number | null, headers: Readonly<Record<string, string>>, mutation: ProtoHeaderMutation): Promise<void> {
     if (this.settled) return;
     this.status = status;
     // Released before the answer leaves, so the agent's retry finds the key free.
-    if (status === null || status < 200 || status >= 500) return this.release(`upstream status ${String(status)}`);
+    if (status === null || !REPLAYABLE_STATUSES.has(status)) return this.release(`upstream status ${String(status)}`);
     const out = new Map<string, string>();
     for (const [k, v] of Object.entries(headers)) if (STORED_HEADERS.has(k)) out.set(k, v);
     for (const k of mutation.removeHeaders ?? []) out.delete(k.toLowerCase());

@@ -48,6 +48,15 @@ const IN_FLIGHT_RETRY_S = 1;
  */
 export const STORED_HEADERS: ReadonlySet<string> = new Set(['content-type', 'content-language', 'location', 'etag', 'last-modified']);
 
+/**
+ * Statuses an answer is stored and replayed with: those below 500 that Envoy's `HttpStatus`
+ * enum defines (an ext_authz local reply can carry no other). Any other status releases the key.
+ */
+export const REPLAYABLE_STATUSES: ReadonlySet<number> = new Set([
+  200, 201, 202, 203, 204, 205, 206, 207, 208, 226, 300, 301, 302, 303, 304, 305, 307, 308, 400, 401, 402, 403, 404, 405, 406, 407, 408, 409, 410, 411, 412, 413, 414, 415, 416, 417, 421, 422,
+  423, 424, 426, 428, 429, 431,
+]);
+
 /** The pending marker of a call in progress, exactly as stored (ext_proc compares it verbatim). */
 export interface PendingMarker {
   readonly state: 'pending';
@@ -220,7 +229,7 @@ export function parseEntry(text: string): PendingMarker | DoneRecord {
     return { state: 'pending', owner: o.owner, body_sha256: o.body_sha256, at: o.at };
   }
   if (o.state !== 'done') throw corrupt();
-  if (typeof o.status !== 'number' || !Number.isInteger(o.status) || o.status < 200 || o.status > 499) throw corrupt();
+  if (typeof o.status !== 'number' || !REPLAYABLE_STATUSES.has(o.status)) throw corrupt();
   if (typeof o.body !== 'string' || !/^[A-Za-z0-9+/]*={0,2}$/.test(o.body)) throw corrupt();
   if (!Array.isArray(o.headers)) throw corrupt();
   const headers: [string, string][] = [];

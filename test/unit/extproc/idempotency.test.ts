@@ -54,6 +54,7 @@ describe('ext_proc idempotency claims', () => {
   it('releases on 5xx, an oversized or non-text body, and at the end of an exchange that stored nothing', async () => {
     const cases: ((c: IdempotencyClaim) => Promise<void>)[] = [
       async (c) => await c.noteHeaders(503, {}, {}),
+      async (c) => await c.noteHeaders(299, {}, {}),
       async (c) => {
         await c.noteHeaders(200, { 'content-type': 'application/json' }, {});
         await c.complete(Buffer.alloc(65, 'x'));

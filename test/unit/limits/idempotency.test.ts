@@ -261,6 +261,7 @@ describe('the idempotency stage fails closed', () => {
       'null',
       JSON.stringify({ ...good, state: 'finished' }),
       JSON.stringify({ ...good, status: 500 }),
+      JSON.stringify({ ...good, status: 299 }),
       JSON.stringify({ ...good, status: '201' }),
       JSON.stringify({ ...good, body: 42 }),
       JSON.stringify({ ...good, body: 'not base64!' }),
