@@ -12,6 +12,7 @@ export type ErrorCode =
   | 'invalid_request'
   | 'payload_too_large'
   | 'rate_limited'
+  | 'conflict'
   | 'blocked_content'
   | 'unavailable'
   | 'internal';
@@ -30,6 +31,8 @@ const CODES: Readonly<Record<ErrorCode, CodeInfo>> = {
   invalid_request: { http: 400, retryable: false, jsonRpc: -32602 },
   payload_too_large: { http: 413, retryable: false, jsonRpc: -32600 },
   rate_limited: { http: 429, retryable: true, jsonRpc: -32029 },
+  // The same call is still in progress (idempotency key held): retrying later gets its answer.
+  conflict: { http: 409, retryable: true, jsonRpc: -32009 },
   blocked_content: { http: 403, retryable: false, jsonRpc: -32010 },
   unavailable: { http: 503, retryable: true, jsonRpc: -32050 },
   // Internal failures are reported to agents as "unavailable": fail closed, retry may help,

@@ -25,6 +25,7 @@ import { countMcpCalls } from '../mcp/metrics.js';
 import { transportGuard } from '../mcp/origin.js';
 import { resolveSession, sessionIdentity, SESSION_HEADER, type SessionBinder } from '../mcp/session.js';
 import { callFromHeaders, checkHeadersAgree, hasStandardHeaders, readStandardHeaders, type StandardHeaders } from '../mcp/headers.js';
+import { claimIdempotency, releaseClaim, type ReplayedResponse } from '../limits/idempotency.js';
 
 /** Prefix of headers the gateway itself sets upstream; a caller can never supply them. */
 export const GATEWAY_HEADER_PREFIX = 'x-portcullis-';
@@ -85,6 +86,13 @@ export interface AuthzMetadata {
    * decides again on the body. `null` otherwise.
    */
   mcp_decided_on: string | null;
+  /**
+   * Store key of the call's idempotency entry (src/limits/idempotency.ts), null when untracked.
+   * With {@link idempotency_claim}: ext_proc settles the claim; without: a replay from the store.
+   */
+  idempotency_key: string | null;
+  /** The pending marker this call holds, exactly as stored (ext_proc swaps it); null otherwise. */
+  idempotency_claim: string | null;
 }
 
 /** Allowed: what Envoy must change on the upstream request. */
@@ -95,6 +103,8 @@ export interface CheckAllowed {
   readonly responseHeadersToAdd: readonly HeaderValue[];
   readonly metadata: AuthzMetadata;
   readonly policyMetadata: Readonly<Record<string, unknown>> | null;
+  /** Answered from the idempotency store: rendered as this response, the tool is not called. */
+  readonly replay?: ReplayedResponse;
 }
 
 /** Denied: the error and how to render it. */
@@ -174,6 +184,10 @@ interface Ctx {
   headerDecided: boolean;
   /** `RateLimit-Policy` / `RateLimit` of the allowed call (the tightest limit). */
   rateLimitHeaders: readonly HeaderValue[];
+  /** Idempotency claim held by this call (released if a later stage denies), or the replay key. */
+  idempotency: { readonly key: string; readonly claim: string | null } | null;
+  /** The stored answer of an idempotent retry. */
+  replay: ReplayedResponse | null;
 }
 
 function headerList(obj: Readonly<Record<string, string | readonly string[]>> | null | undefined): HeaderValue[] {
@@ -262,12 +276,16 @@ export class Authorizer {
       this.authorize(deps, ctx);
       this.exfiltration(deps, ctx, hygiene);
       await this.limit(deps, ctx);
-      const outcome = this.allow(deps, ctx, hygiene);
+      await this.idempotency(deps, ctx);
+      const outcome = ctx.replay ? this.replayed(deps, ctx, ctx.replay) : this.allow(deps, ctx, hygiene);
       recordDecision(outcome.metadata.dry_run ? 'dry_run_allow' : 'allow', 'none', ctx.tool?.name ?? null, outcome.metadata.rule);
       countMcpCalls(ctx.tool, ctx.mcp, outcome.metadata.dry_run ? 'dry_run_allow' : 'allow');
       return outcome;
     } catch (err) {
       const error = toGatewayError(err, 'the gateway could not decide');
+      // A denied call runs nowhere: its claim is released so a retry may run.
+      if (ctx.idempotency?.claim) releaseClaim(deps.limiter.store, ctx.idempotency.key, ctx.idempotency.claim, ctx.tool?.name ?? '_none');
+      ctx.idempotency = null;
       // Denied before identity was established: learn who asked, for the audit record only.
       if (!ctx.identityTried) await this.identifyForAudit(deps, ctx);
       // A JSON-RPC caller gets a JSON-RPC error, also when denied before its body was read, or
@@ -323,6 +341,8 @@ export class Authorizer {
       upstreamSession: null,
       headerDecided: false,
       rateLimitHeaders: [],
+      idempotency: null,
+      replay: null,
     };
   }
 
@@ -569,6 +589,55 @@ export class Authorizer {
     }
   }
 
+  /**
+   * Idempotency keys of mutating calls, after every stage that may deny (a replay is authorized
+   * like any call; a denied call holds no claim): claim the key, or answer from the store.
+   */
+  private async idempotency(deps: AuthzDeps, ctx: Ctx): Promise<void> {
+    const tool = ctx.tool as ToolConfig;
+    if (!tool.idempotency) return;
+    const t = stageTimer('idempotency');
+    try {
+      const mcpTools = ctx.mcp.flatMap((c) => (c.tool ? [c.tool] : []));
+      // A body announced by its length that the Check was not sent cannot be fingerprinted.
+      const announced = Number(ctx.headers['content-length'] ?? 0) > 0;
+      const r = await claimIdempotency(deps.limiter.store, {
+        tool,
+        principal: ctx.principal,
+        method: ctx.method,
+        path: ctx.path,
+        headers: ctx.headers,
+        rawBody: ctx.rawBody,
+        incomplete: ctx.truncated || (!ctx.rawBody && announced),
+        parsedBody: ctx.parsedBody,
+        rpcSingle: ctx.isJsonRpc && ctx.batchIds === null && !Array.isArray(ctx.parsedBody),
+        rpcId: ctx.rpcId,
+        mcpTool: ctx.mcp[0]?.tool ?? null,
+        mutating: isMutating(tool, ctx.method, mcpTools, deps.mcp ? (n) => deps.mcp?.mutating(tool.name, n) : undefined),
+      });
+      if (r.kind === 'claimed') ctx.idempotency = { key: r.key, claim: r.claim };
+      else if (r.kind === 'replay') {
+        ctx.idempotency = { key: r.key, claim: null };
+        ctx.replay = r.response;
+      }
+    } finally {
+      t();
+    }
+  }
+
+  /** An idempotent retry answered from the store: allowed, nothing reaches the tool. */
+  private replayed(deps: AuthzDeps, ctx: Ctx, replay: ReplayedResponse): CheckAllowed {
+    return {
+      allowed: true,
+      setHeaders: [],
+      removeHeaders: [],
+      responseHeadersToAdd: [],
+      metadata: this.metadata(deps, ctx, true, 'idempotency.replayed', 'answered from the idempotency store; the tool was not called again'),
+      policyMetadata: null,
+      replay,
+    };
+  }
+
   private allow(deps: AuthzDeps, ctx: Ctx, hygiene: HeaderHygiene): CheckAllowed {
     const t = stageTimer('credentials');
     const tool = ctx.tool as ToolConfig;
@@ -654,6 +723,8 @@ export class Authorizer {
       body_sha256: ctx.bodySha256,
       authz_ms: Number(process.hrtime.bigint() - ctx.started) / 1e6,
       mcp_decided_on: ctx.headerDecided ? 'headers' : null,
+      idempotency_key: ctx.idempotency?.key ?? null,
+      idempotency_claim: ctx.idempotency?.claim ?? null,
     };
   }
 }

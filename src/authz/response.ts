@@ -37,6 +37,16 @@ function opts(list: readonly HeaderValue[], appendAction: HeaderOption['appendAc
  */
 export function toCheckResponse(outcome: CheckOutcome, key: HandoffKey): CheckResponseObject {
   const metadata: Record<string, unknown> = { [METADATA_KEY]: sealHandoff(outcome.metadata, key) };
+  if (outcome.allowed && outcome.replay) {
+    // Answered from the idempotency store: Envoy's ext_authz sends a "denied" response as a local
+    // reply with whatever status it carries (2xx included), so the tool is not called again.
+    const r = outcome.replay;
+    return {
+      status: { code: GRPC_PERMISSION_DENIED, message: 'idempotency_replayed' },
+      deniedResponse: { status: { code: r.status }, headers: opts(r.headers, 'OVERWRITE_IF_EXISTS_OR_ADD'), body: r.body.toString('utf8') },
+      dynamicMetadata: toStruct(metadata),
+    };
+  }
   if (outcome.allowed) {
     if (outcome.policyMetadata) Object.assign(metadata, { policy: outcome.policyMetadata });
     return {

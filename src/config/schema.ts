@@ -225,6 +225,19 @@ export const configSchema = {
               header: { ...headerName, default: 'x-portcullis-signature' },
             },
           },
+          // Idempotency keys for mutating calls (src/limits/idempotency.ts).
+          idempotency: {
+            type: 'object',
+            additionalProperties: false,
+            properties: {
+              header: { ...headerName, default: 'idempotency-key' },
+              key_from: { type: 'array', minItems: 1, maxItems: 8, items: { type: 'string', pattern: '^[^.\\s]{1,64}(\\.[^.\\s]{1,64}){0,15}$' } },
+              ttl_s: { type: 'integer', minimum: 1, maximum: 2592000, default: 86400 },
+              in_flight_ttl_s: { type: 'integer', minimum: 1, maximum: 86400, default: 300 },
+              max_stored_bytes: { type: 'integer', minimum: 0, maximum: 16777216, default: 1048576 },
+              required: { type: 'boolean', default: false },
+            },
+          },
           rate_limits: rateLimitRules,
           rate_limit: {
             type: 'object',

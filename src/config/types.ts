@@ -135,6 +135,28 @@ export interface RateLimitRule {
   readonly on_store_error?: 'deny' | 'allow_local';
 }
 
+/**
+ * `tools[].idempotency`: a retried mutating call with the same key is answered from the shared
+ * store instead of running twice (src/limits/idempotency.ts, src/extproc/idempotency.ts).
+ */
+export interface IdempotencyConfig {
+  /** Request header carrying the key (lower case; default `idempotency-key`). */
+  readonly header: string;
+  /**
+   * Dotted paths into the JSON body whose values make the key (all present: they are the key,
+   * the header is then not read); absent: the header only.
+   */
+  readonly key_from?: readonly string[];
+  /** How long a completed call's response is replayed (default 86400 s). */
+  readonly ttl_s: number;
+  /** How long a call in progress holds its key (default 300 s; above the route timeouts). */
+  readonly in_flight_ttl_s: number;
+  /** Largest response body stored for replay (default 1 MiB); larger ones release the key. */
+  readonly max_stored_bytes: number;
+  /** A mutating call without a key is refused (400 `idempotency.key_required`); default false. */
+  readonly required: boolean;
+}
+
 /** Where shared state lives (`store`). */
 export interface StoreConfig {
   /** `memory` (one replica, the default) or `redis` (shared by every replica). */
@@ -230,6 +252,8 @@ export interface ToolConfig {
    */
   readonly request_signing?: RequestSigningConfig;
   readonly rate_limit?: RateLimitConfig;
+  /** Idempotency keys for this tool's mutating calls (see {@link IdempotencyConfig}). */
+  readonly idempotency?: IdempotencyConfig;
   /** Rate limits by descriptor for this tool (buckets are per tool). */
   readonly rate_limits?: readonly RateLimitRule[];
   readonly request: {

@@ -27,6 +27,8 @@ export interface SampleTool {
   port: number;
   /** Requests received, oldest first (the most recent {@link RECEIVED_LIMIT} only). */
   received: ReceivedRequest[];
+  /** POST requests executed, by path (without the query): how often a write really ran. */
+  executed: Map<string, number>;
   /**
    * Answers requests for exactly `path` (as the tool receives it, without the query) with
    * `handler`, e.g. to stream, compress or leak on purpose; returns a function that removes it.
@@ -147,7 +149,7 @@ function filler(bytes: number): string {
   return payloadCache.text;
 }
 
-function tickets(method: string, tenant: string, rest: string[], body: string): Reply {
+function tickets(method: string, tenant: string, rest: string[], body: string, serial: number): Reply {
   const id = rest[0];
   if (rest.length === 0) {
     if (method === 'GET') {
@@ -169,7 +171,8 @@ function tickets(method: string, tenant: string, rest: string[], body: string): 
       } catch {
         return { status: 400, body: { error: { type: 'invalid_request', message: 'body is not JSON' } } };
       }
-      return { status: 201, body: { tenant, created: { id: 'T-2001', status: 'open', ticket } } };
+      // `serial` tells one execution from another (a replayed answer keeps the first one's).
+      return { status: 201, body: { tenant, created: { id: 'T-2001', status: 'open', ticket, serial } } };
     }
     return { status: 405, body: { error: { type: 'method_not_allowed', message: `${method} is not supported here` } } };
   }
@@ -311,7 +314,7 @@ function mcp(method: string, body: string): Reply | { status: number; batch: Jso
   return reply === null ? { status: 202, body: null } : { status: 200, body: reply };
 }
 
-function route(method: string, path: string, query: URLSearchParams, body: string): Reply | { status: number; batch: Json[] } {
+function route(method: string, path: string, query: URLSearchParams, body: string, serial = 0): Reply | { status: number; batch: Json[] } {
   if (path === '/healthz') return { status: 200, body: { status: 'ok' } };
   if (path === '/weather/forecast') {
     if (method !== 'GET') return { status: 405, body: { error: { type: 'method_not_allowed', message: 'use GET' } } };
@@ -328,7 +331,7 @@ function route(method: string, path: string, query: URLSearchParams, body: strin
   }
   if (path.startsWith('/tickets/tenants/')) {
     const [tenant, kind, ...rest] = path.slice('/tickets/tenants/'.length).split('/').filter((s) => s !== '');
-    if (tenant && kind === 'tickets') return tickets(method, decodeURIComponent(tenant), rest, body);
+    if (tenant && kind === 'tickets') return tickets(method, decodeURIComponent(tenant), rest, body, serial);
   }
   if (path === '/mcp/' || path === '/mcp') return mcp(method, body);
   return { status: 404, body: { error: { type: 'not_found', message: `no route for ${method} ${path}` } } };
@@ -344,6 +347,7 @@ function send(res: ServerResponse, status: number, payload: unknown): void {
 /** Starts the sample tool; `port: 0` picks a free port (read it back from the result). */
 export async function startSampleTool(opts: { port: number; host?: string }): Promise<SampleTool> {
   const received: ReceivedRequest[] = [];
+  const executed = new Map<string, number>();
   const custom = new Map<string, PathHandler>();
 
   const handle = (req: IncomingMessage, res: ServerResponse, body: string): void => {
@@ -352,12 +356,14 @@ export async function startSampleTool(opts: { port: number; host?: string }): Pr
     const echo: ReceivedRequest = { method, path: req.url ?? '/', headers: { ...req.headers }, body };
     received.push(echo);
     if (received.length > RECEIVED_LIMIT) received.shift();
+    const serial = method === 'POST' ? (executed.get(url.pathname) ?? 0) + 1 : 0;
+    if (method === 'POST') executed.set(url.pathname, serial);
     const own = custom.get(url.pathname);
     if (own) {
       own(req, res, body);
       return;
     }
-    const reply = route(method, url.pathname, url.searchParams, body);
+    const reply = route(method, url.pathname, url.searchParams, body, serial);
     const isMcp = url.pathname === '/mcp/' || url.pathname === '/mcp';
     if (isMcp && reply.status === 200 && prefersEventStream(req.headers.accept, url.searchParams)) {
       sendEvents(res, 'batch' in reply ? reply.batch : reply.body ? [reply.body] : []);
@@ -407,6 +413,7 @@ export async function startSampleTool(opts: { port: number; host?: string }): Pr
   return {
     port,
     received,
+    executed,
     handle: (path, handler) => {
       custom.set(path, handler);
       return () => {

@@ -14,6 +14,7 @@ import { SseInspector } from './response/sse.js';
 import { Reservation } from './response/budget.js';
 import type { TransformContext } from './response/pipeline.js';
 import { mcpListContext } from '../mcp/context.js';
+import { IdempotencyClaim, isReplay } from './idempotency.js';
 
 /**
  * Largest response Envoy is asked to buffer (BUFFERED mode): the listener's
@@ -82,6 +83,7 @@ export class StreamProcessor {
   private plan: ResponsePlan | null = null;
   private collector: BodyCollector | null = null;
   private sse: SseInspector | null = null;
+  private claim: IdempotencyClaim | null | undefined;
 
   constructor(private readonly deps: ExtprocDeps) {
     this.reservation = new Reservation(deps.budget);
@@ -111,6 +113,8 @@ export class StreamProcessor {
       if (error.code === 'internal') log.error({ request_id: this.request.requestId, rule: error.rule, err: (err as Error)?.message }, 'ext_proc failure; failing closed');
       // An event stream has delivered earlier events: only a reset keeps the rest from the agent.
       if (phase === 'responseBody' && this.response.mode === 'sse') return { reply: null, last: true, abort: error };
+      // The gateway answers with an error: the key is free again before the agent can retry.
+      await this.idempotency()?.release(`exchange refused (${error.rule ?? error.code})`);
       this.response.status = error.httpStatus;
       return { reply: immediateError(error, this.request.requestId, rpcTarget(this.request)), last: true, abort: null };
     } finally {
@@ -126,6 +130,8 @@ export class StreamProcessor {
     this.reservation.release();
     const st = this.stream;
     if (cancelled && !st.error) st.error = new GatewayError('unavailable', `exchange ended early: ${cancelled.message}`, { rule: 'extproc.cancelled' });
+    // Not stored by now (reset, cancel, failure, no body seen): released so a retry runs.
+    void this.idempotency()?.release(st.error ? `exchange failed (${st.error.rule ?? st.error.code})` : 'exchange ended without a stored answer');
     // A stream that sent nothing saw no request: there is nothing to audit.
     if (st.audited || st.localReply || !st.sawMessage) return;
     st.audited = true;
@@ -195,6 +201,12 @@ export class StreamProcessor {
     await this.deps.audit.forwarded(forwardedRecord(this.deps, st, this.request));
   }
 
+  /** The idempotency claim this exchange holds, if any (read once from the joined decision). */
+  private idempotency(): IdempotencyClaim | null {
+    if (this.claim === undefined && this.stream.meta) this.claim = IdempotencyClaim.of(this.deps.store, this.stream.meta, this.stream.tool?.idempotency);
+    return this.claim ?? null;
+  }
+
   /** The transform context of this exchange's response (built once, at the response headers). */
   private context(): TransformContext {
     if (this.ctx) return this.ctx;
@@ -220,7 +232,7 @@ export class StreamProcessor {
    * bodies of every content type, event by event for SSE, or not at all when the tool inspects
    * nothing (or passes binary bodies, recorded as not inspected).
    */
-  private onResponseHeaders(msg: ProcessingRequest): ProcessingResponse {
+  private async onResponseHeaders(msg: ProcessingRequest): Promise<ProcessingResponse> {
     const st = this.stream;
     const res = this.response;
     if (!this.request.seen) {
@@ -228,7 +240,7 @@ export class StreamProcessor {
       // A local reply from a filter before this one: an Envoy error (no hand-off at all) or an
       // ext_authz denial (a verified hand-off that did not allow). No tool answered, ext_authz
       // already audited a denial, and the body is the gateway's or Envoy's own error.
-      if ((!handoff.ok && handoff.problem === 'absent') || (handoff.ok && !handoff.meta.allowed)) {
+      if ((!handoff.ok && handoff.problem === 'absent') || (handoff.ok && (!handoff.meta.allowed || isReplay(handoff.meta)))) {
         st.localReply = true;
         return { responseHeaders: { response: { status: 'CONTINUE' } } };
       }
@@ -248,11 +260,16 @@ export class StreamProcessor {
     const ctx = this.context();
     const mutation: ProtoHeaderMutation = inspectResponseHeaders(msg.responseHeaders, ctx);
     bindResponseSession(this.deps, st, msg.responseHeaders, mutation);
+    const claim = this.idempotency();
+    await claim?.noteHeaders(res.upstreamStatus, h, mutation);
     const mode = baseMode('NONE');
     const reply = (): ProcessingResponse => ({ responseHeaders: { response: { status: 'CONTINUE', headerMutation: mutation } }, modeOverride: mode });
-    if (msg.responseHeaders?.endOfStream) return reply();
+    if (msg.responseHeaders?.endOfStream) {
+      await claim?.complete(Buffer.alloc(0));
+      return reply();
+    }
     const plan = this.plan!;
-    if (!plan.scanner && !plan.pipeline.hasJson && ctx.scrubber.empty) {
+    if (!plan.scanner && !plan.pipeline.hasJson && ctx.scrubber.empty && !claim?.needsBody) {
       res.notInspected = 'tool_inspects_nothing';
       return reply();
     }
@@ -261,6 +278,7 @@ export class StreamProcessor {
       // A list answer must be read to be filtered: never passed unread.
       plan.pipeline.unparsed(null, ctx);
       res.notInspected = 'binary_pass';
+      await claim?.release('binary response passed unread');
       return reply();
     }
     if (!textual && tool.response.binary === 'block') {
@@ -270,6 +288,7 @@ export class StreamProcessor {
     if (res.contentType === 'text/event-stream') {
       if (encoding !== 'identity' && encoding !== '') throw new GatewayError('internal', 'compressed event streams cannot be inspected', { rule: 'dlp.encoding' });
       res.mode = 'sse';
+      await claim?.release('event stream responses are not stored');
       this.sse = new SseInspector(plan.pipeline, ctx, this.request.requestId);
       mode.responseBodyMode = 'STREAMED';
       mutation.removeHeaders = [...removes, 'content-length'];
@@ -306,6 +325,7 @@ export class StreamProcessor {
     if (!body.endOfStream) return EMPTY_BODY;
     const out = await inspectWholeBody(this.collector!.take(), res, this.plan!.pipeline, this.context(), { maxBytes: this.deps.config.inspect.max_response_bytes, reservation: this.reservation });
     if (this.deps.config.audit.payload.mode !== 'off' && out.text !== null) res.payload = out.text;
+    await this.idempotency()?.complete(out.bytes);
     if (res.mode === 'held') return { responseBody: { response: { status: 'CONTINUE', bodyMutation: { body: out.bytes } } } };
     const mutation: ProtoHeaderMutation = { setHeaders: [setHeader('content-length', String(out.bytes.length))] };
     if (res.encoding) mutation.removeHeaders = ['content-encoding'];

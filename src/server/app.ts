@@ -9,6 +9,7 @@ import { log, setLogLevel } from '../log.js';
 import { registry } from '../metrics.js';
 import { Authorizer, type AuthzDeps } from '../authz/check.js';
 import { toCheckResponse, wellKnownResponse, type CheckResponseObject } from '../authz/response.js';
+import { auditReplay } from '../authz/replay.js';
 import { oauthResources } from '../mcp/oauth.js';
 import type { ProtoCheckRequest } from '../authz/request.js';
 import { IdentityVerifier } from '../identity/index.js';
@@ -158,6 +159,7 @@ export async function buildDeps(config: GatewayConfig, policy: PolicyEngine, lim
         handoff,
         policy,
         mcp,
+        store: limiter.store,
       },
       secrets,
       handoff,
@@ -190,7 +192,7 @@ function auditDenial(audit: AuditLogger, req: ProtoCheckRequest, outcome: CheckO
  * A sink that cannot take it turns the decision into a denial (fail closed), recorded as such.
  */
 async function recordForwardedAtCheck(audit: AuditLogger, req: ProtoCheckRequest, outcome: CheckOutcome, redactedPath: string): Promise<CheckOutcome> {
-  if (!outcome.allowed || req.attributes?.contextExtensions?.[ROUTE_BODY_EXTENSION] !== 'none') return outcome;
+  if (!outcome.allowed || outcome.replay || req.attributes?.contextExtensions?.[ROUTE_BODY_EXTENSION] !== 'none') return outcome;
   try {
     await audit.forwarded({ ...auditFromAuthz(outcome.metadata), redactedPath, inspection: { size: 0, schema: 'skipped' } });
     outcome.metadata.forwarded_recorded = true;
@@ -253,6 +255,7 @@ export async function serve(configPath: string): Promise<App> {
       .check(call.request)
       .then(async (outcome) => {
         auditDenial(audit, call.request, outcome);
+        auditReplay(audit, call.request, outcome);
         // Redacted once, for the access log and the forwarded record alike.
         const path = redactPath(outcome.metadata.path, scanner);
         const decided = await recordForwardedAtCheck(audit, call.request, outcome, path);
