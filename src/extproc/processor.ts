@@ -14,6 +14,7 @@ import { SseInspector } from './response/sse.js';
 import { Reservation } from './response/budget.js';
 import type { TransformContext } from './response/pipeline.js';
 import { mcpListContext } from '../mcp/context.js';
+import { REPLAYED_HEADER } from '../limits/idempotency.js';
 import { IdempotencyClaim, isReplay } from './idempotency.js';
 
 /**
@@ -259,6 +260,8 @@ export class StreamProcessor {
     const encoding = (h['content-encoding'] ?? 'identity').trim().toLowerCase();
     const ctx = this.context();
     const mutation: ProtoHeaderMutation = inspectResponseHeaders(msg.responseHeaders, ctx);
+    // Only the gateway says an answer came from its idempotency store: a tool cannot claim it.
+    if (h[REPLAYED_HEADER] !== undefined) mutation.removeHeaders = [...(mutation.removeHeaders ?? []), REPLAYED_HEADER];
     bindResponseSession(this.deps, st, msg.responseHeaders, mutation);
     const claim = this.idempotency();
     await claim?.noteHeaders(res.upstreamStatus, h, mutation);

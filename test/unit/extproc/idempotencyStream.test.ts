@@ -143,6 +143,16 @@ describe('ext_proc with an idempotency claim', () => {
     expect(Buffer.from(entry.body, 'base64').toString()).toBe(text);
   });
 
+  it('a tool cannot claim its answer was replayed: its idempotent-replayed header is removed', async () => {
+    const { service, store } = setup(plain);
+    const m = await claimed(store);
+    const call = await open(service).send(reqHeaders(m), respHeaders({ ':status': '201', 'content-type': 'application/json', 'content-length': '2', 'idempotent-replayed': 'true' }));
+    expect(call.written[1]?.responseHeaders?.response.headerMutation?.removeHeaders).toContain('idempotent-replayed');
+    await call.send(respBody('{}'));
+    const entry = parseEntry((await store.get(STORE_KEY)) as string) as { headers: [string, string][] };
+    expect(entry.headers.map(([k]) => k)).not.toContain('idempotent-replayed');
+  });
+
   it('a bodiless answer (end of stream on the headers) is stored with an empty body', async () => {
     const { service, store } = setup(plain);
     const m = await claimed(store);
