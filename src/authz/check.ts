@@ -16,6 +16,7 @@ import type { Scanner } from '../dlp/index.js';
 import { checkRouteBinding, checkRouteBody, injectedHeaders, isMutating, toolView, type ToolLookup, type ToolRegistry } from '../tools/registry.js';
 import type { CredentialInjector, HeaderValue } from '../credentials/inject.js';
 import { RateLimitedError, type RateLimiter } from '../limits/tokenBucket.js';
+import { lookupFacts, type FactLookup } from '../limits/facts.js';
 import type { ProtoCheckRequest } from './request.js';
 import { HeaderHygiene, hasMethodOverrideParam, METHOD_OVERRIDE_PARAM } from '../tools/headerHygiene.js';
 import { stageTimer, recordDecision } from './metrics.js';
@@ -85,6 +86,10 @@ export interface AuthzMetadata {
    * decides again on the body. `null` otherwise.
    */
   mcp_decided_on: string | null;
+  /** Facts to record once the call completed (encoded records of limits/facts.ts; keys hashed). */
+  fact_records: string[];
+  /** Budgets the response's units are added to (encoded records of limits/facts.ts). */
+  budget_records: string[];
 }
 
 /** Allowed: what Envoy must change on the upstream request. */
@@ -174,6 +179,8 @@ interface Ctx {
   headerDecided: boolean;
   /** `RateLimit-Policy` / `RateLimit` of the allowed call (the tightest limit). */
   rateLimitHeaders: readonly HeaderValue[];
+  /** Facts of each call and what to record after it (null: the tool has none). */
+  facts: FactLookup | null;
 }
 
 function headerList(obj: Readonly<Record<string, string | readonly string[]>> | null | undefined): HeaderValue[] {
@@ -259,6 +266,7 @@ export class Authorizer {
       // A policy or data file just changed (e.g. a revocation): decide with the new one.
       const settling = deps.policy.settled();
       if (settling) await settling;
+      await this.readFacts(deps, ctx);
       this.authorize(deps, ctx);
       this.exfiltration(deps, ctx, hygiene);
       await this.limit(deps, ctx);
@@ -323,6 +331,7 @@ export class Authorizer {
       upstreamSession: null,
       headerDecided: false,
       rateLimitHeaders: [],
+      facts: null,
     };
   }
 
@@ -476,6 +485,19 @@ export class Authorizer {
     }
   }
 
+  /**
+   * Policy facts and budgets of the call, read in one store round trip before policy (the wasm
+   * evaluation stays synchronous). A spent budget or an unreachable store denies here.
+   */
+  private async readFacts(deps: AuthzDeps, ctx: Ctx): Promise<void> {
+    const t = stageTimer('facts');
+    try {
+      ctx.facts = await lookupFacts(deps.limiter.store, deps.config, { tool: ctx.tool as ToolConfig, principal: ctx.principal, calls: ctx.mcp, body: ctx.parsedBody });
+    } finally {
+      t();
+    }
+  }
+
   private authorize(deps: AuthzDeps, ctx: Ctx): void {
     const t = stageTimer('policy');
     const tool = ctx.tool as ToolConfig;
@@ -504,6 +526,7 @@ export class Authorizer {
           body: message === undefined ? ctx.bodyText : JSON.stringify(message),
           parsedBody: message === undefined ? ctx.parsedBody : message,
           truncated: message === undefined ? ctx.truncated : false,
+          facts: ctx.facts?.perCall[i],
         });
         const decision = deps.policy.evaluate(input);
         ctx.decision = decision;
@@ -654,6 +677,8 @@ export class Authorizer {
       body_sha256: ctx.bodySha256,
       authz_ms: Number(process.hrtime.bigint() - ctx.started) / 1e6,
       mcp_decided_on: ctx.headerDecided ? 'headers' : null,
+      fact_records: ctx.facts ? [...ctx.facts.factRecords] : [],
+      budget_records: ctx.facts ? [...ctx.facts.budgetRecords] : [],
     };
   }
 }

@@ -65,6 +65,8 @@ const FIELDS: Readonly<Record<keyof AuthzMetadata, Kind>> = {
   authz_ms: 'number',
   body_sha256: 'string?',
   mcp_decided_on: 'string?',
+  fact_records: 'string[]',
+  budget_records: 'string[]',
 };
 
 /** Field names in signing order (sorted, so declaration order does not matter). */

@@ -15,6 +15,7 @@ import { compilePipeline, type ResponsePipeline } from './response/pipeline.js';
 import type { MemoryBudget } from './response/budget.js';
 import type { McpCatalog } from '../mcp/catalog.js';
 import { definitionsTransform } from '../mcp/listTransform.js';
+import type { Store } from '../limits/store.js';
 
 /** What ext_proc compiled for one tool's responses. */
 export interface ResponsePlan {
@@ -45,6 +46,8 @@ export interface ExtprocDeps {
   readonly policy: PolicyEngine;
   /** MCP tool definitions learned and pinned, shared with the Check (kept across reloads). */
   readonly mcp?: McpCatalog;
+  /** Shared state the facts and budgets of finished exchanges are recorded in (extproc/facts.ts). */
+  readonly store?: Store;
 }
 
 /**

@@ -171,6 +171,8 @@ describe('mTLS channel (pinned client SAN)', () => {
         request_id: null, traceparent: null, method: 'GET', path: '/tools/weather/x', tool: 'weather', agent: 'reporter', agent_version: null, user: 'bob', tenant: 'acme',
         auth_methods: ['jwt'], roles: [], auth_error: null, forwarded_recorded: false, allowed: true, dry_run: false, rule: null, reason: null, policy_version: null, mcp_method: null, mcp_tool: null, mcp_prompt: null, mcp_resource: null, mcp_session: null, mcp_protocol_version: null, proven_by: [], jti: null, authz_ms: 1, body_sha256: null,
         mcp_decided_on: null,
+        fact_records: [],
+        budget_records: [],
       };
       const encode = externalProcessorService().Process!.requestSerialize as (m: unknown) => Buffer;
       const md = { filterMetadata: { 'envoy.filters.http.ext_authz': handoffStruct(sealHandoff(meta, key)) } };

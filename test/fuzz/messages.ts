@@ -98,6 +98,8 @@ function handoff(rng: Rng, key: HandoffKey | null): Json {
     authz_ms: 1,
     body_sha256: null,
     mcp_decided_on: null,
+    fact_records: [],
+    budget_records: [],
   };
   const signer = key ?? HandoffKey.ephemeral();
   const struct = handoffStruct(sealHandoff(meta, signer)) as unknown as { fields: { portcullis: { structValue: { fields: Json } } } };

@@ -157,6 +157,8 @@ function meta(tool: string, over: Partial<AuthzMetadata> = {}): AuthzMetadata {
     jti: null,
     body_sha256: null,
     mcp_decided_on: null,
+    fact_records: [],
+    budget_records: [],
     authz_ms: 1,
     ...over,
   };
