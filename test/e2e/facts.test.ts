@@ -176,6 +176,8 @@ describe('payments: a new counterparty needs an approval, a paid one is remember
     const allows = async (url: string): Promise<number> => metricValue((await call(`${url}/metrics`)).text, 'portcullis_authz_decisions_total', { tool: 'payments', outcome: 'allow' });
     const a0 = await allows(stack.adminUrl);
     const b0 = await allows(stack.replicaAdminUrl as string);
+    // treasury's approvals are withdrawn (above): an approved but never paid counterparty is refused.
+    expectDenial(await transfer(treasury, { counterparty: 'cyberdyne', amount: 1 }), 403, 'forbidden', 'payments.new_counterparty');
     // treasury's approvals are withdrawn: every one of these passes only on the remembered fact.
     const statuses: number[] = [];
     for (let i = 0; i < 16; i++) statuses.push((await transfer(treasury, { counterparty: 'tyrell', amount: 1 })).status);

@@ -1,0 +1,130 @@
+import { describe, expect, it } from 'vitest';
+import type { AuthzMetadata } from '../../../src/authz/check.js';
+import { GatewayError } from '../../../src/errors.js';
+import { recordExchange, UsageMeter } from '../../../src/extproc/facts.js';
+import { newResponseState, newStreamState, type ResponseState, type StreamState } from '../../../src/extproc/state.js';
+import { budgetKey, parseFactRecord } from '../../../src/limits/facts.js';
+import { MemoryStore, type Store } from '../../../src/limits/store.js';
+
+const SEEN = JSON.stringify(['seen', 60_000, 'fact:seen:g:paid:abc']);
+const COUNT = JSON.stringify(['count', 60_000, 'fact:count:t:exports:n:def']);
+const BUDGET = JSON.stringify(['tokens', 'budget:t:llm:tokens:xyz', 3_600_000, 'usage.total_tokens']);
+const NOW = 3_600_000 * 100 + 5;
+
+function meta(over: Partial<AuthzMetadata> = {}): AuthzMetadata {
+  return { allowed: true, request_id: 'r1', fact_records: [SEEN, COUNT], budget_records: [BUDGET], ...over } as AuthzMetadata;
+}
+
+function exchange(m: AuthzMetadata | null, status: number | null, over: Partial<ResponseState> = {}): { st: StreamState; res: ResponseState } {
+  const st = newStreamState();
+  st.meta = m;
+  const res = Object.assign(newResponseState(), { upstreamStatus: status, status, ...over });
+  return { st, res };
+}
+
+/** Lets the fire-and-forget writes land. */
+const settle = (): Promise<void> => new Promise((r) => setTimeout(r, 10));
+
+async function spent(store: Store): Promise<string | null> {
+  return store.get(budgetKey('budget:t:llm:tokens:xyz', 3_600_000, NOW));
+}
+
+describe('UsageMeter', () => {
+  const meter = (): UsageMeter => new UsageMeter(meta());
+
+  it('reads whole, non-negative, bounded units from a JSON body; a batch is summed', () => {
+    const m = meter();
+    m.body('{"usage":{"total_tokens":42}}');
+    expect(m.unitsAt('usage.total_tokens')).toEqual({ ok: true, units: 42 });
+    const b = meter();
+    b.body('[{"usage":{"total_tokens":2}},{"id":2},{"usage":{"total_tokens":3}}]');
+    expect(b.unitsAt('usage.total_tokens')).toEqual({ ok: true, units: 5 });
+    for (const bad of ['-1', '1.5', '"7"', '1e12', 'true', 'null']) {
+      const x = meter();
+      x.body(`{"usage":{"total_tokens":${bad}}}`);
+      expect(x.unitsAt('usage.total_tokens'), bad).toMatchObject({ ok: false });
+    }
+    const none = meter();
+    none.body('{"usage":{}}');
+    expect(none.unitsAt('usage.total_tokens')).toEqual({ ok: false, reason: 'missing' });
+    const text = meter();
+    text.body('total_tokens: 5');
+    expect(text.unitsAt('usage.total_tokens')).toEqual({ ok: false, reason: 'not_json' });
+  });
+
+  it('an event stream counts the last event that carries the path, across chunk boundaries and framings', () => {
+    const m = meter();
+    const stream = 'data: {"usage":{"total_tokens":10}}\n\n: comment\n\ndata: {"choices":[]}\r\n\r\ndata: {"usage":\ndata: {"total_tokens":25}}\n\ndata: [DONE]\n\n';
+    for (let i = 0; i < stream.length; i += 7) m.sse(stream.slice(i, i + 7), false);
+    m.sse('', true);
+    expect(m.unitsAt('usage.total_tokens')).toEqual({ ok: true, units: 25 });
+    // A last carrying event with a bad value is not replaced by an earlier good one.
+    const bad = meter();
+    bad.sse('data: {"usage":{"total_tokens":10}}\n\ndata: {"usage":{"total_tokens":-3}}', true);
+    expect(bad.unitsAt('usage.total_tokens')).toMatchObject({ ok: false, reason: 'invalid' });
+  });
+
+  it('ignores hand-off records that are not budget records', () => {
+    const m = new UsageMeter(meta({ budget_records: ['not json', '["x"]', JSON.stringify(['t', 'fact:x', 1, 'a'])] }));
+    expect(m.records).toEqual([]);
+  });
+});
+
+describe('recordExchange', () => {
+  it('records facts and units after an allowed exchange the tool answered 2xx', async () => {
+    const store = new MemoryStore(undefined, () => NOW);
+    const { st, res } = exchange(meta(), 201);
+    const usage = new UsageMeter(st.meta);
+    usage.body('{"usage":{"total_tokens":7}}');
+    recordExchange(store, st, res, usage, NOW);
+    await settle();
+    expect(await store.get(parseFactRecord(SEEN)!.key)).toBe('1');
+    expect(await store.get(parseFactRecord(COUNT)!.key)).toBe('1');
+    expect(await spent(store)).toBe('7');
+    recordExchange(store, st, res, usage, NOW);
+    await settle();
+    expect(await store.get(parseFactRecord(COUNT)!.key)).toBe('2');
+    expect(await spent(store)).toBe('14');
+  });
+
+  it('records no fact for a 5xx, a 4xx, a blocked or failed response, a denial or no response; units still count when reported', async () => {
+    const cases: [string, ReturnType<typeof exchange>][] = [
+      ['5xx', exchange(meta(), 502)],
+      ['4xx', exchange(meta(), 404)],
+      ['3xx', exchange(meta(), 302)],
+      ['blocked', exchange(meta(), 200, { dlp: { action: 'blocked', rules: new Set(['x']), count: 1 } })],
+      ['no response', exchange(meta(), null)],
+      ['denied', exchange(meta({ allowed: false }), 200)],
+    ];
+    const failed = exchange(meta(), 200);
+    failed.st.error = new GatewayError('blocked_content', 'x');
+    cases.push(['failed', failed]);
+    for (const [what, { st, res }] of cases) {
+      const store = new MemoryStore(undefined, () => NOW);
+      const usage = new UsageMeter(st.meta);
+      usage.body('{"usage":{"total_tokens":3}}');
+      recordExchange(store, st, res, usage, NOW);
+      await settle();
+      expect(await store.get(parseFactRecord(SEEN)!.key), what).toBeNull();
+      expect(await store.get(parseFactRecord(COUNT)!.key), what).toBeNull();
+      // Units the response reported were spent whatever the status (not for a denial).
+      expect(await spent(store), what).toBe(what === 'denied' ? null : '3');
+    }
+  });
+
+  it('never throws, also when the store fails or is absent', async () => {
+    const broken: Store = Object.assign(Object.create(new MemoryStore()) as Store, {
+      set: () => Promise.reject(new Error('down')),
+      increment: () => {
+        throw new Error('down');
+      },
+    });
+    const { st, res } = exchange(meta(), 200);
+    const usage = new UsageMeter(st.meta);
+    usage.body('{"usage":{"total_tokens":3}}');
+    expect(() => recordExchange(broken, st, res, usage, NOW)).not.toThrow();
+    expect(() => recordExchange(undefined, st, res, usage, NOW)).not.toThrow();
+    expect(() => recordExchange(broken, exchange(null, 200).st, res, null, NOW)).not.toThrow();
+    await settle();
+  });
+});
