@@ -37,10 +37,21 @@ function unitsOf(v: string | number | boolean): Units {
   return typeof v === 'number' && Number.isSafeInteger(v) && v >= 0 && v <= MAX_BUDGET_UNITS ? { ok: true, units: v } : { ok: false, reason: 'invalid' };
 }
 
+/** Whether a message is a JSON-RPC answer that failed: an `error`, or a tool result with `isError`. */
+function rpcFailure(doc: unknown): boolean {
+  if (typeof doc !== 'object' || doc === null || Array.isArray(doc)) return false;
+  const m = doc as Record<string, unknown>;
+  if (m.jsonrpc !== '2.0') return false;
+  if (Object.hasOwn(m, 'error')) return true;
+  const result = m.result;
+  return typeof result === 'object' && result !== null && (result as Record<string, unknown>).isError === true;
+}
+
 /**
- * Reads the units a response reports, for the budgets of its exchange: from the whole JSON body
- * (a JSON-RPC batch: summed over its messages), or from the last event of a stream that carries
- * the path. Only what was inspected (and delivered) is read.
+ * Reads what a response says for the facts and budgets of its exchange: the units it reports
+ * (from the whole JSON body, a JSON-RPC batch summed over its messages, or from the last event of
+ * a stream that carries the path), and whether a JSON-RPC answer in it failed (an MCP call that
+ * answered 200 with an error did not complete). Only what was inspected (and delivered) is read.
  */
 export class UsageMeter {
   private readonly budgets: readonly BudgetRecord[];
@@ -48,6 +59,9 @@ export class UsageMeter {
   private readonly found = new Map<string, Units>();
   private carry = '';
   private notJson = false;
+  /** The exchange has facts to record: JSON-RPC failures are looked for. */
+  private readonly watchRpc: boolean;
+  private failed = false;
 
   constructor(meta: AuthzMetadata | null) {
     const budgets: BudgetRecord[] = [];
@@ -58,6 +72,12 @@ export class UsageMeter {
     }
     this.budgets = budgets;
     this.paths = new Map(budgets.map((b) => [b.unitsFrom, pathSegments(b.unitsFrom)]));
+    this.watchRpc = (meta?.fact_records.length ?? 0) > 0;
+  }
+
+  /** A JSON-RPC answer of the response failed (its facts are not recorded). */
+  get rpcFailed(): boolean {
+    return this.failed;
   }
 
   /** The budgets of the exchange. */
@@ -67,13 +87,14 @@ export class UsageMeter {
 
   /** A whole body as inspected (null when it was not text). */
   body(text: string | null): void {
-    if (this.paths.size === 0) return;
+    if (this.paths.size === 0 && !this.watchRpc) return;
     const doc = text === null ? undefined : parse(text);
     if (doc === undefined) {
       this.notJson = true;
       return;
     }
     const docs = Array.isArray(doc) ? doc : [doc];
+    if (this.watchRpc && docs.some(rpcFailure)) this.failed = true;
     for (const [path, segs] of this.paths) {
       let sum = 0;
       let carried = false;
@@ -93,7 +114,7 @@ export class UsageMeter {
 
   /** Text of an event stream as delivered (inspected events, in order). */
   sse(text: string, end: boolean): void {
-    if (this.paths.size === 0) return;
+    if (this.paths.size === 0 && !this.watchRpc) return;
     let buf = this.carry + text;
     let from = 0;
     EVENT_END.lastIndex = 0;
@@ -123,6 +144,7 @@ export class UsageMeter {
     if (data.length === 0) return;
     const doc = parse(data.join('\n'));
     if (doc === undefined) return;
+    if (this.watchRpc && (Array.isArray(doc) ? doc : [doc]).some(rpcFailure)) this.failed = true;
     for (const [path, segs] of this.paths) {
       const v = valueAt(doc, segs);
       // The last event that carries the path is the stream's total.
@@ -165,7 +187,8 @@ function write(what: 'fact' | 'budget', op: () => Promise<unknown>, requestId: s
 
 /**
  * Records the facts and budget units of a finished exchange (fire and forget). Facts only when
- * the call completed; units whenever the response reported them (they were spent either way).
+ * the call completed (and no JSON-RPC answer in the response failed); units whenever the
+ * response reported them (they were spent either way).
  */
 export function recordExchange(store: Store | undefined, st: StreamState, res: ResponseState, usage: UsageMeter | null, nowMs: number = Date.now()): void {
   try {
@@ -180,7 +203,7 @@ function recordNow(store: Store | undefined, st: StreamState, res: ResponseState
   const meta = st.meta;
   if (!store || !meta?.allowed) return;
   const rid = meta.request_id;
-  if (meta.fact_records.length > 0 && completed(st, res)) {
+  if (meta.fact_records.length > 0 && completed(st, res) && usage?.rpcFailed !== true) {
     for (const s of meta.fact_records) {
       const r = parseFactRecord(s);
       if (!r) {

@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import type { AuthzMetadata } from '../../../src/authz/check.js';
 import { GatewayError } from '../../../src/errors.js';
+import { AUTHZ_METADATA_NAMESPACE, HandoffKey, handoffStruct, readHandoff, sealHandoff } from '../../../src/authz/handoff.js';
 import { recordExchange, UsageMeter } from '../../../src/extproc/facts.js';
 import { newResponseState, newStreamState, type ResponseState, type StreamState } from '../../../src/extproc/state.js';
 import { budgetKey, parseFactRecord } from '../../../src/limits/facts.js';
@@ -112,6 +113,31 @@ describe('recordExchange', () => {
     }
   });
 
+  it('records no fact when a JSON-RPC answer failed (an error, or a tool result with isError), in a body, a batch or an event', async () => {
+    const failures: [string, (u: UsageMeter) => void][] = [
+      ['error', (u) => u.body('{"jsonrpc":"2.0","id":1,"error":{"code":-32000,"message":"ledger down"}}')],
+      ['isError', (u) => u.body('{"jsonrpc":"2.0","id":1,"result":{"content":[],"isError":true}}')],
+      ['batch', (u) => u.body('[{"jsonrpc":"2.0","id":1,"result":{}},{"jsonrpc":"2.0","id":2,"error":{"code":1,"message":"x"}}]')],
+      ['event', (u) => u.sse('event: message\ndata: {"jsonrpc":"2.0","id":1,"result":{"isError":true}}\n\n', true)],
+    ];
+    for (const [what, feed] of failures) {
+      const store = new MemoryStore(undefined, () => NOW);
+      const { st, res } = exchange(meta(), 200);
+      const usage = new UsageMeter(st.meta);
+      feed(usage);
+      recordExchange(store, st, res, usage, NOW);
+      await settle();
+      expect(await store.get(parseFactRecord(SEEN)!.key), what).toBeNull();
+    }
+    const store = new MemoryStore(undefined, () => NOW);
+    const { st, res } = exchange(meta(), 200);
+    const usage = new UsageMeter(st.meta);
+    usage.body('{"jsonrpc":"2.0","id":1,"result":{"content":[],"isError":false}}');
+    recordExchange(store, st, res, usage, NOW);
+    await settle();
+    expect(await store.get(parseFactRecord(SEEN)!.key)).toBe('1');
+  });
+
   it('never throws, also when the store fails or is absent', async () => {
     const broken: Store = Object.assign(Object.create(new MemoryStore()) as Store, {
       set: () => Promise.reject(new Error('down')),
@@ -126,5 +152,26 @@ describe('recordExchange', () => {
     expect(() => recordExchange(undefined, st, res, usage, NOW)).not.toThrow();
     expect(() => recordExchange(broken, exchange(null, 200).st, res, null, NOW)).not.toThrow();
     await settle();
+  });
+});
+
+describe('the records travel signed', () => {
+  const full = (over: Partial<AuthzMetadata>): AuthzMetadata =>
+    ({
+      request_id: 'r', traceparent: null, method: 'POST', path: '/tools/payments/transfers', tool: 'payments', agent: 'treasury', agent_version: null, user: 'u', tenant: 't',
+      auth_methods: ['jwt'], roles: [], auth_error: null, forwarded_recorded: false, allowed: true, dry_run: false, rule: null, reason: null, policy_version: null,
+      mcp_method: null, mcp_tool: null, mcp_prompt: null, mcp_resource: null, mcp_session: null, mcp_protocol_version: null, proven_by: [], jti: null,
+      body_sha256: null, authz_ms: 1, mcp_decided_on: null, fact_records: [SEEN], budget_records: [BUDGET], ...over,
+    }) as AuthzMetadata;
+
+  it('a hand-off whose records were changed on the way is forged', () => {
+    const key = HandoffKey.ephemeral();
+    const struct = handoffStruct(sealHandoff(full({}), key)) as unknown as { fields: { portcullis: { structValue: { fields: Record<string, unknown> } } } };
+    const ok = readHandoff({ [AUTHZ_METADATA_NAMESPACE]: struct }, key);
+    expect(ok.ok && ok.meta.fact_records).toEqual([SEEN]);
+    expect(ok.ok && ok.meta.budget_records).toEqual([BUDGET]);
+    const fields = struct.fields.portcullis.structValue.fields;
+    fields.fact_records = { listValue: { values: [{ stringValue: JSON.stringify(['seen', 60_000, 'fact:seen:g:paid:other-agent']) }] } };
+    expect(readHandoff({ [AUTHZ_METADATA_NAMESPACE]: struct }, key)).toEqual({ ok: false, problem: 'forged' });
   });
 });
