@@ -17,6 +17,7 @@ import { call, eventually, expectDenial, metricValue, token, type Reply } from '
 type Json = Record<string, any>;
 
 const TOKEN_LIMIT = 100;
+const SEARCH_LIMIT = 10;
 const dataDir = mkdtempSync(join(tmpdir(), 'portcullis-facts-data-'));
 const dataFile = join(dataDir, 'approvals.json');
 
@@ -45,6 +46,10 @@ beforeAll(async () => {
       const llm = (cfg.tools as Json[]).find((t) => t.name === 'llm');
       if (!llm) throw new Error('demo config lacks the llm tool');
       llm.budgets = [{ name: 'tokens', per: ['tenant', 'agent'], limit: TOKEN_LIMIT, window_s: 3600, units_from: 'usage.total_tokens' }];
+      // The sample docs server echoes a call's arguments: its `limit` stands in for metered units.
+      const docs = (cfg.tools as Json[]).find((t) => t.name === 'docs');
+      if (!docs) throw new Error('demo config lacks the docs tool');
+      docs.budgets = [{ name: 'searches', per: ['tenant', 'mcp_tool'], limit: SEARCH_LIMIT, window_s: 3600, units_from: 'result.structuredContent.arguments.limit' }];
     },
   });
 }, 120_000);
@@ -277,5 +282,46 @@ describe('budgets of a metered tool', () => {
     await writesAfter('budget', before, 1);
     const body = expectDenial(await complete(bearer, { prompt: 'x', max_tokens: 1 }), 429, 'rate_limited', 'budgets.tokens');
     expect(body.error.details).toMatchObject({ spent: 100 });
+  });
+});
+
+describe('budgets of an MCP tool: per call, batches summed, JSON-RPC errors with the ids', () => {
+  const search = (id: number, limit: number, tenant = 'budget-mcp'): Json => ({ jsonrpc: '2.0', id, method: 'tools/call', params: { name: 'search_docs', arguments: { query: 'vpn', tenant, limit } } });
+
+  function docs(bearer: string, body: unknown): Promise<Reply> {
+    return call(`${stack.envoyUrl}/tools/docs/`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${bearer}`, 'content-type': 'application/json', accept: 'application/json, text/event-stream', 'mcp-protocol-version': '2025-11-25' },
+      body: JSON.stringify(body),
+    });
+  }
+
+  it('spends what each answer reports, a batch as the sum of its answers, then refuses every id of a call or batch', async () => {
+    const bearer = await token(stack, { agent: 'helpdesk', user: 'mia', tenant: 'budget-mcp', roles: ['support'] });
+    let before = await writes('budget');
+    expect((await docs(bearer, search(1, 4))).status).toBe(200);
+    await writesAfter('budget', before, 1);
+    before = await writes('budget');
+    const batch = await docs(bearer, [search(2, 3), search(3, 2)]);
+    expect(batch.status, batch.text).toBe(200);
+    expect((JSON.parse(batch.text) as Json[]).map((m) => m.id)).toEqual([2, 3]);
+    await writesAfter('budget', before, 1);
+    // 9 of 10 spent: one more call passes (enforced on the next call), whatever it costs.
+    before = await writes('budget');
+    expect((await docs(bearer, search(4, 5))).status).toBe(200);
+    await writesAfter('budget', before, 1);
+    const denied = await docs(bearer, search(5, 1));
+    expect(denied.status, denied.text).toBe(429);
+    const err = JSON.parse(denied.text) as Json;
+    expect(err).toMatchObject({ jsonrpc: '2.0', id: 5, error: { code: -32029, data: { type: 'rate_limited', rule: 'budgets.searches', details: { spent: 14, limit: SEARCH_LIMIT } } } });
+    expect(err.error.message).toContain('"searches"');
+    const deniedBatch = await docs(bearer, [search(6, 1), search(7, 1)]);
+    expect(deniedBatch.status).toBe(429);
+    expect((JSON.parse(deniedBatch.text) as Json[]).map((e) => [e.id, e.error.data.rule])).toEqual([
+      [6, 'budgets.searches'],
+      [7, 'budgets.searches'],
+    ]);
+    // Another MCP method is another key of the budget (per mcp_tool): not refused.
+    expect((await docs(bearer, { jsonrpc: '2.0', id: 8, method: 'tools/list', params: {} })).status).toBe(200);
   });
 });
