@@ -325,3 +325,26 @@ describe('budgets of an MCP tool: per call, batches summed, JSON-RPC errors with
     expect((await docs(bearer, { jsonrpc: '2.0', id: 8, method: 'tools/list', params: {} })).status).toBe(200);
   });
 });
+
+describe('when the store cannot answer', () => {
+  it('a call whose policy reads facts is refused (503 facts.store_unavailable), a tool without facts is not; back without a restart', async () => {
+    const bearer = await token(stack, { agent: 'treasury', user: 'tess', tenant: 'acme', roles: ['support'] });
+    await redis.stop();
+    try {
+      const r = await transfer(bearer, { counterparty: 'tyrell', amount: 1 });
+      const body = expectDenial(r, 503, 'unavailable', 'facts.store_unavailable');
+      expect(body.error.retryable).toBe(true);
+      expect(body.error.message).toMatch(/store/);
+      // The weather tool reads no facts (its read-only rate limit falls back to a local bucket).
+      const weather = await call(`${stack.envoyUrl}/tools/weather/forecast?city=Rome`, { headers: { authorization: `Bearer ${bearer}` } });
+      expect(weather.status, weather.text).not.toBe(503);
+    } finally {
+      await redis.start();
+    }
+    // The test's Redis keeps nothing across a restart: the fact is gone, and the policy decides on that.
+    let last: Reply | null = null;
+    const back = await eventually(async () => (last = await transfer(bearer, { counterparty: 'tyrell', amount: 1 })).status !== 503, 20_000, 250);
+    expect(back, 'facts are read again once Redis is back').toBe(true);
+    expectDenial(last as unknown as Reply, 403, 'forbidden', 'payments.new_counterparty');
+  });
+});
