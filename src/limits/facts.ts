@@ -85,6 +85,10 @@ export function compileFacts(config: GatewayConfig): Map<string, ToolFacts> {
       facts.push(compileFact(f, `t:${tool.name}`));
     }
     const budgets: CompiledBudget[] = [];
+    // ext_proc skips the body of a tool that inspects nothing in its responses: no units would ever be read.
+    if ((tool.budgets ?? []).length > 0 && !tool.response.dlp && tool.response.drop_fields.length === 0) {
+      throw new Error(`tools.${tool.name}.budgets: the tool's response bodies are not read (response.dlp is false), so no units could be counted; turn response.dlp on`);
+    }
     for (const b of tool.budgets ?? []) {
       if (budgets.some((c) => c.config.name === b.name)) throw new Error(`tools.${tool.name}.budgets: budget name "${b.name}" is used twice`);
       budgets.push({ config: b, scope: `t:${tool.name}`, windowMs: b.window_s * 1000 });

@@ -214,5 +214,7 @@ describe('facts configuration', () => {
     expect(() => compileFacts(cfg(BASE.replace('transfers_last_hour', 'paid_counterparty')))).toThrow(/used twice/);
     expect(() => compileFacts(cfg(BASE.replace('tools: [payments]', 'tools: [payroll]')))).toThrow(/unknown tool "payroll"/);
     expect(() => compileFacts(cfg(BASE.replace('units_from: usage.total_tokens }', 'units_from: usage.total_tokens }\n      - { name: tokens, limit: 1, window_s: 1, units_from: x }')))).toThrow(/budget name "tokens" is used twice/);
+    // A budget needs the response bodies read.
+    expect(() => compileFacts(cfg(BASE.replace('    upstream: tool_llm\n', '    upstream: tool_llm\n    response: { dlp: false }\n')))).toThrow(/response.dlp/);
   });
 });
