@@ -169,6 +169,22 @@ function completed(st: StreamState, res: ResponseState): boolean {
   return st.meta?.allowed === true && st.error === null && status !== null && status >= 200 && status < 300 && res.dlp.action !== 'blocked';
 }
 
+/** One log line per this interval while writes fail; the rest are counted only. */
+const LOG_INTERVAL_MS = 10_000;
+let lastLog = 0;
+let suppressed = 0;
+
+function logFailure(what: string, requestId: string | null, err: unknown): void {
+  const now = Date.now();
+  if (now - lastLog < LOG_INTERVAL_MS) {
+    suppressed++;
+    return;
+  }
+  log.warn({ request_id: requestId, what, err: (err as Error)?.message, suppressed }, 'could not record after the exchange; policy will not see it');
+  lastLog = now;
+  suppressed = 0;
+}
+
 function write(what: 'fact' | 'budget', op: () => Promise<unknown>, requestId: string | null): void {
   let p: Promise<unknown>;
   try {
@@ -180,7 +196,7 @@ function write(what: 'fact' | 'budget', op: () => Promise<unknown>, requestId: s
     () => recorded.inc({ what, outcome: 'ok' }),
     (err: unknown) => {
       recorded.inc({ what, outcome: 'error' });
-      log.warn({ request_id: requestId, what, err: (err as Error)?.message }, 'could not record after the exchange; policy will not see it');
+      logFailure(what, requestId, err);
     },
   );
 }
