@@ -6,6 +6,12 @@ import { recordExchange, UsageMeter } from '../../../src/extproc/facts.js';
 import { newResponseState, newStreamState, type ResponseState, type StreamState } from '../../../src/extproc/state.js';
 import { budgetKey, parseFactRecord } from '../../../src/limits/facts.js';
 import { MemoryStore, type Store } from '../../../src/limits/store.js';
+import { registry } from '../../../src/metrics.js';
+
+async function failedWrites(): Promise<number> {
+  const m = (await registry.getSingleMetric('portcullis_fact_writes_total')?.get())?.values ?? [];
+  return m.filter((v) => v.labels.outcome === 'error').reduce((n, v) => n + v.value, 0);
+}
 
 const SEEN = JSON.stringify(['seen', 60_000, 'fact:seen:g:paid:abc']);
 const COUNT = JSON.stringify(['count', 60_000, 'fact:count:t:exports:n:def']);
@@ -145,10 +151,14 @@ describe('recordExchange', () => {
         throw new Error('down');
       },
     });
+    const errors0 = await failedWrites();
     const { st, res } = exchange(meta(), 200);
     const usage = new UsageMeter(st.meta);
     usage.body('{"usage":{"total_tokens":3}}');
     expect(() => recordExchange(broken, st, res, usage, NOW)).not.toThrow();
+    await settle();
+    // Two facts (set rejects) and one budget (increment throws): each failure counted.
+    expect((await failedWrites()) - errors0).toBe(3);
     expect(() => recordExchange(undefined, st, res, usage, NOW)).not.toThrow();
     expect(() => recordExchange(broken, exchange(null, 200).st, res, null, NOW)).not.toThrow();
     await settle();
