@@ -213,6 +213,16 @@ describe('exports: at most 20 per agent per hour', () => {
     const other = await token(stack, { agent: 'helpdesk', user: 'erin', tenant: 'acme', roles: ['support'] });
     expect((await exportCall(other)).status).toBe(200);
   });
+
+  it('exports sent all at once cannot get past the cap: the rate limit takes them at the Check', async () => {
+    // helpdesk has made 1 export: 30 in parallel see a count of (at most) 1, and the bucket stops them.
+    const bearer = await token(stack, { agent: 'helpdesk', user: 'pat', tenant: 'acme', roles: ['support'] });
+    const replies = await Promise.all(Array.from({ length: 30 }, () => call(`${stack.envoyUrl}/tools/exports/transactions`, { headers: { authorization: `Bearer ${bearer}` } })));
+    const ok = replies.filter((r) => r.status === 200).length;
+    expect(ok).toBeLessThanOrEqual(19);
+    expect(ok).toBeGreaterThan(0);
+    for (const r of replies.filter((x) => x.status !== 200)) expectDenial(r, 429, r.text.includes('"rate_limited"') ? 'rate_limited' : 'forbidden', /^(limits\.exports-per-agent|exports\.hourly_limit)$/);
+  });
 });
 
 describe('budgets of a metered tool', () => {
