@@ -299,7 +299,9 @@ export async function lookupFacts(store: Store, config: GatewayConfig, req: Fact
   for (const b of tf.budgets) {
     const bases = new Set<string>();
     // A value the call lacks is one shared "none": a budget is never skipped.
-    for (const call of calls) bases.add(`budget:${b.scope}:${b.config.name}:${digest(b.config.per.map((d) => dimension(d, req.tool, req.principal, call)))}`);
+    // The calls of a batch mostly share their values: each distinct combination is hashed once.
+    const combos = new Set(calls.map((call) => JSON.stringify(b.config.per.map((d) => dimension(d, req.tool, req.principal, call)))));
+    for (const combo of combos) bases.add(`budget:${b.scope}:${b.config.name}:${createHash('sha256').update(combo).digest('base64url')}`);
     for (const base of bases) {
       budgets.push({ b, at: slot(budgetKey(base, b.windowMs, now)) });
       budgetRecords.add(JSON.stringify([b.config.name, base, b.windowMs, b.config.units_from]));
