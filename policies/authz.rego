@@ -62,11 +62,12 @@ permitted if {
 	agent_bound
 	role_grants_tool
 	mcp_names_granted
+	facts_ok
 }
 
 first_denial := {
 	"allowed": false,
-	"http_status": 403,
+	"http_status": object.get(denial_status, d[1], 403),
 	"rule": d[1],
 	"reason": d[2],
 } if {

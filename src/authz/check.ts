@@ -16,6 +16,7 @@ import type { Scanner } from '../dlp/index.js';
 import { checkRouteBinding, checkRouteBody, injectedHeaders, isMutating, toolView, type ToolLookup, type ToolRegistry } from '../tools/registry.js';
 import type { CredentialInjector, HeaderValue } from '../credentials/inject.js';
 import { RateLimitedError, type RateLimiter } from '../limits/tokenBucket.js';
+import { lookupFacts, type FactLookup } from '../limits/facts.js';
 import type { ProtoCheckRequest } from './request.js';
 import { HeaderHygiene, hasMethodOverrideParam, METHOD_OVERRIDE_PARAM } from '../tools/headerHygiene.js';
 import { stageTimer, recordDecision } from './metrics.js';
@@ -93,6 +94,10 @@ export interface AuthzMetadata {
   idempotency_key: string | null;
   /** The pending marker this call holds, exactly as stored (ext_proc swaps it); null otherwise. */
   idempotency_claim: string | null;
+  /** Facts to record once the call completed (encoded records of limits/facts.ts; keys hashed). */
+  fact_records: string[];
+  /** Budgets the response's units are added to (encoded records of limits/facts.ts). */
+  budget_records: string[];
 }
 
 /** Allowed: what Envoy must change on the upstream request. */
@@ -188,6 +193,8 @@ interface Ctx {
   idempotency: { readonly key: string; readonly claim: string | null } | null;
   /** The stored answer of an idempotent retry. */
   replay: ReplayedResponse | null;
+  /** Facts of each call and what to record after it (null: the tool has none). */
+  facts: FactLookup | null;
 }
 
 function headerList(obj: Readonly<Record<string, string | readonly string[]>> | null | undefined): HeaderValue[] {
@@ -273,6 +280,7 @@ export class Authorizer {
       // A policy or data file just changed (e.g. a revocation): decide with the new one.
       const settling = deps.policy.settled();
       if (settling) await settling;
+      await this.readFacts(deps, ctx);
       this.authorize(deps, ctx);
       this.exfiltration(deps, ctx, hygiene);
       await this.limit(deps, ctx);
@@ -343,6 +351,7 @@ export class Authorizer {
       rateLimitHeaders: [],
       idempotency: null,
       replay: null,
+      facts: null,
     };
   }
 
@@ -496,6 +505,19 @@ export class Authorizer {
     }
   }
 
+  /**
+   * Policy facts and budgets of the call, read in one store round trip before policy (the wasm
+   * evaluation stays synchronous). A spent budget or an unreachable store denies here.
+   */
+  private async readFacts(deps: AuthzDeps, ctx: Ctx): Promise<void> {
+    const t = stageTimer('facts');
+    try {
+      ctx.facts = await lookupFacts(deps.limiter.store, deps.config, { tool: ctx.tool as ToolConfig, principal: ctx.principal, calls: ctx.mcp, body: ctx.parsedBody });
+    } finally {
+      t();
+    }
+  }
+
   private authorize(deps: AuthzDeps, ctx: Ctx): void {
     const t = stageTimer('policy');
     const tool = ctx.tool as ToolConfig;
@@ -524,6 +546,7 @@ export class Authorizer {
           body: message === undefined ? ctx.bodyText : JSON.stringify(message),
           parsedBody: message === undefined ? ctx.parsedBody : message,
           truncated: message === undefined ? ctx.truncated : false,
+          facts: ctx.facts?.perCall[i],
         });
         const decision = deps.policy.evaluate(input);
         ctx.decision = decision;
@@ -725,6 +748,8 @@ export class Authorizer {
       mcp_decided_on: ctx.headerDecided ? 'headers' : null,
       idempotency_key: ctx.idempotency?.key ?? null,
       idempotency_claim: ctx.idempotency?.claim ?? null,
+      fact_records: ctx.facts ? [...ctx.facts.factRecords] : [],
+      budget_records: ctx.facts ? [...ctx.facts.budgetRecords] : [],
     };
   }
 }

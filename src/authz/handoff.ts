@@ -67,6 +67,8 @@ const FIELDS: Readonly<Record<keyof AuthzMetadata, Kind>> = {
   mcp_decided_on: 'string?',
   idempotency_key: 'string?',
   idempotency_claim: 'string?',
+  fact_records: 'string[]',
+  budget_records: 'string[]',
 };
 
 /** Field names in signing order (sorted, so declaration order does not matter). */

@@ -41,6 +41,48 @@ const rateLimitRule = {
 
 const rateLimitRules = { type: 'array', items: rateLimitRule, maxItems: 32, default: [] } as const;
 
+/** What a fact or budget key part may name: a principal or call attribute, or `arg:<dotted path>` into the call's arguments. */
+const factKeyPart = {
+  anyOf: [{ enum: ['tenant', 'user', 'agent', 'agent_version', 'tool', 'mcp_tool'] }, { type: 'string', pattern: '^arg:[^.\\s]{1,64}(\\.[^.\\s]{1,64}){0,15}$' }],
+} as const;
+
+/** A fact policy can read (`input.facts.<name>`), recorded after allowed, completed calls (limits/facts.ts). */
+const factProperties = {
+  // A Rego identifier: `input.facts.<name>` without quoting.
+  name: { type: 'string', pattern: '^[a-z][a-z0-9_]{0,62}$' },
+  kind: { enum: ['seen', 'count'] },
+  key: { type: 'array', items: factKeyPart, minItems: 1, maxItems: 8, uniqueItems: true },
+  // count: the fixed window (starting at the first recorded call) the number covers.
+  window_s: { type: 'integer', minimum: 1, maximum: 31536000, default: 3600 },
+  // seen: how long a recorded fact is remembered (default 90 days).
+  ttl_s: { type: 'integer', minimum: 1, maximum: 315360000, default: 7776000 },
+  record: { enum: ['on_success'], default: 'on_success' },
+} as const;
+
+const toolFact = { type: 'object', additionalProperties: false, required: ['name', 'kind', 'key'], properties: factProperties } as const;
+
+/** A top-level fact names the tools it applies to. */
+const globalFact = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['name', 'kind', 'key', 'tools'],
+  properties: { ...factProperties, tools: { type: 'array', items: name, minItems: 1, uniqueItems: true } },
+} as const;
+
+/** A spend budget of a metered tool: units read from its responses, enforced on the next call. */
+const budget = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['name', 'limit', 'window_s', 'units_from'],
+  properties: {
+    name,
+    per: { type: 'array', items: { enum: ['tenant', 'user', 'agent', 'agent_version', 'tool', 'mcp_tool'] }, uniqueItems: true, maxItems: 6, default: [] },
+    limit: { type: 'integer', minimum: 1, maximum: 1000000000000 },
+    window_s: { type: 'integer', minimum: 1, maximum: 31536000 },
+    units_from: { type: 'string', pattern: '^[^.\\s]{1,64}(\\.[^.\\s]{1,64}){0,15}$' },
+  },
+} as const;
+
 /** Asymmetric JWS algorithms; `none` and HMAC are not accepted for JWKS-verified issuers. */
 export const ASYMMETRIC_ALGS = ['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA'] as const;
 
@@ -239,6 +281,8 @@ export const configSchema = {
             },
           },
           rate_limits: rateLimitRules,
+          facts: { type: 'array', items: toolFact, maxItems: 32 },
+          budgets: { type: 'array', items: budget, maxItems: 16 },
           rate_limit: {
             type: 'object',
             additionalProperties: false,
@@ -416,6 +460,7 @@ export const configSchema = {
       },
     },
     rate_limits: rateLimitRules,
+    facts: { type: 'array', items: globalFact, maxItems: 64 },
     strip_headers: {
       type: 'array',
       items: headerName,

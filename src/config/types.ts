@@ -157,6 +157,50 @@ export interface IdempotencyConfig {
   readonly required: boolean;
 }
 
+/** What a fact's key is made of: a principal or call attribute, or `arg:<dotted path>` into the call's arguments (JSON body). */
+export type FactKeyPart = 'tenant' | 'user' | 'agent' | 'agent_version' | 'tool' | 'mcp_tool' | `arg:${string}`;
+
+/**
+ * Something policy remembers (`input.facts.<name>`): `seen` (a boolean: a call with this key
+ * completed within `ttl_s`) or `count` (the calls with this key completed in the current
+ * `window_s` window). Recorded after an allowed call whose tool answered 2xx.
+ */
+export interface FactConfig {
+  /** `input.facts.<name>`; unique among the facts of a tool. */
+  readonly name: string;
+  readonly kind: 'seen' | 'count';
+  /** The values that make one fact; a call lacking one of them has no value for the fact. */
+  readonly key: readonly FactKeyPart[];
+  /** count: the window in seconds (default 3600), starting at the first recorded call. */
+  readonly window_s: number;
+  /** seen: how long a recorded fact is remembered, in seconds (default 90 days). */
+  readonly ttl_s: number;
+  /** When it is recorded: `on_success` (an allowed call whose tool answered 2xx). */
+  readonly record: 'on_success';
+}
+
+/** A top-level fact, shared by the tools it names (one value across them). */
+export interface GlobalFactConfig extends FactConfig {
+  readonly tools: readonly string[];
+}
+
+/** A request attribute a budget can be kept per. */
+export type BudgetDimension = 'tenant' | 'user' | 'agent' | 'agent_version' | 'tool' | 'mcp_tool';
+
+/**
+ * Units a metered tool reports in its responses (`units_from`, e.g. `usage.total_tokens`),
+ * summed per combination of `per` values in fixed windows of `window_s`; a principal whose
+ * spend reached `limit` is refused (429, rule `budgets.<name>`) until the window ends.
+ */
+export interface BudgetConfig {
+  readonly name: string;
+  readonly per: readonly BudgetDimension[];
+  readonly limit: number;
+  readonly window_s: number;
+  /** Dotted path in the JSON response (or, for an event stream, in the last event carrying it). */
+  readonly units_from: string;
+}
+
 /** Where shared state lives (`store`). */
 export interface StoreConfig {
   /** `memory` (one replica, the default) or `redis` (shared by every replica). */
@@ -256,6 +300,10 @@ export interface ToolConfig {
   readonly idempotency?: IdempotencyConfig;
   /** Rate limits by descriptor for this tool (buckets are per tool). */
   readonly rate_limits?: readonly RateLimitRule[];
+  /** Facts of this tool's calls for policy (`input.facts`); see {@link FactConfig}. */
+  readonly facts?: readonly FactConfig[];
+  /** Spend budgets read from this tool's responses; see {@link BudgetConfig}. */
+  readonly budgets?: readonly BudgetConfig[];
   readonly request: {
     /**
      * Largest request body. Default: `inspect.check_body_bytes` for JSON tools (request schema or
@@ -415,6 +463,8 @@ export interface GatewayConfig {
   readonly store?: StoreConfig;
   /** Rate limits by descriptor across every tool. */
   readonly rate_limits?: readonly RateLimitRule[];
+  /** Facts shared by the tools each names (`input.facts`). */
+  readonly facts?: readonly GlobalFactConfig[];
   /** Header names always removed from the upstream request, besides the built-in list (caller-supplied identity). */
   readonly strip_headers: readonly string[];
   /** Directory relative paths in the file are resolved against (the config file's folder). */

@@ -5,7 +5,8 @@ import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 
 /**
- * Sample upstream behind the demo's three logical tools (weather, tickets, docs MCP server).
+ * Sample upstream behind the demo's logical tools (weather, tickets, docs MCP server, payments,
+ * exports, a metered llm).
  * Dependency-free and cheap per request because it is also the benchmark's upstream. Every JSON
  * reply echoes the request as it arrived (`request`), so tests can see which headers the gateway
  * injected or stripped.
@@ -197,6 +198,66 @@ function tickets(method: string, tenant: string, rest: string[], body: string, s
   return { status: 404, body: { error: { type: 'not_found', message: 'no such ticket resource' } } };
 }
 
+/** A JSON object body, or null when the body is not one. */
+function jsonObject(body: string): Json | null {
+  try {
+    const v: unknown = body ? JSON.parse(body) : null;
+    return typeof v === 'object' && v !== null && !Array.isArray(v) ? (v as Json) : null;
+  } catch {
+    return null;
+  }
+}
+
+let transferSeq = 0;
+
+/** Payments: `POST /payments/transfers {counterparty, amount}` sends a transfer. */
+function payments(method: string, rest: string[], body: string): Reply {
+  if (rest.length !== 1 || rest[0] !== 'transfers') return { status: 404, body: { error: { type: 'not_found', message: 'no such payments resource' } } };
+  if (method !== 'POST') return { status: 405, body: { error: { type: 'method_not_allowed', message: 'use POST' } } };
+  const t = jsonObject(body);
+  if (!t || typeof t.counterparty !== 'string' || typeof t.amount !== 'number') {
+    return { status: 400, body: { error: { type: 'invalid_request', message: 'a transfer is {"counterparty": string, "amount": number}' } } };
+  }
+  transferSeq += 1;
+  return { status: 201, body: { transfer: { id: `TR-${transferSeq}`, counterparty: t.counterparty, amount: t.amount, status: 'sent' } } };
+}
+
+/** Exports: `GET /exports/transactions` returns the tenant's transactions. */
+function exportsRoute(method: string, rest: string[]): Reply {
+  if (rest.length !== 1 || rest[0] !== 'transactions') return { status: 404, body: { error: { type: 'not_found', message: 'no such export' } } };
+  if (method !== 'GET') return { status: 405, body: { error: { type: 'method_not_allowed', message: 'use GET' } } };
+  return { status: 200, body: { rows: [{ id: 'TR-1', counterparty: 'acme-supplies', amount: 120 }, { id: 'TR-2', counterparty: 'globex', amount: 75 }] } };
+}
+
+/**
+ * A metered completion (`POST /llm/completions {prompt, max_tokens?, stream?}`): usage is one
+ * token per prompt word plus `max_tokens` (default 16), reported as `usage.total_tokens`.
+ */
+function completion(body: Json): { text: string; usage: { prompt_tokens: number; completion_tokens: number; total_tokens: number } } {
+  const prompt = typeof body.prompt === 'string' ? body.prompt : '';
+  const promptTokens = prompt.split(/\s+/).filter((w) => w !== '').length;
+  const completionTokens = Number.isInteger(body.max_tokens) ? Math.max(0, Math.min(4096, body.max_tokens as number)) : 16;
+  return { text: `echo: ${prompt}`, usage: { prompt_tokens: promptTokens, completion_tokens: completionTokens, total_tokens: promptTokens + completionTokens } };
+}
+
+function llm(method: string, rest: string[], body: string): Reply {
+  if (rest.length !== 1 || rest[0] !== 'completions') return { status: 404, body: { error: { type: 'not_found', message: 'no such llm resource' } } };
+  if (method !== 'POST') return { status: 405, body: { error: { type: 'method_not_allowed', message: 'use POST' } } };
+  const b = jsonObject(body);
+  if (!b) return { status: 400, body: { error: { type: 'invalid_request', message: 'body must be a JSON object' } } };
+  const c = completion(b);
+  return { status: 200, body: { choices: [{ text: c.text }], usage: c.usage } };
+}
+
+/** A streamed completion: one event per word, the last one carrying the usage. */
+function streamCompletion(res: ServerResponse, body: Json): void {
+  const c = completion(body);
+  res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' });
+  for (const word of c.text.split(' ')) res.write(`data: ${JSON.stringify({ choices: [{ delta: word }] })}\n\n`);
+  res.write(`data: ${JSON.stringify({ choices: [], usage: c.usage })}\n\n`);
+  res.end('data: [DONE]\n\n');
+}
+
 function rpcError(id: unknown, code: number, message: string): Json {
   return { jsonrpc: '2.0', id: id ?? null, error: { code, message } };
 }
@@ -334,6 +395,10 @@ function route(method: string, path: string, query: URLSearchParams, body: strin
     if (tenant && kind === 'tickets') return tickets(method, decodeURIComponent(tenant), rest, body, serial);
   }
   if (path === '/mcp/' || path === '/mcp') return mcp(method, body);
+  const [section, ...rest] = path.split('/').filter((x) => x !== '');
+  if (section === 'payments') return payments(method, rest, body);
+  if (section === 'exports') return exportsRoute(method, rest);
+  if (section === 'llm') return llm(method, rest, body);
   return { status: 404, body: { error: { type: 'not_found', message: `no route for ${method} ${path}` } } };
 }
 
@@ -361,6 +426,10 @@ export async function startSampleTool(opts: { port: number; host?: string }): Pr
     const own = custom.get(url.pathname);
     if (own) {
       own(req, res, body);
+      return;
+    }
+    if (url.pathname === '/llm/completions' && method === 'POST' && jsonObject(body)?.stream === true) {
+      streamCompletion(res, jsonObject(body) as Json);
       return;
     }
     const reply = route(method, url.pathname, url.searchParams, body, serial);

@@ -46,7 +46,10 @@ export interface ExtprocDeps {
   readonly policy: PolicyEngine;
   /** MCP tool definitions learned and pinned, shared with the Check (kept across reloads). */
   readonly mcp?: McpCatalog;
-  /** The shared store, where ext_proc settles idempotency claims (src/extproc/idempotency.ts). */
+  /**
+   * The shared store: ext_proc settles idempotency claims in it (extproc/idempotency.ts) and
+   * records the facts and budgets of finished exchanges (extproc/facts.ts).
+   */
   readonly store?: Store;
 }
 

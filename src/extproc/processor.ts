@@ -16,6 +16,7 @@ import type { TransformContext } from './response/pipeline.js';
 import { mcpListContext } from '../mcp/context.js';
 import { REPLAYED_HEADER } from '../limits/idempotency.js';
 import { IdempotencyClaim, isReplay } from './idempotency.js';
+import { recordExchange, UsageMeter } from './facts.js';
 
 /**
  * Largest response Envoy is asked to buffer (BUFFERED mode): the listener's
@@ -85,6 +86,8 @@ export class StreamProcessor {
   private collector: BodyCollector | null = null;
   private sse: SseInspector | null = null;
   private claim: IdempotencyClaim | null | undefined;
+  /** Units a metered tool reports in this response, for its budgets (extproc/facts.ts). */
+  private usage: UsageMeter | null = null;
 
   constructor(private readonly deps: ExtprocDeps) {
     this.reservation = new Reservation(deps.budget);
@@ -141,6 +144,7 @@ export class StreamProcessor {
     } catch (err) {
       log.error({ request_id: this.request.requestId, err: (err as Error)?.message }, 'ext_proc audit record failed');
     }
+    recordExchange(this.deps.store, st, this.response, this.usage);
   }
 
   private async dispatch(msg: ProcessingRequest): Promise<ProcessingResponse> {
@@ -320,6 +324,7 @@ export class StreamProcessor {
     if (res.mode === 'sse') {
       const r = this.sse!.push(chunk, body.endOfStream === true);
       if (r.error) this.stream.error = r.error;
+      (this.usage ??= new UsageMeter(this.stream.meta)).sse(r.text, body.endOfStream === true);
       return { responseBody: { response: { status: 'CONTINUE', bodyMutation: { body: Buffer.from(r.text, 'utf8') } } } };
     }
     if (res.mode === 'none') return CONTINUE_BODY;
@@ -329,6 +334,7 @@ export class StreamProcessor {
     const out = await inspectWholeBody(this.collector!.take(), res, this.plan!.pipeline, this.context(), { maxBytes: this.deps.config.inspect.max_response_bytes, reservation: this.reservation });
     if (this.deps.config.audit.payload.mode !== 'off' && out.text !== null) res.payload = out.text;
     await this.idempotency()?.complete(out.bytes);
+    (this.usage ??= new UsageMeter(this.stream.meta)).body(out.text);
     if (res.mode === 'held') return { responseBody: { response: { status: 'CONTINUE', bodyMutation: { body: out.bytes } } } };
     const mutation: ProtoHeaderMutation = { setHeaders: [setHeader('content-length', String(out.bytes.length))] };
     if (res.encoding) mutation.removeHeaders = ['content-encoding'];

@@ -33,6 +33,11 @@ export interface PolicyInput {
   readonly identity: Principal | null;
   readonly tool: PolicyTool | null;
   readonly mcp: McpCall | null;
+  /**
+   * Facts the gateway remembers about this call's keys (`seen`: boolean, `count`: number; see
+   * limits/facts.ts). Present only for a tool with facts; a fact whose key the call lacks is absent.
+   */
+  readonly facts?: Readonly<Record<string, boolean | number>>;
 }
 
 /** What the gateway learned before policy, added to the OPA-Envoy input. */
@@ -49,6 +54,8 @@ export interface PolicyAdditions {
   readonly parsedBody?: unknown;
   /** Whether the body is only a prefix (from the raw byte count); computed from the text when absent. */
   readonly truncated?: boolean;
+  /** `input.facts` of this call (absent: the tool has none). */
+  readonly facts?: Readonly<Record<string, boolean | number>>;
 }
 
 const VERSION = Object.freeze({ encoding: 'protojson', ext_authz: 'v3' } as const);
@@ -75,6 +82,7 @@ export function buildPolicyInput(req: ProtoCheckRequest, add: PolicyAdditions): 
     identity: add.identity,
     tool: add.tool,
     mcp: add.mcp,
+    ...(add.facts !== undefined ? { facts: add.facts } : {}),
   };
 }
 

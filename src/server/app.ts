@@ -21,6 +21,7 @@ import { SecretStore } from '../credentials/secrets.js';
 import { CredentialInjector } from '../credentials/inject.js';
 import { RateLimiter } from '../limits/tokenBucket.js';
 import { openStore, storeSettings } from '../limits/open.js';
+import { prepareFacts } from '../limits/facts.js';
 import { compileCatalog } from '../dlp/index.js';
 import { compileInjectionRules } from '../inspect/injection.js';
 import { compileToolSchemas } from '../inspect/schema.js';
@@ -132,6 +133,7 @@ export async function buildDeps(config: GatewayConfig, policy: PolicyEngine, lim
     for (const t of config.tools) if (t.mcp) transportGuard(t);
     // Rate limit names are checked now: a denial must name exactly one limit.
     limiter.prepare(config);
+    prepareFacts(config);
     // Seen signatures live in the shared store: a replayed signature is refused by every replica.
     const identity = await IdentityVerifier.create(config.identity, config.base_dir, secrets, { replayStore: limiter.store });
     const credentials = new CredentialInjector(config.tools, secrets);

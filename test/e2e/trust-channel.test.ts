@@ -173,6 +173,8 @@ describe('mTLS channel (pinned client SAN)', () => {
         mcp_decided_on: null,
         idempotency_key: null,
         idempotency_claim: null,
+        fact_records: [],
+        budget_records: [],
       };
       const encode = externalProcessorService().Process!.requestSerialize as (m: unknown) => Buffer;
       const md = { filterMetadata: { 'envoy.filters.http.ext_authz': handoffStruct(sealHandoff(meta, key)) } };

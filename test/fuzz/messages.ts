@@ -100,6 +100,8 @@ function handoff(rng: Rng, key: HandoffKey | null): Json {
     mcp_decided_on: null,
     idempotency_key: null,
     idempotency_claim: null,
+    fact_records: [],
+    budget_records: [],
   };
   const signer = key ?? HandoffKey.ephemeral();
   const struct = handoffStruct(sealHandoff(meta, signer)) as unknown as { fields: { portcullis: { structValue: { fields: Json } } } };

@@ -67,7 +67,7 @@ tools:
 
   it('accepts the shipped demo configuration', () => {
     const cfg = parseConfig(readFileSync('scripts/demo/portcullis.yaml', 'utf8'), 'scripts/demo/portcullis.yaml');
-    expect(cfg.tools.map((t) => t.name)).toEqual(['weather', 'tickets', 'docs']);
+    expect(cfg.tools.map((t) => t.name)).toEqual(['weather', 'tickets', 'docs', 'payments', 'exports', 'llm']);
   });
 });
 

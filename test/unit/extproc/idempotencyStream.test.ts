@@ -99,7 +99,7 @@ function meta(over: Partial<AuthzMetadata> = {}): AuthzMetadata {
     request_id: 'req-1', traceparent: null, method: 'POST', path: '/tools/weather/forecast', tool: 'weather', agent: 'helpdesk', agent_version: null, user: 'alice', tenant: 'acme',
     auth_methods: ['jwt'], roles: ['support'], auth_error: null, forwarded_recorded: false, allowed: true, dry_run: false, rule: 'allow.role', reason: null, policy_version: 'sha256:test',
     mcp_method: null, mcp_tool: null, mcp_prompt: null, mcp_resource: null, mcp_session: null, mcp_protocol_version: null, proven_by: [], jti: null, body_sha256: null, mcp_decided_on: null,
-    idempotency_key: null, idempotency_claim: null, authz_ms: 1,
+    idempotency_key: null, idempotency_claim: null, fact_records: [], budget_records: [], authz_ms: 1,
     ...over,
   };
 }
@@ -149,7 +149,7 @@ describe('ext_proc with an idempotency claim', () => {
     const call = await open(service).send(reqHeaders(m), respHeaders({ ':status': '201', 'content-type': 'application/json', 'content-length': '2', 'idempotent-replayed': 'true' }));
     expect(call.written[1]?.responseHeaders?.response.headerMutation?.removeHeaders).toContain('idempotent-replayed');
     await call.send(respBody('{}'));
-    const entry = parseEntry((await store.get(STORE_KEY)) as string) as { headers: [string, string][] };
+    const entry = parseEntry((await store.get(STORE_KEY)) as string) as { headers: readonly (readonly [string, string])[] };
     expect(entry.headers.map(([k]) => k)).not.toContain('idempotent-replayed');
   });
 

@@ -159,6 +159,8 @@ function meta(tool: string, over: Partial<AuthzMetadata> = {}): AuthzMetadata {
     mcp_decided_on: null,
     idempotency_key: null,
     idempotency_claim: null,
+    fact_records: [],
+    budget_records: [],
     authz_ms: 1,
     ...over,
   };

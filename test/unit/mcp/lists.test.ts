@@ -32,7 +32,7 @@ function meta(agent: string, roles: string[], over: Partial<AuthzMetadata> = {})
     request_id: 'r-1', traceparent: null, method: 'POST', path: '/tools/docs/', tool: 'docs', agent, agent_version: null, user: 'alice', tenant: 'acme',
     auth_methods: ['jwt'], roles, auth_error: null, forwarded_recorded: false, allowed: true, dry_run: false, rule: 'allow.role', reason: null,
     policy_version: null, mcp_method: 'tools/list', mcp_tool: null, mcp_prompt: null, mcp_resource: null, mcp_session: null, mcp_protocol_version: null,
-    proven_by: ['https://issuer.example'], jti: null, body_sha256: null, authz_ms: 1, mcp_decided_on: null, idempotency_key: null, idempotency_claim: null, ...over,
+    proven_by: ['https://issuer.example'], jti: null, body_sha256: null, authz_ms: 1, mcp_decided_on: null, idempotency_key: null, idempotency_claim: null, fact_records: [], budget_records: [], ...over,
   };
 }
 

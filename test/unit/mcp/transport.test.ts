@@ -36,7 +36,7 @@ function meta(over: Partial<AuthzMetadata> = {}): AuthzMetadata {
   return {
     request_id: 'r-1', traceparent: null, method: 'POST', path: '/tools/docs/', tool: 'docs', agent: ALICE.agent, agent_version: null, user: ALICE.user, tenant: ALICE.tenant,
     auth_methods: ['jwt'], roles: ['support'], auth_error: null, forwarded_recorded: false, allowed: true, dry_run: false, rule: null, reason: null, policy_version: null,
-    mcp_method: 'tools/call', mcp_tool: 'search_docs', body_sha256: null, authz_ms: 1, mcp_prompt: null, mcp_resource: null, mcp_session: null, mcp_protocol_version: null, proven_by: [...ALICE.proven_by], jti: null, mcp_decided_on: 'headers', idempotency_key: null, idempotency_claim: null, ...over,
+    mcp_method: 'tools/call', mcp_tool: 'search_docs', body_sha256: null, authz_ms: 1, mcp_prompt: null, mcp_resource: null, mcp_session: null, mcp_protocol_version: null, proven_by: [...ALICE.proven_by], jti: null, mcp_decided_on: 'headers', idempotency_key: null, idempotency_claim: null, fact_records: [], budget_records: [], ...over,
   };
 }
 
