@@ -4,6 +4,7 @@ import type { BudgetConfig, BudgetDimension, FactConfig, GatewayConfig, ToolConf
 import type { Principal } from '../identity/types.js';
 import type { McpCall } from '../inspect/mcp.js';
 import type { Store } from './store.js';
+import { dimensionValue } from './dimensions.js';
 
 /**
  * Policy facts and metered budgets on the shared store. Before policy runs, the Check reads
@@ -132,20 +133,7 @@ export function valueAt(doc: unknown, path: readonly string[]): string | number 
 }
 
 function dimension(dim: Dimension, tool: ToolConfig, p: Principal | null, call: McpCall | null): string | null {
-  switch (dim) {
-    case 'tenant':
-      return p?.tenant ?? null;
-    case 'user':
-      return p?.user ?? null;
-    case 'agent':
-      return p?.agent ?? null;
-    case 'agent_version':
-      return p?.agent_version ?? null;
-    case 'tool':
-      return tool.name;
-    case 'mcp_tool':
-      return call?.tool ?? null;
-  }
+  return dimensionValue(dim, tool.name, p, call?.tool ?? null);
 }
 
 function digest(values: readonly unknown[]): string {

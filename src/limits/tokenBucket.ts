@@ -7,6 +7,7 @@ import type { GatewayConfig, RateLimitDimension, RateLimitRule, ToolConfig } fro
 import type { Principal } from '../identity/types.js';
 import type { HeaderValue } from '../credentials/inject.js';
 import { MemoryStore, type BucketTake, type Store } from './store.js';
+import { dimensionValue } from './dimensions.js';
 
 const fallbacks = new Counter({
   name: 'portcullis_rate_limit_store_fallbacks_total',
@@ -87,23 +88,8 @@ function unique(names: readonly string[], where: string): void {
 }
 
 function dimension(dim: RateLimitDimension, req: LimitRequest, call: LimitRequest['calls'][number] | null): string | null {
-  const p = req.principal;
-  switch (dim) {
-    case 'tenant':
-      return p?.tenant ?? null;
-    case 'user':
-      return p?.user ?? null;
-    case 'agent':
-      return p?.agent ?? null;
-    case 'agent_version':
-      return p?.agent_version ?? null;
-    case 'tool':
-      return req.tool.name;
-    case 'mcp_tool':
-      return call?.tool ?? null;
-    case 'method':
-      return call?.method ?? req.httpMethod.toUpperCase();
-  }
+  if (dim === 'method') return call?.method ?? req.httpMethod.toUpperCase();
+  return dimensionValue(dim, req.tool.name, req.principal, call?.tool ?? null);
 }
 
 /** Bounded store key: the values are hashed (they are caller-controlled and unbounded). */
