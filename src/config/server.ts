@@ -1,4 +1,5 @@
 import { isIP } from 'node:net';
+import { availableParallelism } from 'node:os';
 import { isAbsolute, resolve } from 'node:path';
 import type { ServerConfig } from './types.js';
 
@@ -104,4 +105,9 @@ export function grpcChannel(server: ServerConfig, baseDir: string): GrpcChannel 
     throw new Error(`the gRPC port from Envoy must be authenticated: ${CHANNEL_HELP}`);
   }
   return { kind: 'plaintext', host: server.grpc_address, port: server.grpc_port };
+}
+
+/** How many worker processes `server.workers` asks for (`auto`: one per available core). */
+export function workerCount(server: Pick<ServerConfig, 'workers'>): number {
+  return server.workers === 'auto' ? Math.max(1, availableParallelism()) : server.workers;
 }
