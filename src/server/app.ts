@@ -73,6 +73,14 @@ const UNMATCHABLE_TOKEN = randomBytes(32).toString('hex');
 let ephemeralHandoff: HandoffKey | null = null;
 
 /**
+ * The unconfigured hand-off key of a worker process: the primary's random key, shared by its
+ * workers, since a Check and the ext_proc stream of the same request may reach different workers.
+ */
+function useSharedEphemeralHandoff(value: string): void {
+  ephemeralHandoff = new HandoffKey(() => value);
+}
+
+/**
  * The hand-off key of a configuration: the configured secret (read on every use, so a rotation
  * applies at once), or a per-process random key with a warning when none is configured.
  */
@@ -224,6 +232,7 @@ export interface App {
 export async function serve(configPath: string, worker?: WorkerLink): Promise<App> {
   const config = loadConfig(configPath);
   setLogLevel(config.server.log_level);
+  if (worker) useSharedEphemeralHandoff(worker.ephemeralHandoffKey);
   let policy = await openPolicy(config, true);
   // The store and its buckets outlive reloads: a config change must not hand every caller a fresh burst.
   // Workers share the primary's memory store, so a limit holds across them; Redis each opens itself.

@@ -102,6 +102,8 @@ export async function runPrimary(configPath: string, initial: GatewayConfig, cou
   const channel = grpcChannel(config.server, config.base_dir);
   if (channel.kind === 'unix') await prepareSharedSocket(channel);
 
+  // Used by the workers only when server.handoff_key is not configured (they warn then).
+  const ephemeralHandoffKey = randomBytes(32).toString('base64url');
   let stopping = false;
   let started = false;
   const slots: Slot[] = Array.from({ length: count }, (_, slot) => ({ slot, worker: null, peer: null, up: false, startedAt: 0, quickFailures: 0 }));
@@ -140,6 +142,7 @@ export async function runPrimary(configPath: string, initial: GatewayConfig, cou
     s.startedAt = Date.now();
     if (store) peer.handle(STORE_MESSAGE, (body) => serveStoreOp(store, body));
     serveAudit(peer, () => fileSink);
+    peer.handle(ADMIN_MESSAGES.handoffKey, () => ephemeralHandoffKey);
     peer.handle(ADMIN_MESSAGES.up, () => {
       s.up = true;
       bindDone();
@@ -304,6 +307,9 @@ export async function runPrimary(configPath: string, initial: GatewayConfig, cou
   const ready = new Promise<void>((resolve, reject) => {
     startup = { resolve, reject };
   });
+  if (!config.server.handoff_key) {
+    log.warn('server.handoff_key is not set: the workers share a random key of this process; ext_proc streams served by another replica than their Check will be denied');
+  }
   for (const s of slots) fork(s);
 
   const shutdown = async (code: number): Promise<never> => {

@@ -15,7 +15,9 @@ export async function runWorker(configPath: string): Promise<void> {
   const slot = Number(process.env[WORKER_SLOT_ENV] ?? '0');
   const peer = primaryPeer();
   forwardFileRecords(auditForwarder(peer));
-  const app = await serve(configPath, { slot, peer });
+  const ephemeralHandoffKey = await peer.request(ADMIN_MESSAGES.handoffKey, null, 10_000);
+  if (typeof ephemeralHandoffKey !== 'string') throw new Error('the primary sent no hand-off key');
+  const app = await serve(configPath, { slot, peer, ephemeralHandoffKey });
   let stopping = false;
   const stop = (why: string): void => {
     if (stopping) return;

@@ -23,12 +23,15 @@ export const ADMIN_MESSAGES = {
   pinsApprove: 'admin.pins.approve',
   drain: 'drain',
   up: 'up',
+  handoffKey: 'handoff.ephemeral',
 } as const;
 
 /** A worker's link to its primary. */
 export interface WorkerLink {
   readonly slot: number;
   readonly peer: IpcPeer;
+  /** The primary's random hand-off key, used when `server.handoff_key` is not configured. */
+  readonly ephemeralHandoffKey: string;
 }
 
 /** What a worker answers to the primary's admin requests. */

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFile } from 'node:child_process';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { promisify } from 'node:util';
 import { readAuditFile, repoPath, startStack, type Stack } from '../helpers/index.js';
@@ -22,6 +22,19 @@ const run = promisify(execFile);
 let stack: Stack;
 let bearer: string;
 
+/**
+ * Envoy keeps one HTTP/2 connection per worker thread to portcullis and retires it after
+ * max_requests_per_connection streams (500 as shipped); the primary hands each new connection
+ * to the next worker. Retiring after every stream makes consecutive streams (a Check, then its
+ * ext_proc stream, then the next Check) land on alternating workers.
+ */
+function connectionPerStream(cfg: Record<string, unknown>): void {
+  const clusters = (cfg.static_resources as { clusters: Json[] }).clusters;
+  const portcullis = clusters.find((c) => c.name === 'portcullis');
+  if (!portcullis) throw new Error('envoy.yaml has no portcullis cluster');
+  portcullis.typed_extension_protocol_options['envoy.extensions.upstreams.http.v3.HttpProtocolOptions'].common_http_protocol_options.max_requests_per_connection = 1;
+}
+
 beforeAll(async () => {
   stack = await startStack({
     editConfig: (cfg) => {
@@ -30,16 +43,7 @@ beforeAll(async () => {
       if (!weather) throw new Error('demo config lacks the weather tool');
       weather.rate_limits = [{ name: 'tenant-weather', per: ['tenant'], rps: 0.01, burst: BURST }];
     },
-    // Envoy keeps one HTTP/2 connection per worker thread to portcullis and retires it after
-    // max_requests_per_connection streams (500 as shipped); the primary hands each new
-    // connection to the next worker. Retiring after every stream makes consecutive calls land
-    // on alternating workers, so "both served" is certain within a few calls.
-    editEnvoy: (cfg) => {
-      const clusters = (cfg.static_resources as { clusters: Json[] }).clusters;
-      const portcullis = clusters.find((c) => c.name === 'portcullis');
-      if (!portcullis) throw new Error('envoy.yaml has no portcullis cluster');
-      portcullis.typed_extension_protocol_options['envoy.extensions.upstreams.http.v3.HttpProtocolOptions'].common_http_protocol_options.max_requests_per_connection = 1;
-    },
+    editEnvoy: connectionPerStream,
   });
   bearer = await token(stack, { user: 'alice', tenant: 'acme' });
 }, 120_000);
@@ -219,5 +223,49 @@ describe('server.workers: 2', () => {
     const missing = requestIds.filter((id) => !seen.has(id));
     expect(missing).toEqual([]);
     expect(requestIds.length).toBeGreaterThan(15);
+  });
+});
+
+describe('server.workers: 2 on a unix socket', () => {
+  let unix: Stack;
+  beforeAll(async () => {
+    unix = await startStack({
+      channel: 'unix',
+      editEnvoy: connectionPerStream,
+      editConfig: (cfg) => {
+        const server = cfg.server as Json;
+        server.workers = 2;
+        // No configured hand-off key: the workers must still share one, since a Check and the
+        // ext_proc stream of its request are served by different workers here.
+        delete server.handoff_key;
+      },
+    });
+  }, 120_000);
+  afterAll(async () => {
+    await unix?.stop();
+  });
+
+  it('the primary binds the socket with the configured mode; both workers serve on it with one hand-off key; a clean stop removes it', async () => {
+    if (unix.channel.kind !== 'unix') throw new Error('not a unix channel');
+    const path = unix.channel.path;
+    expect(statSync(path).mode & 0o777).toBe(0o600);
+    const r = await call(`${unix.adminUrl}/readyz`);
+    expect(workerPids(JSON.parse(r.text) as Json)).toHaveLength(2);
+    const t = await token(unix, { user: 'u', tenant: 'unix-tenant' });
+    const before = (await call(`${unix.adminUrl}/metrics`)).text;
+    for (let i = 0; i < 4; i++) {
+      const reply = await call(`${unix.envoyUrl}/tools/weather/forecast?city=Rome`, { headers: { authorization: `Bearer ${t}` } });
+      expect(reply.status, reply.text).toBe(200);
+    }
+    const after = (await call(`${unix.adminUrl}/metrics`)).text;
+    const served = (worker: string, method: string): number =>
+      metricValue(after, 'portcullis_worker_grpc_calls_total', { worker, method }) - metricValue(before, 'portcullis_worker_grpc_calls_total', { worker, method });
+    // Some request had its Check on one worker and its ext_proc stream on the other (and its
+    // hand-off verified there, or the call would have been denied).
+    expect((served('0', 'Check') > 0 && served('1', 'Process') > 0) || (served('1', 'Check') > 0 && served('0', 'Process') > 0)).toBe(true);
+    expect(unix.logs()).toContain('the workers share a random key');
+    await unix.stopPortcullis();
+    expect(unix.portcullisExit()).toEqual({ code: 0, signal: null });
+    expect(existsSync(path)).toBe(false);
   });
 });
