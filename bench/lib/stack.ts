@@ -126,6 +126,11 @@ export interface BenchStackOptions {
   grpcChannel?: 'plaintext' | 'mtls';
   /** One tool served by an upstream of its own (the MCP scenarios). */
   mcp?: McpUpstream;
+  /**
+   * `server.workers` of portcullis (1: one process, as every scenario but E-w2 measures);
+   * unset: the key is not written (a baseline build may not know it).
+   */
+  workers?: number;
 }
 
 /** The running processes and how to reach them. */
@@ -217,6 +222,7 @@ export async function startBenchStack(opts: BenchStackOptions): Promise<BenchSta
         if (!weather) throw new Error('demo config has no weather tool');
         weather.rate_limit = { rps: 1_000_000_000, burst: 1_000_000_000, key: 'agent' };
         if (opts.tokenCacheSize !== undefined) (cfg.identity as Record<string, unknown>).token_cache_size = opts.tokenCacheSize;
+        if (opts.workers !== undefined) (cfg.server as Record<string, unknown>).workers = opts.workers;
         opts.mcp?.configure(cfg);
       },
     });
