@@ -3,7 +3,7 @@ import { randomBytes } from 'node:crypto';
 import type { Server as HttpServer } from 'node:http';
 import { AggregatorRegistry, Counter, Gauge } from 'prom-client';
 import { loadConfig } from '../config/load.js';
-import { grpcChannel, isLoopback } from '../config/server.js';
+import { grpcChannel, isLoopback, workerCount } from '../config/server.js';
 import type { GatewayConfig } from '../config/types.js';
 import { openFileSink, type AuditSink } from '../audit/sinks.js';
 import { SecretStore } from '../credentials/secrets.js';
@@ -197,6 +197,7 @@ export async function runPrimary(configPath: string, initial: GatewayConfig, cou
   const reloadOwn = async (): Promise<string | null> => {
     try {
       const next = loadConfig(configPath);
+      if (workerCount(next.server) !== count) log.warn({ config: configPath, workers: count }, 'server.workers changed: it applies at the next restart');
       const nextSecrets = new SecretStore(next.base_dir);
       let nextSink: AuditSink | null;
       try {

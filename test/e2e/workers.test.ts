@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFile } from 'node:child_process';
-import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { promisify } from 'node:util';
 import { readAuditFile, repoPath, startStack, type Stack } from '../helpers/index.js';
@@ -267,5 +267,36 @@ describe('server.workers: 2 on a unix socket', () => {
     await unix.stopPortcullis();
     expect(unix.portcullisExit()).toEqual({ code: 0, signal: null });
     expect(existsSync(path)).toBe(false);
+  });
+});
+
+describe('server.workers: 1', () => {
+  let single: Stack;
+  beforeAll(async () => {
+    single = await startStack({ editConfig: (cfg) => void ((cfg.server as Json).workers = 1) });
+  }, 120_000);
+  afterAll(async () => {
+    await single?.stop();
+  });
+
+  it('is one process: no primary, no worker children, readiness of that process alone', async () => {
+    const pid = single.portcullisPid() as number;
+    const children = readdirSync('/proc')
+      .filter((e) => /^\d+$/.test(e))
+      .filter((e) => {
+        try {
+          const stat = readFileSync(`/proc/${e}/stat`, 'utf8');
+          return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]) === pid;
+        } catch {
+          return false;
+        }
+      });
+    expect(children).toEqual([]);
+    const r = JSON.parse((await call(`${single.adminUrl}/readyz`)).text) as Json;
+    expect(r.ready).toBe(true);
+    expect(r.workers).toBeUndefined();
+    const t = await token(single, { user: 'u', tenant: 'single-tenant' });
+    expect((await call(`${single.envoyUrl}/tools/weather/forecast?city=Rome`, { headers: { authorization: `Bearer ${t}` } })).status).toBe(200);
+    expect((await call(`${single.adminUrl}/metrics`)).text).not.toContain('portcullis_worker');
   });
 });
