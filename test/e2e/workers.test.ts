@@ -42,6 +42,9 @@ beforeAll(async () => {
       const weather = (cfg.tools as Json[]).find((t) => t.name === 'weather');
       if (!weather) throw new Error('demo config lacks the weather tool');
       weather.rate_limits = [{ name: 'tenant-weather', per: ['tenant'], rps: 0.01, burst: BURST }];
+      // Pins in memory only: no shared pin file carries an approval from one worker to the other.
+      const docs = (cfg.tools as Json[]).find((t) => t.name === 'docs') as Json;
+      delete (docs.mcp as Json).pins_file;
     },
     editEnvoy: connectionPerStream,
   });
@@ -204,6 +207,19 @@ describe('server.workers: 2', () => {
     const later = await metrics();
     expect(calls(later, '0')).toBeGreaterThan(calls(after, '0'));
     expect(calls(later, '1')).toBeGreaterThan(calls(after, '1'));
+  });
+
+  it('an MCP pin approved on the admin port is recorded by every worker', async () => {
+    const hash = 'ab'.repeat(32);
+    const approvals = (): number => stack.logs().split('MCP tool definition approved').length - 1;
+    const before = approvals();
+    const r = await call(`${stack.adminUrl}/mcp/pins/approve`, { method: 'POST', body: JSON.stringify({ tool: 'docs', name: 'search_docs', hash }) });
+    expect(r.status, r.text).toBe(200);
+    expect(await eventually(async () => approvals() - before === 2, 5_000)).toBe(true);
+    const pins = JSON.parse((await call(`${stack.adminUrl}/mcp/pins`)).text) as { pins: Json[] };
+    expect(pins.pins).toContainEqual(expect.objectContaining({ tool: 'docs', name: 'search_docs', pinned: expect.objectContaining({ hash }) }));
+    const bad = await call(`${stack.adminUrl}/mcp/pins/approve`, { method: 'POST', body: JSON.stringify({ tool: 'weather', name: 'x', hash }) });
+    expect(bad.status).toBe(422);
   });
 
   it('SIGTERM drains every worker and exits 0; the audit file is one chain with every exchange', async () => {
