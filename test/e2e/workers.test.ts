@@ -86,6 +86,10 @@ async function cli(args: string[]): Promise<{ code: number; out: string }> {
   }
 }
 
+function killWorker(pid: number): void {
+  process.kill(pid, 'SIGKILL');
+}
+
 function alive(pid: number): boolean {
   try {
     process.kill(pid, 0);
@@ -207,6 +211,47 @@ describe('server.workers: 2', () => {
     const later = await metrics();
     expect(calls(later, '0')).toBeGreaterThan(calls(after, '0'));
     expect(calls(later, '1')).toBeGreaterThan(calls(after, '1'));
+  });
+
+  it('a response in flight on a worker that dies fails closed: what the tool sends after it never reaches the agent', async () => {
+    const AWS_KEY = 'AKIAIOSFODNN7EXAMPLF';
+    let answer: () => void = () => undefined;
+    const released = new Promise<void>((r) => (answer = r));
+    stack.tool.handle('/weather/held-sse', (req, res) => {
+      duringKill.push(String(req.headers['x-request-id']));
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      res.write('data: one\n\n');
+      void released.then(() => {
+        if (res.destroyed) return;
+        res.write(`data: key ${AWS_KEY}\n\n`);
+        res.end('data: last\n\n');
+      });
+    });
+    const t = await token(stack, { user: 'h', tenant: 'held-tenant' });
+    const streams = (text: string, worker: string): number => metricValue(text, 'portcullis_worker_grpc_calls_total', { worker, method: 'Process' });
+    const before = await metrics();
+    const reply = call(`${stack.envoyUrl}/tools/weather/held-sse`, { headers: { authorization: `Bearer ${t}` } }).catch((err: Error) => err);
+    // The worker holding this response's ext_proc stream: the one whose Process count grew.
+    let holders: string[] = [];
+    expect(await eventually(async () => {
+      const now = await metrics();
+      holders = ['0', '1'].filter((w) => streams(now, w) > streams(before, w));
+      return holders.length > 0;
+    }, 10_000)).toBe(true);
+    expect(holders).toHaveLength(1);
+    const holder = ((await readyz()).workers as Json[]).find((w) => String(w.worker) === holders[0]) as Json;
+    killWorker(holder.pid as number);
+    answer();
+    const r = await reply;
+    // Either a reset (fetch fails) or an error status: never the rest of the tool's stream.
+    if (!(r instanceof Error)) {
+      expect(r.text).not.toContain('AKIA');
+      expect(r.text).not.toContain('data: last');
+    }
+    expect(await eventually(async () => {
+      const ready = await readyz();
+      return ready.status === 200 && workerPids(ready).length === 2 && !workerPids(ready).includes(holder.pid as number);
+    }, 20_000)).toBe(true);
   });
 
   it('an MCP pin approved on the admin port is recorded by every worker', async () => {
