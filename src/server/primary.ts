@@ -1,6 +1,7 @@
 import cluster, { type Worker } from 'node:cluster';
 import { randomBytes } from 'node:crypto';
 import type { Server as HttpServer } from 'node:http';
+import type { Readable } from 'node:stream';
 import { AggregatorRegistry, Counter, Gauge } from 'prom-client';
 import { loadConfig } from '../config/load.js';
 import { grpcChannel, isLoopback, workerCount } from '../config/server.js';
@@ -10,13 +11,14 @@ import { SecretStore } from '../credentials/secrets.js';
 import { watchPath } from '../files/watch.js';
 import { serveStoreOp, STORE_MESSAGE } from '../limits/ipcStore.js';
 import { MemoryStore } from '../limits/store.js';
-import { flushStdout, log, setLogLevel } from '../log.js';
+import { flushStdout, log, setLogLevel, stdout } from '../log.js';
 import { registry } from '../metrics.js';
 import type { PinsReply } from '../mcp/admin.js';
 import { startAdminServer, type Readiness, type ReloadResult } from './admin.js';
 import { serveAudit } from './auditIpc.js';
 import { IpcPeer } from './ipc.js';
 import { prepareSharedSocket } from './listener.js';
+import { relayLines } from './relay.js';
 import { ADMIN_MESSAGES, WORKER_SLOT_ENV, type WorkerMetrics } from './workerLink.js';
 
 /**
@@ -128,9 +130,21 @@ export async function runPrimary(configPath: string, initial: GatewayConfig, cou
     }
   };
 
+  // Worker output comes through this process, whole lines at a time (see relay.ts).
+  cluster.setupPrimary({ silent: true });
+  const relays = new Set<Promise<void>>();
+  const relay = (from: Readable | null, write: (text: string) => void): void => {
+    if (!from) return;
+    const done = relayLines(from, write);
+    relays.add(done);
+    void done.then(() => relays.delete(done));
+  };
+
   const fork = (s: Slot): void => {
     bindStarted();
     const worker = cluster.fork({ [WORKER_SLOT_ENV]: String(s.slot) });
+    relay(worker.process.stdout, (text) => stdout.write(text));
+    relay(worker.process.stderr, (text) => process.stderr.write(text));
     const peer = new IpcPeer((m) => {
       if (!worker.isConnected()) return false;
       worker.send(m);
@@ -335,6 +349,8 @@ export async function runPrimary(configPath: string, initial: GatewayConfig, cou
       }, config.server.shutdown_grace_ms + EXIT_MARGIN_MS);
       await allExited;
       clearTimeout(killTimer);
+      // The last lines of every worker, read to the end of its output.
+      await Promise.race([Promise.all([...relays]), new Promise((r) => setTimeout(r, EXIT_MARGIN_MS).unref())]);
     }
     await new Promise<void>((r) => admin.close(() => r()));
     await fileSink?.close();
