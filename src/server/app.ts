@@ -388,6 +388,12 @@ export async function serve(configPath: string, worker?: WorkerLink): Promise<Ap
     });
   }
 
+  // Each worker would otherwise load the MCP client SDK cold on its first discovery, inside a
+  // call's ext_proc time budget; a worker of a gateway that asks MCP servers loads it now.
+  if (worker && config.tools.some((t) => t.mcp?.server_url)) {
+    void Promise.all([import('@modelcontextprotocol/sdk/client/index.js'), import('@modelcontextprotocol/sdk/client/streamableHttp.js'), import('zod')]).catch(() => undefined);
+  }
+
   const adminAddr = admin?.address();
   const adminPort = typeof adminAddr === 'object' && adminAddr ? adminAddr.port : config.server.admin_port;
   log.info({ grpc: grpc.address, ...(worker ? { worker: worker.slot } : { admin_port: adminPort }), policy: policy.status().version, tools: config.tools.map((t) => t.name) }, 'portcullis serving');

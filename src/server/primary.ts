@@ -94,6 +94,14 @@ function mergePins(replies: readonly PinsReply[]): PinsReply {
   return { status: 200, body: { pins } };
 }
 
+/**
+ * Metrics are summed over workers (counters, bytes held, ...), but an `*_info` gauge says what
+ * is serving (value 1 per label set): summing would count workers, so the highest value is kept.
+ */
+function infoAsMax(metrics: WorkerMetrics): WorkerMetrics {
+  return metrics.map((m) => (m.name.endsWith('_info') ? { ...m, aggregator: 'max' as const } : m));
+}
+
 /** Runs the primary for `count` workers until SIGTERM/SIGINT; exits the process. */
 export async function runPrimary(configPath: string, initial: GatewayConfig, count: number): Promise<void> {
   setLogLevel(initial.server.log_level);
@@ -276,7 +284,7 @@ export async function runPrimary(configPath: string, initial: GatewayConfig, cou
 
   const metrics = async (): Promise<string> => {
     const answers = await askAll(ADMIN_MESSAGES.metrics, null, STATUS_TIMEOUT_MS);
-    const all = [...answers.map((a) => a.value as WorkerMetrics), await registry.getMetricsAsJSON()];
+    const all = [...answers.map((a) => infoAsMax(a.value as WorkerMetrics)), await registry.getMetricsAsJSON()];
     return AggregatorRegistry.aggregate(all).metrics();
   };
 

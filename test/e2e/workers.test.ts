@@ -156,6 +156,8 @@ describe('server.workers: 2', () => {
     expect(calls(text1, '0') - before.w0).toBeGreaterThan(0);
     expect(calls(text1, '1') - before.w1).toBeGreaterThan(0);
     expect(metricValue(text1, 'portcullis_workers', {}) || Number(/^portcullis_workers (\S+)$/m.exec(text1)?.[1])).toBe(2);
+    // What is serving is not summed: one policy version, value 1, not one per worker.
+    expect(Number(/^portcullis_policy_info\{[^}]*\} (\S+)$/m.exec(text1)?.[1])).toBe(1);
   });
 
   it('POST /reload with a bad config is refused (422) by every worker; the last good config keeps serving', async () => {
