@@ -13,12 +13,14 @@ export type IpcBody = unknown;
 /** A message of this protocol; other messages on the channel (cluster's own) are ignored. */
 interface Message {
   readonly pc: 1;
-  readonly kind: 'req' | 'res' | 'note';
+  readonly kind: 'req' | 'res' | 'note' | 'batch';
   readonly t: string;
   readonly id?: number;
   readonly body?: IpcBody;
   readonly ok?: boolean;
   readonly error?: WireError;
+  /** `batch`: the messages one turn of the event loop produced, in order. */
+  readonly items?: readonly Message[];
 }
 
 /** An error as it crosses the channel. */
@@ -71,6 +73,22 @@ export class IpcPeer {
   private readonly pending = new Map<number, Pending>();
   private readonly handlers = new Map<string, IpcHandler>();
   private closedReason: string | null = null;
+  /** Messages waiting for the end of this turn of the event loop: one channel write for all. */
+  private outbox: Message[] = [];
+  private flushing = false;
+  private readonly flush = (): void => {
+    this.flushing = false;
+    const items = this.outbox;
+    this.outbox = [];
+    if (items.length === 0) return;
+    let ok = false;
+    try {
+      ok = this.send(items.length === 1 ? (items[0] as Message) : { pc: 1, kind: 'batch', t: 'batch', items });
+    } catch {
+      ok = false;
+    }
+    if (!ok) for (const m of items) if (m.kind === 'req' && m.id !== undefined) this.fail(m.id, this.closedReason ?? 'the channel is closed');
+  };
 
   /** @param send writes one message to the channel (false: closed). */
   constructor(private readonly send: IpcSend) {}
@@ -96,23 +114,32 @@ export class IpcPeer {
       }, timeoutMs);
       timer.unref();
       this.pending.set(id, { resolve, reject, timer });
-      if (!this.trySend({ pc: 1, kind: 'req', t, id, body })) {
-        clearTimeout(timer);
-        this.pending.delete(id);
-        reject(new IpcUnavailable(this.closedReason ?? 'the channel is closed'));
-      }
+      this.enqueue({ pc: 1, kind: 'req', t, id, body });
     });
+  }
+
+  private fail(id: number, reason: string): void {
+    const p = this.pending.get(id);
+    if (!p) return;
+    clearTimeout(p.timer);
+    this.pending.delete(id);
+    p.reject(new IpcUnavailable(reason));
   }
 
   /** Sends a note (no reply); false when the channel is closed. */
   notify(t: string, body: IpcBody): boolean {
     if (this.closedReason !== null) return false;
-    return this.trySend({ pc: 1, kind: 'note', t, body });
+    this.enqueue({ pc: 1, kind: 'note', t, body });
+    return true;
   }
 
   /** Feeds one message received from the channel. */
   receive(raw: unknown): void {
     if (!isMessage(raw)) return;
+    if (raw.kind === 'batch') {
+      for (const m of raw.items ?? []) this.receive(m);
+      return;
+    }
     if (raw.kind === 'res') {
       const p = raw.id === undefined ? undefined : this.pending.get(raw.id);
       if (!p || raw.id === undefined) return;
@@ -130,14 +157,14 @@ export class IpcPeer {
     const id = raw.id;
     if (id === undefined) return;
     if (!handler) {
-      this.trySend({ pc: 1, kind: 'res', t: raw.t, id, ok: false, error: { message: `no handler for "${raw.t}"` } });
+      this.enqueue({ pc: 1, kind: 'res', t: raw.t, id, ok: false, error: { message: `no handler for "${raw.t}"` } });
       return;
     }
     Promise.resolve()
       .then(() => handler(raw.body))
       .then(
-        (body: unknown) => this.trySend({ pc: 1, kind: 'res', t: raw.t, id, ok: true, body: body ?? null }),
-        (err: unknown) => this.trySend({ pc: 1, kind: 'res', t: raw.t, id, ok: false, error: toWire(err) }),
+        (body: unknown) => this.enqueue({ pc: 1, kind: 'res', t: raw.t, id, ok: true, body: body ?? null }),
+        (err: unknown) => this.enqueue({ pc: 1, kind: 'res', t: raw.t, id, ok: false, error: toWire(err) }),
       );
   }
 
@@ -152,11 +179,16 @@ export class IpcPeer {
     }
   }
 
-  private trySend(m: Message): boolean {
-    try {
-      return this.send(m);
-    } catch {
-      return false;
+  /** Queues a message; the queue goes out as one write once this turn's other work is done. */
+  private enqueue(m: Message): void {
+    if (this.closedReason !== null) {
+      if (m.kind === 'req' && m.id !== undefined) queueMicrotask(() => this.fail(m.id as number, this.closedReason ?? 'the channel is closed'));
+      return;
+    }
+    this.outbox.push(m);
+    if (!this.flushing) {
+      this.flushing = true;
+      setImmediate(this.flush);
     }
   }
 }
