@@ -133,6 +133,8 @@ async function main(): Promise<void> {
       dir,
       variants: sc.variant ? [sc.variant] : [],
       portcullisNodeArgs: ['--cpu-prof', `--cpu-prof-dir=${profDir}`],
+      // One process: its profile is the whole gateway's work.
+      workers: 1,
       ...(mcp ? { mcp: mcp.upstream } : {}),
     });
     const s = stack;

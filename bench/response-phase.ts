@@ -91,6 +91,8 @@ async function main(): Promise<void> {
     if (!weather) throw new Error('demo config has no weather tool');
     weather.rate_limit = { rps: 1_000_000, burst: 1_000_000, key: 'agent' };
     weather.response = { ...weather.response, dlp: responseDlp };
+    // One process, as the figures this compares with were measured.
+    (cfg.server as Record<string, unknown>).workers = 1;
   };
   const withDlp = await startStack({ editConfig: edit(true) });
   const withoutDlp = await startStack({ editConfig: edit(false) });

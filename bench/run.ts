@@ -42,14 +42,14 @@ import { checksServed, redisCommandCounts } from './lib/redisOps.js';
 import { encodeCheckRequest, grpcFrame, weatherCheckRequest } from './lib/checkRequest.js';
 import { buildBaseline, checkoutBaseline, type BaselineBuild, type BaselineCheckout } from './lib/baseline.js';
 import { h2load, type LoadResult, type LoadSpec } from './lib/h2load.js';
-import { cpuMicros, rssBytes, RssSampler } from './lib/procstat.js';
+import { cpuMicros, cpuMicrosTree, rssBytes, RssSampler } from './lib/procstat.js';
 import { killAllNow, run, terminateAll } from './lib/procs.js';
 import { firstEventProbe, type FirstEventResult } from './lib/sseProbe.js';
 import { SSE_EVENTS, SSE_GAP_PARAM, SSE_PATH, startBenchStack, type BenchStack } from './lib/stack.js';
 import type { EnvoyVariant } from './lib/envoy.js';
 import { mcpFloorOf, mcpSanityCheck, startMcpBench, type McpBench, type McpScenario, type McpScenarioId } from './mcp.js';
 
-type ScenarioId = 'A' | 'A-sse' | 'B' | 'B-r2' | 'C' | 'D' | 'E' | 'E0' | 'F' | McpScenarioId;
+type ScenarioId = 'A' | 'A-sse' | 'B' | 'B-r2' | 'C' | 'D' | 'E' | 'E-w2' | 'E0' | 'F' | McpScenarioId;
 
 interface Scenario {
   id: ScenarioId;
@@ -60,7 +60,12 @@ interface Scenario {
   target(stack: BenchStack): { url: string; bodyFile?: string; headers: Record<string, string>; pid: number | null };
   /** Runs on a stack of its own (two replicas on Redis) instead of the main one. */
   replicated?: boolean;
+  /** Runs on the stack of portcullis with this many workers (default: the main stack, one process). */
+  workers?: number;
 }
+
+/** Workers of the E-w2 scenario's portcullis. */
+const E_WORKERS = 2;
 
 /** One measurement of one scenario in one round. */
 interface Measurement {
@@ -133,6 +138,15 @@ function opaEnvoyVersion(bin: string): string {
   }
 }
 
+/** Whether a checkout's config schema has `server.workers` (older builds refuse unknown keys). */
+function baselineKnowsWorkers(root: string): boolean {
+  try {
+    return readFileSync(join(root, 'src', 'config', 'schema.ts'), 'utf8').includes('workers:');
+  } catch {
+    return false;
+  }
+}
+
 function scenarios(grpcBody: string, mcp: readonly McpScenario[]): Scenario[] {
   const http = (variant: EnvoyVariant, path: string, pidOf: (s: BenchStack) => number | null) => (s: BenchStack) => ({
     url: `${s.envoys.get(variant)!.url}${path}`,
@@ -152,6 +166,13 @@ function scenarios(grpcBody: string, mcp: readonly McpScenario[]): Scenario[] {
       id: 'E',
       title: 'gRPC Check -> portcullis',
       kind: 'grpc',
+      target: (s) => ({ url: `http://127.0.0.1:${s.portcullis.grpcPort}${CHECK_PATH}`, bodyFile: grpcBody, headers: grpcHeaders, pid: portcullisPid(s) }),
+    },
+    {
+      id: 'E-w2',
+      title: `gRPC Check -> portcullis, ${E_WORKERS} workers`,
+      kind: 'grpc',
+      workers: E_WORKERS,
       target: (s) => ({ url: `http://127.0.0.1:${s.portcullis.grpcPort}${CHECK_PATH}`, bodyFile: grpcBody, headers: grpcHeaders, pid: portcullisPid(s) }),
     },
     {
@@ -284,6 +305,7 @@ async function main(): Promise<void> {
   const grpcBody = join(dir, 'check-request.bin');
   let stack: BenchStack | null = null;
   let baselineStack: BenchStack | null = null;
+  let workersStack: BenchStack | null = null;
   let baselineCheckout: BaselineCheckout | null = null;
   let mcpBench: McpBench | null = null;
   let replicatedStack: BenchStack | null = null;
@@ -295,6 +317,7 @@ async function main(): Promise<void> {
       // The baseline stack shares the current stack's sample tool: stop it first.
       await baselineStack?.stop().catch(() => undefined);
       await replicatedStack?.stop().catch(() => undefined);
+      await workersStack?.stop().catch(() => undefined);
       await stack?.stop().catch(() => undefined);
       await redis?.stop().catch(() => undefined);
       await mcpBench?.close().catch(() => undefined);
@@ -351,18 +374,18 @@ async function main(): Promise<void> {
     console.log('bench: starting sample tool, MCP server, portcullis, null Check server, OPA-Envoy and three Envoys ...');
     mcpBench = await startMcpBench(join(dir, 'mcp'));
     const mcp = mcpBench.upstream;
-    stack = await startBenchStack({ dir, variants: ['floor', 'authz', 'full'], envoyRuntime, nullServer: true, opaEnvoyBin: opaSkip ? null : opaEnvoyBin, tokenCacheSize, grpcChannel, mcp }).catch(async (err: unknown) => {
+    stack = await startBenchStack({ dir, variants: ['floor', 'authz', 'full'], envoyRuntime, nullServer: true, opaEnvoyBin: opaSkip ? null : opaEnvoyBin, tokenCacheSize, grpcChannel, mcp, workers: 1 }).catch(async (err: unknown) => {
       // OPA-Envoy is a reference, not the product: if it alone fails, measure everything else.
       if (opaSkip || !/OPA-Envoy/.test((err as Error).message)) throw err;
       opaSkip = `failed to start: ${(err as Error).message.split('\n')[0]}`;
       console.log(`bench: OPA-Envoy ${opaSkip}; continuing without scenario F`);
       meta.opaEnvoy = `skipped: ${opaSkip}`;
-      return startBenchStack({ dir, variants: ['floor', 'authz', 'full'], envoyRuntime, nullServer: true, opaEnvoyBin: null, tokenCacheSize, grpcChannel, mcp });
+      return startBenchStack({ dir, variants: ['floor', 'authz', 'full'], envoyRuntime, nullServer: true, opaEnvoyBin: null, tokenCacheSize, grpcChannel, mcp, workers: 1 });
     });
     const s = stack;
     writeFileSync(grpcBody, grpcFrame(encodeCheckRequest(weatherCheckRequest(s.token))));
 
-    let list = scenarios(grpcBody, mcpBench.scenarios).filter((sc) => (sc.id !== 'F' || !opaSkip) && (sc.id !== 'E' || grpcChannel === 'plaintext'));
+    let list = scenarios(grpcBody, mcpBench.scenarios).filter((sc) => (sc.id !== 'F' || !opaSkip) && ((sc.id !== 'E' && sc.id !== 'E-w2') || grpcChannel === 'plaintext'));
     const only = typeof values.only === 'string' ? new Set(values.only.split(',')) : null;
     if (only) list = list.filter((sc) => only.has(sc.id));
     await sanityCheck(s, list);
@@ -386,9 +409,19 @@ async function main(): Promise<void> {
         envoyRuntime,
         tokenCacheSize,
         grpcChannel,
+        // Like for like with the current build's one process, when the baseline knows the setting.
+        ...(baselineKnowsWorkers(baseline.root) ? { workers: 1 } : {}),
       });
       bs = baselineStack;
       await sanityCheck(bs, baselineList);
+    }
+
+    // E-w2: the same gRPC load on a portcullis of its own with worker processes (no Envoy).
+    let ws: BenchStack | null = null;
+    if (list.some((sc) => sc.workers !== undefined)) {
+      console.log(`bench: starting portcullis with ${E_WORKERS} workers (E-w2) ...`);
+      workersStack = await startBenchStack({ dir: join(dir, 'workers'), variants: [], tool: s.tool, tokenCacheSize, grpcChannel, workers: E_WORKERS });
+      ws = workersStack;
     }
 
     // B-r2: the same Envoy variant as B in front of two portcullis processes on one Redis.
@@ -397,12 +430,13 @@ async function main(): Promise<void> {
     if (replicatedList.length > 0) {
       console.log('bench: starting redis-server and two portcullis replicas on it behind one more Envoy ...');
       redis = await startRedis();
-      replicatedStack = await startBenchStack({ dir: join(dir, 'replicas'), variants: ['authz'], tool: s.tool, envoyRuntime, tokenCacheSize, grpcChannel, replicas: 2, redisUrl: redis.url });
+      replicatedStack = await startBenchStack({ dir: join(dir, 'replicas'), variants: ['authz'], tool: s.tool, envoyRuntime, tokenCacheSize, grpcChannel, replicas: 2, redisUrl: redis.url, workers: 1 });
       rs = replicatedStack;
       await sanityCheck(rs, replicatedList);
     }
 
-    const currentRuns = new Map<ScenarioId, Run>(list.map((sc) => [sc.id, { key: sc.id, sc, stack: sc.replicated && rs ? rs : s }]));
+    const stackOf = (sc: Scenario): BenchStack => (sc.workers !== undefined && ws ? ws : sc.replicated && rs ? rs : s);
+    const currentRuns = new Map<ScenarioId, Run>(list.map((sc) => [sc.id, { key: sc.id, sc, stack: stackOf(sc) }]));
     const baselineRuns = new Map<ScenarioId, Run>(bs ? baselineList.map((sc) => [sc.id, { key: baseKey(sc.id), sc, stack: bs }]) : []);
     const allRuns = [...currentRuns.values(), ...baselineRuns.values()];
     /**
@@ -452,12 +486,14 @@ async function main(): Promise<void> {
       for (const r of order) {
         label(r.key);
         const pid = r.sc.target(r.stack).pid;
-        // Every portcullis process of the stack serves the scenario: their CPU is summed.
+        // Every portcullis process of the stack serves the scenario (replicas, or a primary and its
+        // workers): their CPU is summed.
         const pids = pid === null ? [] : [pid, ...r.stack.replicas.flatMap((x) => (x.child.pid === undefined ? [] : [x.child.pid]))];
+        const cpuOfPid = r.sc.workers !== undefined ? cpuMicrosTree : cpuMicros;
         const cpuOf = (): number | null => {
           let sum = 0;
           for (const p of pids) {
-            const c = cpuMicros(p);
+            const c = cpuOfPid(p);
             if (c === null) return null;
             sum += c;
           }
@@ -597,6 +633,7 @@ async function main(): Promise<void> {
       'E/E0 throughput': has('E') && has('E0') ? ratio('E', 'E0', sat) : null,
       'E/F throughput': has('E') && has('F') ? ratio('E', 'F', sat) : null,
       'E/F p50 latency': has('E') && has('F') ? ratio('E', 'F', p50) : null,
+      'E-w2/E throughput': has('E-w2') && has('E') ? ratio('E-w2', 'E', sat) : null,
     };
 
     // --- Current vs baseline: the same figures for both builds, and current / baseline. ---
@@ -682,17 +719,18 @@ async function main(): Promise<void> {
     lines.push(head);
     lines.push('-'.repeat(head.length));
     for (const r of rows) {
-      const floorRatio = r.throughputVsFloor ?? (r.id === 'E' ? ratio('E', 'E0', sat) : null);
+      const floorRatio = r.throughputVsFloor ?? (r.id === 'E' || r.id === 'E-w2' ? ratio(r.id, 'E0', sat) : null);
       lines.push(
         `${r.id.padEnd(6)} ${r.title.padEnd(36)} ${fmt(r.saturationRps, 0).padStart(9)} ${fmt(floorRatio).padStart(7)} ${fmt(r.p50Ms).padStart(7)} ${fmt(r.p99Ms).padStart(7)} ` +
           `${fmt(r.addedP50Ms).padStart(6)} ${fmt(r.addedP99Ms).padStart(6)} ${fmt(r.serverCpuUsPerRequest, 0).padStart(10)} ` +
-          `${(r.id === 'A' || r.id === 'A-sse' || r.id === 'E0' || r.id === 'F' || r.id === 'M0' || r.id === 'M0-list' ? '-' : fmt(r.portcullisMaxRssMb, 0)).padStart(6)} ${String(r.errors).padStart(6)}`,
+          `${(r.id === 'A' || r.id === 'A-sse' || r.id === 'E-w2' || r.id === 'E0' || r.id === 'F' || r.id === 'M0' || r.id === 'M0-list' ? '-' : fmt(r.portcullisMaxRssMb, 0)).padStart(6)} ${String(r.errors).padStart(6)}`,
       );
     }
     lines.push('');
-    lines.push('x floor: throughput over the scenario\'s floor in the same round (B, B-r2, C over A; D over A-sse; E over E0; M over M0; M-list over M0-list).');
+    lines.push('x floor: throughput over the scenario\'s floor in the same round (B, B-r2, C over A; D over A-sse; E, E-w2 over E0; M over M0; M-list over M0-list).');
     lines.push('+p50/+p99: latency added over that floor at the same fixed rate. cpu us/req: CPU time of the server process');
-    lines.push('(portcullis for B-E, the null server for E0, OPA-Envoy for F) per request at saturation. RSS MB: highest');
+    lines.push('(portcullis for B-E, its primary and workers together for E-w2, the null server for E0, OPA-Envoy for F)');
+    lines.push('per request at saturation. RSS MB: highest');
     lines.push('portcullis RSS while the scenario ran (it only grows during a run). errors: non-2xx and failed requests.');
     lines.push('');
     lines.push(rssLine);

@@ -87,6 +87,8 @@ async function main(): Promise<void> {
     nodeArgs: process.env.SOAK_NODE_ARGS ? process.env.SOAK_NODE_ARGS.split(' ') : undefined,
     editConfig: (cfg) => {
       cfg.inspect = { ...(cfg.inspect as object), response_memory_budget_bytes: budgetBytes };
+      // One process: the RSS, heap and event-loop figures read are the whole gateway's.
+      (cfg.server as Record<string, unknown>).workers = 1;
       const tools = cfg.tools as { name: string; rate_limit?: unknown }[];
       // The soak is about memory, not the limiter.
       tools.find((t) => t.name === 'weather')!.rate_limit = { rps: 10_000, burst: 10_000, key: 'agent' };

@@ -29,8 +29,22 @@ function fail(message: string, code = 2): never {
 async function cmdServe(argv: string[]): Promise<void> {
   const { values } = parseArgs({ args: argv, options: { config: { type: 'string', short: 'c' } }, strict: true });
   if (!values.config) fail('serve needs --config FILE');
+  const configPath = resolve(values.config);
+  const cluster = (await import('node:cluster')).default;
+  if (cluster.isWorker) {
+    const { runWorker } = await import('./server/worker.js');
+    return runWorker(configPath);
+  }
+  // server.workers > 1: this process becomes the primary of that many workers (server/primary.ts).
+  const config = loadConfig(configPath);
+  const { workerCount } = await import('./config/server.js');
+  const workers = workerCount(config.server);
+  if (workers > 1) {
+    const { runPrimary } = await import('./server/primary.js');
+    return runPrimary(configPath, config, workers);
+  }
   const { serve } = await import('./server/app.js');
-  const app = await serve(resolve(values.config));
+  const app = await serve(configPath);
   let stopping = false;
   const stop = (signal: string): void => {
     if (stopping) return;

@@ -1,4 +1,4 @@
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 
 /** Readers for /proc/<pid> (Linux): resident memory and CPU time of a benchmarked process. */
 
@@ -28,6 +28,39 @@ export function cpuMicros(pid: number): number | null {
   } catch {
     return null;
   }
+}
+
+/** The processes whose parent is `pid` (a primary's workers), from /proc. */
+export function childPids(pid: number): number[] {
+  const out: number[] = [];
+  let entries: string[];
+  try {
+    entries = readdirSync('/proc');
+  } catch {
+    return out;
+  }
+  for (const e of entries) {
+    if (!/^\d+$/.test(e)) continue;
+    try {
+      const stat = readFileSync(`/proc/${e}/stat`, 'utf8');
+      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+      if (ppid === pid) out.push(Number(e));
+    } catch {
+      // Gone meanwhile.
+    }
+  }
+  return out;
+}
+
+/**
+ * CPU time (µs) of `pid` and its child processes together (a primary and its workers); null when
+ * `pid` is gone. Read at the start and end of a run with the same workers, the difference is what
+ * the whole gateway spent.
+ */
+export function cpuMicrosTree(pid: number): number | null {
+  const own = cpuMicros(pid);
+  if (own === null) return null;
+  return childPids(pid).reduce((sum, c) => sum + (cpuMicros(c) ?? 0), own);
 }
 
 /** Samples one process' RSS on an interval and keeps the maximum per label. */

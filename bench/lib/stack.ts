@@ -154,6 +154,11 @@ export interface BenchStackOptions {
   /** One tool served by an upstream of its own (the MCP scenarios). */
   mcp?: McpUpstream;
   /**
+   * `server.workers` of portcullis (1: one process, as every scenario but E-w2 measures);
+   * unset: the key is not written (a baseline build may not know it).
+   */
+  workers?: number;
+  /**
    * portcullis processes behind each Envoy (default 1): the others run the same prepared config
    * on their own ports, as further endpoints of the `portcullis` cluster (round robin).
    */
@@ -263,6 +268,7 @@ export async function startBenchStack(opts: BenchStackOptions): Promise<BenchSta
         weather.rate_limit = { rps: 1_000_000_000, burst: 1_000_000_000, key: 'agent' };
         if (opts.tokenCacheSize !== undefined) (cfg.identity as Record<string, unknown>).token_cache_size = opts.tokenCacheSize;
         if (opts.redisUrl) cfg.store = { kind: 'redis', redis: { url: opts.redisUrl, key_prefix: 'bench:' } };
+        if (opts.workers !== undefined) (cfg.server as Record<string, unknown>).workers = opts.workers;
         opts.mcp?.configure(cfg);
       },
     });

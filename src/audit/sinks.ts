@@ -41,6 +41,8 @@ function sinkUnavailable(path: string): GatewayError {
 export interface AuditSink {
   write(r: AuditLine): void;
   durable?(r: AuditLine): Promise<void>;
+  /** Resolves once every record written so far is as durable as `write` makes it (optional). */
+  flush?(): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -461,6 +463,7 @@ async function acquireFileSink(path: string, opts: Pick<FileSinkOptions, 'fsync'
   return {
     write: (r) => sink.write(r),
     durable: (r) => (released ? Promise.reject(sinkUnavailable(file)) : sink.durable(r)),
+    flush: () => sink.flush(),
     close: async () => {
       if (released) return;
       released = true;
@@ -558,6 +561,74 @@ function checkpointSigner(ref: NonNullable<AuditConfig['checkpoint']>['key'], ba
 }
 
 /**
+ * Where the file records of a worker process go: to the primary, which owns the file (one
+ * writer, one hash chain). `durable` resolves once the primary has the record as durable as its
+ * sink makes it; `flush` once everything sent so far is appended.
+ */
+export interface AuditForwarder {
+  /** False when the record could not be sent (counted as a sink failure). */
+  write(r: AuditLine): boolean;
+  durable(r: AuditLine): Promise<void>;
+  flush(): Promise<void>;
+}
+
+let forwarder: AuditForwarder | null = null;
+
+/**
+ * Makes every file sink opened from now on in this process forward to `f` instead of opening
+ * the file (worker processes); null opens files again.
+ */
+export function forwardFileRecords(f: AuditForwarder | null): void {
+  forwarder = f;
+}
+
+/** The file sink of a worker: records sealed by the primary; a refusal there is a refusal here. */
+function forwardedFileSink(f: AuditForwarder, path: string): AuditSink {
+  return {
+    write: (r) => {
+      if (!f.write(r)) sinkFailures.inc({ sink: 'file' });
+    },
+    durable: (r) =>
+      f.durable(r).catch((err: unknown) => {
+        sinkFailures.inc({ sink: 'file' });
+        throw err instanceof GatewayError ? err : sinkUnavailable(path);
+      }),
+    // The primary's writer outlives this configuration: only wait for what was sent.
+    close: () => f.flush().catch(() => undefined),
+  };
+}
+
+/**
+ * The hash-chained file sink an `audit` section asks for (null without `audit.file`), with
+ * signed checkpoints and their anchor file when `checkpoint` is set. In a worker process (see
+ * {@link forwardFileRecords}) the checkpoint key is still checked, so a worker refuses the same
+ * configurations as the primary that writes the file.
+ */
+export async function openFileSink(cfg: AuditConfig, baseDir: string, secrets?: SecretStore): Promise<AuditSink | null> {
+  if (!cfg.file) {
+    if (cfg.checkpoint) throw new Error('audit.checkpoint needs audit.file: checkpoints are lines of the hash-chained file');
+    return null;
+  }
+  if (forwarder) {
+    if (cfg.checkpoint) checkpointSigner(cfg.checkpoint.key, baseDir, secrets);
+    return forwardedFileSink(forwarder, resolve(baseDir, cfg.file));
+  }
+  let checkpoint: CheckpointOptions | undefined;
+  if (cfg.checkpoint) {
+    const c = cfg.checkpoint;
+    const signer = checkpointSigner(c.key, baseDir, secrets);
+    const anchor = c.anchor_file ? await AnchorFile.open(resolve(baseDir, c.anchor_file)) : undefined;
+    checkpoint = { signer, everyRecords: c.every_records, everyMs: c.every_seconds * 1000, ...(anchor ? { anchor } : {}) };
+  }
+  try {
+    return await acquireFileSink(resolve(baseDir, cfg.file), { fsync: cfg.fsync, ...(checkpoint ? { checkpoint } : {}) });
+  } catch (err) {
+    await checkpoint?.anchor?.close();
+    throw err;
+  }
+}
+
+/**
  * Opens the sinks an `audit` section asks for: stdout when `stdout` is true, the hash-chained
  * file when `file` is set (resolved against `baseDir`), with signed checkpoints and their anchor
  * file when `checkpoint` is set. Rejects when the file cannot be opened, its last record is
@@ -565,23 +636,8 @@ function checkpointSigner(ref: NonNullable<AuditConfig['checkpoint']>['key'], ba
  */
 export async function fromConfig(cfg: AuditConfig, baseDir: string, scanner: Scanner | null = null, secrets?: SecretStore): Promise<AuditLogger> {
   const sinks: AuditSink[] = [];
-  if (cfg.file) {
-    let checkpoint: CheckpointOptions | undefined;
-    if (cfg.checkpoint) {
-      const c = cfg.checkpoint;
-      const signer = checkpointSigner(c.key, baseDir, secrets);
-      const anchor = c.anchor_file ? await AnchorFile.open(resolve(baseDir, c.anchor_file)) : undefined;
-      checkpoint = { signer, everyRecords: c.every_records, everyMs: c.every_seconds * 1000, ...(anchor ? { anchor } : {}) };
-    }
-    try {
-      sinks.push(await acquireFileSink(resolve(baseDir, cfg.file), { fsync: cfg.fsync, ...(checkpoint ? { checkpoint } : {}) }));
-    } catch (err) {
-      await checkpoint?.anchor?.close();
-      throw err;
-    }
-  } else if (cfg.checkpoint) {
-    throw new Error('audit.checkpoint needs audit.file: checkpoints are lines of the hash-chained file');
-  }
+  const file = await openFileSink(cfg, baseDir, secrets);
+  if (file) sinks.push(file);
   if (cfg.stdout) sinks.push(new StdoutSink());
   return new AuditLogger(sinks, cfg.payload, scanner);
 }

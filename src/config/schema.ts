@@ -119,6 +119,8 @@ export const configSchema = {
         admin_token: secretRef,
         shutdown_grace_ms: { type: 'integer', minimum: 0, maximum: 600000, default: 10000 },
         log_level: { enum: ['fatal', 'error', 'warn', 'info', 'debug', 'trace'], default: 'info' },
+        // Worker processes sharing the gRPC port (see server/primary.ts); auto: one per core.
+        workers: { oneOf: [{ type: 'integer', minimum: 1, maximum: 256 }, { const: 'auto' }], default: 'auto' },
       },
     },
     identity: {

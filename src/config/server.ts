@@ -1,4 +1,6 @@
 import { isIP } from 'node:net';
+import { readFileSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
 import { isAbsolute, resolve } from 'node:path';
 import type { ServerConfig } from './types.js';
 
@@ -104,4 +106,34 @@ export function grpcChannel(server: ServerConfig, baseDir: string): GrpcChannel 
     throw new Error(`the gRPC port from Envoy must be authenticated: ${CHANNEL_HELP}`);
   }
   return { kind: 'plaintext', host: server.grpc_address, port: server.grpc_port };
+}
+
+/**
+ * The CPU limit of this process' cgroup in whole cores (rounded up), or null when there is none:
+ * in a container with a CPU limit, the cores the machine has are not the cores it may use.
+ */
+export function cgroupCpuLimit(read: (path: string) => string = (p) => readFileSync(p, 'utf8')): number | null {
+  const cores = (quota: number, period: number): number | null => (quota > 0 && period > 0 ? Math.max(1, Math.ceil(quota / period)) : null);
+  try {
+    // cgroup v2: "<quota> <period>" or "max <period>".
+    const [quota, period] = read('/sys/fs/cgroup/cpu.max').trim().split(/\s+/);
+    return quota === 'max' ? null : cores(Number(quota), Number(period));
+  } catch {
+    // Not v2; try v1 below.
+  }
+  try {
+    return cores(Number(read('/sys/fs/cgroup/cpu/cpu.cfs_quota_us').trim()), Number(read('/sys/fs/cgroup/cpu/cpu.cfs_period_us').trim()));
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * How many worker processes `server.workers` asks for (`auto`: one per core this process may
+ * use: the available cores, fewer under a container CPU limit).
+ */
+export function workerCount(server: Pick<ServerConfig, 'workers'>, cpuLimit: number | null = cgroupCpuLimit()): number {
+  if (server.workers !== 'auto') return server.workers;
+  const cores = Math.max(1, availableParallelism());
+  return cpuLimit === null ? cores : Math.min(cores, cpuLimit);
 }

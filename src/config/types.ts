@@ -375,6 +375,11 @@ export interface ServerConfig {
   readonly admin_token?: SecretRef;
   readonly shutdown_grace_ms: number;
   readonly log_level: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace';
+  /**
+   * Worker processes serving the gRPC port, with shared limits, one audit chain and one admin
+   * port; `auto` is one per available core. 1 runs a single process with no primary.
+   */
+  readonly workers: number | 'auto';
 }
 
 /** Audit sinks. */

@@ -2,7 +2,7 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { registry } from '../metrics.js';
 import { log } from '../log.js';
-import type { McpPinsAdmin } from '../mcp/admin.js';
+import type { PinsReply } from '../mcp/admin.js';
 
 /** Readiness as reported on `/readyz`. */
 export interface Readiness {
@@ -20,11 +20,19 @@ export interface ReloadResult {
   readonly policyVersion: string | null;
 }
 
+/** The MCP pins endpoints as the admin port calls them (a primary asks its workers, hence promises). */
+export interface AdminPins {
+  list(): PinsReply | Promise<PinsReply>;
+  /** `body` is the request body as text. */
+  approve(body: string): PinsReply | Promise<PinsReply>;
+}
+
 /** What the admin port serves. */
 export interface AdminOptions {
   readonly host: string;
   readonly port: number;
-  readonly readiness: () => Readiness;
+  /** Readiness now (a primary asks its workers, hence possibly a promise). */
+  readonly readiness: () => Readiness | Promise<Readiness>;
   /** Reloads configuration, policy and data now (`POST /reload`). */
   readonly reload: () => Promise<ReloadResult>;
   /**
@@ -34,21 +42,25 @@ export interface AdminOptions {
    */
   readonly token: () => string | null;
   /** MCP definition pins: `GET /mcp/pins`, `POST /mcp/pins/approve` (token required). */
-  readonly mcpPins?: McpPinsAdmin;
+  readonly mcpPins?: AdminPins;
+  /** The `/metrics` text; default: this process' registry (a primary aggregates its workers'). */
+  readonly metrics?: () => Promise<string>;
 }
 
 /** Largest body accepted on `POST /mcp/pins/approve`. */
 const MAX_APPROVE_BYTES = 16 * 1024;
 
 /** Routes the MCP pins endpoints; false when the path is not one of them. */
-function servePins(req: IncomingMessage, res: ServerResponse, url: string, pins: McpPinsAdmin): boolean {
+function servePins(req: IncomingMessage, res: ServerResponse, url: string, pins: AdminPins): boolean {
   if (url === '/mcp/pins') {
     if (req.method !== 'GET') {
       res.writeHead(405, { allow: 'GET' }).end();
       return true;
     }
-    const r = pins.list();
-    json(res, r.status, r.body);
+    void Promise.resolve(pins.list()).then(
+      (r) => json(res, r.status, r.body),
+      () => json(res, 500, { error: 'the pins could not be listed' }),
+    );
     return true;
   }
   if (url !== '/mcp/pins/approve') return false;
@@ -64,8 +76,10 @@ function servePins(req: IncomingMessage, res: ServerResponse, url: string, pins:
   });
   req.on('end', () => {
     if (size > MAX_APPROVE_BYTES) return json(res, 413, { error: `the body is larger than ${MAX_APPROVE_BYTES} bytes` });
-    const r = pins.approve(Buffer.concat(chunks).toString('utf8'));
-    json(res, r.status, r.body);
+    void Promise.resolve(pins.approve(Buffer.concat(chunks).toString('utf8'))).then(
+      (r) => json(res, r.status, r.body),
+      () => json(res, 500, { approved: false, error: 'the approval could not be recorded' }),
+    );
   });
   return true;
 }
@@ -130,8 +144,7 @@ export function startAdminServer(opts: AdminOptions): Promise<Server> {
     }
     if (url === '/metrics') {
       if (!authorized(req, token)) return unauthorized(res);
-      registry
-        .metrics()
+      (opts.metrics ?? (() => registry.metrics()))()
         .then((text) => res.writeHead(200, { 'content-type': registry.contentType }).end(text))
         .catch(() => res.writeHead(500).end());
       return;
@@ -141,8 +154,13 @@ export function startAdminServer(opts: AdminOptions): Promise<Server> {
       return;
     }
     if (url === '/readyz') {
-      const r = opts.readiness();
-      json(res, r.ready ? 200 : 503, authorized(req, token) ? { ready: r.ready, ...r.detail } : { ready: r.ready });
+      const full = authorized(req, token);
+      Promise.resolve()
+        .then(() => opts.readiness())
+        .then(
+          (r) => json(res, r.ready ? 200 : 503, full ? { ready: r.ready, ...r.detail } : { ready: r.ready }),
+          () => json(res, 503, { ready: false }),
+        );
       return;
     }
     json(res, 404, { error: 'not found' });

@@ -35,14 +35,16 @@ import { DlpAlerter } from '../extproc/alerts.js';
 import type { CheckOutcome } from '../authz/check.js';
 import { auditFromAuthz } from '../authz/audit.js';
 import { authorizationService, externalProcessorService, withRawRequests } from './protos.js';
-import { startGrpcServer, INTERNAL, type GrpcServer } from './grpc.js';
-import { startAdminServer, type ReloadResult } from './admin.js';
+import { startGrpcServer, INTERNAL, type GrpcServer, type ServiceBinding } from './grpc.js';
+import { startAdminServer, type Readiness, type ReloadResult } from './admin.js';
 import { grpcChannel, isLoopback } from '../config/server.js';
 import { HANDOFF_MIN_KEY_BYTES, HandoffKey } from '../authz/handoff.js';
 import { sessionBinder } from '../mcp/session.js';
 import { transportGuard } from '../mcp/origin.js';
 import { McpCatalog } from '../mcp/catalog.js';
 import { mcpPinsAdmin } from '../mcp/admin.js';
+import { IpcStore } from '../limits/ipcStore.js';
+import { answerAdmin, countCalls, type WorkerLink } from './workerLink.js';
 
 const reloads = new Counter({
   name: 'portcullis_config_reloads_total',
@@ -71,6 +73,14 @@ const UNMATCHABLE_TOKEN = randomBytes(32).toString('hex');
 
 /** Process-wide key used when none is configured: hand-offs then verify only on this replica. */
 let ephemeralHandoff: HandoffKey | null = null;
+
+/**
+ * The unconfigured hand-off key of a worker process: the primary's random key, shared by its
+ * workers, since a Check and the ext_proc stream of the same request may reach different workers.
+ */
+function useSharedEphemeralHandoff(value: string): void {
+  ephemeralHandoff = new HandoffKey(() => value);
+}
 
 /**
  * The hand-off key of a configuration: the configured secret (read on every use, so a rotation
@@ -217,13 +227,20 @@ export interface App {
   close(): Promise<void>;
 }
 
-/** Loads the configuration, starts gRPC (ext_authz + health) and admin HTTP, and watches for changes. */
-export async function serve(configPath: string): Promise<App> {
+/**
+ * Loads the configuration, starts gRPC (ext_authz + health) and admin HTTP, and watches for
+ * changes. As a worker process (`worker`), the gRPC port is shared with the other workers, the
+ * in-memory store and the audit file are the primary's, and the primary serves the admin port
+ * (this process answers its requests over the link).
+ */
+export async function serve(configPath: string, worker?: WorkerLink): Promise<App> {
   const config = loadConfig(configPath);
   setLogLevel(config.server.log_level);
+  if (worker) useSharedEphemeralHandoff(worker.ephemeralHandoffKey);
   let policy = await openPolicy(config, true);
   // The store and its buckets outlive reloads: a config change must not hand every caller a fresh burst.
-  const store = openStore(config.store);
+  // Workers share the primary's memory store, so a limit holds across them; Redis each opens itself.
+  const store = worker && config.store?.kind !== 'redis' ? new IpcStore(worker.peer) : openStore(config.store);
   const limiter = new RateLimiter(store);
   // Like the buckets, the response memory budget spans reloads: streams in flight keep holding it.
   const budget = new MemoryBudget(config.inspect.response_memory_budget_bytes);
@@ -272,10 +289,13 @@ export async function serve(configPath: string): Promise<App> {
       });
   };
 
-  const grpc: GrpcServer = await startGrpcServer(grpcChannel(config.server, config.base_dir), [
+  const services: ServiceBinding[] = [
     { definition: authorizationService(), impl: { Check: check } },
     { definition: processBinding.definition, impl: { Process: extproc.process } },
-  ]);
+  ];
+  const grpc: GrpcServer = await startGrpcServer(grpcChannel(config.server, config.base_dir), worker ? countCalls(services, worker.slot) : services, {
+    shared: worker !== undefined,
+  });
 
   const isReady = (): boolean => !draining && policy.status().ready;
   const syncHealth = (): void => grpc.health.setStatus('', isReady() ? 'SERVING' : 'NOT_SERVING');
@@ -358,19 +378,30 @@ export async function serve(configPath: string): Promise<App> {
       return UNMATCHABLE_TOKEN;
     }
   };
-  const admin: HttpServer = await startAdminServer({
-    host: config.server.admin_address,
-    port: config.server.admin_port,
-    // The store's state is shown, not required: each limit says what an unreachable store means.
-    readiness: () => ({ ready: isReady(), detail: { draining, policy: policy.status(), config_reload_error: lastReloadError, store: store.status() } }),
-    reload: reloadNow,
-    token: adminToken,
-    mcpPins: mcpPinsAdmin(mcp),
-  });
+  // The store's state is shown, not required: each limit says what an unreachable store means.
+  const readiness = (): Readiness => ({ ready: isReady(), detail: { draining, policy: policy.status(), config_reload_error: lastReloadError, store: store.status() } });
+  let admin: HttpServer | null = null;
+  if (worker) answerAdmin(worker, { readiness, reload: reloadNow, mcpPins: mcpPinsAdmin(mcp) });
+  else {
+    admin = await startAdminServer({
+      host: config.server.admin_address,
+      port: config.server.admin_port,
+      readiness,
+      reload: reloadNow,
+      token: adminToken,
+      mcpPins: mcpPinsAdmin(mcp),
+    });
+  }
 
-  const adminAddr = admin.address();
+  // Each worker would otherwise load the MCP client SDK cold on its first discovery, inside a
+  // call's ext_proc time budget; a worker of a gateway that asks MCP servers loads it now.
+  if (worker && config.tools.some((t) => t.mcp?.server_url)) {
+    void Promise.all([import('@modelcontextprotocol/sdk/client/index.js'), import('@modelcontextprotocol/sdk/client/streamableHttp.js'), import('zod')]).catch(() => undefined);
+  }
+
+  const adminAddr = admin?.address();
   const adminPort = typeof adminAddr === 'object' && adminAddr ? adminAddr.port : config.server.admin_port;
-  log.info({ grpc: grpc.address, admin_port: adminPort, policy: policy.status().version, tools: config.tools.map((t) => t.name) }, 'portcullis serving');
+  log.info({ grpc: grpc.address, ...(worker ? { worker: worker.slot } : { admin_port: adminPort }), policy: policy.status().version, tools: config.tools.map((t) => t.name) }, 'portcullis serving');
 
   return {
     grpcPort: grpc.port,
@@ -381,7 +412,8 @@ export async function serve(configPath: string): Promise<App> {
       configWatch.close();
       syncHealth();
       await grpc.shutdown(authorizer.current.config.server.shutdown_grace_ms);
-      await new Promise<void>((r) => admin.close(() => r()));
+      const adminServer = admin;
+      if (adminServer) await new Promise<void>((r) => adminServer.close(() => r()));
       policy.close();
       mcp.close();
       built.deps.identity.close();

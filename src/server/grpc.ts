@@ -1,7 +1,7 @@
 import { Server, ServerCredentials, status, type ServiceDefinition, type UntypedServiceImplementation } from '@grpc/grpc-js';
 import { HealthImplementation } from 'grpc-health-check';
 import type { GrpcChannel } from '../config/server.js';
-import { listenGrpc } from './listener.js';
+import { listenGrpc, type ListenOptions } from './listener.js';
 import type { Http2Server, ServerHttp2Session } from 'node:http2';
 import { log } from '../log.js';
 
@@ -66,7 +66,7 @@ function widenWindows(server: Server): void {
  * plaintext; see listener.ts, which decides who may connect). Health starts NOT_SERVING; the
  * caller flips it when ready.
  */
-export async function startGrpcServer(channel: GrpcChannel, services: readonly ServiceBinding[]): Promise<GrpcServer> {
+export async function startGrpcServer(channel: GrpcChannel, services: readonly ServiceBinding[], opts: ListenOptions = {}): Promise<GrpcServer> {
   const server = new Server({
     'grpc.max_receive_message_length': MAX_RECEIVE_BYTES,
     // A held response goes back whole in one reply (bounded by inspect.max_response_bytes).
@@ -80,7 +80,7 @@ export async function startGrpcServer(channel: GrpcChannel, services: readonly S
   // grpc-js sees it; grpc-js then speaks HTTP/2 on the connection as it is.
   const injector = server.createConnectionInjector(ServerCredentials.createInsecure());
   widenWindows(server);
-  const listener = await listenGrpc(channel, (socket) => injector.injectConnection(socket));
+  const listener = await listenGrpc(channel, (socket) => injector.injectConnection(socket), opts);
   return {
     port: listener.port,
     address: listener.address,

@@ -36,6 +36,17 @@ export interface GrpcListener {
   close(): Promise<void>;
 }
 
+/** How the port is bound. */
+export interface ListenOptions {
+  /**
+   * A worker process of `server.workers` > 1: the port is bound through the primary
+   * (`node:cluster` shares it, and hands each accepted connection to one worker), so a unix
+   * socket's file belongs to the primary: it is prepared there ({@link prepareSharedSocket})
+   * and never removed by a worker. TLS and the SAN check still run here, per connection.
+   */
+  readonly shared?: boolean;
+}
+
 /** Interval at which the TLS files are checked for rotation. */
 const TLS_POLL_MS = 1000;
 
@@ -118,7 +129,11 @@ function socketInUse(path: string): Promise<boolean> {
   });
 }
 
-async function listenUnix(channel: Extract<GrpcChannel, { kind: 'unix' }>, accept: (socket: Duplex) => void): Promise<GrpcListener> {
+/**
+ * Makes the socket path free to bind: a socket left behind by a process that did not shut down
+ * cleanly is removed; anything else there, or a socket someone answers on, is an error.
+ */
+export async function prepareSharedSocket(channel: Extract<GrpcChannel, { kind: 'unix' }>): Promise<void> {
   let existing = null;
   try {
     existing = lstatSync(channel.path);
@@ -131,6 +146,10 @@ async function listenUnix(channel: Extract<GrpcChannel, { kind: 'unix' }>, accep
     // Left behind by a process that did not shut down cleanly.
     unlinkSync(channel.path);
   }
+}
+
+async function listenUnix(channel: Extract<GrpcChannel, { kind: 'unix' }>, accept: (socket: Duplex) => void, shared: boolean): Promise<GrpcListener> {
+  if (!shared) await prepareSharedSocket(channel);
   const server = createNetServer((socket) => {
     socket.on('error', () => undefined);
     accept(socket);
@@ -155,6 +174,8 @@ async function listenUnix(channel: Extract<GrpcChannel, { kind: 'unix' }>, accep
     port: 0,
     close: () => {
       const closed = closeServer(server);
+      // A worker leaves the shared socket to the primary and the other workers.
+      if (shared) return closed;
       try {
         unlinkSync(channel.path);
       } catch {
@@ -199,12 +220,12 @@ export function channelProblems(channel: GrpcChannel): string[] {
 }
 
 /** Binds the gRPC port for a channel; `accept` receives every connection allowed in. */
-export function listenGrpc(channel: GrpcChannel, accept: (socket: Duplex) => void): Promise<GrpcListener> {
+export function listenGrpc(channel: GrpcChannel, accept: (socket: Duplex) => void, opts: ListenOptions = {}): Promise<GrpcListener> {
   switch (channel.kind) {
     case 'mtls':
       return listenMtls(channel, accept);
     case 'unix':
-      return listenUnix(channel, accept);
+      return listenUnix(channel, accept, opts.shared === true);
     case 'plaintext':
       return listenPlaintext(channel, accept);
   }

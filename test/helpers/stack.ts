@@ -35,6 +35,8 @@ export interface Stack {
    */
   tls?: TlsMaterial;
   stopPortcullis(): Promise<void>;
+  /** How the last portcullis exited (null while it runs or before it ever stopped). */
+  portcullisExit(): { code: number | null; signal: string | null } | null;
   /** SIGKILLs portcullis (no graceful drain, in-flight streams are cut); resolves once it is gone. */
   killPortcullis(): Promise<void>;
   /** Starts portcullis again with the same config; resolves once Envoy sees it healthy. */
@@ -299,6 +301,10 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
       ...(tls ? { tls } : {}),
       stopPortcullis: async () => {
         await terminate(portcullis);
+      },
+      portcullisExit: () => {
+        const p = portcullis as ChildProcess | null;
+        return p && exited(p) ? { code: p.exitCode, signal: p.signalCode } : null;
       },
       killPortcullis: async () => {
         await kill(portcullis);
