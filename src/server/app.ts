@@ -9,7 +9,7 @@ import { log, setLogLevel } from '../log.js';
 import { registry } from '../metrics.js';
 import { Authorizer, type AuthzDeps } from '../authz/check.js';
 import { toCheckResponse, wellKnownResponse, type CheckResponseObject } from '../authz/response.js';
-import { auditReplay } from '../authz/replay.js';
+import { auditAnsweredAtCheck } from '../authz/checkRecord.js';
 import { oauthResources } from '../mcp/oauth.js';
 import type { ProtoCheckRequest } from '../authz/request.js';
 import { IdentityVerifier } from '../identity/index.js';
@@ -183,21 +183,6 @@ export async function buildDeps(config: GatewayConfig, policy: PolicyEngine, lim
   }
 }
 
-/** One audit record for a request ext_authz denied (ext_proc never sees it). */
-function auditDenial(audit: AuditLogger, req: ProtoCheckRequest, outcome: CheckOutcome): void {
-  if (outcome.allowed) return;
-  const m = outcome.metadata;
-  const headers = req.attributes?.request?.http?.headers ?? {};
-  audit.record({
-    ...auditFromAuthz(m),
-    inspection: { size: Number(headers['content-length'] ?? 0) || 0, schema: 'skipped' },
-    upstreamStatus: null,
-    responseStatus: outcome.error.httpStatus,
-    latencyMs: { authz: m.authz_ms, total: m.authz_ms },
-    error: { code: outcome.error.code, rule: outcome.error.rule },
-  });
-}
-
 /**
  * On a route whose ext_proc sees no request phase (`route_request_body: none`), the request
  * goes to the tool straight after the Check: the forwarded record is written, durably, here.
@@ -213,7 +198,7 @@ async function recordForwardedAtCheck(audit: AuditLogger, req: ProtoCheckRequest
     const error = toGatewayError(err, 'the audit trail cannot take records');
     const metadata = { ...outcome.metadata, allowed: false, rule: error.rule ?? 'audit.unavailable', reason: error.message };
     const denied: CheckOutcome = { allowed: false, error, rpcId: null, isJsonRpc: false, batchIds: null, policyBody: null, policyHeaders: [], metadata };
-    auditDenial(audit, req, denied);
+    auditAnsweredAtCheck(audit, req, denied);
     return denied;
   }
 }
@@ -273,8 +258,7 @@ export async function serve(configPath: string, worker?: WorkerLink): Promise<Ap
     authorizer
       .check(call.request)
       .then(async (outcome) => {
-        auditDenial(audit, call.request, outcome);
-        auditReplay(audit, call.request, outcome);
+        auditAnsweredAtCheck(audit, call.request, outcome);
         // Redacted once, for the access log and the forwarded record alike.
         const path = redactPath(outcome.metadata.path, scanner);
         const decided = await recordForwardedAtCheck(audit, call.request, outcome, path);
