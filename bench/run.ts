@@ -612,13 +612,13 @@ async function main(): Promise<void> {
     targets.push(check('portcullis max RSS under load', rss.max / 2 ** 20, '<=', 150, 'MB'));
     // What one call costs the shared store: Redis' own command count over the Checks both replicas answered.
     // Commands run inside a Lua script are counted too; the scripts (eval/evalsha) are the round trips.
-    let redisPerCheck: { commands: Record<string, number>; checks: number; perCheck: number | null; scriptsPerCheck: number | null } | null = null;
+    let redisPerCheck: { commands: Record<string, number>; checks: number; perCheck: number | null; scriptsPerCheck: number | null; redisUsPerCheck: number | null } | null = null;
     if (redis && rs) {
-      const commands = await redisCommandCounts(redis.url);
+      const { calls: commands, scriptUsec } = await redisCommandCounts(redis.url);
       const checks = await checksServed([rs.portcullis.adminUrl, ...rs.replicas.map((r) => r.adminUrl)]);
       const total = Object.values(commands).reduce((a, b) => a + b, 0);
       const scripts = (commands.eval ?? 0) + (commands.evalsha ?? 0);
-      redisPerCheck = { commands, checks, perCheck: checks > 0 ? total / checks : null, scriptsPerCheck: checks > 0 ? scripts / checks : null };
+      redisPerCheck = { commands, checks, perCheck: checks > 0 ? total / checks : null, scriptsPerCheck: checks > 0 ? scripts / checks : null, redisUsPerCheck: checks > 0 ? scriptUsec / checks : null };
     }
     const rssLine = `portcullis RSS: ${fmt(rssAtStartMb, 0)} MB idle after start, ${fmt(rss.max / 2 ** 20, 0)} MB max under load (sampled every 100 ms).`;
 
@@ -736,7 +736,9 @@ async function main(): Promise<void> {
     lines.push(rssLine);
     if (redisPerCheck) {
       const by = Object.entries(redisPerCheck.commands).map(([k, v]) => `${k} ${v}`).join(', ');
-      lines.push(`B-r2 Redis: ${fmt(redisPerCheck.scriptsPerCheck)} scripts (round trips) and ${fmt(redisPerCheck.perCheck)} commands per Check (${redisPerCheck.checks} Checks; ${by || 'none'}).`);
+      lines.push(
+        `B-r2 Redis: ${fmt(redisPerCheck.scriptsPerCheck)} scripts (round trips), ${fmt(redisPerCheck.perCheck)} commands and ${fmt(redisPerCheck.redisUsPerCheck)} us of Redis time per Check (${redisPerCheck.checks} Checks; ${by || 'none'}).`,
+      );
     }
     lines.push('ratios: ' + Object.entries(ratios).map(([k, v]) => `${k} ${fmt(v)}`).join(', '));
     lines.push('');

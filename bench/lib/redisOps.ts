@@ -7,17 +7,21 @@ const HOUSEKEEPING = new Set(['info', 'ping', 'script', 'client', 'hello', 'sele
  * Data commands Redis has executed since start, by command (from `INFO commandstats`), without
  * housekeeping: divided by the Checks served, the Redis operations one call costs.
  */
-export async function redisCommandCounts(url: string): Promise<Record<string, number>> {
+export async function redisCommandCounts(url: string): Promise<{ calls: Record<string, number>; scriptUsec: number }> {
   const client = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 1 });
   try {
     await client.connect();
     const text = await client.info('commandstats');
-    const counts: Record<string, number> = {};
-    for (const m of text.matchAll(/^cmdstat_([\w|]+):calls=(\d+)/gm)) {
+    const calls: Record<string, number> = {};
+    let scriptUsec = 0;
+    for (const m of text.matchAll(/^cmdstat_([\w|]+):calls=(\d+),usec=(\d+)/gm)) {
       const name = (m[1] as string).toLowerCase();
-      if (!HOUSEKEEPING.has(name.split('|')[0] as string)) counts[name] = Number(m[2]);
+      if (HOUSEKEEPING.has(name.split('|')[0] as string)) continue;
+      calls[name] = Number(m[2]);
+      // A script's time includes the commands it runs (they are listed too, with their own time).
+      if (name === 'eval' || name === 'evalsha') scriptUsec += Number(m[3]);
     }
-    return counts;
+    return { calls, scriptUsec };
   } finally {
     client.disconnect();
   }
