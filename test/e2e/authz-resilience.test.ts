@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process';
-import { copyFileSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -40,12 +40,14 @@ function replaceFile(path: string, content: string | Buffer): void {
 /** Builds the shipped Rego with a modified data document and revision; returns the bundle path. */
 function buildBundle(revision: string, editData: (data: { portcullis: { agents: Record<string, { tools: string[] }> } }) => void): string {
   const dir = mkdtempSync(join(scratch, 'bundle-'));
-  copyFileSync(repoPath('policies', 'authz.rego'), join(dir, 'authz.rego'));
+  // Every module of the shipped policy (not its tests): the rules live in more than one file.
+  const modules = readdirSync(repoPath('policies')).filter((f) => f.endsWith('.rego') && !f.endsWith('_test.rego'));
+  for (const m of modules) copyFileSync(repoPath('policies', m), join(dir, m));
   const data = JSON.parse(readFileSync(repoPath('policies', 'data.json'), 'utf8')) as Parameters<typeof editData>[0];
   editData(data);
   writeFileSync(join(dir, 'data.json'), JSON.stringify(data));
   const out = join(dir, 'bundle.tar.gz');
-  execFileSync(toolPath('opa'), ['build', '-t', 'wasm', '-e', 'envoy/authz/allow', '--revision', revision, '-o', out, 'authz.rego', 'data.json'], { cwd: dir });
+  execFileSync(toolPath('opa'), ['build', '-t', 'wasm', '-e', 'envoy/authz/allow', '--revision', revision, '-o', out, ...modules, 'data.json'], { cwd: dir });
   return out;
 }
 
