@@ -58,7 +58,8 @@ export function finishExchange(deps: ExtprocDeps, st: StreamState, req: RequestS
     const principal = meta?.user ?? meta?.agent ?? null;
     const dlpEvents = req.dlp.count + res.dlp.count + res.scrubbed;
     const acted = req.dlp.action === 'redacted' || req.dlp.action === 'blocked' || res.dlp.action === 'redacted' || res.dlp.action === 'blocked' || res.scrubbed > 0;
-    if (principal && acted) deps.alerter.note(principal, tool, dlpEvents, Date.now());
+    // Counted on the shared store, off the reply path; note() never rejects.
+    if (principal && acted) void deps.alerter.note(principal, tool, dlpEvents, Date.now());
     countHidden(tool, req.mcp);
   }
   const authzMs = meta?.authz_ms ?? null;

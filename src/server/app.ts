@@ -167,7 +167,7 @@ export async function buildDeps(config: GatewayConfig, policy: PolicyEngine, lim
         credentials,
         budget,
         audit,
-        alerter: new DlpAlerter(config.alerting.dlp_threshold, config.alerting.window_s),
+        alerter: new DlpAlerter(config.alerting.dlp_threshold, config.alerting.window_s, limiter.store),
         handoff,
         policy,
         mcp,
