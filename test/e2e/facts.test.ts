@@ -2,7 +2,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startStack, type Stack } from '../helpers/index.js';
+import { startStack, type Stack, spreadOverReplicas } from '../helpers/index.js';
 import { startRedis, type RedisServer } from '../helpers/redis.js';
 import { call, eventually, expectDenial, metricValue, token, type Reply } from './authz-support.js';
 
@@ -33,13 +33,7 @@ beforeAll(async () => {
   redis = await startRedis();
   stack = await startStack({
     replica: true,
-    // Checks and ext_proc streams share the cluster: random spreads them over both replicas.
-    editEnvoy: (cfg) => {
-      const clusters = (cfg.static_resources as { clusters: { name: string; lb_policy?: string }[] }).clusters;
-      const portcullis = clusters.find((c) => c.name === 'portcullis');
-      if (!portcullis) throw new Error('envoy.yaml has no portcullis cluster');
-      portcullis.lb_policy = 'RANDOM';
-    },
+    editEnvoy: spreadOverReplicas,
     editConfig: (cfg) => {
       cfg.store = { kind: 'redis', redis: { url: redis.url, key_prefix: 'facts-e2e:', timeout_ms: 500 } };
       (cfg.policy as Json).data = dataFile;

@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { readAuditFile, startStack, type Stack } from '../helpers/index.js';
+import { readAuditFile, startStack, type Stack, spreadOverReplicas } from '../helpers/index.js';
 import { startRedis, type RedisServer } from '../helpers/redis.js';
 import { call, eventually, expectDenial, metricValue, token, type Reply } from './authz-support.js';
 
@@ -34,13 +34,7 @@ beforeAll(async () => {
   writeFileSync(dataPath, '{}');
   stack = await startStack({
     replica: true,
-    // Checks and ext_proc streams share the cluster: random spreads them over both replicas.
-    editEnvoy: (cfg) => {
-      const clusters = (cfg.static_resources as { clusters: { name: string; lb_policy?: string }[] }).clusters;
-      const portcullis = clusters.find((c) => c.name === 'portcullis');
-      if (!portcullis) throw new Error('envoy.yaml has no portcullis cluster');
-      portcullis.lb_policy = 'RANDOM';
-    },
+    editEnvoy: spreadOverReplicas,
     editConfig: (cfg) => {
       cfg.store = { kind: 'redis', redis: { url: redis.url, key_prefix: 'e2e-idem:', timeout_ms: 500 } };
       (cfg.policy as Record<string, unknown>).data = dataPath;

@@ -181,3 +181,15 @@ export function renderEnvoyConfig(ports: EnvoyPorts, opts: RenderOptions = {}): 
   // Anchored blocks are written out in full so the result reads like the source file's meaning.
   return stringify(cfg, { aliasDuplicateObjects: false, lineWidth: 0 });
 }
+
+/**
+ * Makes the `portcullis` cluster pick a replica at random per stream (an `editEnvoy` callback).
+ * Checks and ext_proc streams share the cluster: round robin could pair every Check with one
+ * replica, so a test of state shared by replicas would prove nothing; random spreads them.
+ */
+export function spreadOverReplicas(cfg: Json): void {
+  const clusters = (cfg.static_resources as { clusters: { name: string; lb_policy?: string }[] }).clusters;
+  const portcullis = clusters.find((c) => c.name === 'portcullis');
+  if (!portcullis) throw new Error('envoy.yaml has no portcullis cluster');
+  portcullis.lb_policy = 'RANDOM';
+}
