@@ -94,3 +94,17 @@ export function watchPath(path: string, onChange: () => void, opts: WatchOptions
   };
 }
 
+
+/**
+ * Wraps `run` so that calls run one at a time, in the order they were made (a reload asked for
+ * by a file change and one asked for on the admin port never overlap); each call resolves with
+ * its own run's result.
+ */
+export function oneAtATime<T>(run: () => Promise<T>): () => Promise<T> {
+  let last: Promise<unknown> = Promise.resolve();
+  return () => {
+    const next = last.then(run, run);
+    last = next;
+    return next;
+  };
+}

@@ -14,7 +14,7 @@ import { oauthResources } from '../mcp/oauth.js';
 import type { ProtoCheckRequest } from '../authz/request.js';
 import { IdentityVerifier } from '../identity/index.js';
 import { PolicyEngine } from '../policy/engine.js';
-import { watchPath } from '../files/watch.js';
+import { oneAtATime, watchPath } from '../files/watch.js';
 import { ROUTE_BODY_EXTENSION, ToolRegistry } from '../tools/registry.js';
 import { toGatewayError } from '../errors.js';
 import { SecretStore } from '../credentials/secrets.js';
@@ -333,12 +333,7 @@ export async function serve(configPath: string, worker?: WorkerLink): Promise<Ap
     }
   };
   // Reloads run one at a time, in the order they were asked for.
-  let reloading: Promise<unknown> = Promise.resolve();
-  const queueReload = (): Promise<string | null> => {
-    const run = reloading.then(reload);
-    reloading = run;
-    return run;
-  };
+  const queueReload = oneAtATime(reload);
   const configWatch = watchPath(configPath, () => void queueReload());
 
   /** `POST /reload`: configuration now, then policy bundle and data now (a pipeline pushed them). */

@@ -8,7 +8,7 @@ import { grpcChannel, isLoopback, workerCount } from '../config/server.js';
 import type { GatewayConfig } from '../config/types.js';
 import { openFileSink, type AuditSink } from '../audit/sinks.js';
 import { SecretStore } from '../credentials/secrets.js';
-import { watchPath } from '../files/watch.js';
+import { oneAtATime, watchPath } from '../files/watch.js';
 import { serveStoreOp, STORE_MESSAGE } from '../limits/ipcStore.js';
 import { MemoryStore } from '../limits/store.js';
 import { flushStdout, log, setLogLevel, stdout } from '../log.js';
@@ -244,12 +244,7 @@ export async function runPrimary(configPath: string, initial: GatewayConfig, cou
       return reason;
     }
   };
-  let reloading: Promise<unknown> = Promise.resolve();
-  const queueOwnReload = (): Promise<string | null> => {
-    const run = reloading.then(reloadOwn);
-    reloading = run;
-    return run;
-  };
+  const queueOwnReload = oneAtATime(reloadOwn);
   const configWatch = watchPath(configPath, () => void queueOwnReload());
 
   /** `POST /reload`: the primary's part, then every worker; refused if any refuses. */
