@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import { GatewayError, toGatewayError } from '../errors.js';
 import { log } from '../log.js';
 import type { GatewayConfig, ToolConfig } from '../config/types.js';
@@ -156,6 +156,8 @@ interface Ctx {
   readonly method: string;
   readonly path: string;
   readonly requestId: string | null;
+  /** Identifies this Check's policy decision (OPA's `decision_id`: decision logs, drop-in metadata). */
+  readonly decisionId: string;
   readonly rawBody: Buffer | undefined;
   /** The body as text, read once (see inspect/requestBody.ts). */
   bodyText: string | null;
@@ -327,6 +329,7 @@ export class Authorizer {
       method: http.method ?? headers[':method'] ?? 'GET',
       path: http.path ?? headers[':path'] ?? '/',
       requestId: headers['x-request-id'] ?? http.id ?? null,
+      decisionId: randomUUID(),
       rawBody,
       bodyText: null,
       parsedBody: null,
