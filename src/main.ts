@@ -105,6 +105,7 @@ async function cmdCheck(argv: string[]): Promise<void> {
   } catch (err) {
     problems.push(`$.policy: ${(err as Error).message}`);
   }
+  if (policy) problems.push(...(await import('./policy/setup.js')).policyProblems(policy));
   if (policy) {
     try {
       const built = await buildDeps(config, policy, new RateLimiter(), new MemoryBudget(config.inspect.response_memory_budget_bytes));

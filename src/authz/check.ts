@@ -551,7 +551,7 @@ export class Authorizer {
           truncated: message === undefined ? ctx.truncated : false,
           facts: ctx.facts?.perCall[i],
         });
-        const decision = deps.policy.evaluate(input);
+        const decision = deps.policy.evaluate(input, ctx.decisionId);
         ctx.decision = decision;
         if (call?.id !== undefined && call.id !== null) ctx.rpcId = call.id;
         if (!decision.allowed) {

@@ -86,6 +86,103 @@ const budget = {
 /** Asymmetric JWS algorithms; `none` and HMAC are not accepted for JWKS-verified issuers. */
 export const ASYMMETRIC_ALGS = ['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA'] as const;
 
+// --- Policy bundles (signing keys, bundle service) and OPA decision logs -------------------
+
+const httpHeaders = { type: 'object', additionalProperties: { type: 'string' }, default: {} } as const;
+
+/** `policy.signing`, `policy.bundle_service`, `policy.bundle_name` (OPA's bundle plugin settings). */
+const bundlePolicyProperties = {
+  bundle_name: { type: 'string', pattern: '^[A-Za-z0-9_.-]{1,64}$', default: 'authz' },
+  signing: {
+    type: 'object',
+    additionalProperties: false,
+    required: ['keys'],
+    properties: {
+      keys: {
+        type: 'object',
+        minProperties: 1,
+        additionalProperties: {
+          type: 'object',
+          additionalProperties: false,
+          required: ['algorithm'],
+          oneOf: [{ required: ['key'] }, { required: ['key_file'] }],
+          properties: {
+            algorithm: { enum: ['HS256', 'HS384', 'HS512', 'RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512'] },
+            key: { type: 'string', minLength: 1 },
+            key_file: { type: 'string', minLength: 1 },
+          },
+        },
+      },
+      keyid: { type: 'string', minLength: 1 },
+      scope: { type: 'string', minLength: 1 },
+      exclude_files: { type: 'array', items: { type: 'string', minLength: 1 }, default: [] },
+    },
+  },
+  bundle_service: {
+    type: 'object',
+    additionalProperties: false,
+    required: ['url'],
+    properties: {
+      url: { type: 'string', pattern: '^https?://' },
+      headers: httpHeaders,
+      timeout_s: { type: 'number', exclusiveMinimum: 0, maximum: 600, default: 10 },
+      polling: {
+        type: 'object',
+        additionalProperties: false,
+        default: {},
+        properties: {
+          min_delay_seconds: { type: 'number', minimum: 0, default: 60 },
+          max_delay_seconds: { type: 'number', minimum: 0, default: 120 },
+          long_polling_timeout_seconds: { type: 'integer', minimum: 1, maximum: 3600 },
+        },
+      },
+    },
+  },
+} as const;
+
+/** `decision_logs`: OPA-compatible decision log sinks and masking. */
+const decisionLogsSchema = {
+  type: 'object',
+  additionalProperties: false,
+  properties: {
+    console: { type: 'boolean', default: false },
+    file: { type: 'string', minLength: 1 },
+    service: {
+      type: 'object',
+      additionalProperties: false,
+      required: ['url'],
+      properties: {
+        url: { type: 'string', pattern: '^https?://' },
+        resource: { type: 'string', default: '/logs' },
+        headers: httpHeaders,
+        timeout_s: { type: 'number', exclusiveMinimum: 0, maximum: 600, default: 10 },
+        max_batch_bytes: { type: 'integer', minimum: 1024, default: 32768 },
+        max_buffer_bytes: { type: 'integer', minimum: 1024, default: 10485760 },
+        interval_s: { type: 'number', exclusiveMinimum: 0, default: 5 },
+      },
+    },
+    mask: {
+      type: 'array',
+      default: [],
+      items: {
+        anyOf: [
+          { type: 'string', pattern: '^/(input|result)(/|$)' },
+          {
+            type: 'object',
+            additionalProperties: false,
+            required: ['path'],
+            properties: { op: { enum: ['remove', 'upsert'] }, path: { type: 'string', pattern: '^/(input|result)(/|$)' }, value: {} },
+          },
+        ],
+      },
+    },
+    mask_defaults: { type: 'boolean', default: true },
+    labels: { type: 'object', additionalProperties: { type: 'string' }, default: {} },
+  },
+} as const;
+
+// --- end of policy bundles and decision logs -----------------------------------------------
+
 /** The configuration schema (draft 2020-12 subset understood by ajv). */
 export const configSchema = {
   type: 'object',
@@ -221,14 +318,17 @@ export const configSchema = {
     policy: {
       type: 'object',
       additionalProperties: false,
-      required: ['bundle'],
+      // A bundle file, or a bundle service to fetch it from.
+      anyOf: [{ required: ['bundle'] }, { required: ['bundle_service'] }],
       properties: {
         bundle: { type: 'string', minLength: 1 },
         data: { type: 'string', minLength: 1 },
         decision: { type: 'string', pattern: '^[A-Za-z_][A-Za-z0-9_]*(/[A-Za-z_][A-Za-z0-9_]*)*$', default: 'envoy/authz/allow' },
         dry_run: { type: 'boolean', default: false },
+        ...bundlePolicyProperties,
       },
     },
+    decision_logs: decisionLogsSchema,
     tools: {
       type: 'array',
       minItems: 1,

@@ -1,3 +1,5 @@
+import type { DecisionLogConfig } from '../policy/decisionLogger.js';
+import type { SigningConfig } from '../policy/signatures.js';
 import type { DlpConfig, DlpRuleOverride } from '../dlp/index.js';
 
 /**
@@ -333,9 +335,9 @@ export interface ToolConfig {
 }
 
 /** OPA policy bundle. */
-export interface PolicyConfig {
-  /** Bundle built with `opa build -t wasm` (tar.gz with policy.wasm and data.json). */
-  readonly bundle: string;
+export interface PolicyConfig extends BundlePolicyConfig {
+  /** Bundle built with `opa build -t wasm` (tar.gz with policy.wasm and data.json); absent with `bundle_service`. */
+  readonly bundle?: string;
   /** Optional data document (JSON or YAML) merged over the bundle's data; watched. */
   readonly data?: string;
   /** Decision path, OPA-Envoy default `envoy/authz/allow`. */
@@ -454,8 +456,29 @@ export interface InspectConfig {
   readonly response_memory_budget_bytes: number;
 }
 
+// --- Policy bundles (signing keys, bundle service) and OPA decision logs -------------------
+
+/** Bundle signing, bundle service and bundle naming settings of `policy`. */
+export interface BundlePolicyConfig {
+  /** Name of the bundle in decision log events (`bundles.<name>.revision`); default `authz`. */
+  readonly bundle_name: string;
+  /** Verification keys: every bundle must carry a valid OPA `.signatures.json`. */
+  readonly signing?: SigningConfig;
+  /** Fetch the bundle from an HTTP bundle service (OPA's bundle protocol). */
+  readonly bundle_service?: {
+    readonly url: string;
+    readonly headers: Readonly<Record<string, string>>;
+    readonly timeout_s: number;
+    readonly polling: { readonly min_delay_seconds: number; readonly max_delay_seconds: number; readonly long_polling_timeout_seconds?: number };
+  };
+}
+
+// --- end of policy bundles and decision logs -----------------------------------------------
+
 /** The whole gateway configuration. */
 export interface GatewayConfig {
+  /** OPA-compatible decision logs (sinks, masking, labels). */
+  readonly decision_logs?: DecisionLogConfig;
   readonly dlp: DlpConfig | undefined;
   readonly alerting: AlertingConfig;
   readonly server: ServerConfig;

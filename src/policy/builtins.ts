@@ -1,5 +1,6 @@
 import { createHash, createHmac, createPublicKey, timingSafeEqual, verify, X509Certificate, constants, type JsonWebKey, type KeyObject } from 'node:crypto';
 import type { LoadedPolicy } from '@open-policy-agent/opa-wasm';
+import type { TarEntry } from './tar.js';
 
 /**
  * Host implementations of OPA built-ins that compiled wasm policies import instead of
@@ -251,4 +252,32 @@ export function missingBuiltins(policy: LoadedPolicy): string[] {
   return importedBuiltins(policy)
     .filter((name) => !SDK_BUILTINS.has(name) && !Object.hasOwn(HOST_BUILTINS, name))
     .sort();
+}
+
+/** Where a Rego source in the bundle calls `name(`: `file:line` list (bounded), for messages. */
+function callSites(name: string, files: readonly TarEntry[]): string[] {
+  const call = new RegExp(`(^|[^A-Za-z0-9_.])${name.replace(/\./g, '\\.')}\\s*\\(`);
+  const sites: string[] = [];
+  for (const f of files) {
+    if (f.type !== 'file' || !f.path.endsWith('.rego')) continue;
+    const lines = f.data.toString('utf8').split('\n');
+    for (let i = 0; i < lines.length; i++) {
+      const line = (lines[i] as string).replace(/#.*$/, '');
+      if (call.test(line)) sites.push(`${f.path.slice(1)}:${i + 1}`);
+      if (sites.length >= 5) return sites;
+    }
+  }
+  return sites;
+}
+
+/**
+ * One line per built-in the policy imports that neither the SDK nor the gateway implements:
+ * its name and where the bundle's Rego sources call it (`opa build` keeps them beside
+ * `policy.wasm`), e.g. `http.send (authz.rego:12)`. Empty when every import is provided.
+ */
+export function builtinProblems(policy: LoadedPolicy, files: readonly TarEntry[]): string[] {
+  return missingBuiltins(policy).map((name) => {
+    const sites = callSites(name, files);
+    return sites.length > 0 ? `${name} (called at ${sites.join(', ')})` : `${name} (no call site in the bundle's Rego sources)`;
+  });
 }

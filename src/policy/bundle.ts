@@ -3,7 +3,8 @@ import { readFile } from 'node:fs/promises';
 import { gunzipSync } from 'node:zlib';
 import { parse as parseYaml } from 'yaml';
 import { GatewayError } from '../errors.js';
-import { readTar } from './tar.js';
+import { verifyBundle, type BundleVerifier } from './signatures.js';
+import { readTar, type TarEntry } from './tar.js';
 
 /** Upper bound on the decompressed bundle size (protects against gzip bombs). */
 const MAX_BUNDLE_BYTES = 256 * 1024 * 1024;
@@ -25,6 +26,8 @@ export interface PolicyBundle {
   readonly manifest: BundleManifest | null;
   /** Hex SHA-256 of the archive as read. */
   readonly sha256: string;
+  /** Every member of the archive (signature verification, Rego sources for messages). */
+  readonly files: readonly TarEntry[];
 }
 
 function fail(source: string, message: string, cause?: unknown): GatewayError {
@@ -129,16 +132,33 @@ export function parseBundle(archive: Buffer, source = '(memory)'): PolicyBundle 
     data,
     manifest,
     sha256: createHash('sha256').update(archive).digest('hex'),
+    files: entries,
   };
 }
 
+/**
+ * {@link parseBundle}, then, with a verifier (signing keys configured), the bundle's signature
+ * over every file; a bundle that fails is refused with a {@link GatewayError} saying why.
+ */
+export async function parseVerifiedBundle(archive: Buffer, source: string, verifier: BundleVerifier | null): Promise<PolicyBundle> {
+  const bundle = parseBundle(archive, source);
+  if (verifier) {
+    try {
+      await verifyBundle(bundle.files, verifier);
+    } catch (err) {
+      throw fail(source, `signature check failed: ${(err as Error).message}`, err);
+    }
+  }
+  return bundle;
+}
+
 /** Reads and parses a bundle file; see {@link parseBundle} for the errors. */
-export async function readBundle(path: string): Promise<PolicyBundle> {
+export async function readBundle(path: string, verifier: BundleVerifier | null = null): Promise<PolicyBundle> {
   let archive: Buffer;
   try {
     archive = await readFile(path);
   } catch (err) {
     throw fail(path, `cannot be read (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`, err);
   }
-  return parseBundle(archive, path);
+  return parseVerifiedBundle(archive, path, verifier);
 }

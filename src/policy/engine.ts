@@ -7,8 +7,11 @@ import { parse as parseYaml } from 'yaml';
 import { GatewayError } from '../errors.js';
 import { log } from '../log.js';
 import { registry } from '../metrics.js';
-import { deepMerge, readBundle, type PolicyBundle } from './bundle.js';
-import { beginEvaluation, HOST_BUILTINS, missingBuiltins } from './builtins.js';
+import { deepMerge, parseVerifiedBundle, readBundle, type PolicyBundle } from './bundle.js';
+import { beginEvaluation, builtinProblems, HOST_BUILTINS } from './builtins.js';
+import type { BundleService } from './bundleService.js';
+import type { DecisionLogger } from './decisionLogger.js';
+import type { BundleVerifier } from './signatures.js';
 import { buildPolicyInput, type PolicyInput } from './input.js';
 import { readDecision, type Decision } from './result.js';
 
@@ -41,8 +44,14 @@ const evalErrors = new Counter({
 
 /** How to open a {@link PolicyEngine}. */
 export interface PolicyEngineOptions {
-  /** Wasm bundle built with `opa build -t wasm`. */
-  readonly bundlePath: string;
+  /** Wasm bundle built with `opa build -t wasm` (a file; unused with `remote`). */
+  readonly bundlePath?: string;
+  /** Bundle signing keys: every bundle must carry a valid `.signatures.json`. */
+  readonly verifier?: BundleVerifier | null;
+  /** Bundles come from this service instead of a file (the engine starts and closes it). */
+  readonly remote?: BundleService | null;
+  /** Name of the bundle in decision log events (`bundles.<name>.revision`). */
+  readonly bundleName?: string;
   /** Optional JSON or YAML data document merged over the bundle's data. */
   readonly dataPath?: string | undefined;
   /** Decision path, e.g. `envoy/authz/allow`. */
@@ -68,7 +77,14 @@ interface Loaded {
   readonly policy: LoadedPolicy;
   readonly entrypoint: number;
   readonly version: string;
+  /** `bundles` of decision log events. */
+  readonly bundles: Record<string, { revision: string }>;
+  /** Entrypoint of `system/log/mask` when the bundle was built with it. */
+  readonly maskEntrypoint: number | null;
 }
+
+/** Decision path of OPA's decision log mask rule. */
+const MASK_ENTRYPOINT = 'system/log/mask';
 
 /** Version label of a bundle: manifest revision if set, else a short content hash. */
 export function bundleVersion(bundle: PolicyBundle): string {
@@ -129,6 +145,7 @@ export class PolicyEngine {
   private reloading: Promise<PolicyStatus> | null = null;
   private reloadAgain = false;
   private closed = false;
+  private decisionLog: DecisionLogger | null = null;
 
   /** Creates an engine with nothing loaded (`ready: false`); see {@link PolicyEngine.open}. */
   constructor(private readonly opts: PolicyEngineOptions) {}
@@ -136,6 +153,20 @@ export class PolicyEngine {
   /** Loads the policy (the first load must succeed) and starts watching when asked to. */
   static async open(opts: PolicyEngineOptions): Promise<PolicyEngine> {
     const engine = new PolicyEngine(opts);
+    if (opts.remote) {
+      // From a service the policy arrives later: not ready (and denying) until it does.
+      const remote = opts.remote;
+      if (opts.watch) {
+        remote.onBundle(() => engine.changed());
+        remote.start();
+        engine.watch();
+      } else {
+        // One fetch, one load (`portcullis check`).
+        await remote.poll();
+        await engine.reload();
+      }
+      return engine;
+    }
     const status = await engine.reload();
     if (!status.ready) {
       engine.close();
@@ -150,20 +181,28 @@ export class PolicyEngine {
    * @throws GatewayError `unavailable` when no policy is loaded, `internal` when evaluation
    *   fails or the decision is malformed, `forbidden` when it is undefined.
    */
-  evaluate(input: PolicyInput): Decision {
+  evaluate(input: PolicyInput, decisionId?: string): Decision {
     const loaded = this.current;
-    if (!loaded) throw new GatewayError('unavailable', 'no policy is loaded; denying by default', { rule: 'policy.not_loaded' });
+    if (!loaded) {
+      this.logDecision(decisionId, null, input, undefined, 0, { code: 'not_loaded', message: 'no policy is loaded' });
+      throw new GatewayError('unavailable', 'no policy is loaded; denying by default', { rule: 'policy.not_loaded' });
+    }
     let resultSet: unknown;
+    const started = process.hrtime.bigint();
     try {
       beginEvaluation();
       resultSet = loaded.policy.evaluate(input, loaded.entrypoint);
     } catch (err) {
       evalErrors.inc({ kind: 'exception' });
       log.error({ err: errorText(err), policy_version: loaded.version }, 'policy evaluation failed; denying');
+      this.logDecision(decisionId, loaded, input, undefined, Number(process.hrtime.bigint() - started), { code: 'eval_error', message: errorText(err) });
       throw new GatewayError('internal', 'policy evaluation failed; the call was denied', { rule: 'policy.error', cause: err });
     }
+    const evalNs = Number(process.hrtime.bigint() - started);
     try {
-      return readDecision(firstResult(resultSet), this.opts.decision);
+      const value = firstResult(resultSet);
+      this.logDecision(decisionId, loaded, input, value, evalNs, null);
+      return readDecision(value, this.opts.decision);
     } catch (err) {
       evalErrors.inc({ kind: (err as GatewayError).rule === 'policy.undefined' ? 'undefined' : 'malformed' });
       throw err;
@@ -199,6 +238,37 @@ export class PolicyEngine {
     };
   }
 
+  /**
+   * Sends an OPA decision log event for every decision evaluated with a decision id from now
+   * on (null: stop). The engine does not own the logger: the caller closes it.
+   */
+  setDecisionLog(logger: DecisionLogger | null): void {
+    this.decisionLog = logger;
+  }
+
+  private logDecision(decisionId: string | undefined, loaded: Loaded | null, input: PolicyInput, result: unknown, evalNs: number, error: { code: string; message: string } | null): void {
+    const logger = this.decisionLog;
+    if (!logger || decisionId === undefined) return;
+    const mask = loaded?.maskEntrypoint ?? null;
+    logger.record(
+      {
+        decisionId,
+        path: this.opts.decision,
+        input,
+        ...(result !== undefined ? { result } : {}),
+        ...(error ? { error } : {}),
+        bundles: loaded?.bundles ?? {},
+        evalNs,
+      },
+      loaded && mask !== null
+        ? (event) => {
+            beginEvaluation();
+            return firstResult(loaded.policy.evaluate(event, mask));
+          }
+        : null,
+    );
+  }
+
   /** Registers a callback run after every load attempt (success or failure). */
   onReload(cb: (s: PolicyStatus) => void): void {
     this.listeners.push(cb);
@@ -223,6 +293,7 @@ export class PolicyEngine {
   /** Stops watching files and timers; the loaded policy stays usable for in-flight calls. */
   close(): void {
     this.closed = true;
+    this.opts.remote?.close();
     if (this.debounce) clearTimeout(this.debounce);
     this.debounce = null;
     for (const w of this.watches) w.close();
@@ -245,7 +316,7 @@ export class PolicyEngine {
   }
 
   private paths(): string[] {
-    return [this.opts.bundlePath, this.opts.dataPath].filter((p): p is string => Boolean(p));
+    return [this.opts.remote ? undefined : this.opts.bundlePath, this.opts.dataPath].filter((p): p is string => Boolean(p));
   }
 
   /** Identity of each watched file's current content (inode, size, times), or `missing`. */
@@ -296,13 +367,13 @@ export class PolicyEngine {
       reloads.inc({ result: 'success' });
       info.reset();
       info.set({ version: next.version }, 1);
-      log.info({ policy_version: next.version, previous_version: previous, bundle: this.opts.bundlePath }, 'policy loaded');
+      log.info({ policy_version: next.version, previous_version: previous, bundle: this.source() }, 'policy loaded');
     } catch (err) {
       if (this.closed) return this.status();
       this.lastError = errorText(err);
       reloads.inc({ result: 'failure' });
       log.error(
-        { err: this.lastError, bundle: this.opts.bundlePath, data: this.opts.dataPath ?? null, serving: this.current?.version ?? null },
+        { err: this.lastError, bundle: this.source(), data: this.opts.dataPath ?? null, serving: this.current?.version ?? null },
         this.current ? 'policy reload failed; keeping the last good policy' : 'policy load failed',
       );
     }
@@ -317,28 +388,42 @@ export class PolicyEngine {
     return status;
   }
 
+  /** Where bundles come from, for messages. */
+  private source(): string {
+    return this.opts.remote?.url ?? this.opts.bundlePath ?? '(none)';
+  }
+
+  /** The bundle from the service (last accepted archive) or the file, signature checked. */
+  private async readSource(): Promise<PolicyBundle> {
+    const remote = this.opts.remote;
+    if (!remote) {
+      if (!this.opts.bundlePath) throw new Error('no policy bundle is configured');
+      return readBundle(this.opts.bundlePath, this.opts.verifier ?? null);
+    }
+    const archive = remote.latest();
+    if (!archive) throw new Error(`no policy bundle received yet from ${remote.url}${remote.error() ? ` (${remote.error()})` : ''}`);
+    return parseVerifiedBundle(archive, remote.url, this.opts.verifier ?? null);
+  }
+
   /** Reads, instantiates, feeds and smoke-tests a policy without touching the serving one. */
   private async prepare(): Promise<Loaded> {
-    const [bundle, extra] = await Promise.all([
-      readBundle(this.opts.bundlePath),
-      this.opts.dataPath ? readDataFile(this.opts.dataPath) : Promise.resolve(null),
-    ]);
+    const [bundle, extra] = await Promise.all([this.readSource(), this.opts.dataPath ? readDataFile(this.opts.dataPath) : Promise.resolve(null)]);
     let policy: LoadedPolicy;
     try {
       policy = await loadPolicy(bundle.wasm, undefined, HOST_BUILTINS);
     } catch (err) {
-      throw new Error(`policy bundle ${this.opts.bundlePath}: /policy.wasm cannot be instantiated (${errorText(err)})`);
+      throw new Error(`policy bundle ${this.source()}: /policy.wasm cannot be instantiated (${errorText(err)})`);
     }
     // Fail at load, not on every request, when the policy needs a built-in no one provides.
-    const missing = missingBuiltins(policy);
+    const missing = builtinProblems(policy, bundle.files);
     if (missing.length > 0) {
-      throw new Error(`policy bundle ${this.opts.bundlePath} uses built-in functions the wasm runtime does not provide: ${missing.join(', ')}`);
+      throw new Error(`policy bundle ${this.source()} uses built-in functions the wasm runtime does not provide: ${missing.join('; ')}`);
     }
     const entrypoints = policy.entrypoints as Record<string, number>;
     const entrypoint = entrypoints[this.opts.decision];
     if (typeof entrypoint !== 'number' || !Object.hasOwn(entrypoints, this.opts.decision)) {
       const known = Object.keys(entrypoints).join(', ') || 'none';
-      throw new Error(`policy bundle ${this.opts.bundlePath} has no entrypoint ${this.opts.decision} (it has: ${known}); build it with -e ${this.opts.decision}`);
+      throw new Error(`policy bundle ${this.source()} has no entrypoint ${this.opts.decision} (it has: ${known}); build it with -e ${this.opts.decision}`);
     }
     try {
       policy.setData(extra ? deepMerge(bundle.data, extra) : bundle.data);
@@ -355,7 +440,9 @@ export class PolicyEngine {
     const value = firstResult(smoke);
     // An undefined decision is a legitimate default deny; a malformed one is a broken policy.
     if (value !== undefined) readDecision(value, this.opts.decision);
-    return { policy, entrypoint, version: bundleVersion(bundle) };
+    const maskEntrypoint = Object.hasOwn(entrypoints, MASK_ENTRYPOINT) ? (entrypoints[MASK_ENTRYPOINT] ?? null) : null;
+    const revision = bundle.manifest?.revision ?? '';
+    return { policy, entrypoint, version: bundleVersion(bundle), bundles: { [this.opts.bundleName ?? 'authz']: { revision } }, maskEntrypoint };
   }
 }
 

@@ -1,5 +1,4 @@
 import { randomBytes } from 'node:crypto';
-import { resolve } from 'node:path';
 import type { Server as HttpServer } from 'node:http';
 import type { sendUnaryData, ServerUnaryCall } from '@grpc/grpc-js';
 import { Counter } from 'prom-client';
@@ -13,7 +12,8 @@ import { auditAnsweredAtCheck } from '../authz/checkRecord.js';
 import { oauthResources } from '../mcp/oauth.js';
 import type { ProtoCheckRequest } from '../authz/request.js';
 import { IdentityVerifier } from '../identity/index.js';
-import { PolicyEngine } from '../policy/engine.js';
+import type { PolicyEngine } from '../policy/engine.js';
+import { DecisionLogs, openPolicyEngine, policySettings } from '../policy/setup.js';
 import { oneAtATime, watchPath } from '../files/watch.js';
 import { ROUTE_BODY_EXTENSION, ToolRegistry } from '../tools/registry.js';
 import { toGatewayError } from '../errors.js';
@@ -104,24 +104,12 @@ function handoffKey(config: GatewayConfig, secrets: SecretStore): HandoffKey {
 }
 
 function samePolicy(a: GatewayConfig, b: GatewayConfig): boolean {
-  const pa = a.policy;
-  const pb = b.policy;
-  return (
-    resolve(a.base_dir, pa.bundle) === resolve(b.base_dir, pb.bundle) &&
-    (pa.data ? resolve(a.base_dir, pa.data) : null) === (pb.data ? resolve(b.base_dir, pb.data) : null) &&
-    pa.decision === pb.decision
-  );
+  return policySettings(a) === policySettings(b);
 }
 
-/** Opens the policy engine for a configuration (first load must succeed). */
+/** Opens the policy engine for a configuration (from a file, the first load must succeed). */
 export function openPolicy(config: GatewayConfig, watch: boolean): Promise<PolicyEngine> {
-  const p = config.policy;
-  return PolicyEngine.open({
-    bundlePath: resolve(config.base_dir, p.bundle),
-    dataPath: p.data ? resolve(config.base_dir, p.data) : undefined,
-    decision: p.decision,
-    watch,
-  });
+  return openPolicyEngine(config, watch);
 }
 
 /**
@@ -223,6 +211,8 @@ export async function serve(configPath: string, worker?: WorkerLink): Promise<Ap
   setLogLevel(config.server.log_level);
   if (worker) useSharedEphemeralHandoff(worker.ephemeralHandoffKey);
   let policy = await openPolicy(config, true);
+  const decisionLogs = new DecisionLogs();
+  decisionLogs.apply(config, policy);
   // The store and its buckets outlive reloads: a config change must not hand every caller a fresh burst.
   // Workers share the primary's memory store, so a limit holds across them; Redis each opens itself.
   const store = worker && config.store?.kind !== 'redis' ? new IpcStore(worker.peer) : openStore(config.store);
@@ -315,6 +305,7 @@ export async function serve(configPath: string, worker?: WorkerLink): Promise<Ap
         policy = nextPolicy;
         policy.onReload(syncHealth);
       }
+      decisionLogs.apply(next, policy);
       old.deps.identity.close();
       old.secrets.close();
       // Streams in flight hold the old logger; the file sink is shared and reference counted.
@@ -394,6 +385,7 @@ export async function serve(configPath: string, worker?: WorkerLink): Promise<Ap
       const adminServer = admin;
       if (adminServer) await new Promise<void>((r) => adminServer.close(() => r()));
       policy.close();
+      await decisionLogs.close();
       mcp.close();
       built.deps.identity.close();
       built.secrets.close();
