@@ -1,6 +1,6 @@
 import { createHash, createHmac, createPublicKey, timingSafeEqual, verify, X509Certificate, constants, type JsonWebKey, type KeyObject } from 'node:crypto';
 import type { LoadedPolicy } from '@open-policy-agent/opa-wasm';
-import type { TarEntry } from './tar.js';
+import { rulesCalling } from './wasmCallers.js';
 
 /**
  * Host implementations of OPA built-ins that compiled wasm policies import instead of
@@ -254,30 +254,32 @@ export function missingBuiltins(policy: LoadedPolicy): string[] {
     .sort();
 }
 
-/** Where a Rego source in the bundle calls `name(`: `file:line` list (bounded), for messages. */
-function callSites(name: string, files: readonly TarEntry[]): string[] {
-  const call = new RegExp(`(^|[^A-Za-z0-9_.])${name.replace(/\./g, '\\.')}\\s*\\(`);
-  const sites: string[] = [];
-  for (const f of files) {
-    if (f.type !== 'file' || !f.path.endsWith('.rego')) continue;
-    const lines = f.data.toString('utf8').split('\n');
-    for (let i = 0; i < lines.length; i++) {
-      const line = (lines[i] as string).replace(/#.*$/, '');
-      if (call.test(line)) sites.push(`${f.path.slice(1)}:${i + 1}`);
-      if (sites.length >= 5) return sites;
-    }
-  }
-  return sites;
-}
-
 /**
  * One line per built-in the policy imports that neither the SDK nor the gateway implements:
- * its name and where the bundle's Rego sources call it (`opa build` keeps them beside
- * `policy.wasm`), e.g. `http.send (authz.rego:12)`. Empty when every import is provided.
+ * its name and the rules whose compiled code calls it (read from `policy.wasm`: the Rego
+ * sources of a wasm bundle are only stubs), e.g. `http.send (called from data.envoy.authz.allow)`.
+ * Empty when every import is provided.
  */
-export function builtinProblems(policy: LoadedPolicy, files: readonly TarEntry[]): string[] {
+export function builtinProblems(policy: LoadedPolicy, wasm: Buffer): string[] {
+  const ids = importedBuiltinIds(policy);
   return missingBuiltins(policy).map((name) => {
-    const sites = callSites(name, files);
-    return sites.length > 0 ? `${name} (called at ${sites.join(', ')})` : `${name} (no call site in the bundle's Rego sources)`;
+    const id = ids.get(name);
+    const rules = id !== undefined ? rulesCalling(wasm, id) : [];
+    return rules.length > 0 ? `${name} (called from ${rules.join(', ')})` : `${name} (call site unknown)`;
   });
+}
+
+/** Built-in name to the id the module passes when it calls it. */
+function importedBuiltinIds(policy: LoadedPolicy): Map<string, number> {
+  const wasm = policy as unknown as {
+    wasmInstance: { exports: { builtins?: () => number; opa_json_dump?: (addr: number) => number } };
+    mem: { buffer: ArrayBuffer };
+  };
+  const { builtins, opa_json_dump: dump } = wasm.wasmInstance.exports;
+  if (!builtins || !dump) return new Map();
+  const addr = dump(builtins());
+  const mem = new Uint8Array(wasm.mem.buffer);
+  const end = mem.indexOf(0, addr);
+  const map: unknown = JSON.parse(Buffer.from(mem.subarray(addr, end === -1 ? mem.length : end)).toString('utf8'));
+  return new Map(isObject(map) ? Object.entries(map).filter((e): e is [string, number] => typeof e[1] === 'number') : []);
 }

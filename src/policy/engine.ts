@@ -415,7 +415,7 @@ export class PolicyEngine {
       throw new Error(`policy bundle ${this.source()}: /policy.wasm cannot be instantiated (${errorText(err)})`);
     }
     // Fail at load, not on every request, when the policy needs a built-in no one provides.
-    const missing = builtinProblems(policy, bundle.files);
+    const missing = builtinProblems(policy, bundle.wasm);
     if (missing.length > 0) {
       throw new Error(`policy bundle ${this.source()} uses built-in functions the wasm runtime does not provide: ${missing.join('; ')}`);
     }
