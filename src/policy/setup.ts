@@ -33,7 +33,7 @@ function verifierOf(config: GatewayConfig): BundleVerifier | null {
  * Opens the policy engine for a configuration. From a file, the first load must succeed; from a
  * bundle service, the engine opens at once and is not ready until the first good bundle arrives.
  */
-export function openPolicyEngine(config: GatewayConfig, watch: boolean): Promise<PolicyEngine> {
+export async function openPolicyEngine(config: GatewayConfig, watch: boolean): Promise<PolicyEngine> {
   const p = config.policy;
   const verifier = verifierOf(config);
   const svc = p.bundle_service;
@@ -48,7 +48,7 @@ export function openPolicyEngine(config: GatewayConfig, watch: boolean): Promise
         verifier,
       })
     : null;
-  return PolicyEngine.open({
+  const engine = await PolicyEngine.open({
     ...(p.bundle && !remote ? { bundlePath: resolve(config.base_dir, p.bundle) } : {}),
     dataPath: p.data ? resolve(config.base_dir, p.data) : undefined,
     decision: p.decision,
@@ -56,6 +56,22 @@ export function openPolicyEngine(config: GatewayConfig, watch: boolean): Promise
     verifier,
     remote,
     bundleName: p.bundle_name,
+  });
+  // Give the service one request timeout to deliver: a reload that switches to a service then
+  // swaps in a serving engine, not one that denies until its first poll returns.
+  if (svc && watch && !engine.status().ready) await firstLoad(engine, svc.timeout_s * 1000);
+  return engine;
+}
+
+function firstLoad(engine: PolicyEngine, maxWaitMs: number): Promise<void> {
+  return new Promise((done) => {
+    const timer = setTimeout(done, maxWaitMs);
+    timer.unref();
+    engine.onReload((s) => {
+      if (!s.ready) return;
+      clearTimeout(timer);
+      done();
+    });
   });
 }
 

@@ -11,6 +11,8 @@ import { PolicyEngine, type PolicyStatus } from '../../../src/policy/engine.js';
 import { buildPolicyInput } from '../../../src/policy/input.js';
 import { registry } from '../../../src/metrics.js';
 import { compileVerifier } from '../../../src/policy/signatures.js';
+import { openPolicyEngine } from '../../../src/policy/setup.js';
+import { parseConfig } from '../../../src/config/load.js';
 import { buildBundle, ROOT, tempDir, writePolicy } from './helpers.js';
 
 const DECISION = 'envoy/authz/allow';
@@ -223,5 +225,17 @@ describe('bundle service client', () => {
     expect((await svc.poll()).result).toBe('invalid');
     expect(svc.error()).toMatch(/does not verify/);
     expect((await engine.reload()).version).toBe('signed');
+  });
+
+  it('opening from a configured service waits for the first bundle, so a reload swaps in a serving engine', async () => {
+    const srv = await server();
+    srv.longPoll = false;
+    srv.failures = [503];
+    srv.publish(bundleBytes('from-config'));
+    const cfg = parseConfig(`policy: { bundle_service: { url: "${srv.url}", timeout_s: 30 } }\ntools:\n  - { name: weather, upstream: tool_weather }\n`, '/etc/p/c.yaml');
+    const engine = await openPolicyEngine(cfg, true);
+    cleanup.push(() => engine.close());
+    expect(engine.status()).toMatchObject({ ready: true, version: 'from-config' });
+    expect(engine.evaluate(GET).allowed).toBe(true);
   });
 });
