@@ -98,6 +98,11 @@ function mount(root: Record<string, unknown>, segments: readonly string[], value
  * unparsable data or manifest.
  */
 export function parseBundle(archive: Buffer, source = '(memory)'): PolicyBundle {
+  return bundleFromEntries(archive, archiveEntries(archive, source), source);
+}
+
+/** Gunzips and lists an archive (no member is interpreted yet). */
+function archiveEntries(archive: Buffer, source: string): TarEntry[] {
   let tar: Buffer;
   try {
     tar = gunzipSync(archive, { maxOutputLength: MAX_BUNDLE_BYTES });
@@ -110,7 +115,10 @@ export function parseBundle(archive: Buffer, source = '(memory)'): PolicyBundle 
   } catch (err) {
     throw fail(source, `corrupt tar archive (${(err as Error).message})`, err);
   }
+  return entries;
+}
 
+function bundleFromEntries(archive: Buffer, entries: TarEntry[], source: string): PolicyBundle {
   let wasm: Buffer | null = null;
   let manifest: BundleManifest | null = null;
   let data: Record<string, unknown> = {};
@@ -137,19 +145,20 @@ export function parseBundle(archive: Buffer, source = '(memory)'): PolicyBundle 
 }
 
 /**
- * {@link parseBundle}, then, with a verifier (signing keys configured), the bundle's signature
- * over every file; a bundle that fails is refused with a {@link GatewayError} saying why.
+ * {@link parseBundle}, with a verifier (signing keys configured) checking the bundle's signature
+ * over every file first; a bundle that fails is refused with a {@link GatewayError} saying why.
  */
 export async function parseVerifiedBundle(archive: Buffer, source: string, verifier: BundleVerifier | null): Promise<PolicyBundle> {
-  const bundle = parseBundle(archive, source);
+  const entries = archiveEntries(archive, source);
+  // Verified before any data file or manifest is interpreted: an unsigned bundle is never parsed.
   if (verifier) {
     try {
-      await verifyBundle(bundle.files, verifier);
+      await verifyBundle(entries, verifier);
     } catch (err) {
       throw fail(source, `signature check failed: ${(err as Error).message}`, err);
     }
   }
-  return bundle;
+  return bundleFromEntries(archive, entries, source);
 }
 
 /** Reads and parses a bundle file; see {@link parseBundle} for the errors. */

@@ -18,6 +18,8 @@ import type { BundleVerifier } from './signatures.js';
 export const LONG_POLL_CONTENT_TYPE = 'application/vnd.openpolicyagent.bundles';
 /** Upper bound on a downloaded bundle (compressed). */
 const MAX_DOWNLOAD_BYTES = 64 * 1024 * 1024;
+/** A long-poll 304 answered sooner than this was not held: the next request waits the polling delay. */
+const MIN_HELD_MS = 1000;
 /** First retry delay after a failure; doubles per consecutive failure up to the maximum delay. */
 const RETRY_BASE_MS = 100;
 
@@ -113,12 +115,15 @@ export class BundleService {
     const timer = setTimeout(() => abort.abort(new Error(`no answer within ${timeout} ms`)), timeout);
     timer.unref();
     let longPoll = false;
+    const started = Date.now();
     try {
       const res = await fetch(this.opts.url, { headers, signal: abort.signal });
       longPoll = this.opts.longPollS !== null && (res.headers.get('content-type') ?? '').split(';')[0]?.trim().toLowerCase() === LONG_POLL_CONTENT_TYPE;
       if (res.status === 304) {
         await res.arrayBuffer().catch(() => undefined);
-        return this.done('not_modified', null, longPoll);
+        // A "long-polling" service that answers 304 at once would be asked again in a tight
+        // loop: only a 304 that was actually held earns an immediate new request.
+        return this.done('not_modified', null, longPoll && Date.now() - started >= MIN_HELD_MS);
       }
       if (res.status !== 200) {
         await res.arrayBuffer().catch(() => undefined);

@@ -36,6 +36,8 @@ class BundleServer {
   /** Statuses answered before anything else (one per request). */
   failures: number[] = [];
   longPoll = true;
+  /** Hold long polls (false: a service that claims long polling but answers at once). */
+  hold = true;
   private server: Server | null = null;
   url = '';
 
@@ -65,7 +67,7 @@ class BundleServer {
       res.writeHead(200, { etag: this.etag, 'content-type': type }).end(this.body);
     };
     const wait = /^wait=(\d+)$/.exec(String(headers.prefer ?? ''));
-    if (this.longPoll && wait && headers['if-none-match'] === this.etag) {
+    if (this.longPoll && this.hold && wait && headers['if-none-match'] === this.etag) {
       const timer = setTimeout(send, Number(wait[1]) * 1000);
       this.held.push(() => {
         clearTimeout(timer);
@@ -237,5 +239,15 @@ describe('bundle service client', () => {
     cleanup.push(() => engine.close());
     expect(engine.status()).toMatchObject({ ready: true, version: 'from-config' });
     expect(engine.evaluate(GET).allowed).toBe(true);
+  });
+
+  it('a service that claims long polling but answers 304 at once is not asked again in a tight loop', async () => {
+    const srv = await server();
+    srv.hold = false;
+    srv.publish(bundleBytes('eager'));
+    const svc = service(srv.url, { longPollS: 30 });
+    cleanup.push(() => svc.close());
+    expect(await svc.poll()).toEqual({ result: 'updated', longPoll: true });
+    expect(await svc.poll()).toEqual({ result: 'not_modified', longPoll: false });
   });
 });

@@ -118,6 +118,17 @@ describe('signed bundles (signed by opa build, verified by portcullis)', () => {
     await parseVerifiedBundle(archive, 'x', verifier({ keys: rsa }));
   });
 
+  it('verifies before interpreting anything: a tampered, unparsable data file is refused for its signature', async () => {
+    const path = signedBundle({ key: k.rsaPriv, alg: 'RS256' });
+    const archive = repack(path, (dir) => {
+      mkdirSync(join(dir, 'evil'));
+      writeFileSync(join(dir, 'evil/data.json'), '{not json');
+    });
+    expect(await refusal(parseVerifiedBundle(archive, 'x', verifier({ keys: rsa })))).toMatch(/evil\/data\.json is in the bundle but not in its signature/);
+    // Without keys the same archive fails on the data file itself.
+    expect(await refusal(parseVerifiedBundle(archive, 'x', null))).toMatch(/evil\/data\.json cannot be parsed/);
+  });
+
   it('refuses a replaced policy.wasm', async () => {
     const path = signedBundle({ key: k.rsaPriv, alg: 'RS256' });
     const other = signedBundle({ key: k.rsaPriv, alg: 'RS256', files: { 'authz.rego': 'package envoy.authz\nimport rego.v1\nallow := true\n' } });
