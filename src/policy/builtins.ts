@@ -206,6 +206,42 @@ function hmacHex(alg: string): Builtin {
   return (s, key) => (typeof s === 'string' && typeof key === 'string' ? createHmac(alg, key).update(s).digest('hex') : undefined);
 }
 
+const DURATION_UNITS: Readonly<Record<string, number>> = { ns: 1, us: 1e3, 'µs': 1e3, 'μs': 1e3, ms: 1e6, s: 1e9, m: 60e9, h: 3600e9 };
+
+/** `time.parse_duration_ns`: Go's `time.ParseDuration` (`1h30m`, `-1.5s`, `300ms`, `0`). */
+function parseDurationNs(s: unknown): number | undefined {
+  if (typeof s !== 'string') return undefined;
+  const m = /^([-+]?)(.+)$/.exec(s);
+  if (!m) return undefined;
+  const [, sign, rest] = m as unknown as [string, string, string];
+  if (rest === '0') return 0;
+  const part = /(\d+\.?\d*|\.\d+)(ns|us|µs|μs|ms|s|m|h)/y;
+  let total = 0;
+  let pos = 0;
+  while (pos < rest.length) {
+    part.lastIndex = pos;
+    const p = part.exec(rest);
+    if (!p) return undefined;
+    total += Number(p[1]) * (DURATION_UNITS[p[2] as string] as number);
+    pos = part.lastIndex;
+  }
+  return Math.round(sign === '-' ? -total : total);
+}
+
+/** `hex.decode`: undefined for text that is not whole hex byte pairs. */
+function hexDecode(s: unknown): string | undefined {
+  if (typeof s !== 'string' || s.length % 2 !== 0 || !/^[0-9a-fA-F]*$/.test(s)) return undefined;
+  return Buffer.from(s, 'hex').toString('utf8');
+}
+
+/** `crypto.hmac.equal`: constant-time comparison of two MACs. */
+function hmacEqual(a: unknown, b: unknown): boolean | undefined {
+  if (typeof a !== 'string' || typeof b !== 'string') return undefined;
+  const x = Buffer.from(a);
+  const y = Buffer.from(b);
+  return x.length === y.length && timingSafeEqual(x, y);
+}
+
 /** Built-ins supplied to every loaded policy. */
 export const HOST_BUILTINS: Readonly<Record<string, Builtin>> = Object.freeze({
   'time.now_ns': () => nowNs(),
@@ -229,6 +265,10 @@ export const HOST_BUILTINS: Readonly<Record<string, Builtin>> = Object.freeze({
   'crypto.hmac.sha1': hmacHex('sha1'),
   'crypto.hmac.sha256': hmacHex('sha256'),
   'crypto.hmac.sha512': hmacHex('sha512'),
+  'crypto.hmac.equal': hmacEqual,
+  'hex.encode': (s: unknown) => (typeof s === 'string' ? Buffer.from(s).toString('hex') : undefined),
+  'hex.decode': hexDecode,
+  'time.parse_duration_ns': parseDurationNs,
 });
 
 /** Names of the built-ins a loaded policy imports from its host. */
