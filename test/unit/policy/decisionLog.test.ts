@@ -12,6 +12,8 @@ import { PolicyEngine } from '../../../src/policy/engine.js';
 import { buildPolicyInput, type PolicyInput } from '../../../src/policy/input.js';
 import { registry } from '../../../src/metrics.js';
 import { stdout } from '../../../src/log.js';
+import { spawn } from 'node:child_process';
+import { freePort } from '../../helpers/ports.js';
 import { ROOT, tempDir, writePolicy } from './helpers.js';
 
 const OPA = join(ROOT, '.tools/bin/opa');
@@ -331,5 +333,52 @@ describe('HTTP decision log service', () => {
     const engine = await engineWith(bundle({ 'authz.rego': AUTHZ }, ['envoy/authz/allow']), logger as DecisionLogger);
     expect(engine.evaluate(request('GET', {}), 'x').allowed).toBe(true);
     await logger?.close();
+  });
+});
+
+describe('the same event as OPA itself writes', () => {
+  it('path, input, result, erased, masked, labels and metrics match a real OPA decision log for the same policy and mask', async () => {
+    const files = {
+      'authz.rego': 'package envoy.authz\nimport rego.v1\ndefault allow := false\nallow if input.m == "GET"\n',
+      'mask.rego': 'package system.log\nimport rego.v1\nmask contains "/input/secret"\nmask contains "/input/absent"\nmask contains {"op": "upsert", "path": "/input/m", "value": "X"}\n',
+    };
+    const input = { m: 'GET', secret: 's', keep: [1, { a: 'b' }] };
+    const dir = writePolicy(files);
+    const port = await freePort();
+    const opa = spawn(OPA, ['run', '--server', '--addr', `127.0.0.1:${port}`, '--set', 'decision_logs.console=true', '--set', 'labels.app=x', join(dir, 'authz.rego'), join(dir, 'mask.rego')], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    const line = new Promise<Record<string, unknown>>((resolve) => {
+      const onData = (c: Buffer): void => {
+        out += c.toString();
+        const hit = out.split('\n').find((l) => l.includes('"decision_id"') && l.includes('Decision Log'));
+        if (hit) resolve(JSON.parse(hit) as Record<string, unknown>);
+      };
+      opa.stdout.on('data', onData);
+      opa.stderr.on('data', onData);
+    });
+    try {
+      let answered = false;
+      for (let i = 0; i < 100 && !answered; i++) {
+        answered = await fetch(`http://127.0.0.1:${port}/v1/data/envoy/authz/allow`, { method: 'POST', body: JSON.stringify({ input }) }).then(
+          (r) => r.ok,
+          () => false,
+        );
+        if (!answered) await new Promise((r) => setTimeout(r, 100));
+      }
+      const theirs = await line;
+      const sink = new MemorySink();
+      const engine = await engineWith(bundle(files, ['envoy/authz/allow', 'system/log/mask']), new DecisionLogger(config({ labels: { app: 'x' } }), '1', [sink]));
+      engine.evaluate(input as unknown as PolicyInput, 'mine');
+      const ours = sink.events[0] as DecisionEvent;
+      for (const key of ['path', 'input', 'result', 'erased', 'masked']) expect(ours[key as keyof DecisionEvent], key).toEqual(theirs[key]);
+      // Every field OPA writes is there (OPA's console adds its logger's level/msg/time/type).
+      const opaFields = Object.keys(theirs).filter((k) => !['level', 'msg', 'time', 'type'].includes(k));
+      expect(Object.keys(ours)).toEqual(expect.arrayContaining(opaFields));
+      expect(Object.keys(ours.labels).sort()).toEqual(Object.keys(theirs.labels as object).sort());
+      expect(ours.metrics).toHaveProperty('timer_rego_query_eval_ns');
+      expect(theirs.metrics).toHaveProperty('timer_rego_query_eval_ns');
+    } finally {
+      opa.kill();
+    }
   });
 });
