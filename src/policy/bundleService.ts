@@ -63,9 +63,9 @@ export class BundleService {
   /** Creates the client; {@link start} begins polling. */
   constructor(private readonly opts: BundleServiceOptions) {}
 
-  /** Where bundles come from (for messages). */
+  /** Where bundles come from (for messages; any user:password in the URL removed). */
   get url(): string {
-    return this.opts.url;
+    return withoutCredentials(this.opts.url);
   }
 
   /** The last accepted archive, or null before the first one arrived. */
@@ -131,7 +131,7 @@ export class BundleService {
       }
       const body = await readLimited(res, MAX_DOWNLOAD_BYTES);
       try {
-        await parseVerifiedBundle(body, this.opts.url, this.opts.verifier);
+        await parseVerifiedBundle(body, this.url, this.opts.verifier);
       } catch (err) {
         return this.done('invalid', (err as Error).message, false);
       }
@@ -158,7 +158,7 @@ export class BundleService {
     } else {
       this.failures += 1;
       this.lastError = error;
-      log.warn({ url: this.opts.url, result, err: error, serving: this.archive ? 'last good bundle' : 'none yet' }, 'policy bundle not updated');
+      log.warn({ url: withoutCredentials(this.opts.url), result, err: error, serving: this.archive ? 'last good bundle' : 'none yet' }, 'policy bundle not updated');
     }
     return { result, longPoll };
   }
@@ -197,4 +197,16 @@ async function readLimited(res: Response, max: number): Promise<Buffer> {
     chunks.push(Buffer.from(chunk as Uint8Array));
   }
   return Buffer.concat(chunks);
+}
+
+/** A URL for messages: user and password (if any) removed. */
+export function withoutCredentials(url: string): string {
+  try {
+    const u = new URL(url);
+    u.username = '';
+    u.password = '';
+    return u.toString();
+  } catch {
+    return '(invalid URL)';
+  }
 }

@@ -3,6 +3,7 @@ import { gzipSync } from 'node:zlib';
 import { Counter } from 'prom-client';
 import { log, stdout } from '../log.js';
 import { registry } from '../metrics.js';
+import { withoutCredentials } from './bundleService.js';
 import type { DecisionEvent } from './decisionLog.js';
 
 /**
@@ -198,7 +199,7 @@ export class HttpSink implements DecisionSink {
       events.inc({ sink: 'service', result: 'sent' }, batch.length);
     } catch (err) {
       uploads.inc({ result: 'failure' });
-      log.warn({ err: (err as Error).message, events: batch.length, endpoint: this.endpoint }, 'decision log upload failed');
+      log.warn({ err: (err as Error).message, events: batch.length, endpoint: withoutCredentials(this.endpoint) }, 'decision log upload failed');
       this.requeue(batch);
     }
   }

@@ -1,4 +1,4 @@
-import { execFileSync } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
 import { generateKeyPairSync } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -249,5 +249,24 @@ describe('bundle service client', () => {
     cleanup.push(() => svc.close());
     expect(await svc.poll()).toEqual({ result: 'updated', longPoll: true });
     expect(await svc.poll()).toEqual({ result: 'not_modified', longPoll: false });
+  });
+
+  it('`portcullis check` fetches once and says why a service gives no loadable bundle', async () => {
+    const srv = await server();
+    srv.longPoll = false;
+    srv.publish(Buffer.from('garbage'));
+    const dir = tempDir();
+    const config = join(dir, 'portcullis.yaml');
+    writeFileSync(config, `server: { grpc_plaintext: true, grpc_address: 127.0.0.1 }\nidentity: { required: false }\npolicy: { bundle_service: { url: "${srv.url}" } }\ntools: [{ name: docs, upstream: tool_docs }]\n`);
+    // Asynchronously: the bundle server runs in this process.
+    const run = (): Promise<string> =>
+      new Promise((done) =>
+        execFile(process.execPath, [join(ROOT, 'dist/main.js'), 'check', '--config', config], { encoding: 'utf8' }, (err, stdout, stderr) =>
+          done(`${err ? 'FAILED ' : ''}${stdout}${stderr}`),
+        ),
+      );
+    expect(await run()).toMatch(/FAILED[\s\S]*\$\.policy: no policy bundle received yet from http:\/\/127\.0\.0\.1:\d+\/bundles\/authz\.tar\.gz \(policy bundle .* not a readable gzip archive/);
+    srv.publish(bundleBytes('checked'));
+    expect(await run()).not.toMatch(/FAILED/);
   });
 });
