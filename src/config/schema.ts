@@ -202,8 +202,8 @@ export const configSchema = {
             type: 'object',
             additionalProperties: false,
             required: ['id', 'agent'],
-            // One secret, or several while a secret is rotated (every one is tried).
-            oneOf: [{ required: ['secret'] }, { required: ['secrets'] }],
+            // A secret, or several while one is rotated (every one given is tried).
+            anyOf: [{ required: ['secret'] }, { required: ['secrets'] }],
             properties: {
               id: { type: 'string', minLength: 1 },
               secret: secretRef,

@@ -50,7 +50,7 @@ export interface ApiKeyConfig {
 /** An HMAC-signed request (webhook) signer; see `SignatureScheme` in src/identity/signature/scheme.ts. */
 export interface SignatureConfig {
   readonly id: string;
-  /** The signing secret; `secrets` instead lists several while one is rotated (every one is tried). */
+  /** The signing secret; `secrets` lists more while one is rotated (every one given is tried; at least one). */
   readonly secret?: SecretRef;
   readonly secrets?: readonly SecretRef[];
   /** Header names; each defaults to the scheme's documented one. */

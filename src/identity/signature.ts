@@ -154,7 +154,7 @@ export class SignatureVerifier {
     const forms = [...new Set(groups.map((g) => g.scheme.form))].join(' or ');
     const used = [...new Set(groups.map((g) => g.scheme.label))].join(' or ');
     const seen = Object.values(SCHEMES).map((s) => s.recognise(value)).find((l) => l !== null);
-    if (seen && !groups.some((g) => g.scheme.recognise(value) === seen)) {
+    if (seen && !groups.some((g) => g.scheme.label === seen)) {
       throw unauthenticated('signature', `header ${header} carries a ${seen} signature; the signers of this header use ${used}: it must be ${forms}`);
     }
     throw unauthenticated('signature', `header ${header} must be ${forms}${value.includes(',') ? ` (${REPEATED_HINT})` : ''}; got ${quote(value, 24)}`);
