@@ -41,8 +41,8 @@ const ticketsPath = '/tools/tickets/tenants/acme/tickets';
  * POSTs with header names exactly as given (case kept) and repeated headers as separate lines
  * (an array value), which fetch would normalise away.
  */
-function post(body: string, headers: Record<string, string | string[]>): Promise<Reply> {
-  const url = new URL(`${stack.envoyUrl}${ticketsPath}`);
+function post(body: string, headers: Record<string, string | string[]>, path = ticketsPath): Promise<Reply> {
+  const url = new URL(`${stack.envoyUrl}${path}`);
   return new Promise((resolve, reject) => {
     const req = httpRequest(
       { host: url.hostname, port: url.port, path: url.pathname, method: 'POST', headers: { 'Content-Type': 'application/json', ...headers }, timeout: 15_000 },
@@ -141,6 +141,19 @@ describe('standard webhooks', () => {
     expect(stack.tool.received.length).toBe(before);
     const ok = await post(body, headers(id, ts, good));
     expect(ok.status, ok.text).toBe(201);
+  });
+
+  it('a JSON-RPC call whose signature does not verify gets a JSON-RPC error with its id', async () => {
+    const rpc = JSON.stringify({ jsonrpc: '2.0', id: 'hook-1', method: 'tools/call', params: { name: 'search_docs', arguments: { query: 'vpn', tenant: 'acme' } } });
+    const id = `msg_${randomBytes(8).toString('hex')}`;
+    const ts = nowS();
+    const before = stack.tool.received.length;
+    const r = await post(rpc.replace('vpn', 'payroll'), { ...headers(id, ts, sign(id, ts, rpc)), Accept: 'application/json, text/event-stream' }, '/tools/docs/');
+    expect(r.status, r.text).toBe(401);
+    const body = JSON.parse(r.text) as { jsonrpc: string; id: unknown; error: { message: string; data: Record<string, unknown> } };
+    expect(body).toMatchObject({ jsonrpc: '2.0', id: 'hook-1', error: { data: { type: 'unauthenticated', rule: 'identity.signature' } } });
+    expect(body.error.message).toMatch(/signature in webhook-signature does not match: it must be v1,base64\(HMAC-SHA256\(base64-decoded secret, webhook-id/);
+    expect(stack.tool.received.length).toBe(before);
   });
 });
 
