@@ -60,6 +60,9 @@ const githubSecret = envSecret('SIG_SCHEMES_GITHUB', GITHUB.secret);
 const standardSecret = envSecret('SIG_SCHEMES_STANDARD', STANDARD.secret);
 const stripeSecret = envSecret('SIG_SCHEMES_STRIPE', STRIPE.secret);
 
+/** The clock on a whole second, so skews in messages are exact. */
+const wholeSecondNow = (): number => Math.floor(Date.now() / 1000) * 1000;
+
 function signer(over: Partial<SignatureConfig> & Pick<SignatureConfig, 'id'>): SignatureConfig {
   return { max_skew_s: 300, agent: 'hooks', ...over };
 }
@@ -99,7 +102,7 @@ describe('documented examples', () => {
   });
 
   it('github: GitHub\'s X-Hub-Signature-256 example verifies, on its documented default header', async () => {
-    const clock = { now: Date.now() };
+    const clock = { now: wholeSecondNow() };
     const v = verifier([signer({ id: 'gh', scheme: 'github', secret: githubSecret })], clock);
     expect(v.headerNames).toEqual(expect.arrayContaining(['x-hub-signature-256', 'x-hub-signature']));
     expect(await v.verify(request({ 'x-hub-signature-256': GITHUB.signature }, GITHUB.body, clock.now))).toMatchObject([{ provenBy: 'gh' }]);
@@ -132,7 +135,7 @@ describe('documented examples', () => {
 });
 
 describe('github', () => {
-  const clock = { now: Date.now() };
+  const clock = { now: wholeSecondNow() };
   const v = verifier([signer({ id: 'gh', scheme: 'github', secret: githubSecret })], clock);
   const sig = (body: string): string => `sha256=${hmacHex(GITHUB.secret, body)}`;
 
@@ -163,7 +166,7 @@ describe('github', () => {
   });
 
   it('remembers a used signature for replay_window_s, then a captured delivery verifies again (the residual risk)', async () => {
-    const own = { now: Date.now() };
+    const own = { now: wholeSecondNow() };
     const short = verifier([signer({ id: 'gh', scheme: 'github', secret: githubSecret, replay_window_s: 60 })], own);
     const body = '{"window":1}';
     await short.verify(request({ 'x-hub-signature-256': sig(body) }, body, own.now));
@@ -195,7 +198,7 @@ describe('stripe', () => {
   const header = (ts: number, body: string, secret = STRIPE.secret): string => `t=${ts},v1=${hmacHex(secret, `${ts}.`, body)}`;
 
   it('refuses a valid v1 moved to another timestamp, an expired timestamp and a replay', async () => {
-    const clock = { now: Date.now() };
+    const clock = { now: wholeSecondNow() };
     const v = verifier([signer({ id: 'stripe', scheme: 'stripe', secret: stripeSecret })], clock);
     const now = Math.floor(clock.now / 1000);
     const body = '{"id":"evt_1"}';
@@ -211,7 +214,7 @@ describe('stripe', () => {
   });
 
   it('refuses v0 alone, a repeated header (two t=), spaces inside, and a value of another scheme', async () => {
-    const clock = { now: Date.now() };
+    const clock = { now: wholeSecondNow() };
     const v = verifier([signer({ id: 'stripe', scheme: 'stripe', secret: stripeSecret })], clock);
     const now = Math.floor(clock.now / 1000);
     const body = '{"id":"evt_2"}';
@@ -226,7 +229,7 @@ describe('stripe', () => {
   });
 
   it('accepts either secret of a signer while it is rotated', async () => {
-    const clock = { now: Date.now() };
+    const clock = { now: wholeSecondNow() };
     const next = envSecret('SIG_SCHEMES_STRIPE_NEXT', 'whsec_next_secret');
     const v = verifier([signer({ id: 'stripe', scheme: 'stripe', secrets: [stripeSecret, next] })], clock);
     const now = Math.floor(clock.now / 1000);
@@ -237,7 +240,7 @@ describe('stripe', () => {
 });
 
 describe('standard_webhooks', () => {
-  const clock = { now: Date.now() };
+  const clock = { now: wholeSecondNow() };
   const now = Math.floor(clock.now / 1000);
   const v = verifier([signer({ id: 'std', scheme: 'standard_webhooks', secret: standardSecret })], clock);
   const headers = (id: string, ts: number, body: string, sig = standardSig(STANDARD.secret, id, ts, body)): Record<string, string> => ({
@@ -315,9 +318,26 @@ describe('slack', () => {
   });
 });
 
+describe('one replay store for every replica and reload', () => {
+  it('a GitHub delivery or a Standard Webhooks id accepted by one verifier is refused by another on the same store', async () => {
+    const clock = { now: wholeSecondNow() };
+    const store = new MemoryStore(1000, () => clock.now);
+    const signers = [signer({ id: 'gh', scheme: 'github', secret: githubSecret }), signer({ id: 'std', scheme: 'standard_webhooks', secret: standardSecret })];
+    const [a, b] = [new SignatureVerifier(signers, secrets, store), new SignatureVerifier(signers, secrets, store)] as const;
+    const body = '{"shared":1}';
+    const gh = { 'x-hub-signature-256': `sha256=${hmacHex(GITHUB.secret, body)}` };
+    await a.verify(request(gh, body, clock.now));
+    expect((await denial(b.verify(request(gh, body, clock.now)))).message).toMatch(/already used/);
+    const ts = Math.floor(clock.now / 1000);
+    const std = { 'webhook-id': 'msg_shared', 'webhook-timestamp': String(ts), 'webhook-signature': standardSig(STANDARD.secret, 'msg_shared', ts, body) };
+    await b.verify(request(std, body, clock.now));
+    expect((await denial(a.verify(request(std, body, clock.now)))).message).toMatch(/already delivered/);
+  });
+});
+
 describe('denials never carry a secret', () => {
   it('no message of a failed verification contains any configured secret', async () => {
-    const clock = { now: Date.now() };
+    const clock = { now: wholeSecondNow() };
     const v = verifier(
       [
         signer({ id: 'gh', scheme: 'github', secret: githubSecret }),
