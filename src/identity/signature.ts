@@ -1,9 +1,8 @@
 import { createHmac, timingSafeEqual } from 'node:crypto';
-import type { SignatureConfig } from '../config/types.js';
+import type { SecretRef, SignatureConfig } from '../config/types.js';
 import { GatewayError } from '../errors.js';
 import { log } from '../log.js';
 import { SecretStore } from '../credentials/secrets.js';
-import type { SecretRef } from '../config/types.js';
 import { MemoryStore, type SharedStore } from '../limits/store.js';
 import { quote, ruleFor, unauthenticated, type IdentityClaim } from './claim.js';
 import { SCHEMES, type Presented, type Scheme, type SchemeHeaderNames } from './signature/index.js';
@@ -43,6 +42,11 @@ interface SchemeGroup {
 /** Default replay window of a scheme that signs no timestamp (GitHub): one day. */
 const UNTIMED_REPLAY_WINDOW_S = 86_400;
 const RULE = ruleFor('signature');
+/**
+ * Replay-key tag of a scheme: Slack's and v1 keep the version tags their keys always had, so a
+ * signature recorded before an upgrade (on a shared store) stays recorded after it.
+ */
+const REPLAY_TAG: Readonly<Partial<Record<Scheme['name'], string>>> = { slack: 'v0', v1: 'v1' };
 
 /**
  * Seen signatures, shared by every verifier of the process: a configuration reload must not make
@@ -219,7 +223,7 @@ export class SignatureVerifier {
   private async useOnce(signer: Signer, group: SchemeGroup, presented: Presented, mac: Buffer, nowMs: number): Promise<void> {
     const untilStale = presented.timestamp === null ? 0 : (Number(presented.timestamp) + signer.cfg.max_skew_s) * 1000 - nowMs + 1000;
     const ttlMs = Math.max(untilStale, signer.replayWindowMs);
-    const what = presented.id !== null ? `id\u0000${presented.id}` : `${group.scheme.name}\u0000${mac.toString('base64')}`;
+    const what = presented.id !== null ? `id\u0000${presented.id}` : `${REPLAY_TAG[group.scheme.name] ?? group.scheme.name}\u0000${mac.toString('base64')}`;
     let fresh: boolean;
     try {
       fresh = await this.replay.setIfAbsent(`sig\u0000${signer.cfg.id}\u0000${what}`, ttlMs);

@@ -335,6 +335,18 @@ describe('one replay store for every replica and reload', () => {
   });
 });
 
+describe('upgrades', () => {
+  it('a Slack signature recorded under the key format of earlier versions is still a replay', async () => {
+    const clock = { now: (SLACK.ts + 30) * 1000 };
+    const store = new MemoryStore(1000, () => clock.now);
+    const mac = Buffer.from(SLACK.signature.slice(3), 'hex').toString('base64');
+    await store.setIfAbsent(`sig\u0000slack\u0000v0\u0000${mac}`, 300_000);
+    const v = new SignatureVerifier([signer({ id: 'slack', scheme: 'slack', secret: slackSecret })], secrets, store);
+    const headers = { 'x-slack-signature': SLACK.signature, 'x-slack-request-timestamp': String(SLACK.ts) };
+    expect((await denial(v.verify(request(headers, SLACK.body, clock.now)))).message).toMatch(/already used/);
+  });
+});
+
 describe('denials never carry a secret', () => {
   it('no message of a failed verification contains any configured secret', async () => {
     const clock = { now: wholeSecondNow() };
