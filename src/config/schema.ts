@@ -201,14 +201,22 @@ export const configSchema = {
           items: {
             type: 'object',
             additionalProperties: false,
-            required: ['id', 'secret', 'agent'],
+            required: ['id', 'agent'],
+            // A secret, or several while one is rotated (every one given is tried).
+            anyOf: [{ required: ['secret'] }, { required: ['secrets'] }],
             properties: {
               id: { type: 'string', minLength: 1 },
               secret: secretRef,
-              signature_header: { ...headerName, default: 'x-slack-signature' },
-              timestamp_header: { ...headerName, default: 'x-slack-request-timestamp' },
+              secrets: { type: 'array', minItems: 1, maxItems: 8, items: secretRef },
+              // Header names default to the scheme's documented ones (see SCHEMES in src/identity/signature/).
+              signature_header: headerName,
+              timestamp_header: headerName,
+              id_header: headerName,
               max_skew_s: { type: 'integer', minimum: 1, maximum: 3600, default: 300 },
-              scheme: { enum: ['slack', 'v1'], default: 'slack' },
+              // How long a used signature (message id for standard_webhooks) stays refused; default:
+              // until its timestamp leaves max_skew_s, or 86400 for github (no timestamp is signed).
+              replay_window_s: { type: 'integer', minimum: 1, maximum: 2592000 },
+              scheme: { enum: ['slack', 'v1', 'github', 'stripe', 'standard_webhooks'], default: 'slack' },
               agent: name,
               roles,
               tenant: { type: 'string' },

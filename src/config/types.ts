@@ -47,18 +47,24 @@ export interface ApiKeyConfig {
   readonly tenant?: string;
 }
 
-/** Slack-style HMAC request signature (`v0=hex(hmac(secret, "v0:" + ts + ":" + body))`). */
+/** An HMAC-signed request (webhook) signer; see `SignatureScheme` in src/identity/signature/scheme.ts. */
 export interface SignatureConfig {
   readonly id: string;
-  readonly secret: SecretRef;
-  readonly signature_header: string;
-  readonly timestamp_header: string;
+  /** The signing secret; `secrets` lists more while one is rotated (every one given is tried; at least one). */
+  readonly secret?: SecretRef;
+  readonly secrets?: readonly SecretRef[];
+  /** Header names; each defaults to the scheme's documented one. */
+  readonly signature_header?: string;
+  readonly timestamp_header?: string;
+  readonly id_header?: string;
   readonly max_skew_s: number;
   /**
-   * What is signed: `slack` (default, Slack's v0: timestamp and body) or `v1` (timestamp, method,
-   * path and body). See `SignatureScheme` in src/identity/signature.ts.
+   * Seconds a used signature (the message id, for `standard_webhooks`) stays refused. Default:
+   * until its timestamp leaves `max_skew_s`; 86400 for `github`, which signs no timestamp.
    */
-  readonly scheme?: 'slack' | 'v1';
+  readonly replay_window_s?: number;
+  /** What is signed and how it is sent (default `slack`). */
+  readonly scheme?: 'slack' | 'v1' | 'github' | 'stripe' | 'standard_webhooks';
   readonly agent: string;
   readonly roles?: readonly string[];
   readonly tenant?: string;
