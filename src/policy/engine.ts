@@ -171,6 +171,33 @@ export class PolicyEngine {
   }
 
   /**
+   * OPA-Envoy drop-in mode: evaluates the decision at `path` (an entrypoint the bundle was built
+   * with) and returns its value as the policy produced it, `undefined` when undefined; reading
+   * it is the caller's job (src/authz/dropin.ts), with the reference's rules.
+   * @throws GatewayError `unavailable` when no policy is loaded, `internal` when the bundle has
+   *   no such entrypoint or evaluation fails.
+   */
+  evaluateAt(input: Readonly<Record<string, unknown>>, path: string): unknown {
+    const loaded = this.current;
+    if (!loaded) throw new GatewayError('unavailable', 'no policy is loaded; denying by default', { rule: 'policy.not_loaded' });
+    const entrypoints = loaded.policy.entrypoints as Record<string, number>;
+    const entrypoint = Object.hasOwn(entrypoints, path) ? entrypoints[path] : undefined;
+    if (typeof entrypoint !== 'number') {
+      throw new GatewayError('internal', `the policy bundle has no entrypoint ${path}; build it with -e ${path}`, { rule: 'policy.entrypoint' });
+    }
+    let resultSet: unknown;
+    try {
+      beginEvaluation();
+      resultSet = loaded.policy.evaluate(input, entrypoint);
+    } catch (err) {
+      evalErrors.inc({ kind: 'exception' });
+      log.error({ err: errorText(err), policy_version: loaded.version }, 'policy evaluation failed; denying');
+      throw new GatewayError('internal', 'policy evaluation failed; the call was denied', { rule: 'policy.error', cause: err });
+    }
+    return firstResult(resultSet);
+  }
+
+  /**
    * Null when the serving policy reflects every change notified so far (the usual case, so the
    * request path checks this without awaiting). Otherwise a promise that resolves once the reload
    * a change notification started has finished, or after `maxWaitMs`: a call that arrives right
