@@ -42,7 +42,7 @@ export interface DropinHeader {
 
 /** `envoy.service.auth.v3.CheckResponse` as the reference builds it (proto-loader object form). */
 export interface DropinCheckResponse {
-  status: { code: number; message?: string };
+  status: { code?: number; message?: string };
   okResponse?: {
     headers: DropinHeader[];
     headersToRemove: string[];
@@ -231,7 +231,8 @@ function shape(decision: unknown, ctx: DropinContext): DropinAnswer {
     allowed = decision.allowed;
   } else throw new Refusal(`failed to get response status: illegal value for policy evaluation result: ${goType(decision)}`);
 
-  const response: DropinCheckResponse = { status: { code: allowed ? GRPC_OK : GRPC_PERMISSION_DENIED }, dynamicMetadata: { fields: {} } };
+  // A zero code is left unset, as a Go server encodes it (proto3 default).
+  const response: DropinCheckResponse = { status: allowed ? {} : { code: GRPC_PERMISSION_DENIED }, dynamicMetadata: { fields: {} } };
   let httpStatus: number | null = allowed ? null : 403;
   if (isObject(decision)) {
     const headers = step('failed to get response headers', () => headersOf(decision, 'headers'));
@@ -260,21 +261,21 @@ function shape(decision: unknown, ctx: DropinContext): DropinAnswer {
   }
   let rule = allowed ? 'opa_envoy.allow' : 'opa_envoy.deny';
   if (!allowed && ctx.dryRun) {
-    response.status = { code: GRPC_OK };
+    response.status = {};
     delete response.deniedResponse;
     response.okResponse = { headers: [], headersToRemove: [], responseHeadersToAdd: [], queryParametersToRemove: [], queryParametersToSet: [] };
     rule = 'opa_envoy.dry_run_deny';
     httpStatus = null;
   }
   // Headers only the gateway may set (and caller-supplied identity) never reach the upstream.
-  if (response.status.code === GRPC_OK && ctx.removeHeaders.length > 0) {
+  if ((response.status.code ?? GRPC_OK) === GRPC_OK && ctx.removeHeaders.length > 0) {
     const ok = (response.okResponse ??= { headers: [], headersToRemove: [], responseHeadersToAdd: [], queryParametersToRemove: [], queryParametersToSet: [] });
     // Envoy removes after it sets: a header the policy sets itself is kept.
     const set = new Set(ok.headers.map((h) => h.header.key.toLowerCase()));
     for (const name of ctx.removeHeaders) if (!set.has(name) && !ok.headersToRemove.includes(name)) ok.headersToRemove.push(name);
   }
   response.dynamicMetadata.fields.decision_id = { stringValue: ctx.decisionId };
-  return { kind: 'response', allowed: response.status.code === GRPC_OK, httpStatus, response, rule };
+  return { kind: 'response', allowed: (response.status.code ?? GRPC_OK) === GRPC_OK, httpStatus, response, rule };
 }
 
 /** The CheckResponse of a drop-in answer. @throws DropinGrpcError for an answer that is a gRPC error */
