@@ -47,6 +47,8 @@ export interface PolicyEngineOptions {
   readonly dataPath?: string | undefined;
   /** Decision path, e.g. `envoy/authz/allow`. */
   readonly decision: string;
+  /** Further decision paths the bundle must have (OPA-Envoy drop-in mode, {@link PolicyEngine.evaluateAt}). */
+  readonly extraDecisions?: readonly string[];
   /** Watch the files (change notification, polling as a fallback) and reload on change. */
   readonly watch: boolean;
 }
@@ -366,6 +368,11 @@ export class PolicyEngine {
     if (typeof entrypoint !== 'number' || !Object.hasOwn(entrypoints, this.opts.decision)) {
       const known = Object.keys(entrypoints).join(', ') || 'none';
       throw new Error(`policy bundle ${this.opts.bundlePath} has no entrypoint ${this.opts.decision} (it has: ${known}); build it with -e ${this.opts.decision}`);
+    }
+    for (const path of this.opts.extraDecisions ?? []) {
+      if (!Object.hasOwn(entrypoints, path)) {
+        throw new Error(`policy bundle ${this.opts.bundlePath} has no entrypoint ${path} (OPA-Envoy drop-in mode's opa_envoy.path); build it with -e ${path}`);
+      }
     }
     try {
       policy.setData(extra ? deepMerge(bundle.data, extra) : bundle.data);

@@ -121,6 +121,8 @@ export function openPolicy(config: GatewayConfig, watch: boolean): Promise<Polic
     bundlePath: resolve(config.base_dir, p.bundle),
     dataPath: p.data ? resolve(config.base_dir, p.data) : undefined,
     decision: p.decision,
+    // OPA-Envoy drop-in mode decides at its own path: the bundle must have it from the start.
+    extraDecisions: config.opa_envoy?.enabled ? [config.opa_envoy.path] : [],
     watch,
   });
 }
