@@ -9,6 +9,7 @@ import { checkOnce, type CheckResult } from '../helpers/grpc.js';
 import { fromStruct } from '../../src/server/struct.js';
 import { ACCESS_LOG_KEY } from '../../src/audit/accessLog.js';
 import type { ProtoCheckRequest } from '../../src/authz/request.js';
+import { token } from './authz-support.js';
 
 /**
  * Differential test of OPA-Envoy drop-in mode: the reference opa-envoy-plugin and portcullis run
@@ -332,6 +333,16 @@ describe('OPA-Envoy drop-in mode against the reference opa-envoy-plugin', () => 
     // The reference has no such fields: the same rule is undefined there, so it denies.
     const ref = await referenceCheck(checkRequest({ name: 'additions', path: '/additions' }));
     expect(ref.ok && (ref.res.status as { code?: number }).code).toBe(7);
+  });
+
+  it('offers a verified credential as input.identity, never caller-supplied identity headers', async () => {
+    const bearer = await token(stack, { user: 'alice', tenant: 'acme' });
+    const verified = await gatewayCheck(checkRequest({ name: 'identity', path: '/additions', headers: { authorization: `Bearer ${bearer}` } }));
+    expect(verified.ok).toBe(true);
+    const identity = fromStruct((verified as unknown as { res: { dynamicMetadata: unknown } }).res.dynamicMetadata).identity as Record<string, unknown>;
+    expect(identity).toMatchObject({ user: 'alice', tenant: 'acme' });
+    const spoofed = await gatewayCheck(checkRequest({ name: 'spoofed', path: '/additions', headers: { 'x-user-id': 'alice', 'x-portcullis-user': 'alice', authorization: 'Bearer not.a.jwt' } }));
+    expect(fromStruct((spoofed as unknown as { res: { dynamicMetadata: unknown } }).res.dynamicMetadata).identity).toBeNull();
   });
 
   it('strips the gateway headers and caller-supplied identity from an allowed request, keeping what the policy sets', async () => {
