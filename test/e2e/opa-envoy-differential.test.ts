@@ -2,14 +2,14 @@ import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { createServer, type IncomingHttpHeaders, type Server } from 'node:http';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { freePort, pointCluster, repoPath, send, startStack, toolPath, type Stack } from '../helpers/index.js';
+import { freePort, pointCluster, readAuditFile, repoPath, send, startStack, toolPath, type Stack } from '../helpers/index.js';
 import { checkOnce, type CheckResult } from '../helpers/grpc.js';
 import { fromStruct } from '../../src/server/struct.js';
 import { ACCESS_LOG_KEY } from '../../src/audit/accessLog.js';
 import type { ProtoCheckRequest } from '../../src/authz/request.js';
-import { token } from './authz-support.js';
+import { eventually, token } from './authz-support.js';
 
 /**
  * Differential test of OPA-Envoy drop-in mode: the reference opa-envoy-plugin and portcullis run
@@ -393,6 +393,25 @@ describe('OPA-Envoy drop-in route through the real Envoy', () => {
     expect(q.status).toBe(200);
     const none = await send(stack, '/search?role=user');
     expect(none.status).toBe(403);
+  });
+
+  it('writes an audit record of a drop-in denial, with its rule and no tool', async () => {
+    const r = await send(stack, '/public/audited', { method: 'DELETE' });
+    expect(r.status).toBe(403);
+    const file = join(dirname(stack.configPath), 'audit.log');
+    const mine = (x: Record<string, unknown>): boolean => x.path === '/public/audited' && x.method === 'DELETE';
+    const found = await eventually(async () => readAuditFile(file).some(mine), 5_000);
+    if (!found) throw new Error(`no audit record of the denial; the file has:\n${JSON.stringify(readAuditFile(file).slice(-3), null, 1)}`);
+    const record = readAuditFile(file).find(mine) as Record<string, unknown>;
+    expect(record.tool).toBeNull();
+    expect(record.decision).toMatchObject({ allowed: false, rule: 'opa_envoy.deny' });
+  });
+
+  it('never lets an encoded slash reach the drop-in policy: the project Envoy rejects it at the edge', async () => {
+    upstreamSeen = [];
+    const r = await send(stack, '/echo/a%2Fb');
+    expect(r.status).toBe(400);
+    expect(upstreamSeen).toHaveLength(0);
   });
 
   it('denies when the decision is an error (status 418): Envoy answers its status_on_error, as for the reference', async () => {
