@@ -342,6 +342,9 @@ export class Authorizer {
       }
     }
     ctx.authenticated = true;
+    // A policy or data file just changed: decide with the new one, as tool calls do.
+    const settling = deps.policy.settled();
+    if (settling) await settling;
     // Caller-supplied identity and the gateway's own headers never reach the upstream.
     const removeHeaders = Object.keys(ctx.headers).filter((h) => h.startsWith(GATEWAY_HEADER_PREFIX) || IDENTITY_HEADERS.includes(h) || deps.config.strip_headers.includes(h));
     const answer = decideOpaEnvoy(ctx.req, { policy: deps.policy, mode, dryRun: deps.config.policy.dry_run, identity: ctx.principal, decisionId: ctx.decisionId, removeHeaders });
@@ -352,7 +355,8 @@ export class Authorizer {
       return { allowed: true, setHeaders: [], removeHeaders: [], responseHeadersToAdd: [], metadata, policyMetadata: null, dropin: answer };
     }
     const reason = answer.kind === 'error' ? answer.message : 'the OPA-Envoy policy denied the request';
-    const error = new GatewayError(answer.kind === 'error' ? 'internal' : 'forbidden', reason, { rule: answer.rule, httpStatus: answer.kind === 'error' ? 403 : (answer.httpStatus ?? 403) });
+    // A gRPC error is answered by Envoy with its status_on_error (503 in envoy/envoy.yaml).
+    const error = new GatewayError(answer.kind === 'error' ? 'internal' : 'forbidden', reason, { rule: answer.rule, httpStatus: answer.kind === 'error' ? 503 : (answer.httpStatus ?? 403) });
     recordDecision('deny', error.code, null, answer.rule);
     return { allowed: false, error, rpcId: null, isJsonRpc: false, batchIds: null, policyBody: null, policyHeaders: [], metadata: this.metadata(deps, ctx, false, answer.rule, reason), dropin: answer };
   }
