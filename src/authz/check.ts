@@ -18,7 +18,7 @@ import type { CredentialInjector, HeaderValue } from '../credentials/inject.js';
 import { RateLimitedError, type RateLimiter } from '../limits/tokenBucket.js';
 import { lookupFacts, type FactLookup } from '../limits/facts.js';
 import type { ProtoCheckRequest } from './request.js';
-import { HeaderHygiene, hasMethodOverrideParam, METHOD_OVERRIDE_PARAM } from '../tools/headerHygiene.js';
+import { HeaderHygiene, hasMethodOverrideParam, IDENTITY_HEADERS, METHOD_OVERRIDE_PARAM } from '../tools/headerHygiene.js';
 import { stageTimer, recordDecision } from './metrics.js';
 import { challengeFor, oauthResources } from '../mcp/oauth.js';
 import { headerToken } from '../mcp/exchange.js';
@@ -27,6 +27,7 @@ import { transportGuard } from '../mcp/origin.js';
 import { resolveSession, sessionIdentity, SESSION_HEADER, type SessionBinder } from '../mcp/session.js';
 import { callFromHeaders, checkHeadersAgree, hasStandardHeaders, readStandardHeaders, type StandardHeaders } from '../mcp/headers.js';
 import { claimIdempotency, releaseClaim, type ReplayedResponse } from '../limits/idempotency.js';
+import { decideOpaEnvoy, dropinSelected, type DropinAnswer } from './dropin.js';
 
 /** Prefix of headers the gateway itself sets upstream; a caller can never supply them. */
 export const GATEWAY_HEADER_PREFIX = 'x-portcullis-';
@@ -110,6 +111,8 @@ export interface CheckAllowed {
   readonly policyMetadata: Readonly<Record<string, unknown>> | null;
   /** Answered from the idempotency store: rendered as this response, the tool is not called. */
   readonly replay?: ReplayedResponse;
+  /** OPA-Envoy drop-in mode: rendered exactly as this answer (src/authz/dropin.ts). */
+  readonly dropin?: DropinAnswer;
 }
 
 /** Denied: the error and how to render it. */
@@ -129,6 +132,8 @@ export interface CheckDenied {
   readonly challenge?: string | null;
   /** `RateLimit-Policy` / `RateLimit` of a rate limited call; absent otherwise. */
   readonly rateLimitHeaders?: readonly HeaderValue[];
+  /** OPA-Envoy drop-in mode: rendered exactly as this answer (src/authz/dropin.ts). */
+  readonly dropin?: DropinAnswer;
 }
 
 /** Result of one Check. */
@@ -267,6 +272,8 @@ export class Authorizer {
     const hygiene = this.hygiene;
     const ctx = this.context(deps, req);
     try {
+      // OPA-Envoy drop-in mode: a route that opts in and a request that names no tool.
+      if (dropinSelected(deps.config, req, deps.tools, ctx.path)) return await this.dropin(deps, ctx);
       const lookup = this.resolveTool(deps, ctx);
       ctx.tool = lookup.tool;
       // Nothing that tells which tools exist (404, limits, content types) comes before identity.
@@ -317,6 +324,41 @@ export class Authorizer {
         rateLimitHeaders: err instanceof RateLimitedError ? err.headers : [],
       };
     }
+  }
+
+  /**
+   * OPA-Envoy drop-in mode (src/authz/dropin.ts): no tool stages, the reference's input and
+   * answer. A verified credential is offered as `input.identity` (a missing or failing one is
+   * null: the policy decides, as an OPA-Envoy policy that reads its own tokens expects).
+   */
+  private async dropin(deps: AuthzDeps, ctx: Ctx): Promise<CheckOutcome> {
+    const mode = deps.config.opa_envoy;
+    if (!mode) throw new GatewayError('internal', 'OPA-Envoy drop-in mode is not configured', { rule: 'opa_envoy.disabled' });
+    if (mode.identity === 'offer') {
+      try {
+        ctx.principal = await this.verifyIdentity(deps, ctx, null);
+      } catch {
+        ctx.principal = null;
+      }
+    }
+    ctx.authenticated = true;
+    // A policy or data file just changed: decide with the new one, as tool calls do.
+    const settling = deps.policy.settled();
+    if (settling) await settling;
+    // Caller-supplied identity and the gateway's own headers never reach the upstream.
+    const removeHeaders = Object.keys(ctx.headers).filter((h) => h.startsWith(GATEWAY_HEADER_PREFIX) || IDENTITY_HEADERS.includes(h) || deps.config.strip_headers.includes(h));
+    const answer = decideOpaEnvoy(ctx.req, { policy: deps.policy, mode, dryRun: deps.config.policy.dry_run, identity: ctx.principal, decisionId: ctx.decisionId, removeHeaders });
+    ctx.dryRun = answer.rule === 'opa_envoy.dry_run_deny';
+    if (answer.kind === 'response' && answer.allowed) {
+      recordDecision(ctx.dryRun ? 'dry_run_allow' : 'allow', 'none', null, answer.rule);
+      const metadata = this.metadata(deps, ctx, true, answer.rule, null);
+      return { allowed: true, setHeaders: [], removeHeaders: [], responseHeadersToAdd: [], metadata, policyMetadata: null, dropin: answer };
+    }
+    const reason = answer.kind === 'error' ? answer.message : 'the OPA-Envoy policy denied the request';
+    // A gRPC error is answered by Envoy with its status_on_error (503 in envoy/envoy.yaml).
+    const error = new GatewayError(answer.kind === 'error' ? 'internal' : 'forbidden', reason, { rule: answer.rule, httpStatus: answer.kind === 'error' ? 503 : (answer.httpStatus ?? 403) });
+    recordDecision('deny', error.code, null, answer.rule);
+    return { allowed: false, error, rpcId: null, isJsonRpc: false, batchIds: null, policyBody: null, policyHeaders: [], metadata: this.metadata(deps, ctx, false, answer.rule, reason), dropin: answer };
   }
 
   private context(deps: AuthzDeps, req: ProtoCheckRequest): Ctx {

@@ -471,6 +471,19 @@ export const configSchema = {
     },
     rate_limits: rateLimitRules,
     facts: { type: 'array', items: globalFact, maxItems: 64 },
+    // OPA-Envoy drop-in mode (src/authz/dropin.ts): requests outside /tools/<name>/ on the routes
+    // that opt in go to an OPA-Envoy policy unchanged, answered exactly as opa-envoy-plugin does.
+    opa_envoy: {
+      type: 'object',
+      additionalProperties: false,
+      default: {},
+      properties: {
+        enabled: { type: 'boolean', default: false },
+        path: { type: 'string', pattern: '^[A-Za-z_][A-Za-z0-9_]*(/[A-Za-z_][A-Za-z0-9_]*)*$', default: 'envoy/authz/allow' },
+        path_prefixes: { type: 'array', items: { type: 'string', pattern: '^/' }, uniqueItems: true, maxItems: 64, default: [] },
+        identity: { enum: ['offer', 'off'], default: 'offer' },
+      },
+    },
     strip_headers: {
       type: 'array',
       items: headerName,

@@ -460,6 +460,22 @@ export interface InspectConfig {
   readonly response_memory_budget_bytes: number;
 }
 
+/**
+ * OPA-Envoy drop-in mode: a request that names no logical tool, on an Envoy route whose
+ * ext_authz context extensions say `portcullis_mode: opa-envoy` or under one of `path_prefixes`,
+ * is decided by the policy at `path` with OPA-Envoy's input and answered as opa-envoy-plugin
+ * answers (src/authz/dropin.ts). Off unless `enabled`.
+ */
+export interface OpaEnvoyConfig {
+  readonly enabled: boolean;
+  /** Decision path of the OPA-Envoy policy (OPA-Envoy's default `envoy/authz/allow`). */
+  readonly path: string;
+  /** Request path prefixes decided in drop-in mode without a route extension. */
+  readonly path_prefixes: readonly string[];
+  /** `offer`: a verified credential becomes `input.identity` (else null); `off`: always null. */
+  readonly identity: 'offer' | 'off';
+}
+
 /** The whole gateway configuration. */
 export interface GatewayConfig {
   readonly dlp: DlpConfig | undefined;
@@ -476,6 +492,8 @@ export interface GatewayConfig {
   readonly rate_limits?: readonly RateLimitRule[];
   /** Facts shared by the tools each names (`input.facts`). */
   readonly facts?: readonly GlobalFactConfig[];
+  /** OPA-Envoy drop-in mode (see {@link OpaEnvoyConfig}). */
+  readonly opa_envoy?: OpaEnvoyConfig;
   /** Header names always removed from the upstream request, besides the built-in list (caller-supplied identity). */
   readonly strip_headers: readonly string[];
   /** Directory relative paths in the file are resolved against (the config file's folder). */

@@ -47,6 +47,8 @@ export interface PolicyEngineOptions {
   readonly dataPath?: string | undefined;
   /** Decision path, e.g. `envoy/authz/allow`. */
   readonly decision: string;
+  /** Further decision paths the bundle must have (OPA-Envoy drop-in mode, {@link PolicyEngine.evaluateAt}). */
+  readonly extraDecisions?: readonly string[];
   /** Watch the files (change notification, polling as a fallback) and reload on change. */
   readonly watch: boolean;
 }
@@ -168,6 +170,33 @@ export class PolicyEngine {
       evalErrors.inc({ kind: (err as GatewayError).rule === 'policy.undefined' ? 'undefined' : 'malformed' });
       throw err;
     }
+  }
+
+  /**
+   * OPA-Envoy drop-in mode: evaluates the decision at `path` (an entrypoint the bundle was built
+   * with) and returns its value as the policy produced it, `undefined` when undefined; reading
+   * it is the caller's job (src/authz/dropin.ts), with the reference's rules.
+   * @throws GatewayError `unavailable` when no policy is loaded, `internal` when the bundle has
+   *   no such entrypoint or evaluation fails.
+   */
+  evaluateAt(input: Readonly<Record<string, unknown>>, path: string): unknown {
+    const loaded = this.current;
+    if (!loaded) throw new GatewayError('unavailable', 'no policy is loaded; denying by default', { rule: 'policy.not_loaded' });
+    const entrypoints = loaded.policy.entrypoints as Record<string, number>;
+    const entrypoint = Object.hasOwn(entrypoints, path) ? entrypoints[path] : undefined;
+    if (typeof entrypoint !== 'number') {
+      throw new GatewayError('internal', `the policy bundle has no entrypoint ${path}; build it with -e ${path}`, { rule: 'policy.entrypoint' });
+    }
+    let resultSet: unknown;
+    try {
+      beginEvaluation();
+      resultSet = loaded.policy.evaluate(input, entrypoint);
+    } catch (err) {
+      evalErrors.inc({ kind: 'exception' });
+      log.error({ err: errorText(err), policy_version: loaded.version }, 'policy evaluation failed; denying');
+      throw new GatewayError('internal', 'policy evaluation failed; the call was denied', { rule: 'policy.error', cause: err });
+    }
+    return firstResult(resultSet);
   }
 
   /**
@@ -339,6 +368,11 @@ export class PolicyEngine {
     if (typeof entrypoint !== 'number' || !Object.hasOwn(entrypoints, this.opts.decision)) {
       const known = Object.keys(entrypoints).join(', ') || 'none';
       throw new Error(`policy bundle ${this.opts.bundlePath} has no entrypoint ${this.opts.decision} (it has: ${known}); build it with -e ${this.opts.decision}`);
+    }
+    for (const path of this.opts.extraDecisions ?? []) {
+      if (!Object.hasOwn(entrypoints, path)) {
+        throw new Error(`policy bundle ${this.opts.bundlePath} has no entrypoint ${path} (OPA-Envoy drop-in mode's opa_envoy.path); build it with -e ${path}`);
+      }
     }
     try {
       policy.setData(extra ? deepMerge(bundle.data, extra) : bundle.data);

@@ -9,6 +9,7 @@ import { log, setLogLevel } from '../log.js';
 import { registry } from '../metrics.js';
 import { Authorizer, type AuthzDeps } from '../authz/check.js';
 import { toCheckResponse, wellKnownResponse, type CheckResponseObject } from '../authz/response.js';
+import { DropinGrpcError } from '../authz/dropin.js';
 import { auditAnsweredAtCheck } from '../authz/checkRecord.js';
 import { oauthResources } from '../mcp/oauth.js';
 import type { ProtoCheckRequest } from '../authz/request.js';
@@ -120,6 +121,8 @@ export function openPolicy(config: GatewayConfig, watch: boolean): Promise<Polic
     bundlePath: resolve(config.base_dir, p.bundle),
     dataPath: p.data ? resolve(config.base_dir, p.data) : undefined,
     decision: p.decision,
+    // OPA-Envoy drop-in mode decides at its own path: the bundle must have it from the start.
+    extraDecisions: config.opa_envoy?.enabled ? [config.opa_envoy.path] : [],
     watch,
   });
 }
@@ -267,6 +270,11 @@ export async function serve(configPath: string, worker?: WorkerLink): Promise<Ap
         cb(null, response);
       })
       .catch((err: unknown) => {
+        // OPA-Envoy drop-in mode answers some decisions with a gRPC error, as the reference does.
+        if (err instanceof DropinGrpcError) {
+          cb({ code: err.code, details: err.message });
+          return;
+        }
         // Check itself never throws; reaching here means rendering failed. Envoy denies on error.
         log.error({ err: (err as Error)?.message }, 'failed to render CheckResponse');
         cb({ code: INTERNAL, details: 'portcullis failed to render a decision' });
