@@ -187,12 +187,13 @@ export async function buildDeps(config: GatewayConfig, policy: PolicyEngine, lim
 }
 
 /**
- * On a route whose ext_proc sees no request phase (`route_request_body: none`), the request
- * goes to the tool straight after the Check: the forwarded record is written, durably, here.
+ * On a route whose ext_proc sees no request phase (`route_request_body: none`), and on an
+ * OPA-Envoy drop-in route (ext_authz only), the request goes upstream straight after the Check:
+ * the forwarded record is written, durably, here.
  * A sink that cannot take it turns the decision into a denial (fail closed), recorded as such.
  */
 async function recordForwardedAtCheck(audit: AuditLogger, req: ProtoCheckRequest, outcome: CheckOutcome, redactedPath: string): Promise<CheckOutcome> {
-  if (!outcome.allowed || outcome.replay || req.attributes?.contextExtensions?.[ROUTE_BODY_EXTENSION] !== 'none') return outcome;
+  if (!outcome.allowed || outcome.replay || (req.attributes?.contextExtensions?.[ROUTE_BODY_EXTENSION] !== 'none' && !outcome.dropin)) return outcome;
   try {
     await audit.forwarded({ ...auditFromAuthz(outcome.metadata), redactedPath, inspection: { size: 0, schema: 'skipped' } });
     outcome.metadata.forwarded_recorded = true;

@@ -407,6 +407,20 @@ describe('OPA-Envoy drop-in route through the real Envoy', () => {
     expect(record.decision).toMatchObject({ allowed: false, rule: 'opa_envoy.deny' });
   });
 
+  it('writes a durable forwarded record of an allowed drop-in request before it goes upstream (no ext_proc runs there)', async () => {
+    upstreamSeen = [];
+    const r = await send(stack, '/public/forwarded-record');
+    expect(r.status).toBe(200);
+    expect(upstreamSeen).toHaveLength(1);
+    const file = join(dirname(stack.configPath), 'audit.log');
+    const mine = (x: Record<string, unknown>): boolean => x.path === '/public/forwarded-record' && x.record_type === 'forwarded';
+    const record = readAuditFile(file, { all: true }).find(mine) as Record<string, unknown> | undefined;
+    // Awaited before Envoy was told to forward: it is on file by the time the answer arrives.
+    if (!record) throw new Error(`no forwarded record; the file ends with:\n${JSON.stringify(readAuditFile(file, { all: true }).slice(-3), null, 1)}`);
+    expect(record.tool).toBeNull();
+    expect(record.decision).toMatchObject({ allowed: true });
+  });
+
   it('never lets an encoded slash reach the drop-in policy: the project Envoy rejects it at the edge', async () => {
     upstreamSeen = [];
     const r = await send(stack, '/echo/a%2Fb');
