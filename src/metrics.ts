@@ -8,6 +8,9 @@ import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
 export const registry = new Registry();
 // Standard names (process_*, nodejs_*), so stock dashboards and alerts for Node.js apply as-is.
 collectDefaultMetrics({ register: registry });
+// Gauges named like counters (Prometheus naming rules, `promtool check metrics`); each is the sum
+// of the by-type gauge without the suffix (`sum(nodejs_active_handles)`).
+for (const name of ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total']) registry.removeSingleMetric(name);
 
 /**
  * Buckets (seconds) of the gateway's latency histograms: fine below a millisecond, where a
