@@ -66,3 +66,22 @@ const fileReloads = new Counter({
 export function countFileReload(file: 'secret' | 'jwks' | 'pins', result: ReloadResult): void {
   fileReloads.inc({ file, result });
 }
+
+/**
+ * Label values from a source that is trusted but not a closed set (rule names a policy returns):
+ * the first `max` well-formed values are kept as they are, anything else is `_other`, so a
+ * policy that echoes its input into `rule` cannot grow the series without bound.
+ */
+export class BoundedLabel {
+  private readonly seen = new Set<string>();
+
+  constructor(private readonly max: number) {}
+
+  /** The label value to use for `value`. */
+  of(value: string): string {
+    if (this.seen.has(value)) return value;
+    if (this.seen.size >= this.max || !/^[\w.:/-]{1,100}$/.test(value)) return '_other';
+    this.seen.add(value);
+    return value;
+  }
+}

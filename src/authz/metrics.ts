@@ -1,5 +1,5 @@
 import { Counter, Histogram } from 'prom-client';
-import { LATENCY_BUCKETS, registry } from '../metrics.js';
+import { BoundedLabel, LATENCY_BUCKETS, registry } from '../metrics.js';
 
 const decisions = new Counter({
   name: 'portcullis_authz_decisions_total',
@@ -24,9 +24,12 @@ const checks = new Histogram({
   registers: [registry],
 });
 
-/** Counts one decision. Tool and rule come from configuration and policy, so cardinality is bounded. */
+/** Distinct rule names kept as labels (the gateway's own, and those of the policy). */
+const rules = new BoundedLabel(500);
+
+/** Counts one decision. Tools come from configuration; rules are bounded (see {@link BoundedLabel}). */
 export function recordDecision(outcome: 'allow' | 'deny' | 'dry_run_allow', code: string, tool: string | null, rule: string | null): void {
-  decisions.inc({ outcome, code, tool: tool ?? '_none', rule: rule ?? '_none' });
+  decisions.inc({ outcome, code, tool: tool ?? '_none', rule: rule === null ? '_none' : rules.of(rule) });
 }
 
 /** Starts timing a stage; call the returned function when it ends. */

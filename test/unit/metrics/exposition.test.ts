@@ -2,7 +2,8 @@ import { describe, expect, it } from 'vitest';
 import { Counter, Histogram, Registry } from 'prom-client';
 import { aggregate, PRIMARY_WORKER_LABEL } from '../../../src/server/aggregate.js';
 import { CONTENT_TYPES, negotiate, render, type MetricFamily } from '../../../src/server/exposition.js';
-import { BUILD, registry } from '../../../src/metrics.js';
+import { BoundedLabel, BUILD, registry } from '../../../src/metrics.js';
+import { recordDecision } from '../../../src/authz/metrics.js';
 
 async function families(r: Registry): Promise<MetricFamily[]> {
   return (await r.getMetricsAsJSON()) as unknown as MetricFamily[];
@@ -106,5 +107,26 @@ describe('aggregation over workers', () => {
     // prom-client omits start times when aggregating; per process they stay meaningful.
     expect(sampleLines(text, 'process_start_time_seconds')).toHaveLength(3);
     expect(sampleLines(text, 'portcullis_build_info')).toEqual(['portcullis_build_info{version="1"} 1']);
+  });
+});
+
+describe('bounded label values', () => {
+  it('keeps the first well-formed values, maps the rest and anything odd to _other', () => {
+    const l = new BoundedLabel(2);
+    expect(l.of('policy.deny')).toBe('policy.deny');
+    expect(l.of('x"}\nevil')).toBe('_other');
+    expect(l.of('a'.repeat(101))).toBe('_other');
+    expect(l.of('tool.unknown')).toBe('tool.unknown');
+    expect(l.of('third.rule')).toBe('_other');
+    // Values already kept stay themselves.
+    expect(l.of('policy.deny')).toBe('policy.deny');
+  });
+
+  it('a policy echoing its input into rule cannot grow portcullis_authz_decisions_total without bound', async () => {
+    for (let i = 0; i < 700; i++) recordDecision('deny', 'forbidden', 'bounded-tool', `echo.${i}`);
+    const m = (await families(registry)).find((f) => f.name === 'portcullis_authz_decisions_total');
+    const series = (m?.values ?? []).filter((v) => v.labels.tool === 'bounded-tool');
+    expect(series.length).toBeLessThanOrEqual(501);
+    expect(series.find((v) => v.labels.rule === '_other')?.value).toBeGreaterThanOrEqual(200);
   });
 });
