@@ -2,7 +2,9 @@ import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
 import { repoPath } from '../../helpers/index.js';
-import { EXCHANGE_BUCKETS, LATENCY_BUCKETS } from '../../../src/metrics.js';
+import { EXCHANGE_BUCKETS, LATENCY_BUCKETS, registry } from '../../../src/metrics.js';
+import { observeCheck } from '../../../src/authz/metrics.js';
+import { observeExchange } from '../../../src/extproc/metrics.js';
 
 type Json = Record<string, any>;
 
@@ -50,5 +52,32 @@ describe('latency buckets and Envoy timeouts', () => {
       .filter((t) => t > 0);
     expect(routeTimeouts.length).toBeGreaterThan(0);
     expect(EXCHANGE_BUCKETS.at(-1)).toBeGreaterThanOrEqual(Math.max(...routeTimeouts));
+  });
+});
+
+describe('a call Envoy timed out is visible in the histograms', () => {
+  async function buckets(name: string, labels: Record<string, string>): Promise<Map<string, number>> {
+    const m = (await registry.getMetricsAsJSON()).find((f) => f.name === name);
+    const out = new Map<string, number>();
+    for (const v of (m?.values ?? []) as { value: number; labels: Record<string, string | number>; metricName?: string }[]) {
+      if (v.metricName !== `${name}_bucket`) continue;
+      if (Object.entries(labels).every(([k, x]) => v.labels[k] === x)) out.set(String(v.labels.le), v.value);
+    }
+    return out;
+  }
+
+  it('a 1.5 s Check (past the 1 s ext_authz timeout) counts above le=1 and within le=2', async () => {
+    observeCheck(process.hrtime.bigint() - 1_500_000_000n, 'slow-tool', 'deny');
+    const b = await buckets('portcullis_authz_check_duration_seconds', { tool: 'slow-tool', outcome: 'deny' });
+    expect(b.get('1')).toBe(0);
+    expect(b.get('2')).toBe(1);
+    expect(b.get('+Inf')).toBe(1);
+  });
+
+  it('a 45 s exchange counts within le=60, not only in +Inf', async () => {
+    observeExchange('slow-tool', 'none', 45);
+    const b = await buckets('portcullis_extproc_exchange_duration_seconds', { tool: 'slow-tool', code: 'none' });
+    expect(b.get('30')).toBe(0);
+    expect(b.get('60')).toBe(1);
   });
 });
