@@ -3,12 +3,9 @@ import { existsSync, readFileSync } from 'node:fs';
 import { parse } from 'yaml';
 import { repoPath } from '../../helpers/index.js';
 
-/**
- * promtool, pinned by scripts/install-tools.sh (`PROMTOOL` may name another build of the same
- * version). Missing, it throws: these checks must fail, never skip.
- */
+/** promtool, pinned by scripts/install-tools.sh. Missing, it throws: these checks must fail, never skip. */
 export function promtoolPath(): string {
-  const path = process.env.PROMTOOL ?? repoPath('.tools', 'bin', 'promtool');
+  const path = repoPath('.tools', 'bin', 'promtool');
   if (!existsSync(path)) throw new Error(`promtool is not installed at ${path}: run "bash scripts/install-tools.sh" (npm test does it)`);
   return path;
 }
