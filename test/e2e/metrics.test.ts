@@ -2,7 +2,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startStack, type Stack } from '../helpers/index.js';
 import { call, eventually, metricValue, token } from './authz-support.js';
-import { dashboardExpressions, families, metricNames, promtool, ruleExpressions, unexposed } from '../unit/metrics/support.js';
+import { dashboardExpressions, families, metricNames, parseOpenMetrics, promtool, ruleExpressions, unexposed } from '../unit/metrics/support.js';
 
 /**
  * `/metrics` of a running gateway behind the real Envoy, after real traffic: clean for
@@ -111,6 +111,11 @@ function commonChecks(get: () => Stack, mode: string): void {
     expect(om.text).not.toContain('# TYPE portcullis_authz_decisions_total');
     expect(samples(om.text, 'portcullis_authz_decisions_total').length).toBeGreaterThan(0);
     expect(om.text).not.toContain('_total_total');
+    // Prometheus' OpenMetrics parser reads all of it (and refuses it without the # EOF).
+    const parsed = parseOpenMetrics(om.text);
+    expect(parsed.code, parsed.out).toBe(0);
+    expect(parsed.out).toMatch(/NUM SAMPLES/);
+    expect(parseOpenMetrics(om.text.replace('# EOF\n', '')).code).not.toBe(0);
     const plain = await scrape(get(), 'text/plain');
     expect(plain.type).toMatch(/^text\/plain; version=0\.0\.4/);
     expect(plain.text).toContain('# TYPE portcullis_authz_decisions_total counter\n');

@@ -1,5 +1,7 @@
 import { spawnSync } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { parse } from 'yaml';
 import { repoPath } from '../../helpers/index.js';
 
@@ -73,4 +75,20 @@ export function unexposed(names: Iterable<string>, exposed: Map<string, string>)
     missing.push(n);
   }
   return missing;
+}
+
+/**
+ * Reads an OpenMetrics exposition with Prometheus' own OpenMetrics parser (promtool's backfill,
+ * which needs a timestamp on every sample: one is added). Returns promtool's exit code and output.
+ */
+export function parseOpenMetrics(text: string): { code: number; out: string } {
+  const dir = mkdtempSync(join(tmpdir(), 'openmetrics-'));
+  try {
+    const ts = Math.floor(Date.now() / 1000);
+    const stamped = text.split('\n').map((l) => (l === '' || l.startsWith('#') ? l : `${l} ${ts}`)).join('\n');
+    writeFileSync(join(dir, 'scrape.om'), stamped);
+    return promtool(['tsdb', 'create-blocks-from', 'openmetrics', join(dir, 'scrape.om'), join(dir, 'blocks')]);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 }
