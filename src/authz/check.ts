@@ -20,6 +20,7 @@ import { lookupFacts, type FactLookup } from '../limits/facts.js';
 import type { ProtoCheckRequest } from './request.js';
 import { HeaderHygiene, hasMethodOverrideParam, IDENTITY_HEADERS, METHOD_OVERRIDE_PARAM } from '../tools/headerHygiene.js';
 import { stageTimer, recordDecision } from './metrics.js';
+import { observeCheck } from './metrics.js';
 import { challengeFor, oauthResources } from '../mcp/oauth.js';
 import { headerToken } from '../mcp/exchange.js';
 import { countMcpCalls } from '../mcp/metrics.js';
@@ -297,6 +298,7 @@ export class Authorizer {
       const outcome = ctx.replay ? this.replayed(deps, ctx, ctx.replay) : this.allow(deps, ctx, hygiene);
       recordDecision(outcome.metadata.dry_run ? 'dry_run_allow' : 'allow', 'none', ctx.tool?.name ?? null, outcome.metadata.rule);
       countMcpCalls(ctx.tool, ctx.mcp, outcome.metadata.dry_run ? 'dry_run_allow' : 'allow');
+      observeCheck(ctx.started, ctx.tool?.name ?? null, outcome.metadata.dry_run ? 'dry_run_allow' : 'allow');
       return outcome;
     } catch (err) {
       const error = toGatewayError(err, 'the gateway could not decide');
@@ -311,6 +313,7 @@ export class Authorizer {
       if (error.code === 'internal') log.error({ err: (err as Error)?.message, request_id: ctx.requestId }, 'check failed; denying');
       recordDecision('deny', error.code, ctx.tool?.name ?? null, error.rule ?? null);
       countMcpCalls(ctx.tool, ctx.mcp, 'deny');
+      observeCheck(ctx.started, ctx.tool?.name ?? null, 'deny');
       return {
         allowed: false,
         error,

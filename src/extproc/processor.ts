@@ -122,7 +122,7 @@ export class StreamProcessor {
       this.response.status = error.httpStatus;
       return { reply: immediateError(error, this.request.requestId, rpcTarget(this.request)), last: true, abort: null };
     } finally {
-      stop();
+      stop(this.stream.tool?.name ?? this.stream.meta?.tool ?? null);
       const spent = Number(process.hrtime.bigint() - t0) / 1e6;
       if (phase === 'requestHeaders' || phase === 'requestBody') this.request.inspectMs += spent;
       else this.response.inspectMs += spent;

@@ -331,12 +331,12 @@ export async function serve(configPath: string, worker?: WorkerLink): Promise<Ap
       setLogLevel(next.server.log_level);
       lastReloadError = null;
       syncHealth();
-      reloads.inc({ result: 'ok' });
+      reloads.inc({ result: 'success' });
       log.info({ config: configPath }, 'configuration reloaded');
       return null;
     } catch (err) {
       lastReloadError = (err as Error).message;
-      reloads.inc({ result: 'error' });
+      reloads.inc({ result: 'failure' });
       log.error({ config: configPath, reason: lastReloadError }, 'configuration reload failed; keeping the last good configuration');
       return lastReloadError;
     }
