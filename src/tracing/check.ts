@@ -56,15 +56,12 @@ export class CheckTrace {
   }
 
   /**
-   * The trace context the tool receives: the Check span as its parent, and only a `tracestate`
-   * that came from Envoy. A caller's `traceparent`/`tracestate` never reach the tool as they
-   * were sent (when Envoy traces, its router replaces these with its own span's, same trace).
+   * The trace context the tool receives: the Check span as its parent and no `tracestate`. A
+   * caller's `traceparent`/`tracestate` never reach the tool as they were sent (when Envoy
+   * traces, its router replaces the traceparent with its own span's, in the same trace).
    */
   upstream(): { readonly set: readonly TraceHeader[]; readonly remove: readonly string[] } {
-    const state = this.fromEnvoy ? this.span.spanContext().traceState?.serialize() : undefined;
-    const set: TraceHeader[] = [{ key: 'traceparent', value: this.traceparent }];
-    if (state) return { set: [...set, { key: 'tracestate', value: state }], remove: [] };
-    return { set, remove: ['tracestate'] };
+    return { set: [{ key: 'traceparent', value: this.traceparent }], remove: ['tracestate'] };
   }
 
   /** Ends the span with what was decided; a denial is an error span carrying the error code. */

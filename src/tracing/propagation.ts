@@ -7,8 +7,11 @@ import { W3CTraceContextPropagator } from '@opentelemetry/core';
  * - the gRPC metadata of a Check or an ext_proc stream is written by Envoy (the channel to
  *   portcullis is authenticated), so its `traceparent` is Envoy's span for that call: the parent;
  * - the request headers inside a CheckRequest are the agent's. Its `traceparent` is only ever a
- *   link, and its `tracestate` is never read: a caller cannot place portcullis' spans in a trace
- *   of its choosing, force sampling, or change anything that is decided.
+ *   link: a caller cannot place portcullis' spans in a trace of its choosing, force sampling, or
+ *   change anything that is decided.
+ *
+ * `tracestate` is never read from either: Envoy carries an agent's tracestate along in its own
+ * context, so even Envoy's may hold vendor data the agent chose.
  */
 const propagator = new W3CTraceContextPropagator();
 
@@ -16,8 +19,9 @@ const propagator = new W3CTraceContextPropagator();
 export type HeaderSource = (name: string) => readonly unknown[] | string | undefined;
 
 const getter: TextMapGetter<HeaderSource> = {
-  keys: () => ['traceparent', 'tracestate'],
+  keys: () => ['traceparent'],
   get(source, key) {
+    if (key !== 'traceparent') return undefined;
     const v = source(key);
     if (typeof v === 'string') return v;
     // Two traceparents are two claims: neither is believed.
