@@ -33,7 +33,8 @@ export class CheckTrace {
   constructor(metadata: HeaderSource | null, headers: Readonly<Record<string, string>>, decisionId: string) {
     const parent = metadata ? parentFromMetadata(metadata) : ROOT_CONTEXT;
     this.fromEnvoy = hasParent(parent);
-    const link = callerLink(headers['traceparent']);
+    // With Envoy's parent the caller's context is already Envoy's concern; without, it is only a link.
+    const link = this.fromEnvoy ? null : callerLink(headers['traceparent']);
     this.span = tracer().startSpan(
       'ext_authz Check',
       {
