@@ -274,7 +274,7 @@ export class Authorizer {
     const hygiene = this.hygiene;
     const ctx = this.context(deps, req, traceSource);
     const outcome = await ctx.trace.run(() => this.decide(deps, hygiene, ctx));
-    ctx.trace.end(outcome.metadata, outcome.allowed ? null : outcome.error, ctx.rpcId);
+    ctx.trace.end(outcome.metadata, outcome.allowed ? null : outcome.error, ctx.rpcId, ctx.batchIds === null ? null : ctx.mcp.length);
     return outcome;
   }
 

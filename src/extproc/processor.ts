@@ -152,7 +152,7 @@ export class StreamProcessor {
     void this.idempotency()?.release(st.error ? `exchange failed (${st.error.rule ?? st.error.code})` : 'exchange ended without a stored answer');
     // A stream that sent nothing saw no request: there is nothing to audit.
     if (st.audited || st.localReply || !st.sawMessage) {
-      this.trace.finish(st.meta, st.error, this.response.status, this.request.rpc.id);
+      this.trace.finish(st.meta, st.error, this.response.status, this.request.rpc.id, this.request.rpc.batchIds !== null);
       return;
     }
     st.audited = true;
@@ -162,7 +162,7 @@ export class StreamProcessor {
       log.error({ request_id: this.request.requestId, err: (err as Error)?.message }, 'ext_proc audit record failed');
     }
     recordExchange(this.deps.store, st, this.response, this.usage);
-    this.trace.finish(st.meta, st.error, this.response.status, this.request.rpc.id);
+    this.trace.finish(st.meta, st.error, this.response.status, this.request.rpc.id, this.request.rpc.batchIds !== null);
   }
 
   private async dispatch(msg: ProcessingRequest): Promise<ProcessingResponse> {

@@ -28,6 +28,7 @@ export const ATTR = {
   stage: 'portcullis.stage',
   phase: 'portcullis.phase',
   dryRun: 'portcullis.dry_run',
+  batchSize: 'portcullis.mcp.batch_size',
 } as const;
 
 /** HTTP methods the conventions name; anything else is `_OTHER`. */
@@ -44,8 +45,12 @@ export function pathOnly(path: string): string {
   return q === -1 ? path : path.slice(0, q);
 }
 
-/** What the decision says about the call, on the Check span and on the ext_proc stream span. */
-export function decisionAttributes(m: AuthzMetadata, rpcId?: string | number | null): Attributes {
+/**
+ * What the decision says about the call, on the Check span and on the ext_proc stream span. A
+ * JSON-RPC batch is several calls: the span names none of them (the first would misdescribe
+ * the rest) and carries the batch size instead.
+ */
+export function decisionAttributes(m: AuthzMetadata, rpcId?: string | number | null, batch = false): Attributes {
   const a: Attributes = {
     [ATTR.httpMethod]: httpMethod(m.method),
     [ATTR.decision]: m.allowed ? (m.dry_run ? 'dry_run_allow' : 'allow') : 'deny',
@@ -53,6 +58,8 @@ export function decisionAttributes(m: AuthzMetadata, rpcId?: string | number | n
   if (m.tool) a[ATTR.tool] = m.tool;
   if (m.rule) a[ATTR.rule] = m.rule;
   if (m.request_id) a[ATTR.requestId] = m.request_id;
+  if (m.mcp_protocol_version) a[ATTR.mcpProtocol] = m.mcp_protocol_version;
+  if (batch) return a;
   if (m.mcp_method) {
     a[ATTR.mcpMethod] = m.mcp_method;
     // The GenAI conventions call an MCP tools/call "execute_tool".
@@ -60,7 +67,6 @@ export function decisionAttributes(m: AuthzMetadata, rpcId?: string | number | n
   }
   if (m.mcp_tool) a[ATTR.genAiTool] = m.mcp_tool;
   if (m.mcp_prompt) a[ATTR.genAiPrompt] = m.mcp_prompt;
-  if (m.mcp_protocol_version) a[ATTR.mcpProtocol] = m.mcp_protocol_version;
   if (rpcId !== null && rpcId !== undefined) a[ATTR.jsonRpcId] = String(rpcId);
   return a;
 }

@@ -65,14 +65,18 @@ export class CheckTrace {
     return { set: [{ key: 'traceparent', value: this.traceparent }], remove: ['tracestate'] };
   }
 
-  /** Ends the span with what was decided; a denial is an error span carrying the error code. */
-  end(metadata: AuthzMetadata, error: GatewayError | null, rpcId: string | number | null): void {
+  /**
+   * Ends the span with what was decided; a denial is an error span carrying the error code.
+   * `batchSize` is the number of calls of a JSON-RPC batch, null for one message.
+   */
+  end(metadata: AuthzMetadata, error: GatewayError | null, rpcId: string | number | null, batchSize: number | null = null): void {
     const span = this.span;
     if (!span.isRecording()) {
       span.end();
       return;
     }
-    span.setAttributes(decisionAttributes(metadata, rpcId));
+    span.setAttributes(decisionAttributes(metadata, rpcId, batchSize !== null));
+    if (batchSize !== null) span.setAttribute(ATTR.batchSize, batchSize);
     span.setAttribute(ATTR.rpcStatus, 'OK');
     if (error) {
       span.setAttribute(ATTR.errorType, error.code);

@@ -78,14 +78,14 @@ export class StreamTrace {
     }
   }
 
-  /** Ends the stream's span with what was decided and how the exchange ended. */
-  finish(meta: AuthzMetadata | null, error: GatewayError | null, status: number | null, rpcId: string | number | null): void {
+  /** Ends the stream's span with what was decided and how the exchange ended (`batch`: a JSON-RPC batch). */
+  finish(meta: AuthzMetadata | null, error: GatewayError | null, status: number | null, rpcId: string | number | null, batch = false): void {
     if (this.ended) return;
     this.ended = true;
     const span = this.span;
     if (!span) return;
     if (span.isRecording()) {
-      if (meta) span.setAttributes(decisionAttributes(meta, rpcId));
+      if (meta) span.setAttributes(decisionAttributes(meta, batch ? null : rpcId, batch));
       if (status !== null) span.setAttribute(ATTR.httpStatus, status);
       if (this.skipped > 0) span.setAttribute('portcullis.phases_not_traced', this.skipped);
       if (error) fail(span, error);

@@ -305,6 +305,34 @@ describe('tracing joined to Envoy (shipped envoy.yaml, Envoy tracing on)', () =>
     expect(upstreamOf(stack, id).headers.tracestate ?? '').not.toContain('evil');
   });
 
+  it('a JSON-RPC batch names no single call on its spans, only how many it holds', async () => {
+    const r = await mcp(stack, viewer, [rpc(1, 'tools/list'), rpc(2, 'tools/call', { name: 'search_docs', arguments: { query: 'vpn', tenant: 'acme' } })]);
+    expect(r.status, r.text).toBe(200);
+    const id = requestId(r);
+    const [check] = await receiver.waitFor((s) => s.name === 'ext_authz Check' && s.attributes['portcullis.request_id'] === id);
+    expect(check!.attributes['portcullis.mcp.batch_size']).toBe(2);
+    for (const key of ['mcp.method.name', 'gen_ai.tool.name', 'gen_ai.operation.name', 'jsonrpc.request.id']) expect(check!.attributes[key], key).toBeUndefined();
+    const [stream] = await receiver.waitFor((s) => s.name === 'ext_proc Process' && s.traceId === check!.traceId);
+    expect(stream!.attributes['mcp.method.name']).toBeUndefined();
+  });
+
+  it('a route whose ext_proc starts at the response (GET weather) is traced too, and no query value reaches a span', async () => {
+    const helpdesk = await token(stack, { agent: 'helpdesk', user: 'alice', tenant: 'acme', roles: ['support'] });
+    const r = await sendRaw(stack, '/tools/weather/forecast?city=Reykjavik', { method: 'GET', bearer: helpdesk });
+    expect(r.status, r.text).toBe(200);
+    const id = requestId(r);
+    const [check] = await receiver.waitFor((s) => s.name === 'ext_authz Check' && s.attributes['portcullis.request_id'] === id);
+    expect(check!.attributes).toMatchObject({ 'http.request.method': 'GET', 'portcullis.tool': 'weather', 'portcullis.decision': 'allow' });
+    const spans = await receiver.waitFor((s) => s.traceId === check!.traceId, (f) => f.some((s) => s.name === 'ext_proc Process') && f.some((s) => s.name === 'audit record'));
+    const stream = spans.find((s) => s.name === 'ext_proc Process')!;
+    expect(spans.find((s) => s.spanId === stream.parentSpanId)?.service).toBe('portcullis-edge');
+    const phases = spans.filter((s) => s.parentSpanId === stream.spanId).map((s) => s.name);
+    expect(phases).toContain('ext_proc responseHeaders');
+    expect(phases).not.toContain('ext_proc requestHeaders');
+    expect(JSON.stringify(spans.filter((s) => s.service === 'portcullis'))).not.toContain('Reykjavik');
+    expect((await exchangeRecord(stack, id)).trace_id).toBe(check!.traceId);
+  });
+
   it('a collector that is down fails no call (Envoy and portcullis drop their spans)', async () => {
     await receiver.stop();
     for (let i = 0; i < 5; i++) {
