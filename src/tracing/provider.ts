@@ -20,6 +20,8 @@ import { log } from '../log.js';
 
 /** Instrumentation scope of every portcullis span. */
 const SCOPE = 'portcullis';
+/** Shortest time between two log lines about failing exports. */
+const DIAG_LOG_INTERVAL_MS = 30_000;
 
 const dropped = new Counter({
   name: 'portcullis_tracing_spans_dropped_total',
@@ -146,11 +148,19 @@ export function startTracing(config: TracingConfig | undefined, opts: TracingOpt
     current = disabled();
     return current;
   }
-  // The SDK reports export failures through diag; route them to the log, once per kind, not per span.
+  // The SDK reports export failures through diag: to the log, at most one line per interval, so a
+  // collector that is down for hours does not fill it (the drop counter has the full count).
+  let lastLogged = 0;
+  const throttled = (msg: string): void => {
+    const now = Date.now();
+    if (now - lastLogged < DIAG_LOG_INTERVAL_MS) return;
+    lastLogged = now;
+    log.warn({ component: 'tracing' }, `span export: ${msg.slice(0, 512)}`);
+  };
   diag.setLogger(
     {
-      error: (msg) => log.warn({ component: 'tracing' }, msg),
-      warn: (msg) => log.warn({ component: 'tracing' }, msg),
+      error: throttled,
+      warn: throttled,
       info: () => undefined,
       debug: () => undefined,
       verbose: () => undefined,
