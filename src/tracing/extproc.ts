@@ -57,7 +57,11 @@ export class StreamTrace {
 
   /** Ends the span of one message; `meta` is the decision joined so far. */
   end(p: PhaseSpan, meta: AuthzMetadata | null, error: GatewayError | null): void {
-    if (this.ended) return;
+    if (this.ended) {
+      // A message handled after the exchange ended: its span closes, nothing new is opened.
+      p.span?.end();
+      return;
+    }
     if (!this.span) this.open(parentFromTraceparent(meta?.traceparent), p.startedAt);
     const span = p.span ?? (this.phases < MAX_PHASE_SPANS ? this.child(p.name, p.startedAt) : null);
     if (!span) {
