@@ -29,6 +29,8 @@ import { resolveSession, sessionIdentity, SESSION_HEADER, type SessionBinder } f
 import { callFromHeaders, checkHeadersAgree, hasStandardHeaders, readStandardHeaders, type StandardHeaders } from '../mcp/headers.js';
 import { claimIdempotency, releaseClaim, type ReplayedResponse } from '../limits/idempotency.js';
 import { decideOpaEnvoy, dropinSelected, type DropinAnswer } from './dropin.js';
+import { CheckTrace } from '../tracing/check.js';
+import type { HeaderSource } from '../tracing/propagation.js';
 
 /** Prefix of headers the gateway itself sets upstream; a caller can never supply them. */
 export const GATEWAY_HEADER_PREFIX = 'x-portcullis-';
@@ -203,6 +205,8 @@ interface Ctx {
   replay: ReplayedResponse | null;
   /** Facts of each call and what to record after it (null: the tool has none). */
   facts: FactLookup | null;
+  /** The Check's span: its context is the decision's trace context (audit, upstream `traceparent`). */
+  readonly trace: CheckTrace;
 }
 
 function headerList(obj: Readonly<Record<string, string | readonly string[]>> | null | undefined): HeaderValue[] {
@@ -267,14 +271,23 @@ export class Authorizer {
     return this.deps;
   }
 
-  /** Decides one request. Never throws: failures become denials (fail closed). */
-  async check(req: ProtoCheckRequest): Promise<CheckOutcome> {
+  /**
+   * Decides one request. Never throws: failures become denials (fail closed). `traceSource`
+   * reads the call's gRPC metadata (Envoy's trace context), never the request's headers.
+   */
+  async check(req: ProtoCheckRequest, traceSource: HeaderSource | null = null): Promise<CheckOutcome> {
     const deps = this.deps;
     const hygiene = this.hygiene;
-    const ctx = this.context(deps, req);
+    const ctx = this.context(deps, req, traceSource);
+    const outcome = await ctx.trace.run(() => this.decide(deps, hygiene, ctx));
+    ctx.trace.end(outcome.metadata, outcome.allowed ? null : outcome.error, ctx.rpcId, ctx.batchIds === null ? null : ctx.mcp.length);
+    return outcome;
+  }
+
+  private async decide(deps: AuthzDeps, hygiene: HeaderHygiene, ctx: Ctx): Promise<CheckOutcome> {
     try {
       // OPA-Envoy drop-in mode: a route that opts in and a request that names no tool.
-      if (dropinSelected(deps.config, req, deps.tools, ctx.path)) return await this.dropin(deps, ctx);
+      if (dropinSelected(deps.config, ctx.req, deps.tools, ctx.path)) return await this.dropin(deps, ctx);
       const lookup = this.resolveTool(deps, ctx);
       ctx.tool = lookup.tool;
       // Nothing that tells which tools exist (404, limits, content types) comes before identity.
@@ -364,17 +377,19 @@ export class Authorizer {
     return { allowed: false, error, rpcId: null, isJsonRpc: false, batchIds: null, policyBody: null, policyHeaders: [], metadata: this.metadata(deps, ctx, false, answer.rule, reason), dropin: answer };
   }
 
-  private context(deps: AuthzDeps, req: ProtoCheckRequest): Ctx {
+  private context(deps: AuthzDeps, req: ProtoCheckRequest, traceSource: HeaderSource | null): Ctx {
     const http = req.attributes?.request?.http ?? {};
     const headers = http.headers ?? {};
     const rawBody = http.rawBody && http.rawBody.length > 0 ? http.rawBody : http.body ? Buffer.from(http.body, 'utf8') : undefined;
+    const decisionId = randomUUID();
     return {
+      trace: new CheckTrace(traceSource, headers, decisionId),
       req,
       headers,
       method: http.method ?? headers[':method'] ?? 'GET',
       path: http.path ?? headers[':path'] ?? '/',
       requestId: headers['x-request-id'] ?? http.id ?? null,
-      decisionId: randomUUID(),
+      decisionId,
       rawBody,
       bodyText: null,
       parsedBody: null,
@@ -734,6 +749,9 @@ export class Authorizer {
       for (const [key, value] of identityHeaders) if (value) set.push({ key, value });
       // The tool gets its own session id back, never the binding the agent holds.
       if (ctx.upstreamSession !== null) set.push({ key: SESSION_HEADER, value: ctx.upstreamSession });
+      // The tool joins the decision's trace; a caller's trace context is not forwarded as sent.
+      const traced = ctx.trace.upstream();
+      set.push(...traced.set);
       // An uncompressed response can be inspected without decoding it first.
       if (tool.response.dlp || tool.response.drop_fields.length > 0) set.push({ key: 'accept-encoding', value: 'identity' });
       // Policy headers never override credentials the gateway injects.
@@ -743,6 +761,7 @@ export class Authorizer {
 
       const remove = new Set<string>(hygiene.removals(ctx.headers));
       for (const name of decision?.requestHeadersToRemove ?? []) remove.add(name);
+      for (const name of traced.remove) remove.add(name);
       for (const name of Object.keys(ctx.headers)) if (name.startsWith(GATEWAY_HEADER_PREFIX)) remove.add(name);
       // Envoy applies removals after sets: never remove what we just set.
       for (const name of setNames) remove.delete(name);
@@ -765,7 +784,8 @@ export class Authorizer {
     const firstCall = ctx.mcp[0];
     return {
       request_id: ctx.requestId,
-      traceparent: ctx.headers['traceparent'] ?? null,
+      // The Check span's context, never the caller's header: audit records join the trace on it.
+      traceparent: ctx.trace.traceparent,
       method: ctx.method,
       path: ctx.path,
       tool: ctx.tool?.name ?? null,

@@ -1,5 +1,6 @@
 import { Counter, Histogram } from 'prom-client';
 import { BoundedLabel, LATENCY_BUCKETS, registry } from '../metrics.js';
+import { traceStage } from '../tracing/check.js';
 
 const decisions = new Counter({
   name: 'portcullis_authz_decisions_total',
@@ -32,9 +33,14 @@ export function recordDecision(outcome: 'allow' | 'deny' | 'dry_run_allow', code
   decisions.inc({ outcome, code, tool: tool ?? '_none', rule: rule === null ? '_none' : rules.of(rule) });
 }
 
-/** Starts timing a stage; call the returned function when it ends. */
+/** Starts timing a stage (and its child span of the Check's span); call the returned function when it ends. */
 export function stageTimer(stage: string): () => void {
-  return stages.startTimer({ stage });
+  const end = stages.startTimer({ stage });
+  const endSpan = traceStage(stage);
+  return () => {
+    end();
+    endSpan();
+  };
 }
 
 /** Observes one whole Check, started at `startedNs` (process.hrtime.bigint()); tools come from configuration. */

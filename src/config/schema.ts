@@ -469,6 +469,28 @@ export const configSchema = {
         },
       },
     },
+    // OpenTelemetry spans of every Check and ext_proc exchange, exported over OTLP/HTTP (protobuf).
+    tracing: {
+      type: 'object',
+      additionalProperties: false,
+      default: {},
+      // Exporting needs somewhere to export to.
+      if: { properties: { enabled: { const: true } }, required: ['enabled'] },
+      then: { required: ['otlp_endpoint'] },
+      properties: {
+        enabled: { type: 'boolean', default: false },
+        // Full OTLP/HTTP traces URL, e.g. http://otel-collector:4318/v1/traces.
+        otlp_endpoint: { type: 'string', pattern: '^https?://' },
+        // Share of new traces kept; a trace Envoy started keeps Envoy's sampling decision.
+        sample_ratio: { type: 'number', minimum: 0, maximum: 1, default: 1 },
+        service_name: { type: 'string', minLength: 1, maxLength: 128, default: 'portcullis' },
+        // Extra request headers for the collector (e.g. its API key).
+        headers: { type: 'object', maxProperties: 16, propertyNames: { pattern: '^[A-Za-z0-9-]{1,64}$' }, additionalProperties: { type: 'string', maxLength: 4096 }, default: {} },
+        timeout_s: { type: 'number', exclusiveMinimum: 0, maximum: 60, default: 10 },
+        // Spans waiting for export; past it new spans are dropped (and counted), never waited for.
+        max_queue_spans: { type: 'integer', minimum: 16, maximum: 1000000, default: 2048 },
+      },
+    },
     rate_limits: rateLimitRules,
     facts: { type: 'array', items: globalFact, maxItems: 64 },
     // OPA-Envoy drop-in mode (src/authz/dropin.ts): requests outside /tools/<name>/ on the routes

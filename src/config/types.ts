@@ -224,6 +224,24 @@ export interface StoreConfig {
   };
 }
 
+/** OpenTelemetry tracing (`tracing`): spans exported over OTLP/HTTP protobuf. */
+export interface TracingConfig {
+  /** Off by default: spans are then neither recorded nor exported (ids are still made). */
+  readonly enabled: boolean;
+  /** OTLP/HTTP traces URL (`.../v1/traces`); required when enabled. */
+  readonly otlp_endpoint?: string;
+  /** Share of new traces sampled (default 1); parent-based: a sampled parent keeps its decision. */
+  readonly sample_ratio: number;
+  /** `service.name` of the spans (default `portcullis`). */
+  readonly service_name: string;
+  /** Extra HTTP headers sent to the collector. */
+  readonly headers: Readonly<Record<string, string>>;
+  /** Export request timeout in seconds (default 10). */
+  readonly timeout_s: number;
+  /** Spans queued for export at most (default 2048); more are dropped and counted. */
+  readonly max_queue_spans: number;
+}
+
 /** An MCP tool exposed behind a logical tool (for `tools/call`). */
 export interface McpToolConfig {
   /** Overrides the learned `readOnlyHint` (absent: from the server's annotations; unknown: mutating). */
@@ -488,6 +506,8 @@ export interface GatewayConfig {
   readonly inspect: InspectConfig;
   /** Shared state (rate limit buckets, one-time values). */
   readonly store?: StoreConfig;
+  /** OpenTelemetry tracing (off by default). */
+  readonly tracing?: TracingConfig;
   /** Rate limits by descriptor across every tool. */
   readonly rate_limits?: readonly RateLimitRule[];
   /** Facts shared by the tools each names (`input.facts`). */

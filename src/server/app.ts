@@ -7,6 +7,7 @@ import { loadConfig } from '../config/load.js';
 import type { GatewayConfig } from '../config/types.js';
 import { log, setLogLevel } from '../log.js';
 import { registry } from '../metrics.js';
+import { startTracing } from '../tracing/provider.js';
 import { Authorizer, type AuthzDeps } from '../authz/check.js';
 import { toCheckResponse, wellKnownResponse, type CheckResponseObject } from '../authz/response.js';
 import { DropinGrpcError } from '../authz/dropin.js';
@@ -225,6 +226,8 @@ export interface App {
 export async function serve(configPath: string, worker?: WorkerLink): Promise<App> {
   const config = loadConfig(configPath);
   setLogLevel(config.server.log_level);
+  // Each process (every worker too) exports its own spans; `tracing` applies at the next restart.
+  const tracing = startTracing(config.tracing, { worker: worker?.slot });
   if (worker) useSharedEphemeralHandoff(worker.ephemeralHandoffKey);
   let policy = await openPolicy(config, true);
   // The store and its buckets outlive reloads: a config change must not hand every caller a fresh burst.
@@ -260,7 +263,8 @@ export async function serve(configPath: string, worker?: WorkerLink): Promise<Ap
       return;
     }
     authorizer
-      .check(call.request)
+      // Envoy's trace context travels in the call's gRPC metadata (the request headers are the agent's).
+      .check(call.request, (name) => call.metadata.get(name))
       .then(async (outcome) => {
         auditAnsweredAtCheck(audit, call.request, outcome);
         // Redacted once, for the access log and the forwarded record alike.
@@ -408,6 +412,8 @@ export async function serve(configPath: string, worker?: WorkerLink): Promise<Ap
       built.secrets.close();
       await built.extproc.audit.close();
       await store.close();
+      // Last: the spans of the calls that just drained are exported before the process goes.
+      await tracing.shutdown();
     },
   };
 }
