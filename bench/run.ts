@@ -128,7 +128,7 @@ function version(cmd: string, args: string[]): string {
   }
 }
 
-/** Plugin tag (stamp written by scripts/install-bench-tools.sh) and the OPA version it embeds. */
+/** Plugin tag (stamp written by scripts/install-opa-envoy.sh) and the OPA version it embeds. */
 function opaEnvoyVersion(bin: string): string {
   const opa = version(bin, ['version']).split('\n')[0]?.replace('Version: ', 'OPA ') ?? '';
   try {
@@ -287,11 +287,11 @@ async function main(): Promise<void> {
   }
 
   const h2 = version('h2load', ['--version']);
-  if (h2.startsWith('unavailable')) throw new Error('h2load is not installed: run "bash scripts/install-tools.sh" (Debian package nghttp2-client)');
+  if (h2.startsWith('unavailable')) throw new Error('h2load is not installed: run "bash scripts/install-bench-tools.sh" (Debian package nghttp2-client)');
   const opaEnvoyBin = repoPath('.tools', 'bin', 'opa-envoy-plugin');
   let opaSkip = typeof values['skip-opa-envoy'] === 'string' ? values['skip-opa-envoy'] : null;
   if (!opaSkip && !existsSync(opaEnvoyBin)) {
-    throw new Error(`${opaEnvoyBin} is missing: run "bash scripts/install-bench-tools.sh" (or pass --skip-opa-envoy REASON)`);
+    throw new Error(`${opaEnvoyBin} is missing: run "bash scripts/install-opa-envoy.sh" (or pass --skip-opa-envoy REASON)`);
   }
 
   const baselineRef = typeof values.baseline === 'string' ? values.baseline : null;

@@ -126,7 +126,7 @@ async function main(): Promise<void> {
     const sampler = setInterval(() => (rssPeak = Math.max(rssPeak, rssBytes(pid) ?? 0)), 50);
     // Where portcullis' memory is at its peaks: V8 heap, and buffers outside it.
     const parts = { heap_used: 0, external: 0 };
-    const gauge = (text: string, name: string): number => Number(text.split('\n').find((l) => l.startsWith(`portcullis_process_${name} `))?.split(' ').pop() ?? 0);
+    const gauge = (text: string, name: string): number => Number(text.split('\n').find((l) => l.startsWith(`${name} `))?.split(' ').pop() ?? 0);
     const partSampler = setInterval(() => {
       void fetch(`${stack.adminUrl}/metrics`)
         .then((r) => r.text())
@@ -147,7 +147,7 @@ async function main(): Promise<void> {
     }
     const durationS = Math.round((performance.now() - t0) / 100) / 10;
     const metrics = await (await fetch(`${stack.adminUrl}/metrics`)).text();
-    const lag = (name: string): number => Number(metrics.split('\n').find((l) => l.startsWith(`portcullis_process_nodejs_eventloop_lag_${name}_seconds `))?.split(' ').pop() ?? NaN);
+    const lag = (name: string): number => Number(metrics.split('\n').find((l) => l.startsWith(`nodejs_eventloop_lag_${name}_seconds `))?.split(' ').pop() ?? NaN);
     clearInterval(sampler);
     clearInterval(partSampler);
     const rssEnd = rssBytes(pid) ?? 0;

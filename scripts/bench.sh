@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # `npm run bench`: builds portcullis and the policy bundle, makes sure the pinned OPA-Envoy
-# reference is installed (scripts/install-bench-tools.sh, idempotent), then runs bench/run.ts:
+# reference is installed (scripts/install-opa-envoy.sh, idempotent), then runs bench/run.ts:
 # every scenario through a real Envoy and side by side with its floors, interleaved, in about
 # 6 minutes on 2 cores. Prints a table and writes bench/results/<timestamp>.json.
 # Extra arguments go to bench/run.ts, e.g. `npm run bench -- --rounds 1 --duration 3`.
@@ -9,12 +9,16 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
-die() { printf 'bench: %s\n' "$*" >&2; exit 1; }
+TOOLS="$ROOT/.tools"
+SCRIPT_NAME=bench
+# shellcheck source=lib/common.sh
+source scripts/lib/common.sh
 
-command -v h2load >/dev/null || die "h2load is missing; run: bash scripts/install-tools.sh (Debian package nghttp2-client)"
-[[ -x .tools/bin/envoy ]] || die "envoy is missing; run: bash scripts/install-tools.sh"
-[[ -x .tools/bin/opa ]] || die "opa is missing; run: bash scripts/install-tools.sh"
-[[ -x node_modules/.bin/vite-node ]] || die "node_modules is missing; run: npm ci"
+# The demo's tools (Node.js, Envoy, OPA, node_modules), then the load generators.
+bash scripts/install-tools.sh demo || die "bash scripts/install-tools.sh demo failed"
+# shellcheck source=lib/node.sh
+source scripts/lib/node.sh
+apt_install wrk nghttp2-client
 
 npm run --silent build || die "npm run build failed"
 bash scripts/build-policy.sh >/dev/null || die "bash scripts/build-policy.sh failed"
@@ -22,7 +26,7 @@ bash scripts/build-policy.sh >/dev/null || die "bash scripts/build-policy.sh fai
 # OPA-Envoy is the reference, not the product: if it cannot be installed, say why and measure
 # everything else.
 args=()
-if ! out="$(bash scripts/install-bench-tools.sh 2>&1)"; then
+if ! out="$(bash scripts/install-opa-envoy.sh 2>&1)"; then
   printf '%s\n' "$out" >&2
   reason="$(printf '%s\n' "$out" | tail -n 1)"
   printf 'bench: OPA-Envoy unavailable, scenario F is skipped: %s\n' "$reason" >&2

@@ -4,6 +4,8 @@
 # Tests (*_test.rego) and the build output are not part of the bundle. Idempotent; the bundle is
 # replaced atomically so a running gateway watching it never reads a half-written file.
 # Environment: OPA (binary, default .tools/bin/opa), POLICY_DIR, POLICY_ENTRYPOINT,
+# POLICY_EXTRA_ENTRYPOINTS (space-separated further decision paths, e.g. an OPA-Envoy drop-in
+# policy's opa_envoy.path when it differs from policy.decision),
 # POLICY_REVISION (written to the bundle manifest; the gateway reports it as the policy version).
 set -euo pipefail
 
@@ -30,6 +32,7 @@ TMP="$(mktemp "$OUT_DIR/.bundle.XXXXXX")"
 trap 'rm -f "$TMP"' EXIT
 
 ARGS=(build -t wasm -e "$ENTRYPOINT" "${IGNORE[@]}" -o "$TMP")
+for extra in ${POLICY_EXTRA_ENTRYPOINTS:-}; do ARGS+=(-e "$extra"); done
 if [[ -n "${POLICY_REVISION:-}" ]]; then ARGS+=(--revision "$POLICY_REVISION"); fi
 "$OPA" "${ARGS[@]}" . || die "opa build failed for $SRC"
 

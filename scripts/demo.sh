@@ -35,7 +35,9 @@ for p in $ENVOY_PORT $ENVOY_ADMIN_PORT $GRPC_PORT $ADMIN_PORT $TOOL_PORT; do
 done
 command -v curl >/dev/null || die "curl is required"
 
-bash scripts/install-tools.sh
+bash scripts/install-tools.sh demo
+# shellcheck source=lib/node.sh
+source scripts/lib/node.sh
 npm run --silent build
 bash scripts/build-policy.sh
 
@@ -86,7 +88,7 @@ portcullis demo is running (logs in .demo/: envoy.log, portcullis.log, sample-to
               metrics http://127.0.0.1:$ADMIN_PORT/metrics   reload: curl -X POST http://127.0.0.1:$ADMIN_PORT/reload
   sample tool http://127.0.0.1:$TOOL_PORT
 
-Tokens (1 hour; mint more with: node dist/main.js token --config .demo/portcullis.yaml --key "$PORTCULLIS_KEY" --agent A --user U --tenant T --roles r1,r2):
+Tokens (1 hour; mint more with: .tools/node/bin/node dist/main.js token --config .demo/portcullis.yaml --key "$PORTCULLIS_KEY" --agent A --user U --tenant T --roles r1,r2):
   export SUPPORT_TOKEN='$SUPPORT_TOKEN'
   export VIEWER_TOKEN='$VIEWER_TOKEN'
   export READONLY_TOKEN='$READONLY_TOKEN'

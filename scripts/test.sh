@@ -44,7 +44,7 @@ step() { # name command...
 }
 
 # Without the tools nothing below can run: stop here.
-if ! step tools bash scripts/install-tools.sh; then
+if ! step tools bash scripts/install-tools.sh || ! source scripts/lib/node.sh; then
   summary
   echo "tests: 0 passed, $failed failed"
   exit 1
@@ -68,25 +68,33 @@ elif [[ "$status" != ok ]]; then
 fi
 record policy-test "$status${opa_total:+ (${opa_pass:-0}/$opa_total)}"
 
-note "vitest: npx vitest run"
-vitest_json="$RUN_DIR/vitest.json"
-rm -f "$vitest_json"
-if npx vitest run --reporter=default --reporter=json --outputFile.json="$vitest_json"; then status=ok; else status=FAILED; fi
-if [[ -f "$vitest_json" ]]; then
-  read -r v_pass v_fail v_total < <(node -e '
-    const r = require(process.argv[1]);
-    const failedSuites = (r.testResults ?? []).filter((f) => f.status === "failed" && (f.assertionResults ?? []).length === 0).length;
-    console.log(r.numPassedTests, r.numFailedTests + failedSuites, r.numTotalTests);
-  ' "$vitest_json")
-  passed=$((passed + v_pass))
-  failed=$((failed + v_fail))
-  # A run that fails without a failing test (e.g. a suite that did not load) still fails.
-  if [[ "$status" != ok && "$v_fail" == 0 ]]; then failed=$((failed + 1)); fi
-  record vitest "$status ($v_pass passed, $v_fail failed of $v_total)"
-else
-  failed=$((failed + 1))
-  record vitest "$status (no report)"
-fi
+# Runs vitest with a JSON report and adds its counts; a run that fails without a failing test
+# (e.g. a suite that did not load) still counts as a failure.
+vitest_step() { # name node-binary vitest-args...
+  local name="$1" nodebin="$2" json="$RUN_DIR/$1.json" status
+  shift 2
+  note "$name: $nodebin node_modules/vitest/vitest.mjs run $*"
+  rm -f "$json"
+  if "$nodebin" node_modules/vitest/vitest.mjs run --reporter=default --reporter=json --outputFile.json="$json" "$@"; then status=ok; else status=FAILED; fi
+  if [[ -f "$json" ]]; then
+    read -r v_pass v_fail v_total < <(node -e '
+      const r = require(process.argv[1]);
+      const failedSuites = (r.testResults ?? []).filter((f) => f.status === "failed" && (f.assertionResults ?? []).length === 0).length;
+      console.log(r.numPassedTests, r.numFailedTests + failedSuites, r.numTotalTests);
+    ' "$json")
+    passed=$((passed + v_pass))
+    failed=$((failed + v_fail))
+    if [[ "$status" != ok && "$v_fail" == 0 ]]; then failed=$((failed + 1)); fi
+    record "$name" "$status ($v_pass passed, $v_fail failed of $v_total, node $("$nodebin" --version))"
+  else
+    failed=$((failed + 1))
+    record "$name" "$status (no report)"
+  fi
+}
+
+# Everything on the pinned runtime; the unit tests once more on the oldest Node `engines` admits.
+vitest_step vitest "$(command -v node)"
+vitest_step vitest-node22 "$ROOT/.tools/node22/bin/node" test/unit
 
 summary
 echo "tests: $passed passed, $failed failed"

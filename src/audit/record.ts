@@ -55,6 +55,8 @@ interface AuditRecordBase {
   readonly request_id: string | null;
   /** Trace id of a valid W3C `traceparent`, else null. */
   readonly trace_id: string | null;
+  /** Span id of that `traceparent` (the Check span that decided the call), else null. */
+  readonly span_id: string | null;
   readonly agent_id: string | null;
   readonly agent_version: string | null;
   readonly user_id: string | null;
@@ -295,6 +297,12 @@ export function traceIdFrom(traceparent: string | null | undefined): string | nu
   return traceId!;
 }
 
+/** Span id of a W3C `traceparent` under the same rules as {@link traceIdFrom}, else null. */
+export function spanIdFrom(traceparent: string | null | undefined): string | null {
+  if (traceIdFrom(traceparent) === null) return null;
+  return TRACEPARENT.exec((traceparent as string).trim())![3]!;
+}
+
 /**
  * Cuts text to at most `maxBytes` UTF-8 bytes without splitting a character.
  * Returns the text and whether it was cut.
@@ -389,6 +397,7 @@ function baseOf(x: AuditForwarded, scanner: Scanner | null | undefined): AuditRe
   return {
     request_id: x.requestId ?? null,
     trace_id: traceIdFrom(x.traceparent),
+    span_id: spanIdFrom(x.traceparent),
     agent_id: id?.agent ?? null,
     agent_version: id?.agent_version ?? null,
     user_id: id?.user ?? null,

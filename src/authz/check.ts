@@ -18,8 +18,9 @@ import type { CredentialInjector, HeaderValue } from '../credentials/inject.js';
 import { RateLimitedError, type RateLimiter } from '../limits/tokenBucket.js';
 import { lookupFacts, type FactLookup } from '../limits/facts.js';
 import type { ProtoCheckRequest } from './request.js';
-import { HeaderHygiene, hasMethodOverrideParam, METHOD_OVERRIDE_PARAM } from '../tools/headerHygiene.js';
+import { HeaderHygiene, hasMethodOverrideParam, IDENTITY_HEADERS, METHOD_OVERRIDE_PARAM } from '../tools/headerHygiene.js';
 import { stageTimer, recordDecision } from './metrics.js';
+import { observeCheck } from './metrics.js';
 import { challengeFor, oauthResources } from '../mcp/oauth.js';
 import { headerToken } from '../mcp/exchange.js';
 import { countMcpCalls } from '../mcp/metrics.js';
@@ -27,6 +28,9 @@ import { transportGuard } from '../mcp/origin.js';
 import { resolveSession, sessionIdentity, SESSION_HEADER, type SessionBinder } from '../mcp/session.js';
 import { callFromHeaders, checkHeadersAgree, hasStandardHeaders, readStandardHeaders, type StandardHeaders } from '../mcp/headers.js';
 import { claimIdempotency, releaseClaim, type ReplayedResponse } from '../limits/idempotency.js';
+import { decideOpaEnvoy, dropinSelected, type DropinAnswer } from './dropin.js';
+import { CheckTrace } from '../tracing/check.js';
+import type { HeaderSource } from '../tracing/propagation.js';
 
 /** Prefix of headers the gateway itself sets upstream; a caller can never supply them. */
 export const GATEWAY_HEADER_PREFIX = 'x-portcullis-';
@@ -110,6 +114,8 @@ export interface CheckAllowed {
   readonly policyMetadata: Readonly<Record<string, unknown>> | null;
   /** Answered from the idempotency store: rendered as this response, the tool is not called. */
   readonly replay?: ReplayedResponse;
+  /** OPA-Envoy drop-in mode: rendered exactly as this answer (src/authz/dropin.ts). */
+  readonly dropin?: DropinAnswer;
 }
 
 /** Denied: the error and how to render it. */
@@ -129,6 +135,8 @@ export interface CheckDenied {
   readonly challenge?: string | null;
   /** `RateLimit-Policy` / `RateLimit` of a rate limited call; absent otherwise. */
   readonly rateLimitHeaders?: readonly HeaderValue[];
+  /** OPA-Envoy drop-in mode: rendered exactly as this answer (src/authz/dropin.ts). */
+  readonly dropin?: DropinAnswer;
 }
 
 /** Result of one Check. */
@@ -197,6 +205,8 @@ interface Ctx {
   replay: ReplayedResponse | null;
   /** Facts of each call and what to record after it (null: the tool has none). */
   facts: FactLookup | null;
+  /** The Check's span: its context is the decision's trace context (audit, upstream `traceparent`). */
+  readonly trace: CheckTrace;
 }
 
 function headerList(obj: Readonly<Record<string, string | readonly string[]>> | null | undefined): HeaderValue[] {
@@ -261,12 +271,23 @@ export class Authorizer {
     return this.deps;
   }
 
-  /** Decides one request. Never throws: failures become denials (fail closed). */
-  async check(req: ProtoCheckRequest): Promise<CheckOutcome> {
+  /**
+   * Decides one request. Never throws: failures become denials (fail closed). `traceSource`
+   * reads the call's gRPC metadata (Envoy's trace context), never the request's headers.
+   */
+  async check(req: ProtoCheckRequest, traceSource: HeaderSource | null = null): Promise<CheckOutcome> {
     const deps = this.deps;
     const hygiene = this.hygiene;
-    const ctx = this.context(deps, req);
+    const ctx = this.context(deps, req, traceSource);
+    const outcome = await ctx.trace.run(() => this.decide(deps, hygiene, ctx));
+    ctx.trace.end(outcome.metadata, outcome.allowed ? null : outcome.error, ctx.rpcId, ctx.batchIds === null ? null : ctx.mcp.length);
+    return outcome;
+  }
+
+  private async decide(deps: AuthzDeps, hygiene: HeaderHygiene, ctx: Ctx): Promise<CheckOutcome> {
     try {
+      // OPA-Envoy drop-in mode: a route that opts in and a request that names no tool.
+      if (dropinSelected(deps.config, ctx.req, deps.tools, ctx.path)) return await this.dropin(deps, ctx);
       const lookup = this.resolveTool(deps, ctx);
       ctx.tool = lookup.tool;
       // Nothing that tells which tools exist (404, limits, content types) comes before identity.
@@ -290,6 +311,7 @@ export class Authorizer {
       const outcome = ctx.replay ? this.replayed(deps, ctx, ctx.replay) : this.allow(deps, ctx, hygiene);
       recordDecision(outcome.metadata.dry_run ? 'dry_run_allow' : 'allow', 'none', ctx.tool?.name ?? null, outcome.metadata.rule);
       countMcpCalls(ctx.tool, ctx.mcp, outcome.metadata.dry_run ? 'dry_run_allow' : 'allow');
+      observeCheck(ctx.started, ctx.tool?.name ?? null, outcome.metadata.dry_run ? 'dry_run_allow' : 'allow');
       return outcome;
     } catch (err) {
       const error = toGatewayError(err, 'the gateway could not decide');
@@ -304,6 +326,7 @@ export class Authorizer {
       if (error.code === 'internal') log.error({ err: (err as Error)?.message, request_id: ctx.requestId }, 'check failed; denying');
       recordDecision('deny', error.code, ctx.tool?.name ?? null, error.rule ?? null);
       countMcpCalls(ctx.tool, ctx.mcp, 'deny');
+      observeCheck(ctx.started, ctx.tool?.name ?? null, 'deny');
       return {
         allowed: false,
         error,
@@ -319,17 +342,54 @@ export class Authorizer {
     }
   }
 
-  private context(deps: AuthzDeps, req: ProtoCheckRequest): Ctx {
+  /**
+   * OPA-Envoy drop-in mode (src/authz/dropin.ts): no tool stages, the reference's input and
+   * answer. A verified credential is offered as `input.identity` (a missing or failing one is
+   * null: the policy decides, as an OPA-Envoy policy that reads its own tokens expects).
+   */
+  private async dropin(deps: AuthzDeps, ctx: Ctx): Promise<CheckOutcome> {
+    const mode = deps.config.opa_envoy;
+    if (!mode) throw new GatewayError('internal', 'OPA-Envoy drop-in mode is not configured', { rule: 'opa_envoy.disabled' });
+    if (mode.identity === 'offer') {
+      try {
+        ctx.principal = await this.verifyIdentity(deps, ctx, null);
+      } catch {
+        ctx.principal = null;
+      }
+    }
+    ctx.authenticated = true;
+    // A policy or data file just changed: decide with the new one, as tool calls do.
+    const settling = deps.policy.settled();
+    if (settling) await settling;
+    // Caller-supplied identity and the gateway's own headers never reach the upstream.
+    const removeHeaders = Object.keys(ctx.headers).filter((h) => h.startsWith(GATEWAY_HEADER_PREFIX) || IDENTITY_HEADERS.includes(h) || deps.config.strip_headers.includes(h));
+    const answer = decideOpaEnvoy(ctx.req, { policy: deps.policy, mode, dryRun: deps.config.policy.dry_run, identity: ctx.principal, decisionId: ctx.decisionId, removeHeaders });
+    ctx.dryRun = answer.rule === 'opa_envoy.dry_run_deny';
+    if (answer.kind === 'response' && answer.allowed) {
+      recordDecision(ctx.dryRun ? 'dry_run_allow' : 'allow', 'none', null, answer.rule);
+      const metadata = this.metadata(deps, ctx, true, answer.rule, null);
+      return { allowed: true, setHeaders: [], removeHeaders: [], responseHeadersToAdd: [], metadata, policyMetadata: null, dropin: answer };
+    }
+    const reason = answer.kind === 'error' ? answer.message : 'the OPA-Envoy policy denied the request';
+    // A gRPC error is answered by Envoy with its status_on_error (503 in envoy/envoy.yaml).
+    const error = new GatewayError(answer.kind === 'error' ? 'internal' : 'forbidden', reason, { rule: answer.rule, httpStatus: answer.kind === 'error' ? 503 : (answer.httpStatus ?? 403) });
+    recordDecision('deny', error.code, null, answer.rule);
+    return { allowed: false, error, rpcId: null, isJsonRpc: false, batchIds: null, policyBody: null, policyHeaders: [], metadata: this.metadata(deps, ctx, false, answer.rule, reason), dropin: answer };
+  }
+
+  private context(deps: AuthzDeps, req: ProtoCheckRequest, traceSource: HeaderSource | null): Ctx {
     const http = req.attributes?.request?.http ?? {};
     const headers = http.headers ?? {};
     const rawBody = http.rawBody && http.rawBody.length > 0 ? http.rawBody : http.body ? Buffer.from(http.body, 'utf8') : undefined;
+    const decisionId = randomUUID();
     return {
+      trace: new CheckTrace(traceSource, headers, decisionId),
       req,
       headers,
       method: http.method ?? headers[':method'] ?? 'GET',
       path: http.path ?? headers[':path'] ?? '/',
       requestId: headers['x-request-id'] ?? http.id ?? null,
-      decisionId: randomUUID(),
+      decisionId,
       rawBody,
       bodyText: null,
       parsedBody: null,
@@ -689,6 +749,9 @@ export class Authorizer {
       for (const [key, value] of identityHeaders) if (value) set.push({ key, value });
       // The tool gets its own session id back, never the binding the agent holds.
       if (ctx.upstreamSession !== null) set.push({ key: SESSION_HEADER, value: ctx.upstreamSession });
+      // The tool joins the decision's trace; a caller's trace context is not forwarded as sent.
+      const traced = ctx.trace.upstream();
+      set.push(...traced.set);
       // An uncompressed response can be inspected without decoding it first.
       if (tool.response.dlp || tool.response.drop_fields.length > 0) set.push({ key: 'accept-encoding', value: 'identity' });
       // Policy headers never override credentials the gateway injects.
@@ -698,6 +761,7 @@ export class Authorizer {
 
       const remove = new Set<string>(hygiene.removals(ctx.headers));
       for (const name of decision?.requestHeadersToRemove ?? []) remove.add(name);
+      for (const name of traced.remove) remove.add(name);
       for (const name of Object.keys(ctx.headers)) if (name.startsWith(GATEWAY_HEADER_PREFIX)) remove.add(name);
       // Envoy applies removals after sets: never remove what we just set.
       for (const name of setNames) remove.delete(name);
@@ -720,7 +784,8 @@ export class Authorizer {
     const firstCall = ctx.mcp[0];
     return {
       request_id: ctx.requestId,
-      traceparent: ctx.headers['traceparent'] ?? null,
+      // The Check span's context, never the caller's header: audit records join the trace on it.
+      traceparent: ctx.trace.traceparent,
       method: ctx.method,
       path: ctx.path,
       tool: ctx.tool?.name ?? null,

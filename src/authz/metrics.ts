@@ -1,5 +1,6 @@
 import { Counter, Histogram } from 'prom-client';
-import { registry } from '../metrics.js';
+import { BoundedLabel, LATENCY_BUCKETS, registry } from '../metrics.js';
+import { traceStage } from '../tracing/check.js';
 
 const decisions = new Counter({
   name: 'portcullis_authz_decisions_total',
@@ -12,16 +13,37 @@ const stages = new Histogram({
   name: 'portcullis_authz_stage_seconds',
   help: 'Time spent in each ext_authz stage',
   labelNames: ['stage'] as const,
-  buckets: [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.25],
+  buckets: [...LATENCY_BUCKETS],
   registers: [registry],
 });
 
-/** Counts one decision. Tool and rule come from configuration and policy, so cardinality is bounded. */
+const checks = new Histogram({
+  name: 'portcullis_authz_check_duration_seconds',
+  help: 'Time to decide one ext_authz Check, from the call to the decision, by tool and outcome',
+  labelNames: ['tool', 'outcome'] as const,
+  buckets: [...LATENCY_BUCKETS],
+  registers: [registry],
+});
+
+/** Distinct rule names kept as labels (the gateway's own, and those of the policy). */
+const rules = new BoundedLabel(500);
+
+/** Counts one decision. Tools come from configuration; rules are bounded (see {@link BoundedLabel}). */
 export function recordDecision(outcome: 'allow' | 'deny' | 'dry_run_allow', code: string, tool: string | null, rule: string | null): void {
-  decisions.inc({ outcome, code, tool: tool ?? '_none', rule: rule ?? '_none' });
+  decisions.inc({ outcome, code, tool: tool ?? '_none', rule: rule === null ? '_none' : rules.of(rule) });
 }
 
-/** Starts timing a stage; call the returned function when it ends. */
+/** Starts timing a stage (and its child span of the Check's span); call the returned function when it ends. */
 export function stageTimer(stage: string): () => void {
-  return stages.startTimer({ stage });
+  const end = stages.startTimer({ stage });
+  const endSpan = traceStage(stage);
+  return () => {
+    end();
+    endSpan();
+  };
+}
+
+/** Observes one whole Check, started at `startedNs` (process.hrtime.bigint()); tools come from configuration. */
+export function observeCheck(startedNs: bigint, tool: string | null, outcome: 'allow' | 'deny' | 'dry_run_allow'): void {
+  checks.observe({ tool: tool ?? '_none', outcome }, Number(process.hrtime.bigint() - startedNs) / 1e9);
 }

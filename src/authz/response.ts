@@ -5,6 +5,7 @@ import type { CheckOutcome } from './check.js';
 import { METADATA_KEY, sealHandoff, type HandoffKey } from './handoff.js';
 import type { ProtoCheckRequest } from './request.js';
 import type { OAuthResources } from '../mcp/oauth.js';
+import { dropinResponse, type DropinCheckResponse } from './dropin.js';
 
 export { AUTHZ_METADATA_NAMESPACE, METADATA_KEY } from './handoff.js';
 
@@ -36,6 +37,8 @@ function opts(list: readonly HeaderValue[], appendAction: HeaderOption['appendAc
  * to ext_proc is signed with `key` (see handoff.ts).
  */
 export function toCheckResponse(outcome: CheckOutcome, key: HandoffKey): CheckResponseObject {
+  // OPA-Envoy drop-in mode answers as the reference does: no hand-off (ext_proc is off there).
+  if (outcome.dropin) return dropinResponse(outcome.dropin) as DropinCheckResponse as CheckResponseObject;
   const metadata: Record<string, unknown> = { [METADATA_KEY]: sealHandoff(outcome.metadata, key) };
   if (outcome.allowed && outcome.replay) {
     // Answered from the idempotency store: Envoy's ext_authz sends a "denied" response as a local

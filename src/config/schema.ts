@@ -298,14 +298,22 @@ export const configSchema = {
           items: {
             type: 'object',
             additionalProperties: false,
-            required: ['id', 'secret', 'agent'],
+            required: ['id', 'agent'],
+            // A secret, or several while one is rotated (every one given is tried).
+            anyOf: [{ required: ['secret'] }, { required: ['secrets'] }],
             properties: {
               id: { type: 'string', minLength: 1 },
               secret: secretRef,
-              signature_header: { ...headerName, default: 'x-slack-signature' },
-              timestamp_header: { ...headerName, default: 'x-slack-request-timestamp' },
+              secrets: { type: 'array', minItems: 1, maxItems: 8, items: secretRef },
+              // Header names default to the scheme's documented ones (see SCHEMES in src/identity/signature/).
+              signature_header: headerName,
+              timestamp_header: headerName,
+              id_header: headerName,
               max_skew_s: { type: 'integer', minimum: 1, maximum: 3600, default: 300 },
-              scheme: { enum: ['slack', 'v1'], default: 'slack' },
+              // How long a used signature (message id for standard_webhooks) stays refused; default:
+              // until its timestamp leaves max_skew_s, or 86400 for github (no timestamp is signed).
+              replay_window_s: { type: 'integer', minimum: 1, maximum: 2592000 },
+              scheme: { enum: ['slack', 'v1', 'github', 'stripe', 'standard_webhooks'], default: 'slack' },
               agent: name,
               roles,
               tenant: { type: 'string' },
@@ -561,8 +569,43 @@ export const configSchema = {
         },
       },
     },
+    // OpenTelemetry spans of every Check and ext_proc exchange, exported over OTLP/HTTP (protobuf).
+    tracing: {
+      type: 'object',
+      additionalProperties: false,
+      default: {},
+      // Exporting needs somewhere to export to.
+      if: { properties: { enabled: { const: true } }, required: ['enabled'] },
+      then: { required: ['otlp_endpoint'] },
+      properties: {
+        enabled: { type: 'boolean', default: false },
+        // Full OTLP/HTTP traces URL, e.g. http://otel-collector:4318/v1/traces.
+        otlp_endpoint: { type: 'string', pattern: '^https?://' },
+        // Share of new traces kept; a trace Envoy started keeps Envoy's sampling decision.
+        sample_ratio: { type: 'number', minimum: 0, maximum: 1, default: 1 },
+        service_name: { type: 'string', minLength: 1, maxLength: 128, default: 'portcullis' },
+        // Extra request headers for the collector (e.g. its API key).
+        headers: { type: 'object', maxProperties: 16, propertyNames: { pattern: '^[A-Za-z0-9-]{1,64}$' }, additionalProperties: { type: 'string', maxLength: 4096 }, default: {} },
+        timeout_s: { type: 'number', exclusiveMinimum: 0, maximum: 60, default: 10 },
+        // Spans waiting for export; past it new spans are dropped (and counted), never waited for.
+        max_queue_spans: { type: 'integer', minimum: 16, maximum: 1000000, default: 2048 },
+      },
+    },
     rate_limits: rateLimitRules,
     facts: { type: 'array', items: globalFact, maxItems: 64 },
+    // OPA-Envoy drop-in mode (src/authz/dropin.ts): requests outside /tools/<name>/ on the routes
+    // that opt in go to an OPA-Envoy policy unchanged, answered exactly as opa-envoy-plugin does.
+    opa_envoy: {
+      type: 'object',
+      additionalProperties: false,
+      default: {},
+      properties: {
+        enabled: { type: 'boolean', default: false },
+        path: { type: 'string', pattern: '^[A-Za-z_][A-Za-z0-9_]*(/[A-Za-z_][A-Za-z0-9_]*)*$', default: 'envoy/authz/allow' },
+        path_prefixes: { type: 'array', items: { type: 'string', pattern: '^/' }, uniqueItems: true, maxItems: 64, default: [] },
+        identity: { enum: ['offer', 'off'], default: 'offer' },
+      },
+    },
     strip_headers: {
       type: 'array',
       items: headerName,

@@ -49,18 +49,24 @@ export interface ApiKeyConfig {
   readonly tenant?: string;
 }
 
-/** Slack-style HMAC request signature (`v0=hex(hmac(secret, "v0:" + ts + ":" + body))`). */
+/** An HMAC-signed request (webhook) signer; see `SignatureScheme` in src/identity/signature/scheme.ts. */
 export interface SignatureConfig {
   readonly id: string;
-  readonly secret: SecretRef;
-  readonly signature_header: string;
-  readonly timestamp_header: string;
+  /** The signing secret; `secrets` lists more while one is rotated (every one given is tried; at least one). */
+  readonly secret?: SecretRef;
+  readonly secrets?: readonly SecretRef[];
+  /** Header names; each defaults to the scheme's documented one. */
+  readonly signature_header?: string;
+  readonly timestamp_header?: string;
+  readonly id_header?: string;
   readonly max_skew_s: number;
   /**
-   * What is signed: `slack` (default, Slack's v0: timestamp and body) or `v1` (timestamp, method,
-   * path and body). See `SignatureScheme` in src/identity/signature.ts.
+   * Seconds a used signature (the message id, for `standard_webhooks`) stays refused. Default:
+   * until its timestamp leaves `max_skew_s`; 86400 for `github`, which signs no timestamp.
    */
-  readonly scheme?: 'slack' | 'v1';
+  readonly replay_window_s?: number;
+  /** What is signed and how it is sent (default `slack`). */
+  readonly scheme?: 'slack' | 'v1' | 'github' | 'stripe' | 'standard_webhooks';
   readonly agent: string;
   readonly roles?: readonly string[];
   readonly tenant?: string;
@@ -218,6 +224,24 @@ export interface StoreConfig {
     /** Retries of one command across reconnects (default 1). */
     readonly max_retries: number;
   };
+}
+
+/** OpenTelemetry tracing (`tracing`): spans exported over OTLP/HTTP protobuf. */
+export interface TracingConfig {
+  /** Off by default: spans are then neither recorded nor exported (ids are still made). */
+  readonly enabled: boolean;
+  /** OTLP/HTTP traces URL (`.../v1/traces`); required when enabled. */
+  readonly otlp_endpoint?: string;
+  /** Share of new traces sampled (default 1); parent-based: a sampled parent keeps its decision. */
+  readonly sample_ratio: number;
+  /** `service.name` of the spans (default `portcullis`). */
+  readonly service_name: string;
+  /** Extra HTTP headers sent to the collector. */
+  readonly headers: Readonly<Record<string, string>>;
+  /** Export request timeout in seconds (default 10). */
+  readonly timeout_s: number;
+  /** Spans queued for export at most (default 2048); more are dropped and counted. */
+  readonly max_queue_spans: number;
 }
 
 /** An MCP tool exposed behind a logical tool (for `tools/call`). */
@@ -475,6 +499,22 @@ export interface BundlePolicyConfig {
 
 // --- end of policy bundles and decision logs -----------------------------------------------
 
+/**
+ * OPA-Envoy drop-in mode: a request that names no logical tool, on an Envoy route whose
+ * ext_authz context extensions say `portcullis_mode: opa-envoy` or under one of `path_prefixes`,
+ * is decided by the policy at `path` with OPA-Envoy's input and answered as opa-envoy-plugin
+ * answers (src/authz/dropin.ts). Off unless `enabled`.
+ */
+export interface OpaEnvoyConfig {
+  readonly enabled: boolean;
+  /** Decision path of the OPA-Envoy policy (OPA-Envoy's default `envoy/authz/allow`). */
+  readonly path: string;
+  /** Request path prefixes decided in drop-in mode without a route extension. */
+  readonly path_prefixes: readonly string[];
+  /** `offer`: a verified credential becomes `input.identity` (else null); `off`: always null. */
+  readonly identity: 'offer' | 'off';
+}
+
 /** The whole gateway configuration. */
 export interface GatewayConfig {
   /** OPA-compatible decision logs (sinks, masking, labels). */
@@ -489,10 +529,14 @@ export interface GatewayConfig {
   readonly inspect: InspectConfig;
   /** Shared state (rate limit buckets, one-time values). */
   readonly store?: StoreConfig;
+  /** OpenTelemetry tracing (off by default). */
+  readonly tracing?: TracingConfig;
   /** Rate limits by descriptor across every tool. */
   readonly rate_limits?: readonly RateLimitRule[];
   /** Facts shared by the tools each names (`input.facts`). */
   readonly facts?: readonly GlobalFactConfig[];
+  /** OPA-Envoy drop-in mode (see {@link OpaEnvoyConfig}). */
+  readonly opa_envoy?: OpaEnvoyConfig;
   /** Header names always removed from the upstream request, besides the built-in list (caller-supplied identity). */
   readonly strip_headers: readonly string[];
   /** Directory relative paths in the file are resolved against (the config file's folder). */

@@ -4,6 +4,7 @@ import { GatewayError } from '../errors.js';
 import { watchPath, type FileWatch } from '../files/watch.js';
 import { log } from '../log.js';
 import type { SecretRef } from '../config/types.js';
+import { countFileReload } from '../metrics.js';
 
 interface Entry {
   value: string | null;
@@ -50,6 +51,7 @@ export class SecretStore {
         this.files.set(path, next);
         if (next.error) log.warn({ secret: `file ${ref.file}`, reason: next.error }, 'secret file unreadable after change');
         else log.info({ secret: `file ${ref.file}` }, 'secret file reloaded');
+        countFileReload('secret', next.error ? 'failure' : 'success');
       };
       // Change notification on the directory (kubelet swaps a ..data symlink; deployments rename
       // over the file), then one comparison with the version that was read: a file rotated

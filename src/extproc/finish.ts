@@ -4,6 +4,7 @@ import type { AuditDecision } from '../audit/record.js';
 import type { ExtprocDeps } from './deps.js';
 import type { RequestState, ResponseState, StreamState } from './state.js';
 import { countFindings, countInjections } from './metrics.js';
+import { observeExchange } from './metrics.js';
 import { exchangeMcp } from '../mcp/audit.js';
 import { countHidden } from '../mcp/metrics.js';
 import { definitionEventsOf } from '../mcp/definitionEvents.js';
@@ -61,6 +62,7 @@ export function finishExchange(deps: ExtprocDeps, st: StreamState, req: RequestS
     // Counted on the shared store, off the reply path; note() never rejects.
     if (principal && acted) void deps.alerter.note(principal, tool, dlpEvents, Date.now());
     countHidden(tool, req.mcp);
+    observeExchange(tool, st.error?.code ?? 'none', ms(st.startedNs) / 1000);
   }
   const authzMs = meta?.authz_ms ?? null;
   const authz = meta ? auditFromAuthz(meta) : null;

@@ -1,11 +1,19 @@
 import { Counter, Histogram } from 'prom-client';
-import { registry } from '../metrics.js';
+import { EXCHANGE_BUCKETS, LATENCY_BUCKETS, registry } from '../metrics.js';
 
 const phases = new Histogram({
   name: 'portcullis_extproc_phase_seconds',
-  help: 'Time spent handling one ext_proc message, by phase',
-  labelNames: ['phase'] as const,
-  buckets: [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.25],
+  help: 'Time spent handling one ext_proc message, by phase and tool',
+  labelNames: ['phase', 'tool'] as const,
+  buckets: [...LATENCY_BUCKETS],
+  registers: [registry],
+});
+
+const exchanges = new Histogram({
+  name: 'portcullis_extproc_exchange_duration_seconds',
+  help: 'Whole exchanges seen by ext_proc, first message to end of stream (the tool\'s time included), by tool and error code (none: completed)',
+  labelNames: ['tool', 'code'] as const,
+  buckets: [...EXCHANGE_BUCKETS],
   registers: [registry],
 });
 
@@ -23,9 +31,21 @@ const injections = new Counter({
   registers: [registry],
 });
 
-/** Starts timing a phase; call the returned function when it ends. */
-export function phaseTimer(phase: string): () => void {
-  return phases.startTimer({ phase });
+/** Phases Envoy sends; anything else is counted as `unknown` (bounded label values). */
+const PHASES = new Set(['requestHeaders', 'requestBody', 'requestTrailers', 'responseHeaders', 'responseBody', 'responseTrailers']);
+
+/**
+ * Starts timing a phase; call the returned function with the exchange's tool when it ends (the
+ * first message is what names the tool).
+ */
+export function phaseTimer(phase: string): (tool: string | null) => void {
+  const end = phases.startTimer();
+  return (tool) => end({ phase: PHASES.has(phase) ? phase : 'unknown', tool: tool ?? '_none' });
+}
+
+/** Observes one whole exchange of `seconds`; `code` is the error that ended it, `none` when it completed. */
+export function observeExchange(tool: string, code: string, seconds: number): void {
+  exchanges.observe({ tool, code }, seconds);
 }
 
 /** Counts DLP findings of one exchange direction (rule ids come from the compiled catalog). */

@@ -17,6 +17,9 @@ import { mcpListContext } from '../mcp/context.js';
 import { REPLAYED_HEADER } from '../limits/idempotency.js';
 import { IdempotencyClaim, isReplay } from './idempotency.js';
 import { recordExchange, UsageMeter } from './facts.js';
+import { StreamTrace } from '../tracing/extproc.js';
+import { childSpan } from '../tracing/scope.js';
+import type { HeaderSource } from '../tracing/propagation.js';
 
 /**
  * Largest response Envoy is asked to buffer (BUFFERED mode): the listener's
@@ -88,9 +91,16 @@ export class StreamProcessor {
   private claim: IdempotencyClaim | null | undefined;
   /** Units a metered tool reports in this response, for its budgets (extproc/facts.ts). */
   private usage: UsageMeter | null = null;
+  /** The stream's spans (a child per message). */
+  private readonly trace: StreamTrace;
 
-  constructor(private readonly deps: ExtprocDeps) {
+  /** @param traceSource reads the stream's gRPC metadata (Envoy's trace context), if any */
+  constructor(
+    private readonly deps: ExtprocDeps,
+    traceSource: HeaderSource | null = null,
+  ) {
     this.reservation = new Reservation(deps.budget);
+    this.trace = new StreamTrace(traceSource);
   }
 
   /** Request id for logs. */
@@ -106,14 +116,17 @@ export class StreamProcessor {
     this.stream.sawMessage = true;
     const phase = msg.request;
     const stop = phaseTimer(phase ?? 'unknown');
+    const span = this.trace.begin(phase ?? 'unknown');
+    let failed: GatewayError | null = null;
     const t0 = process.hrtime.bigint();
     try {
-      const reply = await this.dispatch(msg);
+      const reply = await this.trace.run(span, () => this.dispatch(msg));
       const last = (phase === 'responseBody' && msg.responseBody?.endOfStream === true) || (phase === 'responseHeaders' && msg.responseHeaders?.endOfStream === true);
       return { reply, last, abort: null };
     } catch (err) {
       const error = toGatewayError(err, 'inspection failed');
       this.stream.error = error;
+      failed = error;
       if (error.code === 'internal') log.error({ request_id: this.request.requestId, rule: error.rule, err: (err as Error)?.message }, 'ext_proc failure; failing closed');
       // An event stream has delivered earlier events: only a reset keeps the rest from the agent.
       if (phase === 'responseBody' && this.response.mode === 'sse') return { reply: null, last: true, abort: error };
@@ -122,7 +135,8 @@ export class StreamProcessor {
       this.response.status = error.httpStatus;
       return { reply: immediateError(error, this.request.requestId, rpcTarget(this.request)), last: true, abort: null };
     } finally {
-      stop();
+      stop(this.stream.tool?.name ?? this.stream.meta?.tool ?? null);
+      this.trace.end(span, this.stream.meta, failed);
       const spent = Number(process.hrtime.bigint() - t0) / 1e6;
       if (phase === 'requestHeaders' || phase === 'requestBody') this.request.inspectMs += spent;
       else this.response.inspectMs += spent;
@@ -137,14 +151,18 @@ export class StreamProcessor {
     // Not stored by now (reset, cancel, failure, no body seen): released so a retry runs.
     void this.idempotency()?.release(st.error ? `exchange failed (${st.error.rule ?? st.error.code})` : 'exchange ended without a stored answer');
     // A stream that sent nothing saw no request: there is nothing to audit.
-    if (st.audited || st.localReply || !st.sawMessage) return;
+    if (st.audited || st.localReply || !st.sawMessage) {
+      this.trace.finish(st.meta, st.error, this.response.status, this.request.rpc.id, this.request.rpc.batchIds !== null);
+      return;
+    }
     st.audited = true;
     try {
-      finishExchange(this.deps, st, this.request, this.response);
+      this.trace.audit(() => finishExchange(this.deps, st, this.request, this.response));
     } catch (err) {
       log.error({ request_id: this.request.requestId, err: (err as Error)?.message }, 'ext_proc audit record failed');
     }
     recordExchange(this.deps.store, st, this.response, this.usage);
+    this.trace.finish(st.meta, st.error, this.response.status, this.request.rpc.id, this.request.rpc.batchIds !== null);
   }
 
   private async dispatch(msg: ProcessingRequest): Promise<ProcessingResponse> {
@@ -203,7 +221,12 @@ export class StreamProcessor {
     if (st.forwarded || !st.meta) return;
     st.forwarded = true;
     if (st.meta.forwarded_recorded) return;
-    await this.deps.audit.forwarded(forwardedRecord(this.deps, st, this.request));
+    const endSpan = childSpan('audit forwarded');
+    try {
+      await this.deps.audit.forwarded(forwardedRecord(this.deps, st, this.request));
+    } finally {
+      endSpan();
+    }
   }
 
   /** The idempotency claim this exchange holds, if any (read once from the joined decision). */
@@ -322,7 +345,9 @@ export class StreamProcessor {
     const res = this.response;
     const chunk = body.body ?? Buffer.alloc(0);
     if (res.mode === 'sse') {
+      const endSpan = childSpan('dlp response');
       const r = this.sse!.push(chunk, body.endOfStream === true);
+      endSpan(r.error?.code);
       if (r.error) this.stream.error = r.error;
       (this.usage ??= new UsageMeter(this.stream.meta)).sse(r.text, body.endOfStream === true);
       return { responseBody: { response: { status: 'CONTINUE', bodyMutation: { body: Buffer.from(r.text, 'utf8') } } } };
@@ -331,7 +356,15 @@ export class StreamProcessor {
     this.collector!.add(chunk);
     // Buffered mode delivers one message; tolerate more by holding everything until the end.
     if (!body.endOfStream) return EMPTY_BODY;
-    const out = await inspectWholeBody(this.collector!.take(), res, this.plan!.pipeline, this.context(), { maxBytes: this.deps.config.inspect.max_response_bytes, reservation: this.reservation });
+    const endSpan = childSpan('dlp response');
+    let out: Awaited<ReturnType<typeof inspectWholeBody>>;
+    try {
+      out = await inspectWholeBody(this.collector!.take(), res, this.plan!.pipeline, this.context(), { maxBytes: this.deps.config.inspect.max_response_bytes, reservation: this.reservation });
+    } catch (err) {
+      endSpan(toGatewayError(err, 'inspection failed').code);
+      throw err;
+    }
+    endSpan();
     if (this.deps.config.audit.payload.mode !== 'off' && out.text !== null) res.payload = out.text;
     await this.idempotency()?.complete(out.bytes);
     (this.usage ??= new UsageMeter(this.stream.meta)).body(out.text);

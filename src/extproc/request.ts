@@ -7,6 +7,7 @@ import { parseJsonRpc } from '../inspect/mcp.js';
 import { isJsonTool, readRequestBody, type RequestBody } from '../inspect/requestBody.js';
 import { checkBatchSize } from '../inspect/mcp.js';
 import { applyDlp } from '../dlp/index.js';
+import { childSpan } from '../tracing/scope.js';
 import type { ExtprocDeps } from './deps.js';
 import { noteFindings, type RequestState, type StreamState } from './state.js';
 import { noteHeaders, noteRequests } from '../mcp/exchange.js';
@@ -81,7 +82,7 @@ export function onRequestHeaders(deps: ExtprocDeps, st: StreamState, req: Reques
   req.method = h[':method'] ?? req.method;
   req.path = h[':path'] ?? req.path;
   req.requestId = h['x-request-id'] ?? req.requestId;
-  req.traceparent = h['traceparent'] ?? req.traceparent;
+  // req.traceparent stays the decision's (signed hand-off): the request's header is the caller's.
   req.contentType = h['content-type'] ?? null;
   if (st.tool?.mcp) noteHeaders(req.mcp, h, injectedHeaders(st.tool));
   noteMcpRequestHeaders(st, req, msg.requestHeaders, h);
@@ -213,7 +214,9 @@ export async function onRequestBody(deps: ExtprocDeps, st: StreamState, req: Req
   }
   let out = text;
   if (tool.external && tool.request.dlp) {
+    const endSpan = childSpan('dlp request');
     const r = applyDlp(deps.scanner, text);
+    endSpan(r.blocked ? 'blocked_content' : undefined);
     noteFindings(req.dlp, r.findings, r.blocked);
     if (r.blocked) {
       throw new GatewayError('blocked_content', `the request carries data that must not be sent to external tool "${tool.name}"`, {

@@ -39,7 +39,8 @@ export class ExtprocService {
 
   /** The `Process` handler. */
   readonly process = (call: Stream): void => {
-    const p = new StreamProcessor(this.deps);
+    // Envoy's trace context for this stream is in its gRPC metadata.
+    const p = new StreamProcessor(this.deps, (name) => call.metadata?.get(name));
     let closed = false;
     let queue: Promise<void> = Promise.resolve();
     const fail = (error: GatewayError): void => {

@@ -5,6 +5,7 @@ import { createRemoteJWKSet, errors, jwksCache, type ExportedJWKSCache, type Fla
 import { watchPath, type FileWatch } from '../files/watch.js';
 import { log } from '../log.js';
 import { importVerificationKey, selectKey, type DecodedJws, type KeyMatch, type VerificationKey } from './jws.js';
+import { countFileReload } from '../metrics.js';
 
 /** Signature algorithms an issuer may be pinned to: asymmetric only, never `none` or HMAC. */
 export const JWT_ALGORITHMS: readonly string[] = ['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA'];
@@ -97,9 +98,11 @@ export class FileKeySource implements KeySource {
       this.generation++;
       this.onReload();
       log.info({ jwks_file: this.shown }, 'JWKS file reloaded');
+      countFileReload('jwks', 'success');
       return true;
     } catch (err) {
       log.warn({ jwks_file: this.shown, reason: (err as Error).message }, 'JWKS file invalid after change; keeping the previous keys');
+      countFileReload('jwks', 'failure');
       return false;
     }
   }

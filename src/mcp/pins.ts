@@ -3,6 +3,7 @@ import { dirname, basename, join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { watchPath, type FileWatch } from '../files/watch.js';
 import { log } from '../log.js';
+import { countFileReload } from '../metrics.js';
 
 /**
  * Pins of MCP tool definitions: for each logical tool and MCP tool name, the definition hash the
@@ -129,8 +130,10 @@ export class PinStore {
     if (!this.path) return;
     try {
       this.doc = readPinFile(this.path);
+      countFileReload('pins', 'success');
     } catch (err) {
       log.error({ file: this.path, reason: (err as Error).message }, 'MCP pin file unreadable; keeping the last good pins');
+      countFileReload('pins', 'failure');
     }
   }
 

@@ -56,6 +56,8 @@ export interface PolicyEngineOptions {
   readonly dataPath?: string | undefined;
   /** Decision path, e.g. `envoy/authz/allow`. */
   readonly decision: string;
+  /** Further decision paths the bundle must have (OPA-Envoy drop-in mode, {@link PolicyEngine.evaluateAt}). */
+  readonly extraDecisions?: readonly string[];
   /** Watch the files (change notification, polling as a fallback) and reload on change. */
   readonly watch: boolean;
 }
@@ -210,6 +212,40 @@ export class PolicyEngine {
   }
 
   /**
+   * OPA-Envoy drop-in mode: evaluates the decision at `path` (an entrypoint the bundle was built
+   * with) and returns its value as the policy produced it, `undefined` when undefined; reading
+   * it is the caller's job (src/authz/dropin.ts), with the reference's rules.
+   * @throws GatewayError `unavailable` when no policy is loaded, `internal` when the bundle has
+   *   no such entrypoint or evaluation fails.
+   */
+  evaluateAt(input: Readonly<Record<string, unknown>>, path: string, decisionId?: string): unknown {
+    const loaded = this.current;
+    if (!loaded) {
+      this.logDecision(decisionId, null, input, undefined, 0, { code: 'not_loaded', message: 'no policy is loaded' }, path);
+      throw new GatewayError('unavailable', 'no policy is loaded; denying by default', { rule: 'policy.not_loaded' });
+    }
+    const entrypoints = loaded.policy.entrypoints as Record<string, number>;
+    const entrypoint = Object.hasOwn(entrypoints, path) ? entrypoints[path] : undefined;
+    if (typeof entrypoint !== 'number') {
+      throw new GatewayError('internal', `the policy bundle has no entrypoint ${path}; build it with -e ${path}`, { rule: 'policy.entrypoint' });
+    }
+    let resultSet: unknown;
+    const started = process.hrtime.bigint();
+    try {
+      beginEvaluation();
+      resultSet = loaded.policy.evaluate(input, entrypoint);
+    } catch (err) {
+      evalErrors.inc({ kind: 'exception' });
+      log.error({ err: errorText(err), policy_version: loaded.version }, 'policy evaluation failed; denying');
+      this.logDecision(decisionId, loaded, input, undefined, Number(process.hrtime.bigint() - started), { code: 'eval_error', message: errorText(err) }, path);
+      throw new GatewayError('internal', 'policy evaluation failed; the call was denied', { rule: 'policy.error', cause: err });
+    }
+    const value = firstResult(resultSet);
+    this.logDecision(decisionId, loaded, input, value, Number(process.hrtime.bigint() - started), null, path);
+    return value;
+  }
+
+  /**
    * Null when the serving policy reflects every change notified so far (the usual case, so the
    * request path checks this without awaiting). Otherwise a promise that resolves once the reload
    * a change notification started has finished, or after `maxWaitMs`: a call that arrives right
@@ -246,14 +282,22 @@ export class PolicyEngine {
     this.decisionLog = logger;
   }
 
-  private logDecision(decisionId: string | undefined, loaded: Loaded | null, input: PolicyInput, result: unknown, evalNs: number, error: { code: string; message: string } | null): void {
+  private logDecision(
+    decisionId: string | undefined,
+    loaded: Loaded | null,
+    input: unknown,
+    result: unknown,
+    evalNs: number,
+    error: { code: string; message: string } | null,
+    path: string = this.opts.decision,
+  ): void {
     const logger = this.decisionLog;
     if (!logger || decisionId === undefined) return;
     const mask = loaded?.maskEntrypoint ?? null;
     logger.record(
       {
         decisionId,
-        path: this.opts.decision,
+        path,
         input,
         ...(result !== undefined ? { result } : {}),
         ...(error ? { error } : {}),
@@ -424,6 +468,11 @@ export class PolicyEngine {
     if (typeof entrypoint !== 'number' || !Object.hasOwn(entrypoints, this.opts.decision)) {
       const known = Object.keys(entrypoints).join(', ') || 'none';
       throw new Error(`policy bundle ${this.source()} has no entrypoint ${this.opts.decision} (it has: ${known}); build it with -e ${this.opts.decision}`);
+    }
+    for (const path of this.opts.extraDecisions ?? []) {
+      if (!Object.hasOwn(entrypoints, path)) {
+        throw new Error(`policy bundle ${this.opts.bundlePath} has no entrypoint ${path} (OPA-Envoy drop-in mode's opa_envoy.path); build it with -e ${path}`);
+      }
     }
     try {
       policy.setData(extra ? deepMerge(bundle.data, extra) : bundle.data);

@@ -22,7 +22,13 @@ export function policySettings(config: GatewayConfig): string {
     name: p.bundle_name,
     signing: p.signing ?? null,
     service: p.bundle_service ?? null,
+    extra: extraDecisions(config),
   });
+}
+
+/** Decision paths the bundle must also have (OPA-Envoy drop-in mode decides at its own path). */
+function extraDecisions(config: GatewayConfig): string[] {
+  return config.opa_envoy?.enabled ? [config.opa_envoy.path] : [];
 }
 
 function verifierOf(config: GatewayConfig): BundleVerifier | null {
@@ -52,6 +58,7 @@ export async function openPolicyEngine(config: GatewayConfig, watch: boolean): P
     ...(p.bundle && !remote ? { bundlePath: resolve(config.base_dir, p.bundle) } : {}),
     dataPath: p.data ? resolve(config.base_dir, p.data) : undefined,
     decision: p.decision,
+    extraDecisions: extraDecisions(config),
     watch,
     verifier,
     remote,

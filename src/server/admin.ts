@@ -2,6 +2,7 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { registry } from '../metrics.js';
 import { log } from '../log.js';
+import { CONTENT_TYPES, negotiate, render, type MetricFamily } from './exposition.js';
 import type { PinsReply } from '../mcp/admin.js';
 
 /** Readiness as reported on `/readyz`. */
@@ -43,8 +44,13 @@ export interface AdminOptions {
   readonly token: () => string | null;
   /** MCP definition pins: `GET /mcp/pins`, `POST /mcp/pins/approve` (token required). */
   readonly mcpPins?: AdminPins;
-  /** The `/metrics` text; default: this process' registry (a primary aggregates its workers'). */
-  readonly metrics?: () => Promise<string>;
+  /** The `/metrics` families; default: this process' registry (a primary aggregates its workers'). */
+  readonly metrics?: () => Promise<readonly MetricFamily[]>;
+}
+
+/** This process' metrics. */
+async function ownMetrics(): Promise<readonly MetricFamily[]> {
+  return (await registry.getMetricsAsJSON()) as unknown as MetricFamily[];
 }
 
 /** Largest body accepted on `POST /mcp/pins/approve`. */
@@ -107,7 +113,7 @@ function unauthorized(res: ServerResponse): void {
 }
 
 /**
- * Admin HTTP endpoints: `/metrics` (Prometheus), `/healthz` (the process serves), `/readyz` (a
+ * Admin HTTP endpoints: `/metrics` (Prometheus text, or OpenMetrics when the Accept header asks), `/healthz` (the process serves), `/readyz` (a
  * policy is loaded and the process is not draining), `POST /reload` (configuration, policy and
  * data now; a bad one keeps the last good one and the answer says why). With a token
  * configured, everything but `/healthz` and the bare readiness verdict of `/readyz` (which
@@ -144,9 +150,13 @@ export function startAdminServer(opts: AdminOptions): Promise<Server> {
     }
     if (url === '/metrics') {
       if (!authorized(req, token)) return unauthorized(res);
-      (opts.metrics ?? (() => registry.metrics()))()
-        .then((text) => res.writeHead(200, { 'content-type': registry.contentType }).end(text))
-        .catch(() => res.writeHead(500).end());
+      const format = negotiate(req.headers.accept);
+      (opts.metrics ?? ownMetrics)()
+        .then((families) => res.writeHead(200, { 'content-type': CONTENT_TYPES[format], vary: 'Accept' }).end(render(families, format)))
+        .catch((err: unknown) => {
+          log.error({ err: (err as Error)?.message }, 'metrics could not be collected');
+          res.writeHead(500).end();
+        });
       return;
     }
     if (url === '/healthz') {

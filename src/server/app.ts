@@ -6,8 +6,10 @@ import { loadConfig } from '../config/load.js';
 import type { GatewayConfig } from '../config/types.js';
 import { log, setLogLevel } from '../log.js';
 import { registry } from '../metrics.js';
+import { startTracing } from '../tracing/provider.js';
 import { Authorizer, type AuthzDeps } from '../authz/check.js';
 import { toCheckResponse, wellKnownResponse, type CheckResponseObject } from '../authz/response.js';
+import { DropinGrpcError } from '../authz/dropin.js';
 import { auditAnsweredAtCheck } from '../authz/checkRecord.js';
 import { oauthResources } from '../mcp/oauth.js';
 import type { ProtoCheckRequest } from '../authz/request.js';
@@ -172,12 +174,13 @@ export async function buildDeps(config: GatewayConfig, policy: PolicyEngine, lim
 }
 
 /**
- * On a route whose ext_proc sees no request phase (`route_request_body: none`), the request
- * goes to the tool straight after the Check: the forwarded record is written, durably, here.
+ * On a route whose ext_proc sees no request phase (`route_request_body: none`), and on an
+ * OPA-Envoy drop-in route (ext_authz only), the request goes upstream straight after the Check:
+ * the forwarded record is written, durably, here.
  * A sink that cannot take it turns the decision into a denial (fail closed), recorded as such.
  */
 async function recordForwardedAtCheck(audit: AuditLogger, req: ProtoCheckRequest, outcome: CheckOutcome, redactedPath: string): Promise<CheckOutcome> {
-  if (!outcome.allowed || outcome.replay || req.attributes?.contextExtensions?.[ROUTE_BODY_EXTENSION] !== 'none') return outcome;
+  if (!outcome.allowed || outcome.replay || (req.attributes?.contextExtensions?.[ROUTE_BODY_EXTENSION] !== 'none' && !outcome.dropin)) return outcome;
   try {
     await audit.forwarded({ ...auditFromAuthz(outcome.metadata), redactedPath, inspection: { size: 0, schema: 'skipped' } });
     outcome.metadata.forwarded_recorded = true;
@@ -209,6 +212,8 @@ export interface App {
 export async function serve(configPath: string, worker?: WorkerLink): Promise<App> {
   const config = loadConfig(configPath);
   setLogLevel(config.server.log_level);
+  // Each process (every worker too) exports its own spans; `tracing` applies at the next restart.
+  const tracing = startTracing(config.tracing, { worker: worker?.slot });
   if (worker) useSharedEphemeralHandoff(worker.ephemeralHandoffKey);
   let policy = await openPolicy(config, true);
   const decisionLogs = new DecisionLogs();
@@ -246,7 +251,8 @@ export async function serve(configPath: string, worker?: WorkerLink): Promise<Ap
       return;
     }
     authorizer
-      .check(call.request)
+      // Envoy's trace context travels in the call's gRPC metadata (the request headers are the agent's).
+      .check(call.request, (name) => call.metadata.get(name))
       .then(async (outcome) => {
         auditAnsweredAtCheck(audit, call.request, outcome);
         // Redacted once, for the access log and the forwarded record alike.
@@ -257,6 +263,11 @@ export async function serve(configPath: string, worker?: WorkerLink): Promise<Ap
         cb(null, response);
       })
       .catch((err: unknown) => {
+        // OPA-Envoy drop-in mode answers some decisions with a gRPC error, as the reference does.
+        if (err instanceof DropinGrpcError) {
+          cb({ code: err.code, details: err.message });
+          return;
+        }
         // Check itself never throws; reaching here means rendering failed. Envoy denies on error.
         log.error({ err: (err as Error)?.message }, 'failed to render CheckResponse');
         cb({ code: INTERNAL, details: 'portcullis failed to render a decision' });
@@ -313,12 +324,12 @@ export async function serve(configPath: string, worker?: WorkerLink): Promise<Ap
       setLogLevel(next.server.log_level);
       lastReloadError = null;
       syncHealth();
-      reloads.inc({ result: 'ok' });
+      reloads.inc({ result: 'success' });
       log.info({ config: configPath }, 'configuration reloaded');
       return null;
     } catch (err) {
       lastReloadError = (err as Error).message;
-      reloads.inc({ result: 'error' });
+      reloads.inc({ result: 'failure' });
       log.error({ config: configPath, reason: lastReloadError }, 'configuration reload failed; keeping the last good configuration');
       return lastReloadError;
     }
@@ -391,6 +402,8 @@ export async function serve(configPath: string, worker?: WorkerLink): Promise<Ap
       built.secrets.close();
       await built.extproc.audit.close();
       await store.close();
+      // Last: the spans of the calls that just drained are exported before the process goes.
+      await tracing.shutdown();
     },
   };
 }

@@ -2,7 +2,7 @@ import cluster, { type Worker } from 'node:cluster';
 import { randomBytes } from 'node:crypto';
 import type { Server as HttpServer } from 'node:http';
 import type { Readable } from 'node:stream';
-import { AggregatorRegistry, Counter, Gauge } from 'prom-client';
+import { Counter, Gauge } from 'prom-client';
 import { loadConfig } from '../config/load.js';
 import { grpcChannel, isLoopback, workerCount } from '../config/server.js';
 import type { GatewayConfig } from '../config/types.js';
@@ -15,11 +15,13 @@ import { flushStdout, log, setLogLevel, stdout } from '../log.js';
 import { registry } from '../metrics.js';
 import type { PinsReply } from '../mcp/admin.js';
 import { startAdminServer, type Readiness, type ReloadResult } from './admin.js';
+import { aggregate, PRIMARY_WORKER_LABEL } from './aggregate.js';
+import type { MetricFamily } from './exposition.js';
 import { serveAudit } from './auditIpc.js';
 import { IpcPeer } from './ipc.js';
 import { prepareSharedSocket } from './listener.js';
 import { relayLines } from './relay.js';
-import { ADMIN_MESSAGES, WORKER_SLOT_ENV, type WorkerMetrics } from './workerLink.js';
+import { ADMIN_MESSAGES, WORKER_SLOT_ENV } from './workerLink.js';
 
 /**
  * The primary process of a gateway with `server.workers` > 1. It serves no gRPC call itself:
@@ -92,14 +94,6 @@ function mergePins(replies: readonly PinsReply[]): PinsReply {
   }
   const pins = [...merged.values()].sort((a, b) => (a.tool === b.tool ? (a.name < b.name ? -1 : 1) : a.tool < b.tool ? -1 : 1));
   return { status: 200, body: { pins } };
-}
-
-/**
- * Metrics are summed over workers (counters, bytes held, ...), but an `*_info` gauge says what
- * is serving (value 1 per label set): summing would count workers, so the highest value is kept.
- */
-function infoAsMax(metrics: WorkerMetrics): WorkerMetrics {
-  return metrics.map((m) => (m.name.endsWith('_info') ? { ...m, aggregator: 'max' as const } : m));
 }
 
 /** Runs the primary for `count` workers until SIGTERM/SIGINT; exits the process. */
@@ -277,10 +271,11 @@ export async function runPrimary(configPath: string, initial: GatewayConfig, cou
     };
   };
 
-  const metrics = async (): Promise<string> => {
+  // Every worker's metrics and the primary's own as one set (see aggregate.ts for how).
+  const metrics = async (): Promise<MetricFamily[]> => {
     const answers = await askAll(ADMIN_MESSAGES.metrics, null, STATUS_TIMEOUT_MS);
-    const all = [...answers.map((a) => infoAsMax(a.value as WorkerMetrics)), await registry.getMetricsAsJSON()];
-    return AggregatorRegistry.aggregate(all).metrics();
+    const own = { worker: PRIMARY_WORKER_LABEL, families: (await registry.getMetricsAsJSON()) as unknown as MetricFamily[] };
+    return aggregate([...answers.map((a) => ({ worker: String(a.slot.slot), families: a.value as MetricFamily[] })), own]);
   };
 
   const mcpPins = {

@@ -144,6 +144,19 @@ describe('envoy/envoy.yaml', () => {
     expect((docs.retry_policy as Json).per_try_timeout).toBeUndefined();
   });
 
+  it("traces with OpenTelemetry to the otel_collector cluster and drops an agent's tracestate before tracing reads it", () => {
+    const cfg = loadEnvoyConfig();
+    const hcm = ((at(cfg, 'static_resources', 'listeners', 'agents', 'filter_chains') as unknown as Json[])[0]!.filters as Json[])[0]!
+      .typed_config as Json;
+    const provider = (hcm.tracing as Json).provider as Json;
+    expect(provider.name).toBe('envoy.tracers.opentelemetry');
+    const uri = ((provider.typed_config as Json).http_service as Json).http_uri as Json;
+    expect(uri.cluster).toBe('otel_collector');
+    expect(((cfg.static_resources as Json).clusters as Json[]).some((c) => c.name === 'otel_collector')).toBe(true);
+    const early = (hcm.early_header_mutation_extensions as Json[]).flatMap((e) => ((e.typed_config as Json).mutations as Json[]).map((m) => m.remove));
+    expect(early).toContain('tracestate');
+  });
+
   it('sheds load through the overload manager before memory runs out', () => {
     const om = loadEnvoyConfig().overload_manager as Json;
     const monitors = (om.resource_monitors as Json[]).map((m) => m.name);

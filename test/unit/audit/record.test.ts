@@ -195,7 +195,7 @@ describe('record types, MCP call, roles', () => {
     const x = exchange({ mcp: { method: 'tools/call', tool: 'get_forecast' }, dlpRequest: { action: 'flagged', rules: ['email'], count: 1 } });
     const f = buildForwardedRecord(x);
     expect(Object.keys(f)).toEqual([
-      'record_type', 'time', 'request_id', 'trace_id', 'agent_id', 'agent_version', 'user_id', 'tenant_id', 'auth_methods', 'roles', 'auth_error',
+      'record_type', 'time', 'request_id', 'trace_id', 'span_id', 'agent_id', 'agent_version', 'user_id', 'tenant_id', 'auth_methods', 'roles', 'auth_error',
       'tool', 'method', 'path', 'mcp', 'decision', 'inspection', 'dlp',
     ]);
     expect(f).toMatchObject({ record_type: 'forwarded', request_id: 'req-1', trace_id: '4bf92f3577b34da6a3ce929d0e0e4736', dlp: { request: { action: 'flagged', rules: ['email'], count: 1 } } });

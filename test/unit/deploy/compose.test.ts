@@ -108,10 +108,10 @@ describe('Dockerfile', () => {
   const args = Object.fromEntries([...dockerfile.matchAll(/^ARG\s+(\w+)=(\S+)/gm)].map((m) => [m[1]!, m[2]!]));
   const runtime = dockerfile.slice(dockerfile.lastIndexOf('\nFROM '));
 
-  it('builds the policy with the OPA the scripts pin and runs a pinned Node 20 slim image', () => {
+  it('builds the policy with the OPA the scripts pin and runs a pinned slim image of the Node.js the scripts pin', () => {
     expect(args.OPA_VERSION).toBe(pinnedVersion('OPA_VERSION'));
     expect(dockerfile).toContain('github.com/open-policy-agent/opa@v${OPA_VERSION}');
-    expect(args.NODE_IMAGE).toMatch(/^node:20\.\d+\.\d+-[a-z]+-slim$/);
+    expect(args.NODE_IMAGE).toMatch(new RegExp(`^node:${pinnedVersion('NODE_VERSION').replaceAll('.', '\\.')}-[a-z]+-slim$`));
     for (const image of from) {
       const resolved = image.replace('${NODE_IMAGE}', args.NODE_IMAGE!);
       expect(pinnedTag(resolved), image).toBe(true);

@@ -135,7 +135,7 @@ describe('IdentityVerifier', () => {
     // Signature over a different body.
     await denial(v.verify(req({ headers: signed(body, Math.floor(NOW / 1000)), rawBody: Buffer.from(`${body} `) })), 'identity.signature');
     const malformed = await denial(v.verify(req({ headers: { ...headers, 'x-slack-signature': 'sha256=abc' }, rawBody: Buffer.from(body) })), 'identity.signature');
-    expect(malformed.message).toMatch(/must be "v0=" or "v1=" followed by 64 hex/);
+    expect(malformed.message).toMatch(/carries a "sha256" signature; the signers of this header use "v0": it must be "v0=" followed by 64 hex/);
   });
 
   it('rejects a stale or missing timestamp (replay window)', async () => {

@@ -193,6 +193,19 @@ describe('decision log events from the engine', () => {
     expect('result' in (sink.events[0] as DecisionEvent)).toBe(false);
   });
 
+  it('drop-in decisions (evaluateAt) are logged at their own path', async () => {
+    const sink = new MemorySink();
+    const files = { 'authz.rego': AUTHZ, 'legacy.rego': 'package legacy.authz\nimport rego.v1\nallow := {"allowed": false, "body": "no"}\n' };
+    const path = bundle(files, ['envoy/authz/allow', 'legacy/authz/allow']);
+    const engine = await PolicyEngine.open({ bundlePath: path, decision: 'envoy/authz/allow', extraDecisions: ['legacy/authz/allow'], watch: false });
+    engines.push(engine);
+    engine.setDecisionLog(new DecisionLogger(config(), '1', [sink]));
+    engine.evaluateAt({ attributes: { request: { http: { headers: { authorization: 'Bearer t0k' } } } } }, 'legacy/authz/allow', 'drop-1');
+    const ev = sink.events[0] as DecisionEvent;
+    expect(ev).toMatchObject({ decision_id: 'drop-1', path: 'legacy/authz/allow', result: { allowed: false, body: 'no' } });
+    expect(JSON.stringify(ev)).not.toContain('t0k');
+  });
+
   it('a sink that throws never changes the decision', async () => {
     const broken: DecisionSink = {
       write() {
