@@ -1,4 +1,4 @@
-import { pino, type DestinationStream, type Logger } from 'pino';
+import { pino, type DestinationStream, type Logger, type LoggerOptions } from 'pino';
 
 /** Longest time a line waits in the stdout buffer before it is handed to the OS. */
 const STDOUT_FLUSH_MS = 20;
@@ -106,13 +106,67 @@ export function flushStdout(): Promise<void> {
 }
 
 /**
+ * Options every pino logger of the process starts from: ISO-8601 times (`"time":"2025-06-01T
+ * 12:00:00.000Z"`) and string levels (`"level":"warn"`), which log pipelines read without a
+ * mapping table. `extra` is merged over them.
+ */
+export function loggerOptions(extra: LoggerOptions = {}): LoggerOptions {
+  return {
+    base: { service: 'portcullis' },
+    timestamp: pino.stdTimeFunctions.isoTime,
+    ...extra,
+    formatters: { ...extra.formatters, level: (label: string) => ({ level: label }) },
+  };
+}
+
+/** Keys of a log line that the plain-text rendering leaves out (they are in the prefix or noise). */
+const PLAIN_SKIP = new Set(['level', 'time', 'service', 'msg', 'pid', 'hostname']);
+
+/**
+ * Renders pino JSON lines as one plain-text diagnostic each on stderr
+ * (`portcullis: warning: <msg> (key=value, ...)`): what a person running a CLI command reads.
+ */
+export class PlainStderr implements DestinationStream {
+  constructor(private readonly out: { write(s: string): unknown } = process.stderr) {}
+
+  /** Takes one newline-terminated JSON line from pino. */
+  write(line: string): void {
+    let rec: Record<string, unknown>;
+    try {
+      rec = JSON.parse(line) as Record<string, unknown>;
+    } catch {
+      this.out.write(line.endsWith('\n') ? line : `${line}\n`);
+      return;
+    }
+    const level = rec.level === 'warn' ? 'warning' : String(rec.level ?? 'log');
+    const fields = Object.entries(rec)
+      .filter(([k, v]) => !PLAIN_SKIP.has(k) && v !== undefined)
+      .map(([k, v]) => `${k}=${typeof v === 'string' ? v : JSON.stringify(v)}`);
+    this.out.write(`portcullis: ${level}: ${String(rec.msg ?? '')}${fields.length > 0 ? ` (${fields.join(', ')})` : ''}\n`);
+  }
+}
+
+/**
+ * Where the process log goes: the buffered stdout while serving, plain text on stderr for CLI
+ * commands (see {@link useCliLogging}). One indirection, so modules keep importing one `log`.
+ */
+class LogTarget implements DestinationStream {
+  current: DestinationStream = stdout;
+
+  write(line: string): void {
+    this.current.write(line);
+  }
+}
+
+const target = new LogTarget();
+
+/**
  * Process-wide pino logger (JSON to stdout). Redaction paths are a second line of defence:
  * code must not pass secrets to the logger in the first place.
  */
 export const log: Logger = pino(
-  {
+  loggerOptions({
     level: process.env.PORTCULLIS_LOG_LEVEL ?? 'info',
-    base: { service: 'portcullis' },
     redact: {
       paths: [
         '*.authorization',
@@ -124,9 +178,19 @@ export const log: Logger = pino(
       ],
       censor: '[redacted]',
     },
-  },
-  stdout,
+  }),
+  target,
 );
+
+/**
+ * For CLI commands (everything but `serve`): stdout carries only the command's output, so the
+ * process log becomes plain-text diagnostics on `err` (stderr), warnings and worse unless
+ * PORTCULLIS_LOG_LEVEL says otherwise. No JSON line reaches stdout.
+ */
+export function useCliLogging(err: { write(s: string): unknown } = process.stderr): void {
+  target.current = new PlainStderr(err);
+  log.level = process.env.PORTCULLIS_LOG_LEVEL ?? 'warn';
+}
 
 /** Sets the level after config load (config may be more or less verbose than the default). */
 export function setLogLevel(level: string): void {
