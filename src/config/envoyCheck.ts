@@ -72,7 +72,15 @@ interface ToolRoute {
   readonly prefixTool: string | undefined;
   readonly prefix: string | undefined;
   readonly routeTool: string | undefined;
-  readonly cluster: string | undefined;
+  /** Every cluster the route may send to: `cluster`, or each of `weighted_clusters`. */
+  readonly clusters: readonly string[];
+}
+
+function routeClusters(route: Node): string[] {
+  if (typeof route.cluster === 'string') return [route.cluster];
+  const weighted = isNode(route.weighted_clusters) ? route.weighted_clusters.clusters : undefined;
+  if (!Array.isArray(weighted)) return [];
+  return weighted.filter(isNode).map((c) => c.name).filter((n): n is string => typeof n === 'string');
 }
 
 function toolRoutes(doc: unknown): ToolRoute[] {
@@ -86,7 +94,7 @@ function toolRoutes(doc: unknown): ToolRoute[] {
     const routeTool = routeToolOf(n);
     if (prefixTool === undefined && routeTool === undefined) continue;
     const label = `envoy: route ${typeof n.name === 'string' ? `"${n.name}"` : (prefix ?? '(unnamed)')}`;
-    out.push({ label, prefixTool, prefix, routeTool, cluster: typeof route.cluster === 'string' ? route.cluster : undefined });
+    out.push({ label, prefixTool, prefix, routeTool, clusters: routeClusters(route) });
   }
   return out;
 }
@@ -126,8 +134,8 @@ export function envoyProblems(cfg: GatewayConfig, envoyYaml: string): ConfigProb
     if (r.routeTool !== name) {
       out.push({ path: `$.tools[${i}]`, message: `${r.label} sends route_tool ${r.routeTool === undefined ? '(none)' : `"${r.routeTool}"`} for tool "${name}": every call on it would be denied` });
     }
-    if (r.cluster !== undefined && r.cluster !== tool.upstream) {
-      out.push({ path: `$.tools[${i}].upstream`, message: `is "${tool.upstream}" but ${r.label} sends tool "${name}" to cluster "${r.cluster}"` });
+    for (const cluster of r.clusters) {
+      if (cluster !== tool.upstream) out.push({ path: `$.tools[${i}].upstream`, message: `is "${tool.upstream}" but ${r.label} sends tool "${name}" to cluster "${cluster}"` });
     }
   }
   const clusters = staticClusters(doc);

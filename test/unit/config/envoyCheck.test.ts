@@ -72,6 +72,15 @@ describe('portcullis check --envoy', () => {
     expect(envoyProblems(demo, text)).toEqual([{ path: '$.tools[4].upstream', message: 'is "tool_exports" but envoy: route "exports" sends tool "exports" to cluster "tool_llm"' }]);
   });
 
+  it('every cluster of a weighted route must be the tool\'s upstream', () => {
+    const text = edited((routes) => {
+      const route = routes.find((r) => r.name === 'tickets')!.route as Node;
+      delete route.cluster;
+      route.weighted_clusters = { clusters: [{ name: 'tool_tickets', weight: 90 }, { name: 'tool_payments', weight: 10 }] };
+    });
+    expect(envoyProblems(demo, text)).toEqual([{ path: '$.tools[1].upstream', message: 'is "tool_tickets" but envoy: route "tickets" sends tool "tickets" to cluster "tool_payments"' }]);
+  });
+
   it('compares Envoy timeouts with what portcullis may spend inside them', () => {
     const text = edited((_r, authz) => (((authz.grpc_service as Node).timeout = '0.04s')));
     expect(envoyProblems(demo, text)).toEqual([{ path: '$.inspect.policy_budget_ms', message: expect.stringMatching(/is 50 ms but Envoy's ext_authz grpc_service\.timeout is 0\.04s/) }]);
