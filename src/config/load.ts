@@ -1,7 +1,7 @@
 import { checkDlpConfig } from '../dlp/index.js';
 import { readFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
-import { Ajv, type ErrorObject } from 'ajv';
+import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
 import { parseDocument } from 'yaml';
 import { configSchema } from './schema.js';
 import { serverProblems } from './server.js';
@@ -25,8 +25,13 @@ export class ConfigError extends Error {
   }
 }
 
-const ajv = new Ajv({ allErrors: true, useDefaults: true, strict: false, allowUnionTypes: true });
-const validate = ajv.compile(configSchema);
+let compiled: ValidateFunction | null = null;
+
+/** The configuration validator, compiled on first use: commands that load no configuration (help) skip it. */
+function validator(): ValidateFunction {
+  compiled ??= new Ajv({ allErrors: true, useDefaults: true, strict: false, allowUnionTypes: true }).compile(configSchema);
+  return compiled;
+}
 
 function describe(e: ErrorObject): ConfigProblem {
   const path = `$${e.instancePath.replace(/\/([^/]+)/g, (_m, seg: string) => (/^\d+$/.test(seg) ? `[${seg}]` : `.${seg}`))}`;
@@ -138,6 +143,7 @@ export function parseConfig(text: string, file: string, opts: ParseOptions = {})
     );
   }
   const raw: unknown = doc.toJS() ?? {};
+  const validate = validator();
   if (!validate(raw)) {
     throw new ConfigError(file, dedupe((validate.errors ?? []).map(describe)));
   }
