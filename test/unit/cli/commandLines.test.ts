@@ -73,7 +73,7 @@ describe('documented command lines', () => {
     expect(statSync(join(dir, 'audit-checkpoint.key')).mode & 0o777).toBe(0o600);
     const file = join(dir, 'audit.jsonl');
     const logger = await fromConfig(
-      { stdout: false, file, payload: { mode: 'off', max_bytes: 0 }, fsync: false, checkpoint: { key: { file: 'audit-checkpoint.key' }, every_records: 1, every_seconds: 60 } },
+      { stdout: false, file, payload: { mode: 'off', max_bytes: 0 }, fsync: false, checkpoint: { key: { file: 'audit-checkpoint.key' }, every_records: 1, every_seconds: 60, anchor_file: 'audit-anchors.jsonl' } },
       dir,
     );
     const decision = { allowed: false, rule: 'tenant.mismatch', reason: 'no', policy_version: 'v1', dry_run: false };
@@ -83,6 +83,9 @@ describe('documented command lines', () => {
     const verify = await cli(['audit', 'verify', 'audit.jsonl', '--public-key', 'audit-checkpoint.pub'], { cwd: dir });
     expect(verify.code).toBe(0);
     expect(verify.out).toMatch(/^audit\.jsonl: ok, \d+ records, chain intact\n {2}checkpoints: (\d+) of \1 verified against the given key/);
+    const anchored = await cli(['audit', 'verify', 'audit.jsonl', '--public-key', 'audit-checkpoint.pub', '--anchors', 'audit-anchors.jsonl'], { cwd: dir });
+    expect(anchored.code).toBe(0);
+    expect(anchored.out).toMatch(/anchors: \d+ checked, all match/);
     const show = await cli(['audit', 'show', 'audit.jsonl', '--tenant', 'acme'], { cwd: dir });
     expect(show.code).toBe(0);
     expect(show.out.trim().split('\n').map((l) => (JSON.parse(l) as { request_id: string }).request_id)).toEqual(['r-1']);
@@ -90,6 +93,8 @@ describe('documented command lines', () => {
     expect(table.code).toBe(0);
     expect(table.out).toMatch(/^TIME\s+OUTCOME/);
     expect(table.out).toContain('r-1');
+    const none = await cli(['audit', 'show', 'audit.jsonl', '--user', 'alice', '--mcp-tool', 'delete_ticket', '--until', '2025-06-01T00:00:00Z'], { cwd: dir });
+    expect(none).toEqual({ code: 0, out: '', err: '' });
     writeFileSync(join(dir, 'tampered.jsonl'), readFileSync(file, 'utf8').replace('alice', 'mallory'));
     expect((await cli(['audit', 'verify', 'tampered.jsonl'], { cwd: dir })).code).toBe(1);
     expect((await cli(['audit', 'verify', 'missing.jsonl'], { cwd: dir })).code).toBe(2);
