@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { Command } from 'commander';
 import { ConfigError, loadConfig, type ConfigProblem } from './config/load.js';
@@ -100,6 +100,13 @@ async function cmdToken(values: TokenOptions, io: CliIo): Promise<number> {
   const ttlS = Number(values.ttl);
   if (!Number.isInteger(ttlS) || ttlS <= 0) throw new UsageError('--ttl must be a positive number of seconds');
   const { mintToken, DEFAULT_PRIVATE_KEY_FILE } = await import('./identity/mint.js');
+  const keyPath = resolve(values.key ?? resolve(config.base_dir, DEFAULT_PRIVATE_KEY_FILE));
+  if (!existsSync(keyPath)) {
+    throw new Error(
+      `no signing key at ${keyPath}: pass --key FILE (a private JWK of the issuer's JWKS); ` +
+        '`npm run demo` writes one to keys/ beside the configuration it prepares',
+    );
+  }
   const token = await mintToken({
     issuer: jwt.issuer,
     audience: values.audience ?? jwt.audiences[0] ?? '',
@@ -109,7 +116,7 @@ async function cmdToken(values: TokenOptions, io: CliIo): Promise<number> {
     tenant: values.tenant,
     roles: values.roles ? values.roles.split(',').map((r) => r.trim()).filter(Boolean) : undefined,
     ttlS,
-    privateJwkPath: resolve(values.key ?? resolve(config.base_dir, DEFAULT_PRIVATE_KEY_FILE)),
+    privateJwkPath: keyPath,
     claims: jwt.claims,
   });
   io.out.write(`${token}\n`);

@@ -65,7 +65,7 @@ describe('CLI output carries no log lines', () => {
     expect(bad.code).toBe(1);
     expect(bad.out).toBe('');
     expect(jsonLogLines(bad.err)).toEqual([]);
-    expect(bad.err).toMatch(/^portcullis: /);
+    expect(bad.err).toMatch(/^portcullis: no signing key at \S+key\.json: pass --key FILE/);
   });
 
   it('dlp scan prints only its result, even with the log at debug', async () => {
