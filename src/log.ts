@@ -1,3 +1,4 @@
+import { writeSync } from 'node:fs';
 import { pino, type DestinationStream, type Logger, type LoggerOptions } from 'pino';
 
 /** Longest time a line waits in the stdout buffer before it is handed to the OS. */
@@ -32,8 +33,14 @@ export class BufferedStdout implements DestinationStream {
   /** Lines refused because too much was already waiting for a stalled stdout. */
   dropped = 0;
 
-  /** @param boom asynchronous writer for the file descriptor (pino's SonicBoom). */
-  constructor(private readonly boom: SonicBoom) {
+  /**
+   * @param boom asynchronous writer for the file descriptor (pino's SonicBoom).
+   * @param fd that file descriptor, written directly at exit.
+   */
+  constructor(
+    private readonly boom: SonicBoom,
+    private readonly fd = 1,
+  ) {
     boom.on('write', (n: number) => {
       this.written += n;
       if (this.written >= this.handed) this.wake();
@@ -69,6 +76,21 @@ export class BufferedStdout implements DestinationStream {
 
   /** Writes everything still buffered synchronously (process exit: no event loop left). */
   flushSync(): void {
+    if (this.written >= this.handed && this.chunks.length > 0) {
+      // Nothing in flight: write the rest straight to the descriptor. Handing it to the
+      // asynchronous writer now would queue a write that the exiting process never completes.
+      if (this.timer !== null) clearTimeout(this.timer);
+      this.timer = null;
+      const text = this.chunks.join('');
+      this.chunks = [];
+      this.size = 0;
+      try {
+        writeSync(this.fd, text);
+      } catch {
+        // stdout closed or not writable: nothing left to do at exit.
+      }
+      return;
+    }
     this.spill();
     try {
       this.boom.flushSync();

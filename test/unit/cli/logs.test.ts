@@ -1,8 +1,11 @@
-import { Writable } from 'node:stream';
+import { EventEmitter } from 'node:events';
+import { closeSync, mkdtempSync, openSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { pino } from 'pino';
 import { describe, expect, it } from 'vitest';
 import { StdoutSink } from '../../../src/audit/sinks.js';
-import { PlainStderr, log, loggerOptions, useCliLogging } from '../../../src/log.js';
+import { BufferedStdout, PlainStderr, log, loggerOptions, useCliLogging } from '../../../src/log.js';
 import { repoPath } from '../../helpers/paths.js';
 import { cli, jsonLogLines } from './run.js';
 
@@ -32,7 +35,7 @@ describe('log line format', () => {
 
   it('the process log of serve writes JSON lines with ISO times and string levels on stdout', async () => {
     const { execFileSync } = await import('node:child_process');
-    const script = `import(${JSON.stringify(repoPath('dist', 'log.js'))}).then((m) => { m.log.warn({ file: 'a' }, 'watch failed'); m.log.error('boom'); })`;
+    const script = `import(${JSON.stringify(repoPath('dist', 'log.js'))}).then((m) => { m.log.warn({ file: 'a' }, 'watch failed'); m.log.error('boom'); return m.flushStdout(); })`;
     const out = execFileSync(process.execPath, ['-e', script], { encoding: 'utf8' });
     const recs = out.trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
     expect(recs.map((r) => [r.level, r.msg])).toEqual([
@@ -49,6 +52,24 @@ describe('log line format', () => {
     log.warn({ file: 'keys/jwks.json', headers: { authorization: 'Bearer abc' }, count: 2 }, 'JWKS file invalid');
     log.error('failed');
     expect(err.lines).toEqual(['portcullis: warning: JWKS file invalid (file=keys/jwks.json, headers={"authorization":"[redacted]"}, count=2)\n', 'portcullis: error: failed\n']);
+  });
+
+  it('lines still buffered at exit reach the descriptor, not an asynchronous write the exiting process never completes', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'portcullis-log-'));
+    const fd = openSync(join(dir, 'out'), 'w');
+    try {
+      const asyncWrites: string[] = [];
+      const boom = Object.assign(new EventEmitter(), { write: (s: string) => void asyncWrites.push(s), flushSync: () => undefined });
+      const out = new BufferedStdout(boom as unknown as ConstructorParameters<typeof BufferedStdout>[0], fd);
+      out.write('{"msg":"one"}\n');
+      out.write('{"msg":"two"}\n');
+      out.flushSync();
+      expect(asyncWrites).toEqual([]);
+      expect(readFileSync(join(dir, 'out'), 'utf8')).toBe('{"msg":"one"}\n{"msg":"two"}\n');
+    } finally {
+      closeSync(fd);
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('a line that is not JSON passes through unchanged', () => {
