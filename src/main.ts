@@ -2,7 +2,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { Command } from 'commander';
-import { ConfigError, loadConfig, type ConfigProblem } from './config/load.js';
+import { loadConfig, readConfig, type ConfigProblem } from './config/load.js';
 import type { ProblemProducer } from './config/check.js';
 import { flushStdout, log, useCliLogging } from './log.js';
 import { auditCli } from './audit/cli.js';
@@ -50,12 +50,11 @@ async function cmdServe(configFile: string): Promise<void> {
  * their problems at once, each with its path. To add a check, add a producer to the list.
  */
 async function cmdCheck(opts: { config: string; envoy?: string }, io: CliIo): Promise<number> {
-  let config;
-  try {
-    config = loadConfig(resolve(opts.config));
-  } catch (err) {
-    if (!(err instanceof ConfigError)) throw err;
-    io.out.write(report(opts.config, err.problems));
+  const reading = readConfig(resolve(opts.config));
+  const config = reading.config;
+  // Not YAML, or not of the schema: nothing typed to check further.
+  if (!config) {
+    io.out.write(report(opts.config, reading.problems));
     return 1;
   }
   const { CONFIG_CHECKS, runChecks } = await import('./config/check.js');
@@ -64,7 +63,7 @@ async function cmdCheck(opts: { config: string; envoy?: string }, io: CliIo): Pr
     const { envoyCheck } = await import('./config/envoyCheck.js');
     producers.push(envoyCheck(opts.envoy));
   }
-  const { problems, notes } = await runChecks(config, producers);
+  const { problems, notes } = await runChecks(config, producers, reading.problems);
   if (problems.length > 0) {
     io.out.write(report(opts.config, problems));
     return 1;

@@ -13,6 +13,8 @@ import type { GatewayConfig, SecretRef } from './types.js';
 /** What every check sees: the loaded configuration and what earlier checks found. */
 export interface CheckContext {
   readonly config: GatewayConfig;
+  /** Every problem found so far (loading included), in order. */
+  readonly found: readonly ConfigProblem[];
   /** JSON paths of file and secret keys already reported as unavailable: later checks skip them. */
   readonly missing: Set<string>;
   /** Facts for the summary line (e.g. `policy`: the bundle's version). */
@@ -30,10 +32,17 @@ function message(err: unknown): string {
   return (err as Error)?.message ?? String(err);
 }
 
-/** Runs `producers` in order against one configuration; resolves with every problem found. */
-export async function runChecks(config: GatewayConfig, producers: readonly ProblemProducer[]): Promise<{ problems: ConfigProblem[]; notes: Map<string, string> }> {
-  const ctx: CheckContext = { config, missing: new Set(), notes: new Map() };
-  const problems: ConfigProblem[] = [];
+/**
+ * Runs `producers` in order against one configuration; resolves with every problem found,
+ * after `initial` (what loading it found).
+ */
+export async function runChecks(
+  config: GatewayConfig,
+  producers: readonly ProblemProducer[],
+  initial: readonly ConfigProblem[] = [],
+): Promise<{ problems: ConfigProblem[]; notes: Map<string, string> }> {
+  const problems: ConfigProblem[] = [...initial];
+  const ctx: CheckContext = { config, found: problems, missing: new Set(), notes: new Map() };
   for (const p of producers) {
     try {
       problems.push(...(await p.run(ctx)));
@@ -120,8 +129,10 @@ export const identityCheck: ProblemProducer = {
 /** The gRPC channel from Envoy: TLS files that belong together, or the unix socket's folder. */
 export const channelCheck: ProblemProducer = {
   name: 'channel',
-  async run({ config, missing }) {
+  async run({ config, missing, found }) {
     if (['ca', 'cert', 'key'].some((k) => missing.has(`$.server.grpc_tls.${k}`))) return [];
+    // A channel the server section already got wrong (reported at load) cannot be built.
+    if (found.some((p) => p.path.startsWith('$.server'))) return [];
     const { grpcChannel } = await import('./server.js');
     const { channelProblems } = await import('../server/listener.js');
     return channelProblems(grpcChannel(config.server, config.base_dir)).map((p) => {

@@ -123,6 +123,29 @@ describe('portcullis check of a configuration with several problems', () => {
     expect(existsSync(join(dir, 'logs'))).toBe(false);
   });
 
+  it('a cross-field rule that fails does not hide the files: both in one run', async () => {
+    const dir = tempDir();
+    const config = join(dir, 'gateway.yaml');
+    writeFileSync(
+      config,
+      stringify({
+        server: { grpc_address: '127.0.0.1', grpc_plaintext: true },
+        policy: { bundle: 'missing.tar.gz' },
+        tools: [
+          { name: 'weather', upstream: 'tool_weather', request: { schema: 'w.json' } },
+          { name: 'weather', upstream: 'tool_weather2' },
+        ],
+      }),
+    );
+    const r = await cli(['check', '--config', config]);
+    expect(r.code).toBe(1);
+    expect(problemLines(r.out)).toEqual([
+      '$.tools[1].name: duplicate tool name "weather" (also $.tools[0])',
+      `$.policy.bundle: not found: missing.tar.gz (resolved to ${join(dir, 'missing.tar.gz')})`,
+      `$.tools[0].request.schema: not found: w.json (resolved to ${join(dir, 'w.json')})`,
+    ]);
+  });
+
   it('a configuration that does not validate is reported whole, exit 1; an unreadable one too', async () => {
     const dir = tempDir();
     const config = join(dir, 'bad.yaml');
