@@ -1,4 +1,5 @@
-import { pino, type DestinationStream, type Logger } from 'pino';
+import { writeSync } from 'node:fs';
+import { pino, type DestinationStream, type Logger, type LoggerOptions } from 'pino';
 
 /** Longest time a line waits in the stdout buffer before it is handed to the OS. */
 const STDOUT_FLUSH_MS = 20;
@@ -32,8 +33,14 @@ export class BufferedStdout implements DestinationStream {
   /** Lines refused because too much was already waiting for a stalled stdout. */
   dropped = 0;
 
-  /** @param boom asynchronous writer for the file descriptor (pino's SonicBoom). */
-  constructor(private readonly boom: SonicBoom) {
+  /**
+   * @param boom asynchronous writer for the file descriptor (pino's SonicBoom).
+   * @param fd that file descriptor, written directly at exit.
+   */
+  constructor(
+    private readonly boom: SonicBoom,
+    private readonly fd = 1,
+  ) {
     boom.on('write', (n: number) => {
       this.written += n;
       if (this.written >= this.handed) this.wake();
@@ -69,6 +76,21 @@ export class BufferedStdout implements DestinationStream {
 
   /** Writes everything still buffered synchronously (process exit: no event loop left). */
   flushSync(): void {
+    if (this.written >= this.handed && this.chunks.length > 0) {
+      // Nothing in flight: write the rest straight to the descriptor. Handing it to the
+      // asynchronous writer now would queue a write that the exiting process never completes.
+      if (this.timer !== null) clearTimeout(this.timer);
+      this.timer = null;
+      const text = this.chunks.join('');
+      this.chunks = [];
+      this.size = 0;
+      try {
+        writeSync(this.fd, text);
+      } catch {
+        // stdout closed or not writable: nothing left to do at exit.
+      }
+      return;
+    }
     this.spill();
     try {
       this.boom.flushSync();
@@ -106,13 +128,67 @@ export function flushStdout(): Promise<void> {
 }
 
 /**
+ * Options every pino logger of the process starts from: ISO-8601 times (`"time":"2025-06-01T
+ * 12:00:00.000Z"`) and string levels (`"level":"warn"`), which log pipelines read without a
+ * mapping table. `extra` is merged over them.
+ */
+export function loggerOptions(extra: LoggerOptions = {}): LoggerOptions {
+  return {
+    base: { service: 'portcullis' },
+    timestamp: pino.stdTimeFunctions.isoTime,
+    ...extra,
+    formatters: { ...extra.formatters, level: (label: string) => ({ level: label }) },
+  };
+}
+
+/** Keys of a log line that the plain-text rendering leaves out (they are in the prefix or noise). */
+const PLAIN_SKIP = new Set(['level', 'time', 'service', 'msg', 'pid', 'hostname']);
+
+/**
+ * Renders pino JSON lines as one plain-text diagnostic each on stderr
+ * (`portcullis: warning: <msg> (key=value, ...)`): what a person running a CLI command reads.
+ */
+export class PlainStderr implements DestinationStream {
+  constructor(private readonly out: { write(s: string): unknown } = process.stderr) {}
+
+  /** Takes one newline-terminated JSON line from pino. */
+  write(line: string): void {
+    let rec: Record<string, unknown>;
+    try {
+      rec = JSON.parse(line) as Record<string, unknown>;
+    } catch {
+      this.out.write(line.endsWith('\n') ? line : `${line}\n`);
+      return;
+    }
+    const level = rec.level === 'warn' ? 'warning' : String(rec.level ?? 'log');
+    const fields = Object.entries(rec)
+      .filter(([k, v]) => !PLAIN_SKIP.has(k) && v !== undefined)
+      .map(([k, v]) => `${k}=${typeof v === 'string' ? v : JSON.stringify(v)}`);
+    this.out.write(`portcullis: ${level}: ${String(rec.msg ?? '')}${fields.length > 0 ? ` (${fields.join(', ')})` : ''}\n`);
+  }
+}
+
+/**
+ * Where the process log goes: the buffered stdout while serving, plain text on stderr for CLI
+ * commands (see {@link useCliLogging}). One indirection, so modules keep importing one `log`.
+ */
+class LogTarget implements DestinationStream {
+  current: DestinationStream = stdout;
+
+  write(line: string): void {
+    this.current.write(line);
+  }
+}
+
+const target = new LogTarget();
+
+/**
  * Process-wide pino logger (JSON to stdout). Redaction paths are a second line of defence:
  * code must not pass secrets to the logger in the first place.
  */
 export const log: Logger = pino(
-  {
+  loggerOptions({
     level: process.env.PORTCULLIS_LOG_LEVEL ?? 'info',
-    base: { service: 'portcullis' },
     redact: {
       paths: [
         '*.authorization',
@@ -124,9 +200,19 @@ export const log: Logger = pino(
       ],
       censor: '[redacted]',
     },
-  },
-  stdout,
+  }),
+  target,
 );
+
+/**
+ * For CLI commands (everything but `serve`): stdout carries only the command's output, so the
+ * process log becomes plain-text diagnostics on `err` (stderr), warnings and worse unless
+ * PORTCULLIS_LOG_LEVEL says otherwise. No JSON line reaches stdout.
+ */
+export function useCliLogging(err: { write(s: string): unknown } = process.stderr): void {
+  target.current = new PlainStderr(err);
+  log.level = process.env.PORTCULLIS_LOG_LEVEL ?? 'warn';
+}
 
 /** Sets the level after config load (config may be more or less verbose than the default). */
 export function setLogLevel(level: string): void {

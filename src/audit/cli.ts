@@ -1,11 +1,12 @@
 import { readFileSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
-import { parseArgs } from 'node:util';
+import { Command } from 'commander';
 import type { KeyObject } from 'node:crypto';
 import { readAnchors, type Anchor } from './anchors.js';
 import { generateCheckpointKeys, publicKeyFromPem } from './checkpoint.js';
 import { SHOW_DECISIONS, parseTimeBound, showAuditFile, type ShowDecision, type ShowOptions, type TextOut } from './show.js';
+import { UsageError, applyConventions, collect, exitCodeOf, runCommand, type ExitCode } from '../cli/program.js';
 import { completedIn, verifyAuditFile, type AuditVerifyResult } from './verify.js';
 
 /**
@@ -33,52 +34,98 @@ export interface AuditIo {
   readonly isTTY: boolean;
 }
 
-export const AUDIT_USAGE = `  audit verify FILE... [--public-key PEM]... [--key-id ID]... [--anchors FILE]
-                                 check audit files: hash chain, checkpoint signatures, anchors;
-                                 exit 0 intact, 1 broken, 3 intact with findings (unanchored tail,
-                                 exchanges forwarded but never completed in any FILE given: pass
-                                 every replica's file together)
-  audit show FILE [--since T] [--until T] [--agent A] [--user U] [--tenant T] [--tool T]
-                  [--mcp-tool T] [--decision allowed|denied|blocked|failed|incomplete]
-                  [--format json|table] [--verify]
-                                 print matching records (T: ISO time or 30m, 1h, 7d ago)
-  audit keygen --out PREFIX      write an Ed25519 checkpoint key pair: PREFIX.key (private, 0600)
-                                 and PREFIX.pub; print its key id
-`;
-
-class UsageError extends Error {}
-
-/** Runs `audit <sub> ...`; resolves with the exit code. */
-export async function auditCommand(argv: readonly string[], io: AuditIo): Promise<number> {
-  const [sub, ...rest] = argv;
-  try {
-    switch (sub) {
-      case 'verify':
-        return await cmdVerify(rest, io);
-      case 'show':
-        return await cmdShow(rest, io);
-      case 'keygen':
-        return await cmdKeygen(rest, io);
-      default:
-        throw new UsageError(sub ? `unknown audit command "${sub}"` : 'audit needs a command: verify, show or keygen');
-    }
-  } catch (err) {
-    if (err instanceof UsageError || (err as { code?: unknown }).code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION') {
-      io.err.write(`portcullis: ${(err as Error).message}\nusage:\n${AUDIT_USAGE}`);
-      return EXIT.usage;
-    }
-    const code = (err as NodeJS.ErrnoException).code;
-    if (typeof code === 'string' && code.startsWith('E')) {
-      io.err.write(`portcullis: ${(err as Error).message}\n`);
-      return EXIT.usage;
-    }
-    throw err;
-  }
+/** Options of `audit verify`. */
+interface VerifyOptions {
+  publicKey: string[];
+  keyId: string[];
+  anchors?: string;
 }
 
-function one(positionals: string[], what: string): string {
-  if (positionals.length !== 1) throw new UsageError(`expected one ${what}`);
-  return positionals[0]!;
+/** Options of `audit show`. */
+interface ShowCliOptions {
+  since?: string;
+  until?: string;
+  agent?: string;
+  user?: string;
+  tenant?: string;
+  tool?: string;
+  mcpTool?: string;
+  decision?: string;
+  format?: string;
+  verify: boolean;
+}
+
+/**
+ * Runs an action, turning what the user can fix (bad values, unreadable files) into the usage
+ * exit code with a message, as every `audit` command does.
+ */
+function guarded(cmd: Command, io: AuditIo, result: ExitCode, run: () => Promise<number>): Promise<void> {
+  return run().then(
+    (code) => {
+      result.code = code;
+    },
+    (err: unknown) => {
+      const usage = exitCodeOf(err, cmd, io);
+      if (usage !== null) {
+        result.code = usage;
+        return;
+      }
+      const code = (err as NodeJS.ErrnoException).code;
+      if (typeof code === 'string' && code.startsWith('E')) {
+        io.err.write(`portcullis: ${(err as Error).message}\n`);
+        result.code = EXIT.usage;
+        return;
+      }
+      throw err;
+    },
+  );
+}
+
+/**
+ * The `audit` command tree (verify, show, keygen) for a program; each action records its exit
+ * code in `result`. Conventions (output, help pointers) are applied by the program that holds it.
+ */
+export function auditCli(io: AuditIo, result: ExitCode): Command {
+  const audit = new Command('audit').description('verify and read audit files');
+  const verify = audit
+    .command('verify')
+    .description(
+      'check audit files: hash chain, checkpoint signatures, anchors; exit 0 intact, 1 broken, 3 intact with findings ' +
+        '(unanchored tail, exchanges forwarded but never completed in any FILE given: pass every replica\'s file together)',
+    )
+    .argument('<file...>', 'audit files (every replica\'s, together)')
+    .option('--public-key <pem>', 'trusted checkpoint public key (PEM); repeatable', collect, [])
+    .option('--key-id <id>', 'trusted checkpoint key id; repeatable', collect, [])
+    .option('--anchors <file>', 'anchor file of checkpoint lines (one audit FILE only)');
+  verify.action((files: string[], opts: VerifyOptions) => guarded(verify, io, result, () => cmdVerify(files, opts, io)));
+  const show = audit
+    .command('show')
+    .description('print matching records (T: ISO time or 30m, 1h, 7d ago)')
+    .argument('<file>', 'audit file')
+    .option('--since <T>', 'records at or after T')
+    .option('--until <T>', 'records before T')
+    .option('--agent <agent>', 'only this agent')
+    .option('--user <user>', 'only this user')
+    .option('--tenant <tenant>', 'only this tenant')
+    .option('--tool <tool>', 'only this tool')
+    .option('--mcp-tool <name>', 'only this MCP tool')
+    .option('--decision <decision>', `only this outcome: ${SHOW_DECISIONS.join(', ')}`)
+    .option('--format <format>', 'json or table (default: table on a terminal, else json)')
+    .option('--verify', 'exit 1 when the hash chain does not verify', false);
+  show.action((file: string, opts: ShowCliOptions) => guarded(show, io, result, () => cmdShow(file, opts, io)));
+  const keygen = audit
+    .command('keygen')
+    .description('write an Ed25519 checkpoint key pair: PREFIX.key (private, 0600) and PREFIX.pub; print its key id')
+    .requiredOption('--out <prefix>', 'where to write PREFIX.key and PREFIX.pub (never overwritten)');
+  keygen.action((opts: { out: string }) => guarded(keygen, io, result, () => cmdKeygen(opts.out, io)));
+  return audit;
+}
+
+/** Runs `audit <sub> ...` (the words after `audit`); resolves with the exit code. */
+export async function auditCommand(argv: readonly string[], io: AuditIo): Promise<number> {
+  const result: ExitCode = { code: EXIT.ok };
+  const audit = applyConventions(auditCli(io, result).name('portcullis audit'), io);
+  return runCommand(audit, argv, io, result);
 }
 
 function readKeys(files: readonly string[]): KeyObject[] {
@@ -91,22 +138,15 @@ function readKeys(files: readonly string[]): KeyObject[] {
   });
 }
 
-async function cmdVerify(argv: string[], io: AuditIo): Promise<number> {
-  const { values, positionals } = parseArgs({
-    args: argv,
-    allowPositionals: true,
-    strict: true,
-    options: { 'public-key': { type: 'string', multiple: true }, 'key-id': { type: 'string', multiple: true }, anchors: { type: 'string' } },
-  });
-  if (positionals.length === 0) throw new UsageError('expected one or more audit FILEs');
+async function cmdVerify(positionals: string[], values: VerifyOptions, io: AuditIo): Promise<number> {
   // Anchors are taken from one file's checkpoints: they prove nothing about another file.
   if (values.anchors && positionals.length > 1) throw new UsageError('--anchors checks one file: verify each anchored file on its own');
-  const publicKeys = readKeys(values['public-key'] ?? []);
+  const publicKeys = readKeys(values.publicKey);
   let anchors: Anchor[] | undefined;
   if (values.anchors) anchors = (await readAnchors(resolve(values.anchors))).anchors;
   const paths = positionals.map((f) => resolve(f));
   let results: AuditVerifyResult[] = [];
-  for (const path of paths) results.push(await verifyAuditFile(path, { publicKeys, keyIds: values['key-id'] ?? [], ...(anchors ? { anchors } : {}) }));
+  for (const path of paths) results.push(await verifyAuditFile(path, { publicKeys, keyIds: values.keyId, ...(anchors ? { anchors } : {}) }));
   // Files of several replicas: an exchange forwarded by one and completed by another is complete.
   if (paths.length > 1) {
     const done = await completedIn(paths, new Set(results.flatMap((r) => r.incomplete)));
@@ -154,25 +194,7 @@ function optional(v: string | undefined): string | undefined {
   return v === undefined || v === '' ? undefined : v;
 }
 
-async function cmdShow(argv: string[], io: AuditIo): Promise<number> {
-  const { values, positionals } = parseArgs({
-    args: argv,
-    allowPositionals: true,
-    strict: true,
-    options: {
-      since: { type: 'string' },
-      until: { type: 'string' },
-      agent: { type: 'string' },
-      user: { type: 'string' },
-      tenant: { type: 'string' },
-      tool: { type: 'string' },
-      'mcp-tool': { type: 'string' },
-      decision: { type: 'string' },
-      format: { type: 'string' },
-      verify: { type: 'boolean', default: false },
-    },
-  });
-  const file = one(positionals, 'audit FILE');
+async function cmdShow(file: string, values: ShowCliOptions, io: AuditIo): Promise<number> {
   const format = values.format ?? (io.isTTY ? 'table' : 'json');
   if (format !== 'json' && format !== 'table') throw new UsageError('--format is json or table');
   const decision = values.decision;
@@ -195,7 +217,7 @@ async function cmdShow(argv: string[], io: AuditIo): Promise<number> {
     ...pick('user', optional(values.user)),
     ...pick('tenant', optional(values.tenant)),
     ...pick('tool', optional(values.tool)),
-    ...pick('mcpTool', optional(values['mcp-tool'])),
+    ...pick('mcpTool', optional(values.mcpTool)),
     ...(decision ? { decision: decision as ShowDecision } : {}),
   };
   const r = await showAuditFile(resolve(file), opts, io.out);
@@ -214,14 +236,12 @@ function pick<K extends string>(key: K, v: string | undefined): Partial<Record<K
   return v === undefined ? {} : ({ [key]: v } as Record<K, string>);
 }
 
-async function cmdKeygen(argv: string[], io: AuditIo): Promise<number> {
-  const { values, positionals } = parseArgs({ args: argv, allowPositionals: true, strict: true, options: { out: { type: 'string' } } });
-  if (!values.out || positionals.length > 0) throw new UsageError('audit keygen needs --out PREFIX');
+async function cmdKeygen(out: string, io: AuditIo): Promise<number> {
   const keys = generateCheckpointKeys();
-  const prefix = resolve(values.out);
+  const prefix = resolve(out);
   // Never overwrites: a replaced key would leave earlier checkpoints unverifiable by the new one.
   await writeFile(`${prefix}.key`, keys.privatePem, { mode: 0o600, flag: 'wx' });
   await writeFile(`${prefix}.pub`, keys.publicPem, { mode: 0o644, flag: 'wx' });
-  io.out.write(`${keys.keyId}\nprivate key: ${values.out}.key (audit.checkpoint.key: {file: ...})\npublic key:  ${values.out}.pub (audit verify --public-key)\n`);
+  io.out.write(`${keys.keyId}\nprivate key: ${out}.key (audit.checkpoint.key: {file: ...})\npublic key:  ${out}.pub (audit verify --public-key)\n`);
   return EXIT.ok;
 }

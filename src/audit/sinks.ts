@@ -5,7 +5,7 @@ import { pino, type DestinationStream, type Logger } from 'pino';
 import { Counter } from 'prom-client';
 import type { AuditConfig } from '../config/types.js';
 import { GatewayError } from '../errors.js';
-import { flushStdout, log, stdout } from '../log.js';
+import { flushStdout, log, loggerOptions, stdout } from '../log.js';
 import { registry } from '../metrics.js';
 import { GENESIS_HEAD, checkLine, sealLine, type ChainHead } from './chain.js';
 import type { Scanner } from '../dlp/types.js';
@@ -63,7 +63,7 @@ export class StdoutSink implements AuditSink {
   private closed = false;
 
   constructor(private readonly destination?: DestinationStream) {
-    this.logger = pino({ level: 'info', base: { service: 'portcullis' } }, destination ?? stdout);
+    this.logger = pino(loggerOptions({ level: 'info' }), destination ?? stdout);
   }
 
   write(r: AuditLine): void {

@@ -1,7 +1,7 @@
 import { checkDlpConfig } from '../dlp/index.js';
 import { readFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
-import { Ajv, type ErrorObject } from 'ajv';
+import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
 import { parseDocument } from 'yaml';
 import { configSchema } from './schema.js';
 import { serverProblems } from './server.js';
@@ -25,8 +25,13 @@ export class ConfigError extends Error {
   }
 }
 
-const ajv = new Ajv({ allErrors: true, useDefaults: true, strict: false, allowUnionTypes: true });
-const validate = ajv.compile(configSchema);
+let compiled: ValidateFunction | null = null;
+
+/** The configuration validator, compiled on first use: commands that load no configuration (help) skip it. */
+function validator(): ValidateFunction {
+  compiled ??= new Ajv({ allErrors: true, useDefaults: true, strict: false, allowUnionTypes: true }).compile(configSchema);
+  return compiled;
+}
 
 function describe(e: ErrorObject): ConfigProblem {
   const path = `$${e.instancePath.replace(/\/([^/]+)/g, (_m, seg: string) => (/^\d+$/.test(seg) ? `[${seg}]` : `.${seg}`))}`;
@@ -126,26 +131,54 @@ export interface ParseOptions {
 }
 
 /**
+ * What reading a configuration found: the typed config with defaults applied once it passed the
+ * schema (`null` when it did not, or is not YAML), and every problem, cross-field rules included.
+ */
+export interface ConfigReading {
+  readonly config: GatewayConfig | null;
+  readonly problems: readonly ConfigProblem[];
+}
+
+/** Parses and validates configuration text, collecting every problem instead of throwing. */
+export function readConfigText(text: string, file: string, opts: ParseOptions = {}): ConfigReading {
+  const doc = parseDocument(text, { prettyErrors: true, uniqueKeys: true });
+  if (doc.errors.length > 0) {
+    return {
+      config: null,
+      problems: doc.errors.map((e) => ({ path: e.linePos ? `line ${e.linePos[0].line}:${e.linePos[0].col}` : '$', message: e.message.split('\n')[0] ?? e.code })),
+    };
+  }
+  const raw: unknown = doc.toJS() ?? {};
+  const validate = validator();
+  if (!validate(raw)) return { config: null, problems: dedupe((validate.errors ?? []).map(describe)) };
+  const cfg = { ...(raw as object), base_dir: dirname(resolve(file)) } as GatewayConfig;
+  applyBodyLimitDefaults(cfg);
+  return { config: cfg, problems: [...semanticProblems(cfg), ...serverProblems(cfg.server, opts.requireChannel ?? false)] };
+}
+
+/**
  * Parses and validates configuration text. Returns the typed config with defaults applied,
  * or throws a {@link ConfigError} listing every problem with its path.
  */
 export function parseConfig(text: string, file: string, opts: ParseOptions = {}): GatewayConfig {
-  const doc = parseDocument(text, { prettyErrors: true, uniqueKeys: true });
-  if (doc.errors.length > 0) {
-    throw new ConfigError(
-      file,
-      doc.errors.map((e) => ({ path: e.linePos ? `line ${e.linePos[0].line}:${e.linePos[0].col}` : '$', message: e.message.split('\n')[0] ?? e.code })),
-    );
+  const r = readConfigText(text, file, opts);
+  if (!r.config || r.problems.length > 0) throw new ConfigError(file, r.problems);
+  return r.config;
+}
+
+/**
+ * Reads a configuration file as {@link loadConfig} does (the gRPC channel required), collecting
+ * every problem instead of throwing: `portcullis check` goes on to check the files of a
+ * configuration that passed the schema even when a cross-field rule failed.
+ */
+export function readConfig(file: string): ConfigReading {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (err) {
+    return { config: null, problems: [{ path: '$', message: `cannot read file (${(err as NodeJS.ErrnoException).code ?? 'error'})` }] };
   }
-  const raw: unknown = doc.toJS() ?? {};
-  if (!validate(raw)) {
-    throw new ConfigError(file, dedupe((validate.errors ?? []).map(describe)));
-  }
-  const cfg = { ...(raw as object), base_dir: dirname(resolve(file)) } as GatewayConfig;
-  applyBodyLimitDefaults(cfg);
-  const problems = [...semanticProblems(cfg), ...serverProblems(cfg.server, opts.requireChannel ?? false)];
-  if (problems.length > 0) throw new ConfigError(file, problems);
-  return cfg;
+  return readConfigText(text, file, { requireChannel: true });
 }
 
 /** Reads, parses and validates a configuration file to serve (see {@link parseConfig}; the gRPC channel is required). */

@@ -1,5 +1,6 @@
 import { resolve } from 'node:path';
-import { parseArgs } from 'node:util';
+import { Command } from 'commander';
+import { applyConventions, exitCodeOf, runCommand, type ExitCode } from '../cli/program.js';
 import { loadConfig } from '../config/load.js';
 import type { GatewayConfig } from '../config/types.js';
 import { readPinFile, setPinInFile } from './pins.js';
@@ -10,13 +11,6 @@ import { readPinFile, setPinInFile } from './pins.js';
  * in the tool's pin file, which running replicas watch. Returns the exit code; nothing here
  * exits the process.
  */
-
-/** Usage lines of the `mcp` commands. */
-export const MCP_USAGE = `  mcp pins --config FILE [--json]
-                                 list pinned MCP tool definitions (mcp.pins and pin files)
-  mcp approve --config FILE --tool TOOL --name MCP_TOOL --hash SHA256
-                                 approve a changed MCP tool definition (written to the tool's mcp.pins_file)
-`;
 
 /** Where output goes. */
 export interface McpIo {
@@ -47,43 +41,69 @@ function rows(config: GatewayConfig): Row[] {
   return out;
 }
 
-/** Runs `portcullis mcp ...`. */
-export async function mcpCommand(argv: readonly string[], io: McpIo): Promise<number> {
-  const [sub, ...rest] = argv;
+/** Runs an action; an error is reported on `err` with exit 1 (usage errors: 2). */
+function guarded(cmd: Command, io: McpIo, result: ExitCode, run: () => number): void {
   try {
-    if (sub === 'pins') {
-      const { values } = parseArgs({ args: [...rest], options: { config: { type: 'string' }, json: { type: 'boolean', default: false } }, strict: true });
-      if (!values.config) throw new UsageError('mcp pins needs --config FILE');
-      const list = rows(loadConfig(resolve(values.config)));
-      if (values.json) io.out.write(`${JSON.stringify(list)}\n`);
-      else for (const r of list) io.out.write(`${r.tool}\t${r.name}\t${r.hash}\t${r.by}\t${r.since}\n`);
-      return 0;
-    }
-    if (sub === 'approve') {
-      const { values } = parseArgs({
-        args: [...rest],
-        options: { config: { type: 'string' }, tool: { type: 'string' }, name: { type: 'string' }, hash: { type: 'string' } },
-        strict: true,
-      });
-      if (!values.config || !values.tool || !values.name || !values.hash) throw new UsageError('mcp approve needs --config FILE --tool TOOL --name MCP_TOOL --hash SHA256');
-      const config = loadConfig(resolve(values.config));
-      const tool = config.tools.find((t) => t.name === values.tool);
-      if (!tool?.mcp) throw new Error(`tool "${values.tool}" is not an MCP tool of this configuration`);
-      if (!/^[0-9a-f]{64}$/.test(values.hash)) throw new Error('--hash must be a sha256 hex digest (64 lower-case hex characters)');
-      if (tool.mcp.pins[values.name] !== undefined) throw new Error(`MCP tool "${values.name}" of tool "${tool.name}" is pinned in the configuration (mcp.pins); change it there`);
-      if (!tool.mcp.pins_file) {
-        throw new Error(`tool "${tool.name}" has no mcp.pins_file: its pins live in each replica's memory; approve on each through POST /mcp/pins/approve on the admin port`);
-      }
-      const file = resolve(config.base_dir, tool.mcp.pins_file);
-      setPinInFile(file, tool.name, values.name, { hash: values.hash, since: new Date().toISOString(), by: 'cli' });
-      io.out.write(`approved ${tool.name}/${values.name} ${values.hash} in ${file}\n`);
-      return 0;
-    }
-    throw new UsageError(`usage:\n${MCP_USAGE}`);
+    result.code = run();
   } catch (err) {
+    const usage = exitCodeOf(err, cmd, io);
+    if (usage !== null) {
+      result.code = usage;
+      return;
+    }
     io.err.write(`portcullis: ${(err as Error).message}\n`);
-    return err instanceof UsageError ? 2 : 1;
+    result.code = 1;
   }
 }
 
-class UsageError extends Error {}
+function approve(values: { config: string; tool: string; name: string; hash: string }, io: McpIo): number {
+  const config = loadConfig(resolve(values.config));
+  const tool = config.tools.find((t) => t.name === values.tool);
+  if (!tool?.mcp) throw new Error(`tool "${values.tool}" is not an MCP tool of this configuration`);
+  if (!/^[0-9a-f]{64}$/.test(values.hash)) throw new Error('--hash must be a sha256 hex digest (64 lower-case hex characters)');
+  if (tool.mcp.pins[values.name] !== undefined) throw new Error(`MCP tool "${values.name}" of tool "${tool.name}" is pinned in the configuration (mcp.pins); change it there`);
+  if (!tool.mcp.pins_file) {
+    throw new Error(`tool "${tool.name}" has no mcp.pins_file: its pins live in each replica's memory; approve on each through POST /mcp/pins/approve on the admin port`);
+  }
+  const file = resolve(config.base_dir, tool.mcp.pins_file);
+  setPinInFile(file, tool.name, values.name, { hash: values.hash, since: new Date().toISOString(), by: 'cli' });
+  io.out.write(`approved ${tool.name}/${values.name} ${values.hash} in ${file}\n`);
+  return 0;
+}
+
+/**
+ * The `mcp` command tree (pins, approve) for a program; each action records its exit code in
+ * `result`. Conventions (output, help pointers) are applied by the program that holds it.
+ */
+export function mcpCli(io: McpIo, result: ExitCode): Command {
+  const mcp = new Command('mcp').description('MCP tool definition pins');
+  const pins = mcp
+    .command('pins')
+    .description('list pinned MCP tool definitions (mcp.pins and pin files): tool, name, hash, by, since')
+    .requiredOption('-c, --config <file>', 'gateway configuration')
+    .option('--json', 'one JSON array instead of tab-separated lines', false);
+  pins.action((opts: { config: string; json: boolean }) =>
+    guarded(pins, io, result, () => {
+      const list = rows(loadConfig(resolve(opts.config)));
+      if (opts.json) io.out.write(`${JSON.stringify(list)}\n`);
+      else for (const r of list) io.out.write(`${r.tool}\t${r.name}\t${r.hash}\t${r.by}\t${r.since}\n`);
+      return 0;
+    }),
+  );
+  const approveCmd = mcp
+    .command('approve')
+    .description("approve a changed MCP tool definition (written to the tool's mcp.pins_file, which running replicas watch)")
+    .requiredOption('-c, --config <file>', 'gateway configuration')
+    .requiredOption('--tool <tool>', 'the configured (MCP) tool')
+    .requiredOption('--name <mcp_tool>', 'the MCP tool name the server lists')
+    .requiredOption('--hash <sha256>', 'the definition hash to approve (from the audit record, metrics or mcp pins)');
+  approveCmd.action((opts: { config: string; tool: string; name: string; hash: string }) => guarded(approveCmd, io, result, () => approve(opts, io)));
+  return mcp;
+}
+
+/** Runs `portcullis mcp ...` (the words after `mcp`); resolves with the exit code. */
+export async function mcpCommand(argv: readonly string[], io: McpIo): Promise<number> {
+  const result: ExitCode = { code: 0 };
+  const mcp = applyConventions(mcpCli(io, result).name('portcullis mcp'), io);
+  return runCommand(mcp, argv, io, result);
+}

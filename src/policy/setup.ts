@@ -137,5 +137,5 @@ export class DecisionLogs {
  */
 export function policyProblems(engine: PolicyEngine): string[] {
   const status = engine.status();
-  return status.ready ? [] : [`$.policy: ${status.lastError ?? 'no policy is loaded'}`];
+  return status.ready ? [] : [status.lastError ?? 'no policy is loaded'];
 }

@@ -28,7 +28,7 @@ describe('portcullis check --envoy', () => {
 
   it('names a body window that differs from inspect.check_body_bytes', () => {
     const text = edited((_r, authz) => ((authz.with_request_body as Node).max_request_bytes = 1024));
-    expect(envoyProblems(demo, text)).toEqual([expect.stringMatching(/max_request_bytes is 1024 but inspect\.check_body_bytes is 65536/)]);
+    expect(envoyProblems(demo, text)).toEqual([{ path: '$.inspect.check_body_bytes', message: expect.stringMatching(/is 65536 but Envoy's ext_authz with_request_body\.max_request_bytes is 1024/) }]);
   });
 
   it('names routes bound to the wrong tool, to no tool, to another cluster or to an unknown tool', () => {
@@ -40,11 +40,57 @@ describe('portcullis check --envoy', () => {
       (routes.find((r) => r.name === 'weather')!.route as Node).cluster = 'tool_docs';
       routes.unshift({ name: 'payroll', match: { prefix: '/tools/payroll/' }, route: { cluster: 'tool_docs' } });
     });
-    const found = envoyProblems(demo, text);
-    expect(found).toHaveLength(4);
-    expect(found.join('\n')).toMatch(/route "payroll" serves \/tools\/payroll\/ but no tool "payroll"/);
-    expect(found.join('\n')).toMatch(/route "docs" sends route_tool "tickets" for tool "docs"/);
-    expect(found.join('\n')).toMatch(/route "tickets" sends route_tool \(none\)/);
-    expect(found.join('\n')).toMatch(/route "weather" goes to cluster "tool_docs" but tool "weather" has upstream "tool_weather"/);
+    const found = envoyProblems(demo, text).map((p) => `${p.path}: ${p.message}`);
+    expect(found).toEqual([
+      expect.stringMatching(/^envoy: route "payroll": serves \/tools\/payroll\/ but no tool "payroll"/),
+      expect.stringMatching(/^\$\.tools\[0\]\.upstream: is "tool_weather" but envoy: route "weather" sends tool "weather" to cluster "tool_docs"/),
+      expect.stringMatching(/^\$\.tools\[1\]: envoy: route "tickets" sends route_tool \(none\) for tool "tickets"/),
+      expect.stringMatching(/^\$\.tools\[2\]: envoy: route "docs" sends route_tool "tickets" for tool "docs"/),
+      // With its only route bound elsewhere, docs is served by no route at all.
+      expect.stringMatching(/^\$\.tools\[1\]: no Envoy route serves tool "tickets"/),
+      expect.stringMatching(/^\$\.tools\[2\]: no Envoy route serves tool "docs"/),
+    ]);
+  });
+
+  it('names a tool whose upstream cluster Envoy does not define, and a tool no route serves', () => {
+    const text = edited((routes) => {
+      routes.splice(routes.findIndex((r) => r.name === 'exports'), 1);
+    });
+    const cfg = parse(shipped) as Node;
+    ((cfg.static_resources as Node).clusters as Node[]).splice(((cfg.static_resources as Node).clusters as Node[]).findIndex((c) => c.name === 'tool_llm'), 1);
+    const withoutCluster = stringify(cfg, { aliasDuplicateObjects: false });
+    expect(envoyProblems(demo, text)).toEqual([{ path: '$.tools[4]', message: expect.stringMatching(/^no Envoy route serves tool "exports" \(a route matching \/tools\/exports\/ with context_extensions route_tool: exports\)/) }]);
+    expect(envoyProblems(demo, withoutCluster)).toEqual([{ path: '$.tools[5].upstream', message: 'cluster "tool_llm" is not defined in the Envoy configuration (static_resources.clusters)' }]);
+  });
+
+  it('a route that names the tool under another prefix still counts as its route, and must go to its cluster', () => {
+    const text = edited((routes) => {
+      const exports = routes.find((r) => r.name === 'exports')!;
+      exports.match = { prefix: '/v2/exports/' };
+      (exports.route as Node).cluster = 'tool_llm';
+    });
+    expect(envoyProblems(demo, text)).toEqual([{ path: '$.tools[4].upstream', message: 'is "tool_exports" but envoy: route "exports" sends tool "exports" to cluster "tool_llm"' }]);
+  });
+
+  it('every cluster of a weighted route must be the tool\'s upstream', () => {
+    const text = edited((routes) => {
+      const route = routes.find((r) => r.name === 'tickets')!.route as Node;
+      delete route.cluster;
+      route.weighted_clusters = { clusters: [{ name: 'tool_tickets', weight: 90 }, { name: 'tool_payments', weight: 10 }] };
+    });
+    expect(envoyProblems(demo, text)).toEqual([{ path: '$.tools[1].upstream', message: 'is "tool_tickets" but envoy: route "tickets" sends tool "tickets" to cluster "tool_payments"' }]);
+  });
+
+  it('compares Envoy timeouts with what portcullis may spend inside them', () => {
+    const text = edited((_r, authz) => (((authz.grpc_service as Node).timeout = '0.04s')));
+    expect(envoyProblems(demo, text)).toEqual([{ path: '$.inspect.policy_budget_ms', message: expect.stringMatching(/is 50 ms but Envoy's ext_authz grpc_service\.timeout is 0\.04s/) }]);
+    const cfg = parse(shipped) as Node;
+    const listener = ((cfg.static_resources as Node).listeners as Node[])[0]!;
+    const hcm = ((listener.filter_chains as Node[])[0]!.filters as Node[])[0]!.typed_config as Node;
+    const proc = (hcm.http_filters as Node[]).find((f) => f.name === 'envoy.filters.http.ext_proc')!.typed_config as Node;
+    proc.message_timeout = { seconds: 1, nanos: 0 };
+    expect(envoyProblems(demo, stringify(cfg, { aliasDuplicateObjects: false }))).toEqual([
+      { path: '$.tools[2].mcp.discovery_timeout_ms', message: expect.stringMatching(/is 1500 ms but Envoy's ext_proc message_timeout is 1s/) },
+    ]);
   });
 });
