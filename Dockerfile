@@ -4,14 +4,14 @@
 #
 # Stages: OPA (pinned, the version scripts/install-tools.sh installs) built from source; a build
 # stage that compiles the TypeScript and the policy bundle; production dependencies only; then a
-# slim Node.js 24 (LTS) runtime with nothing but dist/, those dependencies, the bundle and the default
+# slim Node.js 22 (LTS) runtime with nothing but dist/, those dependencies, the bundle and the default
 # (demo) config, running as an unprivileged user.
 #
 # Ports: 9191 gRPC (Envoy's ext_authz and ext_proc), 9464 admin (/healthz, /readyz, /metrics).
 # Probes: liveness GET /healthz, readiness GET /readyz on the admin port (neither needs the admin
 # token); the HEALTHCHECK below is the liveness one for plain Docker.
 
-ARG NODE_IMAGE=node:24.22.3-bookworm-slim
+ARG NODE_IMAGE=node:22.23.5-bookworm-slim
 
 FROM golang:1.26.8-bookworm AS opa
 ARG OPA_VERSION=1.22.2

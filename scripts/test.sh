@@ -92,9 +92,8 @@ vitest_step() { # name node-binary vitest-args...
   fi
 }
 
-# Everything on the pinned runtime; the unit tests once more on the oldest Node `engines` admits.
+# Everything on the pinned runtime (scripts/lib/node.sh).
 vitest_step vitest "$(command -v node)"
-vitest_step vitest-node22 "$ROOT/.tools/node22/bin/node" test/unit
 
 summary
 echo "tests: $passed passed, $failed failed"

@@ -611,7 +611,9 @@ export class Authorizer {
           truncated: message === undefined ? ctx.truncated : false,
           facts: ctx.facts?.perCall[i],
         });
-        const decision = deps.policy.evaluate(input, ctx.decisionId);
+        // One decision id per policy decision (log pipelines key events on it): the Check's for
+        // the first call, a fresh one for each further call of a batch.
+        const decision = deps.policy.evaluate(input, i === 0 ? ctx.decisionId : randomUUID());
         ctx.decision = decision;
         if (call?.id !== undefined && call.id !== null) ctx.rpcId = call.id;
         if (!decision.allowed) {

@@ -75,10 +75,10 @@ const SUITE = repoPath('node_modules', '@modelcontextprotocol', 'conformance', '
 const RUN_TIMEOUT_MS = 120_000;
 const OUTPUT_TAIL = 8_000;
 
-/** The Node 22 binary scripts/install-tools.sh installs; throws (never skips) when it or the suite is missing. */
-export function node22(): string {
-  const path = repoPath('.tools', 'node22', 'bin', 'node');
-  if (!existsSync(path)) throw new Error(`Node 22 is not installed at ${path}: run "bash scripts/install-tools.sh" (npm test does it)`);
+/** The Node.js scripts/install-tools.sh installs (the suite needs 22 or later); throws (never skips) when it or the suite is missing. */
+export function pinnedNode(): string {
+  const path = repoPath('.tools', 'node', 'bin', 'node');
+  if (!existsSync(path)) throw new Error(`Node.js is not installed at ${path}: run "bash scripts/install-tools.sh" (npm test does it)`);
   if (!existsSync(SUITE)) throw new Error(`the conformance suite is missing at ${SUITE}: the devDependency @modelcontextprotocol/conformance is not installed`);
   return path;
 }
@@ -86,7 +86,7 @@ export function node22(): string {
 /** Runs the CLI without blocking this process (targets in this process must keep answering). */
 function cli(args: string[]): Promise<{ code: number | null; output: string }> {
   return new Promise((resolve, reject) => {
-    const child = spawn(node22(), [SUITE, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NO_COLOR: '1' } });
+    const child = spawn(pinnedNode(), [SUITE, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NO_COLOR: '1' } });
     let output = '';
     const add = (c: Buffer): void => {
       output = (output + c.toString('utf8')).slice(-256 * 1024);

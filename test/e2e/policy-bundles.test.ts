@@ -133,6 +133,25 @@ describe('policy from a bundle service, decisions logged as OPA does', () => {
     expect(JSON.stringify(denied.result)).toMatch(/false/);
   });
 
+  it('gives each call of a JSON-RPC batch its own event and decision id', async () => {
+    const bearer = await token(stack, { agent: 'reporter', user: 'vera', roles: ['viewer'] });
+    const batch = [
+      { jsonrpc: '2.0', id: 1, method: 'tools/list', params: {} },
+      { jsonrpc: '2.0', id: 2, method: 'tools/call', params: { name: 'search_docs', arguments: { query: 'vpn', tenant: 'acme' } } },
+    ];
+    const r = await call(`${stack.envoyUrl}/tools/docs/`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${bearer}`, 'content-type': 'application/json', accept: 'application/json, text/event-stream', 'mcp-protocol-version': '2025-11-25' },
+      body: JSON.stringify(batch),
+    });
+    const id = r.headers.get('x-request-id');
+    expect(id).toBeTruthy();
+    expect(await eventually(async () => fileEvents().filter((e) => requestIdOf(e) === id).length >= 2, 10_000)).toBe(true);
+    const mine = fileEvents().filter((e) => requestIdOf(e) === id);
+    expect(mine).toHaveLength(2);
+    expect(new Set(mine.map((e) => e.decision_id)).size).toBe(2);
+  });
+
   it('a bundle published on the service is in force at the next call (long polling), and the log names its revision', async () => {
     publish(denyAllBundle(), '"deny-all"');
     const bearer = await token(stack);
