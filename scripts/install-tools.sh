@@ -107,36 +107,21 @@ install_node() { # dir version
   say "$1" "$version (installed)"
 }
 
-# --- promtool: built from source through the Go module proxy, pinned (the Prometheus module's
-# version v0.X.Y is Prometheus 3.X.Y; checked like helm, by the module version it records). ---
-promtool_version() { [[ -x "$BIN/promtool" ]] && go version -m "$BIN/promtool" 2>/dev/null | awk '$1 == "mod" { print $3 }' || true; }
-install_promtool() {
-  command -v go >/dev/null || die "go is required to install promtool (go install github.com/prometheus/prometheus/cmd/promtool@v$PROMTOOL_VERSION)"
-  if [[ "$(promtool_version)" == "v$PROMTOOL_VERSION" ]]; then
-    say promtool "$PROMTOOL_VERSION (already installed)"
+# --- Go programs built from source through the Go module proxy, pinned: promtool (the
+# Prometheus module's v0.X.Y is Prometheus 3.X.Y) and helm (about 4 minutes each on 2 cores the
+# first time). A binary records the module version it was built from, which is what is checked. ---
+go_tool_version() { [[ -x "$BIN/$1" ]] && go version -m "$BIN/$1" 2>/dev/null | awk '$1 == "mod" { print $3 }' || true; }
+install_go_tool() { # name package version
+  local name="$1" pkg="$2" version="$3"
+  command -v go >/dev/null || die "go is required to install $name (go install $pkg@v$version)"
+  if [[ "$(go_tool_version "$name")" == "v$version" ]]; then
+    say "$name" "$version (already installed)"
     return
   fi
-  say promtool "building $PROMTOOL_VERSION (a few minutes on 2 cores)"
-  GOBIN="$BIN" go install "github.com/prometheus/prometheus/cmd/promtool@v$PROMTOOL_VERSION" \
-    || die "go install github.com/prometheus/prometheus/cmd/promtool@v$PROMTOOL_VERSION failed"
-  [[ "$(promtool_version)" == "v$PROMTOOL_VERSION" ]] || die "promtool reports module version '$(promtool_version)', expected v$PROMTOOL_VERSION"
-  say promtool "$PROMTOOL_VERSION (installed)"
-}
-
-# --- helm: built from source through the Go module proxy, pinned (about 4 minutes on 2 cores the
-# first time; the binary records its module version, which is what is checked). ---
-helm_version() { [[ -x "$BIN/helm" ]] && go version -m "$BIN/helm" 2>/dev/null | awk '$1 == "mod" { print $3 }' || true; }
-install_helm() {
-  command -v go >/dev/null || die "go is required to install helm (go install helm.sh/helm/v3/cmd/helm@v$HELM_VERSION)"
-  if [[ "$(helm_version)" == "v$HELM_VERSION" ]]; then
-    say helm "$HELM_VERSION (already installed)"
-    return
-  fi
-  say helm "building $HELM_VERSION (about 4 minutes on 2 cores)"
-  GOBIN="$BIN" go install "helm.sh/helm/v3/cmd/helm@v$HELM_VERSION" \
-    || die "go install helm.sh/helm/v3/cmd/helm@v$HELM_VERSION failed"
-  [[ "$(helm_version)" == "v$HELM_VERSION" ]] || die "helm reports module version '$(helm_version)', expected v$HELM_VERSION"
-  say helm "$HELM_VERSION (installed)"
+  say "$name" "building $version (a few minutes on 2 cores)"
+  GOBIN="$BIN" go install "$pkg@v$version" || die "go install $pkg@v$version failed"
+  [[ "$(go_tool_version "$name")" == "v$version" ]] || die "$name reports module version '$(go_tool_version "$name")', expected v$version"
+  say "$name" "$version (installed)"
 }
 
 # --- Schema validators, pinned, in the same venv as the Envoy wheel. ---
@@ -198,8 +183,8 @@ install_node_modules
 [[ "$PROFILE" == demo ]] && exit 0
 
 apt_install "${APT_PACKAGES[@]}"
-install_helm
+install_go_tool helm helm.sh/helm/v3/cmd/helm "$HELM_VERSION"
 install_validators
 install_istio_schemas
-install_promtool
+install_go_tool promtool github.com/prometheus/prometheus/cmd/promtool "$PROMTOOL_VERSION"
 bash "$ROOT/scripts/install-opa-envoy.sh"
