@@ -177,6 +177,8 @@ install_node_modules() {
 }
 
 install_node node "$NODE_VERSION"
+# Everything below (npm ci included) runs on the pinned Node.
+export PATH="$TOOLS/node/bin:$PATH"
 install_envoy
 install_opa
 install_node_modules
